@@ -1,0 +1,241 @@
+"""The ``bench`` command line: one sub-command per job, each a thin layer over the library.
+
+Errors a user can fix (bad files, leaking splits...) are printed as one line naming what to
+fix, with exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import MribenchError
+from bench.profiles import PROFILES
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+#: Which subject column stratifies the split of each population.
+SPLIT_LABELS = {"ad": "diagnosis_bl", "tumour": "marker"}
+
+
+def _add_cohort_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cohort", default=None,
+                   help="BIDS folder or CSV/TSV manifest; default: the profile's synthetic cohort")
+    p.add_argument("--profile", default="default", choices=sorted(PROFILES),
+                   help="run profile (sets the synthetic cohort's size)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic cohort")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _cohort(args: argparse.Namespace):
+    from bench.data.sources import open_cohort
+
+    return open_cohort(args.cohort, profile=args.profile, seed=args.seed,
+                       progress=not args.no_progress)
+
+
+# -- bench data --------------------------------------------------------------------------------
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from bench.data.synth.generate import SynthConfig, generate, is_complete
+
+    cfg = SynthConfig.from_profile(args.profile, seed=args.seed, subjects=args.subjects,
+                                   resolution=args.resolution)
+    out = Path(args.out)
+    if is_complete(out, cfg) and not args.force:
+        console.print(f"{out}: already generated with these parameters (use --force to redo)")
+        return 0
+    start = time.perf_counter()
+    generate(cfg, out, workers=args.workers, progress=not args.no_progress, force=args.force)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    console.print(f"wrote {out}: {cfg.n_ad} ageing/AD + {cfg.n_tumour} tumour subjects at "
+                  f"{cfg.resolution} mm, {size / 1e6:.0f} MB in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    cohort = _cohort(args)
+    t = cohort.table
+    table = Table(title=f"cohort {cohort.name} ({cohort.root})")
+    for col in ("what", "value"):
+        table.add_column(col)
+    table.add_row("scans", str(len(t)))
+    table.add_row("subjects", str(t["participant_id"].nunique()))
+    table.add_row("sessions", str(t[["participant_id", "session_id"]].drop_duplicates().shape[0]))
+    table.add_row("sequences", ", ".join(f"{k}: {v}" for k, v in t["sequence"].value_counts().items()))
+    table.add_row("sites", ", ".join(f"{k}: {v}" for k, v in t.groupby("site")["participant_id"].nunique().items()))
+    if "population" in t.columns:
+        table.add_row("populations", ", ".join(
+            f"{k}: {v}" for k, v in t.groupby("population")["participant_id"].nunique().items()))
+    if "diagnosis" in t.columns:
+        table.add_row("diagnoses (scans)", ", ".join(f"{k}: {v}" for k, v in t["diagnosis"].value_counts().items()))
+    per_subject = t.groupby("participant_id")["session_id"].nunique()
+    table.add_row("sessions per subject", f"min {per_subject.min()}, median {per_subject.median():g}, "
+                                          f"max {per_subject.max()}")
+    skipped = cohort.metadata.get("skipped_files", [])
+    table.add_row("skipped files", str(len(skipped)))
+    console.print(table)
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """Load every scan once, reporting every unusable file rather than stopping at the first."""
+    from bench.data.volumes import load_scan
+    from bench.progress import progress_bar
+
+    cohort = _cohort(args)
+    problems = []
+    with progress_bar(not args.no_progress) as bar:
+        task = bar.add_task("checking scans", total=len(cohort))
+        for path in cohort.table["path"]:
+            try:
+                load_scan(path)
+            except MribenchError as e:
+                problems.append(str(e))
+            bar.advance(task)
+    for p in problems:
+        err_console.print(f"[red]error[/red] {p}", highlight=False)
+    console.print(f"{cohort.name}: {len(cohort)} scans checked, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+# -- bench splits ------------------------------------------------------------------------------
+def _default_split_dir(cohort_name: str) -> Path:
+    from bench.paths import repo_root
+
+    return repo_root() / "splits" / cohort_name
+
+
+def cmd_splits_make(args: argparse.Namespace) -> int:
+    from bench.data.synth.latents import EXTERNAL_SITE
+    from bench.splits import make_split, write_split
+
+    cohort = _cohort(args)
+    subjects = cohort.subjects()
+    populations = args.population or (sorted(subjects["population"].dropna().unique())
+                                      if "population" in subjects.columns else ["all"])
+    out_dir = Path(args.out) if args.out else _default_split_dir(cohort.name)
+    external = args.external_site
+    if external is None and cohort.name.startswith("synth"):
+        external = EXTERNAL_SITE
+    for pop in populations:
+        subj = subjects if pop == "all" else subjects[subjects["population"] == pop]
+        label = args.label or SPLIT_LABELS.get(pop)
+        held_out = external if external in set(subj["site"]) else None
+        if external and held_out is None:
+            console.print(f"note: {pop} has no subject at site {external}; no external split")
+        df = make_split(subj, seed=args.split_seed, label=label, external_site=held_out)
+        path = out_dir / f"{pop}.tsv"
+        digest = write_split(df, path)
+        counts = df["split"].value_counts().to_dict()
+        console.print(f"wrote {path} (sha256 {digest[:12]}): " +
+                      ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test", "external")))
+    return 0
+
+
+def cmd_splits_check(args: argparse.Namespace) -> int:
+    from bench.splits import check_split
+
+    files = [Path(f) for f in args.files]
+    cohort = _cohort(args)
+    if not files:
+        files = sorted(_default_split_dir(cohort.name).glob("*.tsv"))
+        if not files:
+            raise MribenchError(f"no split files under {_default_split_dir(cohort.name)}; "
+                                "run `bench splits make` first")
+    subjects = cohort.subjects()["participant_id"].tolist()
+    n_bad = 0
+    for f in files:
+        problems = check_split(f, subjects)
+        n_bad += bool(problems)
+        for p in problems:
+            err_console.print(f"[red]error[/red] {p}", highlight=False)
+        if not problems:
+            console.print(f"ok {f}")
+    return 1 if n_bad else 0
+
+
+# -- bench list --------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "profiles":
+        table = Table(title="run profiles")
+        for col in ("profile", "AD subjects", "tumour subjects", "resolution", "what for"):
+            table.add_column(col)
+        for p in PROFILES.values():
+            table.add_row(p.name, str(p.synth_ad_subjects), str(p.synth_tumour_subjects),
+                          f"{p.synth_resolution} mm", p.description)
+    else:
+        from bench.data.spaces import SPACES
+
+        table = Table(title="input spaces")
+        for col in ("space", "shape", "spacing", "description"):
+            table.add_column(col)
+        for s in SPACES.values():
+            table.add_row(s.name, "x".join(map(str, s.shape)), f"{s.spacing_mm} mm", s.description)
+    console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="generate, inspect and check cohorts").add_subparsers(
+        dest="data_command", required=True)
+    p = data.add_parser("synth", help="generate the synthetic longitudinal cohort (BIDS)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    p.add_argument("--subjects", type=int, default=None, help="override the profile's cohort size")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--resolution", type=int, choices=(1, 2), default=None, help="mm (default: profile's)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--force", action="store_true", help="regenerate even if complete")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_data_synth)
+    p = data.add_parser("info", help="summarise a cohort")
+    _add_cohort_args(p)
+    p.set_defaults(func=cmd_data_info)
+    p = data.add_parser("check", help="load every scan and report each unusable one")
+    _add_cohort_args(p)
+    p.set_defaults(func=cmd_data_check)
+
+    splits = sub.add_parser("splits", help="make and check patient-level split files").add_subparsers(
+        dest="splits_command", required=True)
+    p = splits.add_parser("make", help="write stratified patient-level split files + SHA-256")
+    _add_cohort_args(p)
+    p.add_argument("--population", action="append", help="sub-cohort(s) to split (default: each)")
+    p.add_argument("--label", default=None, help="subject column to stratify by")
+    p.add_argument("--external-site", default=None, help="site held out as 'external'")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="folder (default: splits/<cohort>/)")
+    p.set_defaults(func=cmd_splits_make)
+    p = splits.add_parser("check", help="verify hashes, leakage and subjects of split files")
+    p.add_argument("files", nargs="*", help="split TSVs (default: splits/<cohort>/*.tsv)")
+    _add_cohort_args(p)
+    p.set_defaults(func=cmd_splits_check)
+
+    p = sub.add_parser("list", help="list profiles or input spaces")
+    p.add_argument("what", choices=("profiles", "spaces"))
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MribenchError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished work is kept; run the same command to continue")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

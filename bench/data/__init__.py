@@ -1,0 +1,1 @@
+"""Data layer: cohorts (BIDS, CSV manifest, synthetic), scan loading and the volume store."""

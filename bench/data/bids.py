@@ -1,0 +1,176 @@
+"""Read a BIDS tree (participants.tsv, sub-*/sub-*_sessions.tsv, sub-*/ses-*/anat/*.nii.gz).
+
+Works on the synthetic cohort and on real BIDS layouts. What BIDS leaves open is filled in a
+documented order (months: sessions.tsv ``months_from_baseline``, else ``acq_time``, else an
+``M<n>`` session label; age: sessions.tsv, else baseline age + months). Files that are not an
+anatomical contrast we know are listed in ``Cohort.metadata['skipped_files']``, not hidden.
+Anything inconsistent raises :class:`CohortError` naming the subject and the file to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.data.cohort import Cohort
+from bench.errors import CohortError
+
+ANAT_SUFFIXES = ("T1w", "T2w", "FLAIR", "PDw", "T2starw")
+_ENTITY = re.compile(r"([a-zA-Z]+)-([a-zA-Z0-9]+)")
+_MONTH_LABEL = re.compile(r"^ses-M(\d+)$", re.IGNORECASE)
+_SEX = {"f": "F", "female": "F", "m": "M", "male": "M"}
+SUBJECT_COLUMNS = ("population", "risk_factor", "conversion_month", "marker", "survival_months",
+                   "event", "site", "diagnosis")
+
+
+def parse_bids_name(name: str) -> tuple[dict[str, str], str] | None:
+    """``sub-01_ses-M06_run-1_T1w.nii.gz`` -> ({'sub': '01', 'ses': 'M06', 'run': '1'}, 'T1w')."""
+    stem = re.sub(r"\.nii(\.gz)?$", "", name)
+    if stem == name:
+        return None
+    *parts, suffix = stem.split("_")
+    entities = {}
+    for p in parts:
+        m = _ENTITY.fullmatch(p)
+        if not m:
+            return None
+        entities[m.group(1)] = m.group(2)
+    return (entities, suffix) if "sub" in entities else None
+
+
+def _read_tsv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep="\t", na_values=["n/a", "NA", ""], keep_default_na=False,
+                           dtype={"participant_id": str, "session_id": str})
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise CohortError(f"{path}: not a readable TSV ({e}); fix the file") from None
+
+
+def _participants(root: Path) -> pd.DataFrame:
+    path = root / "participants.tsv"
+    if not path.is_file():
+        raise CohortError(f"{root}: no participants.tsv; a BIDS dataset needs one "
+                          "(participant_id, age, sex[, site, diagnosis...])")
+    df = _read_tsv(path)
+    if "participant_id" not in df.columns:
+        raise CohortError(f"{path}: no participant_id column")
+    df["participant_id"] = df["participant_id"].astype(str).str.strip()
+    dup = df.loc[df["participant_id"].duplicated(), "participant_id"]
+    if len(dup):
+        raise CohortError(f"{path}: {dup.iloc[0]} appears more than once; keep one row per participant")
+    for col in ("age", "sex"):
+        if col not in df.columns:
+            raise CohortError(f"{path}: no '{col}' column; add it (age in years at baseline, sex F/M)")
+    df["sex"] = df["sex"].map(lambda v: _SEX.get(str(v).strip().lower(), str(v)))
+    return df.set_index("participant_id")
+
+
+def _sessions(subject_dir: Path, sub: str) -> pd.DataFrame | None:
+    path = subject_dir / f"{sub}_sessions.tsv"
+    if not path.is_file():
+        return None
+    df = _read_tsv(path)
+    if "session_id" not in df.columns:
+        raise CohortError(f"{path}: no session_id column")
+    dup = df.loc[df["session_id"].duplicated(), "session_id"]
+    if len(dup):
+        raise CohortError(f"{path}: session {dup.iloc[0]} is listed twice; keep one row per session")
+    return df.set_index("session_id")
+
+
+def _months(sub: str, sessions: pd.DataFrame | None, labels: list[str], path: Path) -> dict[str, float]:
+    """Months from baseline of each session, by the documented precedence."""
+    if sessions is not None and "months_from_baseline" in sessions.columns:
+        vals = sessions["months_from_baseline"]
+        missing = [s for s in labels if s not in vals.index or pd.isna(vals.get(s))]
+        if not missing:
+            return {s: float(vals[s]) for s in labels}
+    if sessions is not None and "acq_time" in sessions.columns:
+        times = pd.to_datetime(sessions["acq_time"], errors="coerce")
+        if all(s in times.index and not pd.isna(times[s]) for s in labels):
+            t0 = times[labels].min()
+            return {s: round((times[s] - t0).days / 30.4375, 2) for s in labels}
+    matches = [_MONTH_LABEL.match(s) for s in labels]
+    if all(matches):
+        return {s: float(m.group(1)) for s, m in zip(labels, matches)}  # type: ignore[union-attr]
+    if len(labels) == 1:
+        return {labels[0]: 0.0}
+    raise CohortError(f"{sub}: cannot tell when sessions {labels} happened; add months_from_baseline "
+                      f"or acq_time to {path}")
+
+
+def _derivative(root: Path, sub: str, ses: str | None, pattern: str) -> str | float:
+    sesdir = f"{ses}/" if ses else ""
+    stem = f"{sub}_{ses}" if ses else sub
+    hits = sorted((root / "derivatives").glob(f"*/{sub}/{sesdir}anat/{stem}{pattern}"))
+    return str(hits[0]) if hits else np.nan
+
+
+def read_bids(root: str | Path, name: str | None = None) -> Cohort:
+    """Build a :class:`Cohort` from a BIDS tree (one row per anatomical scan)."""
+    root = Path(root).resolve()
+    participants = _participants(root)
+    subject_dirs = sorted(p for p in root.glob("sub-*") if p.is_dir())
+    unknown = [p.name for p in subject_dirs if p.name not in participants.index]
+    if unknown:
+        raise CohortError(f"{root}: {unknown[0]} has scans but no row in participants.tsv; add it")
+    rows, skipped = [], []
+    for sdir in subject_dirs:
+        sub = sdir.name
+        sessions = _sessions(sdir, sub)
+        files = sorted(sdir.glob("ses-*/anat/*.nii*")) + sorted(sdir.glob("anat/*.nii*"))
+        scans = []
+        for f in files:
+            parsed = parse_bids_name(f.name)
+            if parsed is None or parsed[1] not in ANAT_SUFFIXES or f"sub-{parsed[0]['sub']}" != sub:
+                skipped.append(str(f))
+                continue
+            ent, suffix = parsed
+            ses = f"ses-{ent['ses']}" if "ses" in ent else None
+            seq = "T1ce" if suffix == "T1w" and "ce" in ent else suffix
+            scans.append((ses, seq, ent, f))
+        labels = sorted({s or "ses-none" for s, *_ in scans})
+        if sessions is not None:
+            empty = [s for s in sessions.index if s not in labels]
+            if empty:
+                raise CohortError(f"{sdir / (sub + '_sessions.tsv')} lists {empty[0]} but "
+                                  f"{sdir / empty[0] / 'anat'} holds no scan; restore the file or "
+                                  "remove the row")
+        if not scans:
+            continue
+        months = _months(sub, sessions, labels, sdir / f"{sub}_sessions.tsv")
+        p = participants.loc[sub]
+        for ses, seq, ent, f in scans:
+            key = ses or "ses-none"
+            srow = sessions.loc[key] if sessions is not None and key in sessions.index else None
+            m = months[key]
+            age = srow["age"] if srow is not None and "age" in srow and not pd.isna(srow["age"]) \
+                else float(p["age"]) + m / 12.0
+            row = {"participant_id": sub, "session_id": key, "sequence": seq, "path": str(f),
+                   "months_from_baseline": m, "age": age, "sex": p["sex"],
+                   "acq": ent.get("acq", np.nan), "run": ent.get("run", np.nan)}
+            for col in SUBJECT_COLUMNS:
+                if srow is not None and col in srow.index and not pd.isna(srow[col]):
+                    row[col] = srow[col]
+                elif col in p.index:
+                    row[col] = p[col]
+            row.setdefault("site", "unknown")
+            row["mask_path"] = _derivative(root, sub, ses, "_desc-brain_mask.nii*")
+            row["seg_path"] = _derivative(root, sub, ses, "_dseg.nii*")
+            rows.append(row)
+    if not rows:
+        raise CohortError(f"{root}: no anatomical scans found under sub-*/[ses-*/]anat/")
+    table = pd.DataFrame(rows)
+    table = table.dropna(axis=1, how="all")  # drop entity columns no file uses
+    for col in ("risk_factor", "marker", "event"):
+        if col in table.columns:
+            table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
+    truth = None
+    truth_path = root / "derivatives" / "synth" / "ground_truth.tsv"
+    if truth_path.is_file():
+        truth = _read_tsv(truth_path)
+    return Cohort(table, name=name or root.name, root=root, ground_truth=truth,
+                  metadata={"source": "bids", "skipped_files": skipped})

@@ -1,0 +1,167 @@
+"""The Cohort: one table of scans plus a way to load them. The only thing tasks see.
+
+Every data source (the synthetic generator's BIDS tree, a real BIDS tree, a CSV manifest)
+is turned into the same table, so tasks, splits and the store never care where data came
+from. The schema is documented here and enforced by :func:`validate_table`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import CohortError
+
+#: Columns every cohort table has: one row per scan file.
+REQUIRED_COLUMNS: dict[str, str] = {
+    "participant_id": "subject label with its BIDS prefix, e.g. 'sub-0001'",
+    "session_id": "session label with its BIDS prefix, e.g. 'ses-M06'",
+    "sequence": "MRI contrast of the file: 'T1w', 'T2w' or 'FLAIR' (BIDS suffix)",
+    "path": "absolute path of the NIfTI file",
+    "months_from_baseline": "time of the session since the subject's first session, in months",
+    "age": "age in years at the session",
+    "sex": "'F' or 'M'",
+    "site": "scanner / site label",
+}
+
+#: Columns a cohort may have; missing values stay missing (NaN), never invented.
+OPTIONAL_COLUMNS: dict[str, str] = {
+    "population": "sub-cohort: 'ad' (ageing / Alzheimer's) or 'tumour'",
+    "diagnosis": "clinical diagnosis at the session: 'CN', 'MCI' or 'AD'",
+    "conversion_month": "months from baseline of MCI->AD conversion; NaN if not observed",
+    "risk_factor": "1 if the subject carries the onset-shifting risk factor (APOE4-like)",
+    "marker": "tumour marker status (IDH-like mutation), 0 or 1",
+    "survival_months": "tumour survival or censoring time from the session, in months",
+    "event": "1 if survival_months is a death, 0 if censored",
+    "mask_path": "brain mask NIfTI aligned with the scan",
+    "seg_path": "tumour label map aligned with the scan (1 oedema, 2 core)",
+    "run": "BIDS run entity where a session has several runs",
+    "acq": "BIDS acq entity",
+}
+
+SEQUENCES = ("T1w", "T2w", "FLAIR")
+DIAGNOSES = ("CN", "MCI", "AD")
+
+
+@dataclass
+class Cohort:
+    """A table of scans (see :data:`REQUIRED_COLUMNS`) and where it came from.
+
+    ``ground_truth`` holds per-scan latents (stage, structure volumes...) when the cohort
+    is synthetic; real cohorts have none.
+    """
+
+    table: pd.DataFrame
+    name: str
+    root: Path | None = None
+    ground_truth: pd.DataFrame | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.table = validate_table(self.table, source=self.name)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def scan_ids(self) -> pd.Series:
+        """A unique, stable identifier of each scan row (used for caches and predictions)."""
+        return scan_ids(self.table)
+
+    def subjects(self) -> pd.DataFrame:
+        """One row per participant: baseline age, sex, site, population and baseline diagnosis."""
+        t = self.table.sort_values(["participant_id", "months_from_baseline"])
+        first = t.groupby("participant_id", sort=True).first()
+        out = pd.DataFrame(
+            {
+                "age": first["age"],
+                "sex": first["sex"],
+                "site": first["site"],
+                "n_sessions": t.groupby("participant_id")["session_id"].nunique(),
+            }
+        )
+        for col in ("population", "diagnosis", "risk_factor", "marker", "conversion_month",
+                    "survival_months", "event"):
+            if col in t.columns:
+                out[col if col != "diagnosis" else "diagnosis_bl"] = first[col]
+        return out.reset_index()
+
+    def select(self, mask: pd.Series | np.ndarray) -> "Cohort":
+        """A cohort restricted to some rows (same name, root and ground truth)."""
+        return Cohort(self.table[np.asarray(mask)].reset_index(drop=True), self.name,
+                      self.root, self.ground_truth, dict(self.metadata))
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Load row ``index`` as (float32 volume, 4x4 affine), with the checks of load_scan."""
+        from bench.data.volumes import load_scan
+
+        return load_scan(self.table.loc[index, "path"])
+
+    def require_labels(self, columns: list[str] | tuple[str, ...], population: str | None = None) -> None:
+        """Fail, naming the subjects, when any scan of the (sub-)cohort lacks a needed label.
+
+        Tasks call this rather than dropping unlabelled subjects silently.
+        """
+        t = self.table
+        if population is not None and "population" in t.columns:
+            t = t[t["population"] == population]
+        for col in columns:
+            if col not in t.columns:
+                raise CohortError(f"{self.name}: column '{col}' is missing; add it to "
+                                  "participants.tsv / sessions.tsv (or the manifest)")
+            bad = t.loc[t[col].isna(), "participant_id"].unique()
+            if len(bad):
+                shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+                raise CohortError(
+                    f"{self.name}: {len(bad)} participant(s) have no '{col}' label: {shown}; "
+                    f"fill it in or exclude them in the task's population filter")
+
+
+def scan_ids(table: pd.DataFrame) -> pd.Series:
+    """``sub-X_ses-Y[_acq-A][_run-R]_SEQ`` for each row."""
+    parts = table["participant_id"].astype(str) + "_" + table["session_id"].astype(str)
+    for ent in ("acq", "run"):
+        if ent in table.columns:
+            val = table[ent]
+            parts = parts + np.where(val.notna(), "_" + ent + "-" + val.astype(str), "")
+    return parts + "_" + table["sequence"].astype(str)
+
+
+def validate_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check the schema and consistency of a cohort table; return it with normalised dtypes.
+
+    Raises :class:`CohortError` naming the first offending subject / session.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise CohortError(f"{source}: missing required column(s) {missing}; "
+                          f"a cohort table needs {list(REQUIRED_COLUMNS)}")
+    t = table.copy()
+    for col in ("participant_id", "session_id", "sequence", "path", "sex", "site"):
+        t[col] = t[col].astype(str)
+    for col in ("months_from_baseline", "age"):
+        t[col] = pd.to_numeric(t[col], errors="coerce")
+        bad = t[t[col].isna()]
+        if len(bad):
+            r = bad.iloc[0]
+            raise CohortError(f"{source}: {r.participant_id} {r.session_id} has no numeric "
+                              f"'{col}'; fill it in")
+    bad_sex = t[~t["sex"].isin(["F", "M"])]
+    if len(bad_sex):
+        r = bad_sex.iloc[0]
+        raise CohortError(f"{source}: {r.participant_id} has sex '{r.sex}'; use 'F' or 'M'")
+    if "diagnosis" in t.columns:
+        bad_dx = t[t["diagnosis"].notna() & ~t["diagnosis"].isin(DIAGNOSES)]
+        if len(bad_dx):
+            r = bad_dx.iloc[0]
+            raise CohortError(f"{source}: {r.participant_id} {r.session_id} has diagnosis "
+                              f"'{r.diagnosis}'; use one of {DIAGNOSES} or leave it empty")
+    ids = scan_ids(t)
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise CohortError(f"{source}: duplicate scan rows for {dup.iloc[0]}; each (subject, "
+                          "session, sequence[, acq, run]) must appear once")
+    return t.sort_values(["participant_id", "months_from_baseline", "sequence"]).reset_index(drop=True)

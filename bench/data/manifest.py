@@ -1,0 +1,38 @@
+"""Read a CSV/TSV manifest: the fallback for data that is not organised as BIDS.
+
+The manifest has the cohort columns (see ``bench.data.cohort.REQUIRED_COLUMNS``), one row per
+scan; relative paths are resolved against the manifest's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.data.cohort import REQUIRED_COLUMNS, Cohort
+from bench.errors import CohortError
+
+
+def read_manifest(path: str | Path, name: str | None = None) -> Cohort:
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise CohortError(f"{path}: manifest not found")
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        table = pd.read_csv(path, sep=sep, na_values=["n/a", "NA", ""], keep_default_na=False,
+                            dtype={"participant_id": str, "session_id": str})
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise CohortError(f"{path}: not a readable {'TSV' if sep == chr(9) else 'CSV'} ({e})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise CohortError(f"{path}: missing column(s) {missing}; a manifest needs {list(REQUIRED_COLUMNS)}")
+    for col in ("path", "mask_path", "seg_path"):
+        if col in table.columns:
+            table[col] = [str((path.parent / p).resolve()) if isinstance(p, str) else p
+                          for p in table[col]]
+    for r in table.itertuples():
+        if not Path(r.path).is_file():
+            raise CohortError(f"{path}: {r.participant_id} {r.session_id} points to {r.path}, "
+                              "which does not exist; fix the path or remove the row")
+    return Cohort(table, name=name or path.stem, root=path.parent, metadata={"source": "manifest"})

@@ -1,0 +1,48 @@
+"""Resolve what the user named (nothing, 'synth', a BIDS folder, a manifest) into a Cohort.
+
+With nothing named, the synthetic cohort of the run profile is used, generated on first use
+into the cache and reused afterwards (a second run does not regenerate it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.data.bids import read_bids
+from bench.data.cohort import Cohort
+from bench.data.manifest import read_manifest
+from bench.data.synth.generate import SynthConfig, generate, is_complete
+from bench.errors import CohortError
+from bench.paths import cache_home
+
+
+def synth_name(profile: str) -> str:
+    """Cohort name of a profile's synthetic cohort; split files live under splits/<name>/."""
+    return f"synth-{profile}"
+
+
+def synth_dir(profile: str, seed: int = 0) -> Path:
+    cfg = SynthConfig.from_profile(profile, seed=seed)
+    return cache_home() / "cohorts" / f"synth-{profile}-seed{seed}-{cfg.resolution}mm"
+
+
+def ensure_synth(profile: str, seed: int = 0, progress: bool = True) -> Path:
+    """The profile's synthetic cohort folder, generating it only if it is not there yet."""
+    out = synth_dir(profile, seed)
+    cfg = SynthConfig.from_profile(profile, seed=seed)
+    if not is_complete(out, cfg):
+        generate(cfg, out, progress=progress)
+    return out
+
+
+def open_cohort(spec: str | Path | None = None, *, profile: str = "default", seed: int = 0,
+                progress: bool = True) -> Cohort:
+    """``None``/'synth' -> the profile's synthetic cohort; a folder -> BIDS; a .csv/.tsv -> manifest."""
+    if spec is None or str(spec) == "synth":
+        return read_bids(ensure_synth(profile, seed, progress), name=synth_name(profile))
+    path = Path(spec)
+    if path.is_dir():
+        return read_bids(path)
+    if path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
+        return read_manifest(path)
+    raise CohortError(f"{spec}: not a BIDS folder (with participants.tsv) or a .csv/.tsv manifest")

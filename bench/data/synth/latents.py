@@ -1,0 +1,213 @@
+"""Subject-level latent variables of the synthetic cohort: who, where, when and how ill.
+
+Everything here is drawn from ``numpy.random.default_rng([seed, stream, subject])`` so one
+subject's draws never depend on how many other subjects were generated or in what order.
+Nothing here touches voxels; ``render.py`` turns these latents into images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Random-stream ids, so each kind of draw has its own independent generator.
+STREAM_SUBJECT, STREAM_ANATOMY, STREAM_SCAN = 0, 1, 2
+
+NOMINAL_VISIT_MONTHS = (0, 6, 12, 24, 36, 48)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A scanner: its intensity scale, contrast (gamma), bias field, noise and blur."""
+
+    name: str
+    weight: float      # share of subjects scanned here
+    scale: float       # global intensity scale (arbitrary scanner units)
+    gamma: float       # contrast curve applied to normalised intensity
+    bias: float        # amplitude of the smooth multiplicative bias field
+    noise: float       # Rician noise sigma relative to mean brain intensity
+    blur_mm: float     # Gaussian blur sigma (point-spread function), mm
+    held_out: bool = False
+
+
+SITES: tuple[Site, ...] = (
+    Site("S1", 0.32, 1.00, 1.00, 0.10, 0.020, 0.0),
+    Site("S2", 0.28, 0.85, 0.92, 0.20, 0.035, 0.7),
+    Site("S3", 0.25, 1.15, 1.08, 0.15, 0.025, 0.4),
+    Site("S4", 0.15, 1.30, 1.20, 0.30, 0.050, 1.0, held_out=True),
+)
+EXTERNAL_SITE = next(s.name for s in SITES if s.held_out)
+SITE_BY_NAME = {s.name: s for s in SITES}
+
+
+@dataclass
+class Visit:
+    session_id: str
+    month: float  # exact months from baseline (jittered around the nominal month)
+
+
+@dataclass
+class Subject:
+    """Latents of one subject. Times are months from the subject's baseline session."""
+
+    index: int
+    participant_id: str
+    population: str            # 'ad' or 'tumour'
+    sex: str
+    age0: float                # age at baseline, years
+    site: str
+    head_scale: float
+    visits: list[Visit]
+    # Alzheimer's model (population 'ad')
+    onset_years: float = math.nan   # stage s(t) = sigmoid(rate * (t - onset))
+    rate: float = math.nan          # per year
+    risk_factor: int = 0
+    threshold_mci: float = math.nan
+    threshold_ad: float = math.nan
+    hippocampus_var: float = 0.0    # individual anatomy of the structures (no disease)
+    ventricle_var: float = 0.0
+    # tumour model (population 'tumour')
+    marker: int = -1
+    tumour: dict = field(default_factory=dict)
+    survival_true: float = math.nan
+    censor_time: float = math.nan
+
+    # -- disease course -------------------------------------------------------------
+    def stage(self, month: float) -> float:
+        """Latent Alzheimer's stage in [0, 1] at ``month``; 0 for the tumour sub-cohort."""
+        if self.population != "ad":
+            return 0.0
+        t = month / 12.0
+        return 1.0 / (1.0 + math.exp(-self.rate * (t - self.onset_years)))
+
+    def diagnosis(self, month: float) -> str | None:
+        """CN / MCI / AD from the stage with this subject's (noisy) thresholds; monotone in time."""
+        if self.population != "ad":
+            return None
+        s = self.stage(month)
+        return "AD" if s >= self.threshold_ad else "MCI" if s >= self.threshold_mci else "CN"
+
+    def _crossing_month(self, threshold: float) -> float:
+        return 12.0 * (self.onset_years + math.log(threshold / (1 - threshold)) / self.rate)
+
+    @property
+    def ad_month_true(self) -> float:
+        """Exact month the stage crosses the AD threshold (negative: before baseline)."""
+        return self._crossing_month(self.threshold_ad) if self.population == "ad" else math.nan
+
+    @property
+    def mci_month_true(self) -> float:
+        return self._crossing_month(self.threshold_mci) if self.population == "ad" else math.nan
+
+    @property
+    def conversion_month(self) -> float:
+        """Observed MCI->AD conversion: the exact month, if it falls inside follow-up, else NaN.
+
+        Subjects already AD at baseline did not convert under observation.
+        """
+        m = self.ad_month_true
+        if self.population != "ad" or m <= 0 or m > self.visits[-1].month:
+            return math.nan
+        return m
+
+    @property
+    def survival_months(self) -> float:
+        return min(self.survival_true, self.censor_time)
+
+    @property
+    def event(self) -> int:
+        return int(self.survival_true <= self.censor_time)
+
+    def age(self, month: float) -> float:
+        return self.age0 + month / 12.0
+
+
+def participant_label(index: int) -> str:
+    return f"sub-{index + 1:04d}"
+
+
+def session_label(nominal_month: int) -> str:
+    return f"ses-M{nominal_month:02d}"
+
+
+def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream, index])
+
+
+def _site(rng: np.random.Generator) -> str:
+    w = np.array([s.weight for s in SITES])
+    return SITES[int(rng.choice(len(SITES), p=w / w.sum()))].name
+
+
+def _visits(rng: np.random.Generator) -> list[Visit]:
+    """Irregular visits: jitter around nominal months, random misses, dropout after a time."""
+    dropout_month = rng.exponential(90.0)
+    visits = [Visit(session_label(0), 0.0)]
+    for nominal in NOMINAL_VISIT_MONTHS[1:]:
+        if nominal > dropout_month:
+            break
+        if rng.random() < 0.12:  # missed visit
+            continue
+        month = float(np.clip(nominal + rng.normal(0, 0.12 * nominal ** 0.5 + 0.4),
+                              visits[-1].month + 2.0, None))
+        visits.append(Visit(session_label(nominal), round(month, 2)))
+    return visits
+
+
+def draw_ad_subject(seed: int, index: int) -> Subject:
+    """A subject of the ageing / Alzheimer's sub-cohort (longitudinal, T1w at every visit)."""
+    rng = _rng(seed, STREAM_SUBJECT, index)
+    sex = "F" if rng.random() < 0.55 else "M"
+    age0 = float(rng.uniform(58, 86))
+    group = rng.choice(3, p=[0.35, 0.45, 0.20])  # future-stable, prodromal, already ill
+    onset = float([rng.uniform(6, 30), rng.uniform(-1.0, 4.0), rng.uniform(-7.0, -1.5)][group])
+    risk = int(rng.random() < 0.3)
+    onset -= 2.0 * risk  # the risk factor brings the disease forward
+    return Subject(
+        index=index, participant_id=participant_label(index), population="ad", sex=sex,
+        age0=round(age0, 2), site=_site(rng),
+        head_scale=float(np.clip(rng.normal(1.0 + (0.025 if sex == "M" else -0.015), 0.025), 0.93, 1.07)),
+        visits=_visits(rng), onset_years=onset,
+        rate=float(np.exp(rng.uniform(np.log(0.15), np.log(1.2)))),  # slow and fast progressors
+        risk_factor=risk,
+        threshold_mci=float(np.clip(rng.normal(0.12, 0.03), 0.05, 0.25)),
+        threshold_ad=float(np.clip(rng.normal(0.65, 0.04), 0.5, 0.8)),
+        hippocampus_var=float(rng.normal(0, 0.03)), ventricle_var=float(rng.normal(0, 0.5)),
+    )
+
+
+def draw_tumour_subject(seed: int, index: int, candidate_centres: np.ndarray) -> Subject:
+    """A glioma-like subject: one pre-operative session with T1w, T2w and FLAIR.
+
+    The marker (IDH-like) changes the lesion's appearance and the hazard; survival is a
+    Weibull time whose hazard grows with core volume and age and falls with the marker,
+    censored uniformly (loss to follow-up / end of study).
+    """
+    rng = _rng(seed, STREAM_SUBJECT, index)
+    marker = int(rng.random() < 0.4)
+    age0 = float(rng.uniform(25, 62) if marker else rng.uniform(40, 82))
+    sex = "F" if rng.random() < 0.45 else "M"
+    core_r = float(rng.uniform(7, 16) if marker else rng.uniform(9, 20))
+    tumour = {
+        "centre_mm": candidate_centres[int(rng.integers(len(candidate_centres)))].tolist(),
+        "core_radius_mm": core_r,
+        "oedema_ratio": float(rng.uniform(1.15, 1.4) if marker else rng.uniform(1.5, 2.1)),
+        "irregularity": 0.08 if marker else 0.22,
+        "shape_dirs": rng.normal(size=(4, 3)).tolist(),
+        "shape_coefs": rng.normal(size=4).tolist(),
+        "necrosis": bool(marker == 0 and rng.random() < 0.8),
+        "mass_effect": float(rng.uniform(0.15, 0.35)),
+    }
+    core_ml = 4 / 3 * math.pi * core_r ** 3 / 1000
+    lp = 0.9 * math.log(core_ml / 8.0) + 0.45 * (age0 - 55) / 10 - 1.1 * marker
+    shape_k, scale = 1.3, 20.0
+    survival = scale * (-math.log(1 - rng.random()) / math.exp(lp)) ** (1 / shape_k)
+    return Subject(
+        index=index, participant_id=participant_label(index), population="tumour", sex=sex,
+        age0=round(age0, 2), site=_site(rng),
+        head_scale=float(np.clip(rng.normal(1.0 + (0.025 if sex == "M" else -0.015), 0.025), 0.93, 1.07)),
+        visits=[Visit(session_label(0), 0.0)], marker=marker, tumour=tumour,
+        survival_true=round(survival, 2), censor_time=round(float(rng.uniform(6, 72)), 2),
+    )

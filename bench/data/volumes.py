@@ -1,0 +1,118 @@
+"""Loading one scan (or one mask / label map) from a NIfTI file, with checks a user can act on.
+
+A benchmark run touches thousands of files; one truncated download or one 4D series left in
+the tree must stop the run with a message naming that file, not with a numpy traceback deep
+inside resampling. Every check here raises :class:`~bench.errors.ScanError` with a single
+line ``<file>: <what is wrong>; <what to do>``.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+
+from bench.errors import ScanError
+
+#: What nibabel and the gzip / zlib layers raise for files that are not (intact) NIfTI.
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    ImageFileError, HeaderDataError, EOFError, zlib.error, OSError, ValueError)
+
+
+def load_scan(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Load an image as (float32 3D array, 4x4 float64 voxel->world affine).
+
+    Intensity scaling stored in the header (scl_slope / scl_inter) is applied. Trailing
+    singleton dimensions (a 4D file holding one volume) are dropped.
+    """
+    return _load_checked(Path(path))
+
+
+def load_label(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Load a mask or label map as (uint8 3D array, 4x4 float64 affine).
+
+    Values are rounded to the nearest integer, because label maps saved as float (common
+    after registration) carry values such as 0.9999; values outside 0..255 are refused
+    rather than wrapped.
+    """
+    path = Path(path)
+    data, affine = _load_checked(path)
+    labels = np.rint(data)
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ScanError(f"{path}: label values span {labels.min():g}..{labels.max():g}, outside "
+                        "0..255; store masks / label maps as small non-negative integers")
+    return labels.astype(np.uint8), affine
+
+
+def _load_checked(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read header and data and apply every check shared by scans and labels."""
+    if not path.is_file():
+        raise ScanError(f"{path}: file not found; check the path in the cohort table or "
+                        "manifest (or re-run the download / generation step)")
+    img = _open(path)
+    shape = _checked_shape(path, tuple(int(n) for n in img.shape))
+    affine = _checked_affine(path, img.affine)
+    data = _read_data(path, img).reshape(shape)
+    _check_finite(path, data)
+    return data, affine
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (nibabel messages can span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _open(path: Path) -> nib.spatialimages.SpatialImage:
+    """Parse the header; nibabel reads the voxel data lazily, later."""
+    try:
+        return nib.load(str(path))
+    except _READ_ERRORS as exc:
+        raise ScanError(f"{path}: not a readable NIfTI file ({_one_line(exc)}); re-download or "
+                        "re-export it as .nii / .nii.gz") from exc
+
+
+def _read_data(path: Path, img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """Read the voxels; a truncated .nii.gz usually parses fine and only fails here."""
+    try:
+        return np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"), dtype=np.float32)
+    except _READ_ERRORS as exc:
+        raise ScanError(f"{path}: voxel data is truncated or corrupt ({_one_line(exc)}); "
+                        "re-download or re-export the file") from exc
+
+
+def _checked_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The 3D shape, after dropping trailing singleton dimensions; refuse anything else."""
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) > 3:
+        raise ScanError(f"{path}: {len(shape)}D volume of shape {shape} where a 3D scan is "
+                        "expected; split the series and pick one volume")
+    if len(shape) < 3 or min(shape) < 1:
+        raise ScanError(f"{path}: image of shape {shape} where a 3D scan is expected; "
+                        "provide a full 3D volume")
+    return shape  # type: ignore[return-value]
+
+
+def _checked_affine(path: Path, affine: np.ndarray | None) -> np.ndarray:
+    """The affine as float64; resampling needs it finite and invertible."""
+    if affine is None:
+        raise ScanError(f"{path}: the file stores no voxel-to-world affine; "
+                        "re-export it as NIfTI with a valid sform or qform")
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ScanError(f"{path}: the voxel-to-world affine is singular or non-finite; "
+                        "fix the sform / qform in the header (e.g. with fslorient)")
+    return affine
+
+
+def _check_finite(path: Path, data: np.ndarray) -> None:
+    """Refuse NaN / Inf voxels: one of them turns every normalised voxel into NaN."""
+    n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if n_bad:
+        raise ScanError(f"{path}: {n_bad} voxel(s) are NaN or Inf; replace them (e.g. with 0) "
+                        "or re-export the scan")

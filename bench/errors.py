@@ -1,0 +1,23 @@
+"""Errors a user can act on.
+
+Every error mribench raises for bad input names the file or subject at fault and says what
+to do about it, so a researcher with a 2,000-scan BIDS tree does not have to bisect it.
+"""
+
+from __future__ import annotations
+
+
+class MribenchError(Exception):
+    """Base class: the CLI prints these as one line and exits with status 2."""
+
+
+class ScanError(MribenchError):
+    """A scan file that cannot be used (unreadable, wrong dimensionality, non-finite voxels)."""
+
+
+class CohortError(MribenchError):
+    """A cohort table that is inconsistent (missing files, duplicate rows, missing labels)."""
+
+
+class SplitError(MribenchError):
+    """A split file that leaks subjects, changed on disk, or does not match its cohort."""

@@ -1,0 +1,19 @@
+"""Where mribench keeps generated cohorts and caches (override with MRIBENCH_CACHE)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_home() -> Path:
+    """``$MRIBENCH_CACHE``, else ``$XDG_CACHE_HOME/mribench``, else ``~/.cache/mribench``."""
+    if os.environ.get("MRIBENCH_CACHE"):
+        return Path(os.environ["MRIBENCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mribench"
+
+
+def repo_root() -> Path:
+    """The checkout holding tasks/ and splits/ (the package's parent folder)."""
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,37 @@
+"""Run profiles: how big a run is (`smoke` for tests, `default` for a 2-core CPU, `full` for GPUs).
+
+Every command that generates or evaluates takes ``--profile``; the profile sets the cohort
+size and resolution here, and (in the harness) the number of seeds, steps and bootstrap draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.errors import MribenchError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    synth_ad_subjects: int
+    synth_tumour_subjects: int
+    synth_resolution: int  # mm
+    description: str
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("smoke", 32, 10, 2, "tiny cohort, few steps: tests and CI, seconds"),
+        Profile("default", 240, 80, 2, "the embedded default: minutes on 2 CPU cores"),
+        Profile("full", 2000, 400, 1, "paper scale at 1 mm, for GPUs"),
+    )
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise MribenchError(f"unknown profile '{name}'; choose one of {', '.join(PROFILES)}") from None
