@@ -160,8 +160,52 @@ def cmd_splits_check(args: argparse.Namespace) -> int:
     return 1 if n_bad else 0
 
 
+# -- bench run ---------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from bench.profiles import get_profile
+    from bench.runner import Runner, check_protocols
+
+    protocols = args.protocol or ["linear_probe"]
+    check_protocols(protocols)
+    profile = get_profile(args.profile)
+    if args.seeds:
+        profile = replace(profile, seeds=args.seeds)
+    cohort = _cohort(args)
+    runner = Runner(cohort, profile, Path(args.results), progress=not args.no_progress,
+                    overwrite=args.overwrite, keep_predictions=not args.no_predictions)
+    start = time.perf_counter()
+    results = runner.run(args.encoder, args.task, protocols)
+    table = Table(title=f"bench run: {args.encoder} on {cohort.name} ({profile.name} profile)")
+    for col in ("task", "protocol", "main score (95% CI)", "status", "seconds"):
+        table.add_column(col)
+    for r in results:
+        score = "-" if r.main_score is None else f"{r.main_score:.3f}"
+        if r.ci[0] is not None:
+            score += f" ({r.ci[0]:.3f}-{r.ci[1]:.3f})"
+        table.add_row(r.task, r.protocol, score, r.status, f"{r.seconds:.1f}")
+    console.print(table)
+    console.print(f"records under {args.results}; total {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 # -- bench list --------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "tasks":
+        return _list_tasks(args)
+    if args.what == "encoders":
+        from bench.encoders import get_encoder, list_encoders
+
+        table = Table(title="encoders")
+        for col in ("encoder", "architecture", "parameters", "embed dim", "input space", "SSL method"):
+            table.add_column(col)
+        for name in list_encoders():
+            card = get_encoder(name).card
+            table.add_row(name, card.architecture, f"{card.n_parameters:,}", str(card.embed_dim),
+                          card.input_space, card.ssl_method)
+        console.print(table)
+        return 0
     if args.what == "profiles":
         table = Table(title="run profiles")
         for col in ("profile", "AD subjects", "tumour subjects", "resolution", "what for"):
@@ -178,6 +222,29 @@ def cmd_list(args: argparse.Namespace) -> int:
         for s in SPACES.values():
             table.add_row(s.name, "x".join(map(str, s.shape)), f"{s.spacing_mm} mm", s.description)
     console.print(table)
+    return 0
+
+
+def _list_tasks(args: argparse.Namespace) -> int:
+    from bench.runner import prepare_task
+    from bench.tasks import list_tasks
+
+    cohort = _cohort(args)
+    table = Table(title=f"tasks on {cohort.name}")
+    for col in ("task", "version", "kind", "cohort", "train", "val", "test", "external", "main score"):
+        table.add_column(col)
+    for name, spec in list_tasks().items():
+        try:
+            examples, _ = prepare_task(spec, cohort)
+            n = examples.table.groupby("split")["participant_id"].nunique()
+            counts = [str(int(n.get(s, 0))) for s in ("train", "val", "test", "external")]
+        except MribenchError as e:
+            counts = ["n/a"] * 4
+            err_console.print(f"{name}: {e}", highlight=False)
+        arrow = "up" if spec.higher_is_better else "down"
+        table.add_row(name, str(spec.version), spec.kind, spec.cohort, *counts, f"{spec.main_score} ({arrow})")
+    console.print(table)
+    console.print("(subjects per split)")
     return 0
 
 
@@ -219,8 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cohort_args(p)
     p.set_defaults(func=cmd_splits_check)
 
-    p = sub.add_parser("list", help="list profiles or input spaces")
-    p.add_argument("what", choices=("profiles", "spaces"))
+    p = sub.add_parser("run", help="evaluate an encoder on tasks under protocols; write result records")
+    p.add_argument("--encoder", required=True, help="registered name or path/to/file.py:ClassName")
+    p.add_argument("--task", action="append", required=True, help="task name (repeatable)")
+    p.add_argument("--protocol", action="append", default=None,
+                   help="linear_probe (default), fractions, few_shot, finetune (repeatable)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: profile's)")
+    p.add_argument("--results", default="leaderboard/results", help="results folder")
+    p.add_argument("--overwrite", action="store_true", help="redo jobs whose record exists")
+    p.add_argument("--no-predictions", action="store_true", help="leave per-subject predictions out")
+    _add_cohort_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", help="list tasks, encoders, profiles or input spaces")
+    p.add_argument("what", choices=("tasks", "encoders", "profiles", "spaces"))
+    _add_cohort_args(p)
     p.set_defaults(func=cmd_list)
     return parser
 
@@ -230,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MribenchError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted: finished work is kept; run the same command to continue")

@@ -1,0 +1,7 @@
+"""The encoder API: what a submitter implements, and the registry that finds encoders by name."""
+
+from bench.encoders.api import (Encoder, EncoderCard, get_encoder, list_encoders,
+                                load_checkpoint_encoder, register_encoder)
+
+__all__ = ["Encoder", "EncoderCard", "get_encoder", "list_encoders", "load_checkpoint_encoder",
+           "register_encoder"]

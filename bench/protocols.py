@@ -1,0 +1,251 @@
+"""Evaluation protocols: each a small function over (task examples, encoder, split) -> scores.
+
+- ``linear_probe``: frozen encoder, cached embeddings, a head with inner-CV regularisation,
+  trained on all training subjects, several seeds.
+- ``fractions``: the same head on nested 1/10/20/50/100 % subsets of the training subjects.
+- ``few_shot``: k = 1, 5, 10 training subjects per class, several seeded draws.
+- ``finetune``: encoder and head trained end to end, early stopping on the validation split.
+Segmentation tasks use a light decoder over the encoder's feature maps (frozen for the probe,
+trained with the decoder for fine-tuning). Every setting is scored on test and external
+subjects with a bootstrap CI that resamples subjects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bench import metrics as M
+from bench.data.cohort import Cohort
+from bench.errors import MribenchError
+from bench.profiles import Profile
+from bench.splits import Split
+from bench.tasks import Examples
+
+FRACTIONS = (0.01, 0.1, 0.2, 0.5, 1.0)
+SHOTS = (1, 5, 10)
+EVAL_SPLITS = ("test", "external")
+PROTOCOLS = ("linear_probe", "fractions", "few_shot", "finetune")
+
+
+@dataclass
+class Context:
+    """Everything a protocol needs; built once per (encoder, task) by the runner."""
+
+    examples: Examples
+    split: Split
+    cohort: Cohort
+    encoder: object
+    profile: Profile
+    features: list[np.ndarray] | None = None      # per example (L, S*E): frozen embeddings
+    store: object = None                          # VolumeStore, for protocols that read voxels
+    predictions: list[dict] = field(default_factory=list)
+    keep_predictions: bool = True
+
+    @property
+    def spec(self):
+        return self.examples.spec
+
+
+# -- features and heads -------------------------------------------------------------------------
+def assemble_features(examples: Examples, embeddings: dict[int, np.ndarray]) -> list[np.ndarray]:
+    """Per example an (L, S*E) array: each step's input sequences' embeddings concatenated."""
+    return [np.stack([np.concatenate([embeddings[int(r)] for r in step]) for step in rows])
+            for rows in examples.rows]
+
+
+def make_head(spec, seed: int):
+    from bench import heads
+
+    n_classes = len(spec.label.classes or [])
+    if spec.is_sequence:
+        kind = {"sequence_classification": "classification"}.get(spec.kind, spec.kind)
+        return heads.SequenceHead(kind, n_outputs=max(n_classes, 1), seed=seed)
+    if spec.kind == "classification":
+        return heads.LogisticHead(n_classes=n_classes, seed=seed)
+    if spec.kind == "regression":
+        return heads.RidgeHead()
+    if spec.kind == "survival":
+        return heads.CoxHead(seed=seed)
+    raise MribenchError(f"no probe head for task kind {spec.kind}")
+
+
+def head_data(ctx: Context, idx: np.ndarray, with_folds: bool = False):
+    from bench.heads import HeadData
+
+    ex = ctx.examples
+    feats = [ctx.features[i] for i in idx]
+    sub = ex.table.iloc[idx]
+    folds = None
+    if with_folds:
+        fold_of = ctx.split.table.set_index("participant_id")["fold"]
+        folds = sub["participant_id"].map(fold_of).to_numpy()
+    if ctx.spec.is_sequence:
+        x, months = feats, [ex.months[i] for i in idx]
+    else:
+        x, months = np.stack([f[-1] for f in feats]), None
+    y = ex.labels()[idx]
+    if ctx.spec.kind in ("classification", "sequence_classification"):
+        y = y.astype(int)
+    return HeadData(x=x, months=months, y=y, groups=sub["participant_id"].to_numpy(), folds=folds)
+
+
+def score_predictions(spec, y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
+                      n_boot: int, seed: int) -> tuple[dict, dict]:
+    """Point metrics and bootstrap CIs (subjects resampled) for every metric of the task."""
+    values, cis = {}, {}
+    for name in spec.metrics:
+        ci = M.bootstrap_ci(name, y_true, y_pred, n_boot=n_boot, seed=seed, groups=groups)
+        values[name] = _finite(ci["point"])
+        cis[name] = {k: _finite(ci[k]) if isinstance(ci[k], float) else ci[k]
+                     for k in ("point", "low", "high", "se", "n")}
+    return values, cis
+
+
+def _finite(v) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+def _mask(ctx: Context, split: str, subjects: set[str] | None = None) -> np.ndarray:
+    t = ctx.examples.table
+    m = (t["split"] == split).to_numpy()
+    if subjects is not None:
+        m &= t["participant_id"].isin(subjects).to_numpy()
+    return np.flatnonzero(m)
+
+
+def fit_and_score(ctx: Context, train_subjects: set[str] | None, seed: int, setting: str) -> list[dict]:
+    """Train a probe head on the chosen training subjects, score it on test and external."""
+    train = _mask(ctx, "train", train_subjects)
+    if len(train) == 0:
+        raise MribenchError(f"{ctx.spec.name}: no training examples for setting {setting}")
+    val = _mask(ctx, "val")
+    head = make_head(ctx.spec, seed)
+    head.fit(head_data(ctx, train, with_folds=True), head_data(ctx, val) if len(val) else None)
+    out = []
+    for split in EVAL_SPLITS:
+        idx = _mask(ctx, split)
+        if not len(idx):
+            continue
+        data = head_data(ctx, idx)
+        pred = head.predict(data)
+        values, cis = score_predictions(ctx.spec, data.y, pred, data.groups, ctx.profile.n_boot, seed)
+        out.append({"setting": setting, "seed": seed, "split": split, "metrics": values, "ci": cis,
+                    "n_subjects": int(len(set(data.groups))), "n_examples": int(len(idx)),
+                    "params": {"n_train_examples": int(len(train)),
+                               "n_train_subjects": int(ctx.examples.table.iloc[train]["participant_id"].nunique()),
+                               **{k: _jsonable(v) for k, v in getattr(head, "chosen", {}).items()}}})
+        if ctx.keep_predictions:
+            _keep(ctx, idx, split, seed, setting, data.y, pred)
+    return out
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def _keep(ctx: Context, idx, split, seed, setting, y_true, y_pred) -> None:
+    t = ctx.examples.table.iloc[idx]
+    for (eid, pid), yt, yp in zip(t[["example_id", "participant_id"]].itertuples(index=False), y_true, y_pred):
+        ctx.predictions.append({"example_id": eid, "participant_id": pid, "split": split, "seed": seed,
+                                "setting": setting, "y_true": _jsonable(np.asarray(yt)),
+                                "y_pred": _jsonable(np.round(np.asarray(yp, dtype=float), 6))})
+
+
+def example_volumes(ctx: Context, kind: str = "image") -> list:
+    """Per example a (L, S, D, H, W) float tensor of its scans in the encoder's input space."""
+    import torch
+
+    space = ctx.encoder.card.input_space
+    paths = ctx.cohort.table["path"]
+    ctx.store.prefetch([paths[r] for r in ctx.examples.scan_rows()], space, progress=False)
+    return [torch.from_numpy(np.stack([np.stack([np.asarray(ctx.store.get(paths[r], space), np.float32)
+                                                  for r in step]) for step in rows]))
+            for rows in ctx.examples.rows]
+
+
+# -- training subsets ---------------------------------------------------------------------------
+def task_train_order(ctx: Context) -> list[str]:
+    """The task's training subjects in the split file's nested order (so fractions nest)."""
+    order = ctx.split.table.set_index("participant_id")["order"]
+    subs = ctx.examples.subjects("train")
+    return sorted(subs, key=lambda s: (order.get(s, 10 ** 9), s))
+
+
+def fraction_subjects(ctx: Context, p: float) -> set[str]:
+    ordered = task_train_order(ctx)
+    return set(ordered[: max(1, math.ceil(p * len(ordered)))])
+
+
+def subject_labels(ctx: Context) -> pd.Series:
+    """One class per training subject (its first example's label) for k-shot draws."""
+    t = ctx.examples.table
+    train = t[t["split"] == "train"]
+    return train.groupby("participant_id")["y"].first().astype(int)
+
+
+# -- protocols ----------------------------------------------------------------------------------
+def seeds(ctx: Context) -> range:
+    return range(ctx.profile.seeds)
+
+
+def linear_probe(ctx: Context) -> list[dict]:
+    if ctx.spec.kind == "segmentation":
+        from bench.segmentation import segmentation_probe
+
+        return [s for seed in seeds(ctx) for s in segmentation_probe(ctx, None, seed, "full", frozen=True)]
+    return [s for seed in seeds(ctx) for s in fit_and_score(ctx, None, seed, "full")]
+
+
+def fractions(ctx: Context) -> list[dict]:
+    out = []
+    for p in FRACTIONS:
+        subjects = fraction_subjects(ctx, p)
+        for seed in seeds(ctx):
+            setting = f"fraction={p:g}"
+            if ctx.spec.kind == "segmentation":
+                from bench.segmentation import segmentation_probe
+
+                out += segmentation_probe(ctx, subjects, seed, setting, frozen=True)
+            else:
+                out += fit_and_score(ctx, subjects, seed, setting)
+    return out
+
+
+def few_shot(ctx: Context) -> list[dict]:
+    if ctx.spec.kind not in ("classification", "sequence_classification"):
+        raise MribenchError(f"few_shot needs class labels; task {ctx.spec.name} is {ctx.spec.kind}")
+    labels = subject_labels(ctx)
+    out = []
+    for k in SHOTS:
+        for draw in range(ctx.profile.few_shot_draws):
+            subjects = set(ctx.split.k_shot(labels, k, draw, ctx.spec.name))
+            out += fit_and_score(ctx, subjects, draw, f"k={k}")
+    return out
+
+
+def finetune(ctx: Context) -> list[dict]:
+    from bench.finetune import finetune_scores
+
+    return finetune_scores(ctx)
+
+
+def run_protocol(name: str, ctx: Context) -> list[dict]:
+    try:
+        fn = {"linear_probe": linear_probe, "fractions": fractions, "few_shot": few_shot,
+              "finetune": finetune}[name]
+    except KeyError:
+        raise MribenchError(f"unknown protocol '{name}'; choose from {', '.join(PROTOCOLS)}") from None
+    return fn(ctx)
+
+
+def needs_embeddings(name: str, spec) -> bool:
+    return name in ("linear_probe", "fractions", "few_shot") and spec.kind != "segmentation"

@@ -1,0 +1,319 @@
+"""Task specs: strict, versioned YAML files under tasks/, and the examples they build from a Cohort.
+
+A spec says *what* is measured (population, input, label, metrics, split); this module turns it
+into examples: for each example, the cohort rows it reads (one per step and input sequence, so
+a sequence task's example is a variable-length list of sessions with their months) and its
+label. Examples a label definition cannot decide (e.g. too short follow-up) are excluded and
+counted by reason, never dropped silently. Changing what a task measures bumps its version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from bench.data.cohort import Cohort
+from bench.errors import MribenchError
+from bench.paths import repo_root
+
+Kind = Literal["classification", "sequence_classification", "regression", "survival", "segmentation"]
+LabelType = Literal["diagnosis", "conversion", "diagnosis_change", "time_to_conversion", "age",
+                    "survival", "marker", "sequence", "segmentation"]
+InputMode = Literal["scan", "session", "sequence_to_index", "whole_sequence"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Population(_Strict):
+    """Which subjects / sessions enter the task."""
+
+    population: str | None = None            # 'ad' or 'tumour' (cohort column), None = all
+    diagnosis: list[str] | None = None        # keep sessions with these diagnoses (e.g. brain age: CN)
+
+
+class InputSpec(_Strict):
+    """What an example reads: which sequences, and one scan / one session / a sequence of sessions."""
+
+    mode: InputMode
+    sequences: list[str]                      # embedded separately, concatenated per step
+
+
+class LabelSpec(_Strict):
+    type: LabelType
+    classes: list[str] | None = None          # class names in index order (classification)
+    horizon_months: float | None = None       # conversion within this horizon
+    index_diagnosis: str | None = None        # sessions eligible as the index visit
+
+
+class TaskSpec(_Strict):
+    name: str
+    version: int
+    description: str
+    cohort: str                                # cohort family the task is defined on ('synth')
+    kind: Kind
+    population: Population
+    input: InputSpec
+    label: LabelSpec
+    metrics: list[str]
+    main_score: str
+    higher_is_better: bool
+    split: str                                 # split file under splits/; '{cohort}' = cohort name
+    headline: str = "linear_probe"             # protocol whose full-label score is main_score
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TaskSpec":
+        from bench.metrics import METRICS
+
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
+        if self.main_score not in self.metrics:
+            raise ValueError(f"main_score '{self.main_score}' is not among metrics {self.metrics}")
+        if METRICS[self.main_score].higher_is_better != self.higher_is_better:
+            raise ValueError(f"higher_is_better contradicts metric '{self.main_score}'")
+        if self.kind in ("classification", "sequence_classification") and not self.label.classes:
+            raise ValueError("classification tasks need label.classes")
+        if self.label.type == "conversion" and not self.label.horizon_months:
+            raise ValueError("a conversion label needs horizon_months")
+        if self.kind == "sequence_classification" and not self.is_sequence:
+            raise ValueError("kind sequence_classification needs a sequence input mode")
+        return self
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the resolved content (not the file's bytes: comments and key order don't count)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.input.mode in ("sequence_to_index", "whole_sequence")
+
+    def split_path(self, cohort_name: str) -> Path:
+        return repo_root() / "splits" / self.split.format(cohort=cohort_name)
+
+
+def tasks_dir() -> Path:
+    return repo_root() / "tasks"
+
+
+def load_task_file(path: str | Path) -> TaskSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise MribenchError(f"{path}: cannot read task spec ({e})") from None
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        raise MribenchError(f"{path}: invalid task spec at '{where}': {first['msg']}") from None
+
+
+def list_tasks() -> dict[str, TaskSpec]:
+    """Every spec under tasks/ by name (subfolders give 'folder/name')."""
+    out = {}
+    root = tasks_dir()
+    for path in sorted(root.rglob("*.yaml")):
+        spec = load_task_file(path)
+        rel = path.relative_to(root).with_suffix("")
+        key = "/".join(rel.parts)
+        if spec.name != rel.name:
+            raise MribenchError(f"{path}: spec name '{spec.name}' differs from its file name")
+        out[key] = spec
+    return out
+
+
+def get_task(name: str) -> TaskSpec:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return load_task_file(path)
+    tasks = list_tasks()
+    if name not in tasks:
+        raise MribenchError(f"unknown task '{name}'; known: {', '.join(tasks)}")
+    return tasks[name]
+
+
+# -- examples ------------------------------------------------------------------------------------
+@dataclass
+class Examples:
+    """A task's examples on one cohort.
+
+    ``table`` has one row per example: example_id, participant_id, session_id (index session),
+    split, and the label: ``y`` (class index or value) or ``time``/``event`` (survival).
+    ``rows[i]`` is an (L_i, S) int array of cohort-table row indices (L steps, S input
+    sequences); ``months[i]`` the (L_i,) months of those steps from the subject's baseline.
+    """
+
+    spec: TaskSpec
+    table: pd.DataFrame
+    rows: list[np.ndarray]
+    months: list[np.ndarray]
+    excluded: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def subset(self, mask: np.ndarray | pd.Series) -> "Examples":
+        idx = np.flatnonzero(np.asarray(mask))
+        return Examples(self.spec, self.table.iloc[idx].reset_index(drop=True),
+                        [self.rows[i] for i in idx], [self.months[i] for i in idx], dict(self.excluded))
+
+    def labels(self) -> np.ndarray:
+        if self.spec.kind == "survival":
+            return self.table[["time", "event"]].to_numpy(float)
+        return self.table["y"].to_numpy()
+
+    def scan_rows(self) -> np.ndarray:
+        """Every cohort row any example reads (each once)."""
+        return np.unique(np.concatenate([r.ravel() for r in self.rows])) if self.rows else np.array([], int)
+
+    def subjects(self, split: str) -> list[str]:
+        return sorted(self.table.loc[self.table["split"] == split, "participant_id"].unique())
+
+
+def _sessions(cohort: Cohort, spec: TaskSpec) -> pd.DataFrame:
+    """One row per session that has every input sequence: columns row_<seq> hold table indices."""
+    t = cohort.table
+    if spec.population.population is not None:
+        if "population" not in t.columns:
+            raise MribenchError(f"{cohort.name}: task {spec.name} needs a 'population' column")
+        t = t[t["population"] == spec.population.population]
+    t = t[t["sequence"].isin(spec.input.sequences)]
+    wide = t.reset_index().pivot_table(index=["participant_id", "session_id"], columns="sequence",
+                                       values="index", aggfunc="first")
+    wide = wide.reindex(columns=spec.input.sequences).dropna()
+    wide.columns = [f"row_{c}" for c in wide.columns]
+    info = t.drop_duplicates(["participant_id", "session_id"]).set_index(["participant_id", "session_id"])
+    keep = [c for c in ("months_from_baseline", "age", "diagnosis", "conversion_month", "marker",
+                        "survival_months", "event", "site") if c in info.columns]
+    out = wide.astype(int).join(info[keep]).reset_index()
+    return out.sort_values(["participant_id", "months_from_baseline"]).reset_index(drop=True)
+
+
+def _conversion_month(sessions: pd.DataFrame) -> float:
+    """Exact month if the cohort records it, else the first AD session's month (real data)."""
+    if "conversion_month" in sessions.columns and sessions["conversion_month"].notna().any():
+        return float(sessions["conversion_month"].dropna().iloc[0])
+    ad = sessions.loc[sessions["diagnosis"] == "AD", "months_from_baseline"]
+    return float(ad.iloc[0]) if len(ad) else np.nan
+
+
+def build_examples(spec: TaskSpec, cohort: Cohort) -> Examples:
+    """Turn the spec into examples on ``cohort`` (split column filled in by :func:`attach_split`)."""
+    sessions = _sessions(cohort, spec)
+    lab = spec.label
+    if lab.type in ("diagnosis", "conversion", "diagnosis_change", "time_to_conversion") or spec.population.diagnosis:
+        cohort.select(cohort.table["participant_id"].isin(sessions["participant_id"])).require_labels(["diagnosis"])
+    if spec.population.diagnosis and spec.input.mode in ("scan", "session"):
+        sessions = sessions[sessions["diagnosis"].isin(spec.population.diagnosis)]
+    row_cols = [f"row_{s}" for s in spec.input.sequences]
+    records: list[dict] = []
+    rows: list[np.ndarray] = []
+    months: list[np.ndarray] = []
+    excluded: dict[str, int] = {}
+
+    def add(sub: str, steps: pd.DataFrame, **label) -> None:
+        last = steps.iloc[-1]
+        records.append({"example_id": f"{sub}_{last.session_id}", "participant_id": sub,
+                        "session_id": last.session_id, "n_steps": len(steps), **label})
+        rows.append(steps[row_cols].to_numpy(int))
+        months.append(steps["months_from_baseline"].to_numpy(float))
+
+    def skip(reason: str) -> None:
+        excluded[reason] = excluded.get(reason, 0) + 1
+
+    if spec.input.mode == "scan":  # each scan of each listed sequence is its own example
+        for seq in spec.input.sequences:
+            col = f"row_{seq}"
+            for r in sessions.itertuples(index=False):
+                row = getattr(r, col)
+                y = spec.label.classes.index(seq) if lab.type == "sequence" else None
+                records.append({"example_id": f"{r.participant_id}_{r.session_id}_{seq}",
+                                "participant_id": r.participant_id, "session_id": r.session_id,
+                                "n_steps": 1, "y": y})
+                rows.append(np.array([[row]]))
+                months.append(np.array([r.months_from_baseline]))
+    else:
+        for sub, ses in sessions.groupby("participant_id", sort=True):
+            ses = ses.reset_index(drop=True)
+            if spec.input.mode == "session":
+                for i in range(len(ses)):
+                    one = ses.iloc[[i]]
+                    r = one.iloc[0]
+                    if lab.type == "diagnosis":
+                        add(sub, one, y=lab.classes.index(r.diagnosis))
+                    elif lab.type == "age":
+                        add(sub, one, y=float(r.age))
+                    elif lab.type == "marker":
+                        if pd.isna(r.marker):
+                            raise MribenchError(f"{cohort.name}: {sub} has no marker status")
+                        add(sub, one, y=int(r.marker))
+                    elif lab.type == "survival":
+                        if pd.isna(r.survival_months) or pd.isna(r.event):
+                            raise MribenchError(f"{cohort.name}: {sub} lacks survival_months/event")
+                        add(sub, one, time=float(r.survival_months), event=int(r.event))
+                    elif lab.type == "segmentation":
+                        add(sub, one)
+                    else:
+                        raise MribenchError(f"label {lab.type} does not fit input mode 'session'")
+            elif lab.type == "conversion":
+                conv = _conversion_month(ses)
+                last_month = ses["months_from_baseline"].iloc[-1]
+                for i in np.flatnonzero((ses["diagnosis"] == (lab.index_diagnosis or "MCI")).to_numpy()):
+                    index_month = ses["months_from_baseline"].iloc[i]
+                    if not np.isnan(conv) and conv <= index_month + lab.horizon_months:
+                        add(sub, ses.iloc[: i + 1], y=1)
+                    elif last_month >= index_month + lab.horizon_months:
+                        add(sub, ses.iloc[: i + 1], y=0)
+                    else:
+                        skip("follow-up shorter than the horizon without conversion")
+            elif lab.type == "diagnosis_change":
+                if len(ses) < 2:
+                    skip("single session")
+                    continue
+                add(sub, ses, y=int(ses["diagnosis"].iloc[0] != ses["diagnosis"].iloc[-1]))
+            elif lab.type == "time_to_conversion":
+                idx = np.flatnonzero((ses["diagnosis"] == (lab.index_diagnosis or "MCI")).to_numpy())
+                if not len(idx):
+                    skip("never at the index diagnosis")
+                    continue
+                i = idx[0]
+                index_month = ses["months_from_baseline"].iloc[i]
+                conv = _conversion_month(ses)
+                if not np.isnan(conv) and conv > index_month:
+                    add(sub, ses.iloc[: i + 1], time=conv - index_month, event=1)
+                else:
+                    follow = ses["months_from_baseline"].iloc[-1] - index_month
+                    if follow <= 0:
+                        skip("no follow-up after the index visit")
+                        continue
+                    add(sub, ses.iloc[: i + 1], time=follow, event=0)
+            else:
+                raise MribenchError(f"label {lab.type} does not fit input mode '{spec.input.mode}'")
+    table = pd.DataFrame(records)
+    if table.empty:
+        raise MribenchError(f"task {spec.name}: no examples on cohort {cohort.name}")
+    return Examples(spec, table, rows, months, excluded)
+
+
+def attach_split(examples: Examples, split_table: pd.DataFrame, source: str) -> Examples:
+    """Give each example its subject's split; a subject missing from the split file is an error."""
+    lookup = split_table.set_index("participant_id")["split"]
+    missing = sorted(set(examples.table["participant_id"]) - set(lookup.index))
+    if missing:
+        raise MribenchError(f"{source}: {len(missing)} subject(s) of task {examples.spec.name} are not in "
+                            f"the split file, e.g. {missing[0]}; regenerate it with `bench splits make`")
+    examples.table["split"] = examples.table["participant_id"].map(lookup).to_numpy()
+    return examples

@@ -1,0 +1,107 @@
+"""Metrics against hand-computed values; bootstrap and paired tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import metrics as M
+
+
+def test_binary_auc_by_hand():
+    # positives score 0.8, 0.4; negatives 0.6, 0.2, 0.1 -> pairs (pos > neg):
+    # 0.8 beats all 3; 0.4 beats 0.2 and 0.1 but not 0.6 -> 5 of 6 pairs
+    y = np.array([1, 0, 1, 0, 0])
+    s = np.array([0.8, 0.6, 0.4, 0.2, 0.1])
+    assert M.auc(y, s) == pytest.approx(5 / 6)
+    assert M.auc(y, np.column_stack([1 - s, s])) == pytest.approx(5 / 6)
+    assert np.isnan(M.auc(np.zeros(3), np.ones(3)))
+
+
+def test_macro_ovr_auc_by_hand():
+    y = np.array([0, 1, 2, 0])
+    p = np.array([[0.7, 0.2, 0.1], [0.3, 0.4, 0.3], [0.2, 0.3, 0.5], [0.3, 0.5, 0.2]])
+    # class 0: positives 0.7, 0.3 vs negatives 0.3, 0.2 -> 0.7 wins 2, 0.3 ties 0.3 (0.5) and beats 0.2
+    #   -> (2 + 1.5) / 4 = 0.875; class 1: positive 0.4 vs 0.2, 0.3, 0.5 -> 2/3;
+    # class 2: positive 0.5 vs 0.1, 0.3, 0.2 -> 1.  macro = (0.875 + 2/3 + 1) / 3
+    assert M.auc(y, p) == pytest.approx((0.875 + 2 / 3 + 1) / 3)
+
+
+def test_balanced_accuracy_mae_pearson_by_hand():
+    # class 0 recall 2/3, class 1 recall 1/1 -> (2/3 + 1) / 2
+    assert M.balanced_accuracy([0, 0, 0, 1], [0, 0, 1, 1]) == pytest.approx(5 / 6)
+    assert M.mae([1, 2, 3], [2, 2, 5]) == pytest.approx(1.0)
+    # perfectly linear -> 1; anti-linear -> -1
+    assert M.pearson_r([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert M.pearson_r([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_harrell_c_by_hand():
+    # times 2(event), 4(event), 6(censored), 8(event); risks 0.9, 0.5, 0.7, 0.1
+    # comparable pairs (i has event, t_i < t_j): (2,4) (2,6) (2,8) (4,6) (4,8); (8, -) none
+    # concordant if risk_i > risk_j: 0.9>0.5 y, 0.9>0.7 y, 0.9>0.1 y, 0.5>0.7 n, 0.5>0.1 y -> 4/5
+    y = np.array([[2, 1], [4, 1], [6, 0], [8, 1]], float)
+    risk = np.array([0.9, 0.5, 0.7, 0.1])
+    assert M.c_index(y, risk) == pytest.approx(4 / 5)
+    # a tie in risk counts one half: make risk_4 == risk_6 -> (3 + 0.5 + 1) / 5
+    assert M.c_index(y, np.array([0.9, 0.7, 0.7, 0.1])) == pytest.approx(4.5 / 5)
+
+
+def test_uno_equals_harrell_without_censoring():
+    rng = np.random.default_rng(0)
+    y = np.column_stack([rng.permutation(20) + 1.0, np.ones(20)])
+    risk = rng.normal(size=20)
+    assert M.uno_c(y, risk, tau=100) == pytest.approx(M.c_index(y, risk))
+
+
+def test_dice_and_hd95_by_hand():
+    t = np.zeros((1, 1, 6), int)
+    p = np.zeros((1, 1, 6), int)
+    t[0, 0, 0:3] = 1  # 3 voxels
+    p[0, 0, 1:4] = 1  # 3 voxels, 2 overlapping -> 2*2/6
+    assert M.dice(t, p) == pytest.approx(4 / 6)
+    # two single points 3 voxels apart -> Hausdorff distance 3 in either direction
+    a = np.zeros((5, 5, 5), int)
+    b = np.zeros((5, 5, 5), int)
+    a[1, 1, 1] = 1
+    b[1, 1, 4] = 1
+    assert M.hd95(a, b) == pytest.approx(3.0)
+    assert M.hd95(a, b, spacing=2.0) == pytest.approx(6.0)
+
+
+def test_bootstrap_ci_covers_point_narrows_and_is_deterministic():
+    rng = np.random.default_rng(1)
+    def sample(n):
+        y = rng.integers(0, 2, n)
+        return y, y + rng.normal(0, 1.0, n)
+    y, s = sample(60)
+    ci = M.bootstrap_ci("auc", y, s, n_boot=300, seed=3)
+    assert ci["low"] <= ci["point"] <= ci["high"]
+    assert ci == M.bootstrap_ci("auc", y, s, n_boot=300, seed=3)
+    y2, s2 = sample(600)
+    wide = M.bootstrap_ci("mae", y, s, n_boot=300, seed=0)
+    narrow = M.bootstrap_ci("mae", y2, s2, n_boot=300, seed=0)
+    assert narrow["high"] - narrow["low"] < wide["high"] - wide["low"]
+
+
+def test_cluster_bootstrap_keeps_subjects_together():
+    # two subjects with 50 rows each: a resample has 0, 50 or 100 rows of subject A, so the
+    # replicate MAE takes only three values
+    y = np.zeros(100)
+    pred = np.r_[np.zeros(50), np.ones(50)]
+    groups = np.r_[["a"] * 50, ["b"] * 50]
+    members = M._subject_index(groups, 100)
+    boots = M._boot_scores("mae", y, pred, M._replicates(2, 200, 0), members)
+    assert set(np.round(boots, 6)) <= {0.0, 0.5, 1.0}
+    assert M.bootstrap_ci("mae", y, pred, n_boot=200, groups=groups)["n"] == 2
+
+
+def test_paired_bootstrap():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 200)
+    good = y + rng.normal(0, 0.3, 200)
+    bad = rng.normal(size=200)
+    same = M.paired_bootstrap("auc", y, good, good, n_boot=200)
+    assert same["delta"] == 0 and same["p_value"] == pytest.approx(1.0)
+    better = M.paired_bootstrap("auc", y, good, bad, n_boot=200)
+    assert better["delta"] > 0.3 and better["p_value"] < 0.01
