@@ -1,3 +1,3 @@
 """Reference encoders, registered through the same public API a submitter uses."""
 
-from baselines import oracle, random_init  # noqa: F401
+from baselines import intensity, oracle, random_init  # noqa: F401

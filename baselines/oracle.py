@@ -53,4 +53,4 @@ class Oracle(Encoder):
     def label_maps(self, labels: torch.Tensor, n_classes: int) -> list[torch.Tensor]:
         """The true label map, one-hot, at the scales of a 5-level encoder pyramid."""
         onehot = torch.nn.functional.one_hot(labels.long(), n_classes).permute(0, 4, 1, 2, 3).float()
-        return [onehot] + [torch.nn.functional.avg_pool3d(onehot, 2 ** k) for k in range(1, 5)]
+        return [torch.nn.functional.avg_pool3d(onehot, 2 ** k) for k in range(1, 6)]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bench.errors import MribenchError
-from bench.protocols import EVAL_SPLITS, Context, _keep, _mask, example_volumes, score_predictions, seeds
+from bench.protocols import EVAL_SPLITS, Context, _keep, _mask, example_volumes, seeds, setting_score
 
 
 class FinetuneModel(nn.Module):
@@ -134,11 +134,8 @@ def _one_seed(ctx: Context, vols: list[torch.Tensor], seed: int) -> list[dict]:
         else:
             pred = raw[:, 0].numpy()
         y = ex.labels()[idx]
-        groups = ex.table.iloc[idx]["participant_id"].to_numpy()
-        values, cis = score_predictions(spec, y, pred, groups, ctx.profile.n_boot, seed)
-        out.append({"setting": "full", "seed": seed, "split": split, "metrics": values, "ci": cis,
-                    "n_subjects": int(len(set(groups))), "n_examples": int(len(idx)),
-                    "params": {"n_train_examples": int(len(train)), "best_val_loss": float(best)}})
+        out.append(setting_score(ctx, idx, split, seed, "full", y, pred,
+                                 {"n_train_examples": int(len(train)), "best_val_loss": float(best)}))
         if ctx.keep_predictions:
             _keep(ctx, idx, split, seed, "full", y, pred)
     return out

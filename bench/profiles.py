@@ -29,7 +29,7 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("smoke", 32, 10, 2, "tiny cohort, few steps: tests and CI, seconds",
-                seeds=2, n_boot=200, few_shot_draws=2, finetune_epochs=2, segmentation_epochs=8),
+                seeds=2, n_boot=200, few_shot_draws=2, finetune_epochs=2, segmentation_epochs=25),
         Profile("default", 240, 80, 2, "the embedded default: minutes on 2 CPU cores"),
         Profile("full", 2000, 400, 1, "paper scale at 1 mm, for GPUs", seeds=5, n_boot=2000,
                 few_shot_draws=10, finetune_epochs=100, segmentation_epochs=200),

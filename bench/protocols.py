@@ -105,6 +105,16 @@ def score_predictions(spec, y_true: np.ndarray, y_pred: np.ndarray, groups: np.n
     return values, cis
 
 
+def setting_score(ctx: Context, idx: np.ndarray, split: str, seed: int, setting: str,
+                  y_true: np.ndarray, y_pred: np.ndarray, params: dict) -> dict:
+    """One scored (setting, seed, split) entry of a record, with CIs over its subjects."""
+    groups = ctx.examples.table.iloc[idx]["participant_id"].to_numpy()
+    values, cis = score_predictions(ctx.spec, y_true, y_pred, groups, ctx.profile.n_boot, seed)
+    return {"setting": setting, "seed": seed, "split": split, "metrics": values, "ci": cis,
+            "n_subjects": int(len(set(groups))), "n_examples": int(len(idx)),
+            "params": {k: _jsonable(v) for k, v in params.items()}}
+
+
 def _finite(v) -> float | None:
     v = float(v)
     return None if math.isnan(v) or math.isinf(v) else v
@@ -133,12 +143,10 @@ def fit_and_score(ctx: Context, train_subjects: set[str] | None, seed: int, sett
             continue
         data = head_data(ctx, idx)
         pred = head.predict(data)
-        values, cis = score_predictions(ctx.spec, data.y, pred, data.groups, ctx.profile.n_boot, seed)
-        out.append({"setting": setting, "seed": seed, "split": split, "metrics": values, "ci": cis,
-                    "n_subjects": int(len(set(data.groups))), "n_examples": int(len(idx)),
-                    "params": {"n_train_examples": int(len(train)),
-                               "n_train_subjects": int(ctx.examples.table.iloc[train]["participant_id"].nunique()),
-                               **{k: _jsonable(v) for k, v in getattr(head, "chosen", {}).items()}}})
+        out.append(setting_score(ctx, idx, split, seed, setting, data.y, pred, {
+            "n_train_examples": int(len(train)),
+            "n_train_subjects": int(ctx.examples.table.iloc[train]["participant_id"].nunique()),
+            **getattr(head, "chosen", {})}))
         if ctx.keep_predictions:
             _keep(ctx, idx, split, seed, setting, data.y, pred)
     return out

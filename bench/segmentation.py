@@ -12,11 +12,10 @@ import copy
 
 import numpy as np
 import torch
-from torch import nn
 
 from bench.errors import MribenchError
 from bench.heads import SegmentationDecoder
-from bench.protocols import EVAL_SPLITS, Context, _mask, score_predictions
+from bench.protocols import EVAL_SPLITS, Context, _mask, setting_score
 
 
 def _volumes_and_labels(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +68,7 @@ def segmentation_probe(ctx: Context, train_subjects: set[str] | None, seed: int,
         params = list(decoder.parameters())
         if fn is not None and not frozen:
             params += list(fn.__self__.parameters())
-        opt = torch.optim.AdamW(params, lr=3e-3 if frozen else 1e-3, weight_decay=1e-4)
+        opt = torch.optim.AdamW(params, lr=1e-2 if frozen else 1e-3, weight_decay=1e-4)
         rng = np.random.default_rng(seed)
         best, best_state, bad = np.inf, copy.deepcopy(decoder.state_dict()), 0
         for _ in range(ctx.profile.segmentation_epochs):
@@ -101,13 +100,9 @@ def segmentation_probe(ctx: Context, train_subjects: set[str] | None, seed: int,
         with torch.no_grad():
             pred = torch.cat([decoder(maps_of(idx[s:s + 4]), size).argmax(1)
                               for s in range(0, len(idx), 4)]).numpy()
-        truth = labs[idx].numpy()
-        groups = ctx.examples.table.iloc[idx]["participant_id"].to_numpy()
-        values, cis = score_predictions(ctx.spec, truth, pred, groups, ctx.profile.n_boot, seed)
-        out.append({"setting": setting, "seed": seed, "split": split, "metrics": values, "ci": cis,
-                    "n_subjects": int(len(set(groups))), "n_examples": int(len(idx)),
-                    "params": {"n_train_examples": int(len(train)), "frozen_encoder": frozen,
-                               "hd95_units": f"voxels of {spacing} mm"}})
+        out.append(setting_score(ctx, idx, split, seed, setting, labs[idx].numpy(), pred, {
+            "n_train_examples": int(len(train)), "frozen_encoder": frozen,
+            "hd95_units": f"voxels of {spacing} mm"}))
     return out
 
 
@@ -116,5 +111,3 @@ def _spacing(ctx: Context) -> float:
 
     return get_space(ctx.encoder.card.input_space).spacing_mm
 
-
-__all__ = ["segmentation_probe", "nn"]

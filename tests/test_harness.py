@@ -192,3 +192,14 @@ def test_cli_errors_are_one_line(capsys):
     assert main(["run", "--encoder", "oracle", "--task", "no_such_task", "--profile", "smoke"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "unknown task 'no_such_task'" in err and len(err.splitlines()) == 1
+
+
+def test_finetune_trains_end_to_end_and_records(smoke, profile, tmp_path):
+    quick = replace(profile, finetune_epochs=1)
+    runner = Runner(smoke, quick, tmp_path, progress=False, cache_root=tmp_path / "cache")
+    (result,) = runner.run("random", ["brain_age"], ["finetune"])
+    record = load_record(result.path)
+    assert record.protocol == "finetune" and record.main_score is not None
+    assert "test" in {s.split for s in record.scores}
+    with pytest.raises(MribenchError, match="does not support fine-tuning"):
+        runner.run("oracle", ["brain_age"], ["finetune"])
