@@ -21,7 +21,7 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 #: Which subject column stratifies the split of each population.
-SPLIT_LABELS = {"ad": "diagnosis_bl", "tumour": "marker"}
+SPLIT_LABELS = {"ad": "trajectory", "tumour": "marker"}
 
 
 def _add_cohort_args(p: argparse.ArgumentParser) -> None:

@@ -22,17 +22,17 @@ class Profile:
     n_boot: int = 1000            # bootstrap replicates for CIs
     few_shot_draws: int = 5       # seeded k-shot draws per k
     finetune_epochs: int = 20     # upper bound; early stopping on val ends sooner
-    segmentation_epochs: int = 40
+    segmentation_steps: int = 400  # decoder optimiser steps (batches of 4); early stopping on val
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("smoke", 32, 10, 2, "tiny cohort, few steps: tests and CI, seconds",
-                seeds=2, n_boot=200, few_shot_draws=2, finetune_epochs=2, segmentation_epochs=25),
+        Profile("smoke", 96, 12, 2, "tiny cohort, few steps: tests and CI, seconds",
+                seeds=2, n_boot=200, few_shot_draws=2, finetune_epochs=2, segmentation_steps=150),
         Profile("default", 240, 80, 2, "the embedded default: minutes on 2 CPU cores"),
         Profile("full", 2000, 400, 1, "paper scale at 1 mm, for GPUs", seeds=5, n_boot=2000,
-                few_shot_draws=10, finetune_epochs=100, segmentation_epochs=200),
+                few_shot_draws=10, finetune_epochs=100, segmentation_steps=3000),
     )
 }
 

@@ -1,5 +1,9 @@
-"""The result record: one JSON per (encoder, task@version, protocol), schema-validated, written
-atomically, carrying the provenance a reader needs to trust or reproduce the numbers.
+"""The result record: one JSON per (encoder, task@version, protocol).
+
+A record is what the leaderboard ingests and what a reader trusts, so it is schema-validated
+(unknown keys are errors, not silently dropped), written atomically (an interrupted run leaves
+either the old file or none, never half a file, so resume can redo exactly what is missing),
+and carries the provenance needed to reproduce or distrust the numbers.
 """
 
 from __future__ import annotations
@@ -9,27 +13,38 @@ import math
 import os
 import platform
 import re
+import secrets
 import subprocess
-import tempfile
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench import __version__
 from bench.errors import MribenchError
 
-LIBRARIES = ("torch", "numpy", "scikit-learn", "monai", "nibabel", "lifelines", "pandas", "scipy", "nilearn")
+SCHEMA_VERSION = 1
+
+#: Libraries whose versions can change a number; recorded so a diff between two runs is explainable.
+LIBRARIES: tuple[str, ...] = ("torch", "numpy", "scikit-learn", "monai", "nibabel", "lifelines", "pandas",
+                              "scipy")
+
+Protocol = Literal["linear_probe", "finetune", "fractions", "few_shot", "robustness"]
+EvalSplit = Literal["test", "external"]
 
 
 class _Strict(BaseModel):
+    """Base for every record model: a misspelt key is an error rather than a silently lost field."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 class CI(_Strict):
+    """Bootstrap confidence interval over test subjects; bounds are None where undefined (n too small)."""
+
     point: float | None
     low: float | None
     high: float | None
@@ -38,79 +53,169 @@ class CI(_Strict):
 
 
 class SettingScore(_Strict):
+    """Metrics of one (setting, seed, split), e.g. ``fraction=0.1`` / seed 2 / ``test``."""
+
     setting: str
     seed: int
-    split: str
+    split: EvalSplit
     metrics: dict[str, float | None]
-    ci: dict[str, CI]
+    ci: dict[str, CI] = Field(default_factory=dict)
     n_subjects: int
     n_examples: int
-    params: dict = {}
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CohortInfo(_Strict):
+    """Which data the numbers came from; ``root_hash`` pins the exact files when it is known."""
+
+    name: str
+    n_scans: int
+    root_hash: str | None = None
+
+
+class Hardware(_Strict):
+    """The machine, because timings and (on GPU) some numerics depend on it."""
+
+    platform: str
+    processor: str
+    cpu_count: int | None
+    torch_threads: int | None
+    cuda: str | None
 
 
 class Provenance(_Strict):
+    """Everything needed to reproduce a record, or to tell why two records disagree."""
+
     mribench_version: str
     git_commit: str | None
     git_dirty: bool | None
     task_spec_sha256: str
     split_sha256: str
     split_file: str
-    cohort: dict
-    encoder_card: dict
+    cohort: CohortInfo
+    encoder_card: dict[str, Any]
     checkpoint_sha256: str
-    config: dict
+    config: dict[str, Any]
     seeds: list[int]
     libraries: dict[str, str]
-    hardware: dict
+    hardware: Hardware
     started_at: str
     wall_time_s: float
     command: str
 
+    @field_validator("git_commit")
+    @classmethod
+    def _commit_is_hex(cls, v: str | None) -> str | None:
+        # SHA-1 (40) or SHA-256 (64) object names; anything else means git output was misread.
+        if v is not None and not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", v):
+            raise ValueError(f"not a git commit hash: {v!r}")
+        return v
+
+    @field_validator("started_at")
+    @classmethod
+    def _started_at_is_utc(cls, v: str) -> str:
+        # Records from many machines are compared; local times without an offset would be ambiguous.
+        try:
+            ts = datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 timestamp: {v!r}") from None
+        if ts.utcoffset() != timedelta(0):
+            raise ValueError(f"timestamp must be UTC: {v!r}")
+        return v
+
 
 class ResultRecord(_Strict):
-    schema_version: int = 1
+    """One JSON per (encoder, task@version, protocol); ``main_score`` is top-level so tools need no task
+    knowledge to read the headline number."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
     encoder: str
     task: str
     task_version: int
-    protocol: str
+    protocol: Protocol
     main_score_name: str
     main_score: float | None
     higher_is_better: bool
     headline_setting: str
     scores: list[SettingScore]
-    summary: dict[str, dict]
-    predictions: list[dict] | None = None
-    flags: list[str] = []
+    summary: dict[str, dict[str, Any]]
+    predictions: list[dict[str, Any]] | None = None
+    flags: list[str] = Field(default_factory=list)
     provenance: Provenance
 
 
-def summarise(scores: list[dict]) -> dict[str, dict]:
-    """Per 'setting|split': mean and std over seeds of every metric (None where undefined)."""
-    groups: dict[str, list[dict]] = {}
+# --------------------------------------------------------------------------------------------- summary
+
+
+def summary_key(setting: str, split: str) -> str:
+    """Key of a summary entry; one string so the JSON stays a flat, sortable mapping."""
+    return f"{setting}|{split}"
+
+
+def summarise(scores: Iterable[SettingScore | Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Mean and sample std (ddof=1) over seeds of every metric, per ``setting|split``.
+
+    A seed whose metric is None (undefined, e.g. AUC on a one-class draw) is left out rather than
+    counted as zero, and ``n_seeds`` says how many were used. The std is None below two seeds: one
+    seed says nothing about seed-to-seed spread, and 0.0 would claim it does.
+    """
+    groups: dict[str, list[Mapping[str, float | None]]] = {}
     for s in scores:
-        groups.setdefault(f"{s['setting']}|{s['split']}", []).append(s["metrics"])
-    out = {}
+        row = s.model_dump() if isinstance(s, SettingScore) else s
+        groups.setdefault(summary_key(row["setting"], row["split"]), []).append(row["metrics"])
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for key, rows in groups.items():
-        stats = {}
-        for name in rows[0]:
-            vals = np.array([r[name] for r in rows if r.get(name) is not None], float)
-            stats[name] = {"mean": float(vals.mean()) if len(vals) else None,
-                           "std": float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else None),
-                           "n_seeds": int(len(vals))}
+        names = sorted({name for r in rows for name in r})  # union: a metric missing from seed 0 still counts
+        stats: dict[str, dict[str, Any]] = {}
+        for name in names:
+            vals = np.array([r[name] for r in rows if r.get(name) is not None], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            stats[name] = {
+                "mean": float(vals.mean()) if len(vals) else None,
+                "std": float(vals.std(ddof=1)) if len(vals) > 1 else None,
+                "n_seeds": int(len(vals)),
+            }
         out[key] = stats
     return out
 
 
+# ------------------------------------------------------------------------------------------ provenance
+
+
+def _repo_root() -> Path:
+    """The checkout the code runs from: the parent of the ``bench`` package."""
+    return Path(__file__).resolve().parent.parent
+
+
 def _git(*args: str) -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    """Output of a read-only git command in the repo root, or None when that is not a git checkout.
+
+    The ``.git`` check keeps an installed copy nested in some unrelated repository from reporting that
+    repository's commit. ``GIT_OPTIONAL_LOCKS=0`` stops ``git status`` from rewriting the index.
+    """
+    root = _repo_root()
+    if not (root / ".git").exists():
+        return None
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10,
+                              check=True, env=env)
     except (OSError, subprocess.SubprocessError):
         return None
+    return done.stdout.strip()
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout; (None, None) outside git or where git is missing."""
+    commit = _git("rev-parse", "HEAD")
+    if not commit or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit):
+        return None, None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return commit, None if status is None else bool(status)
 
 
 def library_versions() -> dict[str, str]:
+    """Python and library versions, read from package metadata so nothing heavy is imported."""
     out = {"python": platform.python_version()}
     for lib in LIBRARIES:
         try:
@@ -120,90 +225,162 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def hardware() -> dict:
+def hardware() -> Hardware:
+    """The machine the run used (CUDA device name, or None on CPU)."""
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return Hardware(platform=platform.platform(), processor=platform.processor() or platform.machine(),
+                    cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                    cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
 
 
-def collect_provenance(*, wall_time_s: float, **known) -> Provenance:
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return Provenance(mribench_version=__version__, git_commit=commit or None,
-                      git_dirty=None if status is None else bool(status),
-                      libraries=library_versions(), hardware=hardware(),
-                      started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      wall_time_s=float(wall_time_s), **known)
+def collect_provenance(*, wall_time_s: float = 0.0, started_at: datetime | str | None = None,
+                       **known: Any) -> Provenance:
+    """Provenance from what the caller knows (hashes, cohort, card, config, seeds, command) plus what
+    can be measured here: mribench version, git commit and dirtiness, library versions, hardware.
+
+    Callers usually collect provenance once the job is done, so without an explicit ``started_at``
+    the start is taken as now minus ``wall_time_s``. Any measured field can be overridden via ``known``.
+    """
+    if started_at is None:
+        started_at = datetime.now(timezone.utc) - timedelta(seconds=float(wall_time_s))
+    if isinstance(started_at, datetime):
+        if started_at.tzinfo is None:
+            raise MribenchError("collect_provenance: started_at must be timezone-aware (UTC)")
+        started_at = started_at.astimezone(timezone.utc).isoformat(timespec="seconds")
+    commit, dirty = git_state()
+    fields: dict[str, Any] = {
+        "mribench_version": __version__, "git_commit": commit, "git_dirty": dirty,
+        "libraries": library_versions(), "hardware": hardware(),
+        "started_at": started_at, "wall_time_s": float(wall_time_s),
+    }
+    fields.update(known)
+    return Provenance.model_validate(fields)
+
+
+# ---------------------------------------------------------------------------------------------- paths
 
 
 def safe_name(name: str) -> str:
-    """A file-system-safe form of an encoder name (``dir/my_enc.py:Enc`` -> ``my_enc.py-Enc``)."""
+    """A file-system-safe single path component (``dir/my_enc.py:Enc`` -> ``my_enc.py-Enc``).
+
+    Leading/trailing dots and dashes are stripped so a name can never be ``.``/``..`` or hidden.
+    """
     if ".py:" in name:
         path, _, cls = name.rpartition(":")
-        name = f"{Path(path).name}-{cls}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "encoder"
+        file_name = re.split(r"[/\\]", path)[-1]  # POSIX or Windows separators
+        name = f"{file_name}-{cls}"
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return cleaned or "encoder"
 
 
 def record_path(results_dir: str | Path, encoder: str, task: str, task_version: int, protocol: str) -> Path:
-    return Path(results_dir) / safe_name(encoder) / f"{task}@v{task_version}" / f"{protocol}.json"
+    """``results_dir/<encoder>/<task>@v<version>/<protocol>.json``: one file per job, so resume is a
+    file-existence check and parallel jobs never write the same file."""
+    return (Path(results_dir) / safe_name(encoder) / f"{safe_name(task)}@v{int(task_version)}"
+            / f"{safe_name(protocol)}.json")
 
 
-def _clean(obj):
-    """NaN/inf -> None (JSON has no NaN), numpy scalars -> Python."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+# ------------------------------------------------------------------------------------------ write/read
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-ready copy: NaN/inf -> None (JSON has no NaN), numpy scalars/arrays -> Python."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return None if math.isnan(f) or math.isinf(f) else f
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
     if isinstance(obj, np.integer):
         return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return None if not math.isfinite(f) else f
     return obj
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself; best effort, since not every platform can open a directory."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_record(record: ResultRecord, path: str | Path) -> Path:
-    """Atomic write: a temp file in the same folder, fsync, then rename over the target."""
+    """Write atomically: a hidden temp file in the same folder, flush + fsync, then ``os.replace``.
+
+    A crash at any point leaves the previous file (or no file), never a partial one; the temp file is
+    removed on failure and never ends in ``.json``, so ``iter_records`` cannot pick it up. The temp file
+    is created with mode 0o666 so the umask, not a private 0o600, decides who can read results.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_clean(record.model_dump(mode="python")), indent=2, sort_keys=True, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    payload = _clean(record.model_dump(mode="python"))
+    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def load_record(path: str | Path) -> ResultRecord:
+    """Read and validate one record; any problem is a one-line ``MribenchError`` naming the file."""
     path = Path(path)
     try:
-        return ResultRecord.model_validate(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError) as e:
-        raise MribenchError(f"{path}: not a readable result record ({e})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        raise MribenchError(f"{path}: not a readable result record ({_one_line(e)}); "
+                            "delete it or rerun the job") from None
+    try:
+        return ResultRecord.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        raise MribenchError(f"{path}: invalid record at '{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+        errors = e.errors()
+        first = errors[0]
+        loc = ".".join(map(str, first["loc"])) or "<root>"
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise MribenchError(f"{path}: invalid result record at '{loc}': {_one_line(first['msg'])}{more}") \
+            from None
 
 
 def record_exists(path: str | Path) -> bool:
-    """True only for a record that validates: a partial or corrupt file counts as missing."""
+    """True only for a record that validates: a partial or corrupt file counts as missing, so resume
+    redoes that job instead of trusting it."""
     try:
         load_record(path)
-        return True
     except MribenchError:
         return False
+    return True
 
 
 def iter_records(results_dir: str | Path) -> Iterator[tuple[Path, ResultRecord | MribenchError]]:
+    """Every ``*.json`` under ``results_dir`` in path order, with its record or the error that makes it
+    unusable, so callers decide whether to skip, report or fail."""
     for path in sorted(Path(results_dir).rglob("*.json")):
+        if not path.is_file():
+            continue
         try:
             yield path, load_record(path)
         except MribenchError as e:

@@ -170,3 +170,16 @@ def test_schema_rejects_bad_values():
         Cohort(base.assign(diagnosis="dementia"), name="t")
     with pytest.raises(CohortError, match="no numeric 'age'"):
         Cohort(base.assign(age="old"), name="t")
+
+
+def test_subjects_carry_first_and_last_diagnosis(tiny_cohort_dir):
+    """The split stratifies Alzheimer's subjects on their trajectory (first -> last diagnosis)."""
+    from bench.data.bids import read_bids
+
+    cohort = read_bids(tiny_cohort_dir)
+    subjects = cohort.subjects().set_index("participant_id")
+    t = cohort.table.sort_values(["participant_id", "months_from_baseline"])
+    for pid, rows in t[t.population == "ad"].groupby("participant_id"):
+        assert subjects.at[pid, "trajectory"] == f"{rows.diagnosis.iloc[0]}->{rows.diagnosis.iloc[-1]}"
+    tumour = t.loc[t.population == "tumour", "participant_id"].unique()
+    assert subjects.loc[tumour, "trajectory"].isna().all()

@@ -72,7 +72,12 @@ class Cohort:
         return scan_ids(self.table)
 
     def subjects(self) -> pd.DataFrame:
-        """One row per participant: baseline age, sex, site, population and baseline diagnosis."""
+        """One row per participant: baseline age, sex, site, population, baseline diagnosis.
+
+        ``trajectory`` (first and last observed diagnosis, e.g. ``MCI->AD``) is what the
+        Alzheimer's splits stratify on: converters are the scarce class of the conversion tasks,
+        and stratifying on the baseline diagnosis alone can leave a small test split without them.
+        """
         t = self.table.sort_values(["participant_id", "months_from_baseline"])
         first = t.groupby("participant_id", sort=True).first()
         out = pd.DataFrame(
@@ -87,6 +92,9 @@ class Cohort:
                     "survival_months", "event"):
             if col in t.columns:
                 out[col if col != "diagnosis" else "diagnosis_bl"] = first[col]
+        if "diagnosis" in t.columns:
+            known = t.dropna(subset=["diagnosis"]).groupby("participant_id", sort=True)["diagnosis"]
+            out["trajectory"] = (known.first() + "->" + known.last()).reindex(out.index)
         return out.reset_index()
 
     def select(self, mask: pd.Series | np.ndarray) -> "Cohort":

@@ -1,0 +1,278 @@
+"""Result records: strict schema, atomic writes, NaN handling, resume semantics, provenance.
+
+The leaderboard trusts only what validates and the runner resumes from what exists, so these
+tests pin the two promises that matter: a record never exists half-written, and anything that
+does not validate is treated as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from bench.errors import MribenchError
+from bench.results import (
+    CI,
+    Provenance,
+    ResultRecord,
+    SettingScore,
+    collect_provenance,
+    iter_records,
+    load_record,
+    record_exists,
+    record_path,
+    safe_name,
+    summarise,
+    write_record,
+)
+
+
+def _score(setting: str, seed: int, auc: float | None, split: str = "test") -> dict[str, Any]:
+    return {"setting": setting, "seed": seed, "split": split,
+            "metrics": {"auc": auc, "balanced_accuracy": 0.5},
+            "ci": {"auc": {"point": auc, "low": None if auc is None else auc - 0.1,
+                           "high": None if auc is None else auc + 0.1, "se": 0.05, "n": 20}},
+            "n_subjects": 20, "n_examples": 31, "params": {"C": 1.0}}
+
+
+def _provenance() -> Provenance:
+    return Provenance(
+        mribench_version="0.1.0", git_commit="a" * 40, git_dirty=False, task_spec_sha256="1" * 64,
+        split_sha256="2" * 64, split_file="splits/synth/ad_diagnosis.tsv",
+        cohort={"name": "synth", "n_scans": 40}, encoder_card={"name": "random"},
+        checkpoint_sha256="3" * 64, config={"profile": "smoke"}, seeds=[0, 1],
+        libraries={"python": "3.11.7", "torch": "2.0"},
+        hardware={"platform": "Linux", "processor": "x86_64", "cpu_count": 4, "torch_threads": 4,
+                  "cuda": None},
+        started_at="2024-01-01T00:00:00+00:00", wall_time_s=1.5, command="bench run")
+
+
+def _record(**overrides: Any) -> ResultRecord:
+    scores = [_score("full", 0, 0.7), _score("full", 1, 0.8)]
+    data: dict[str, Any] = {
+        "encoder": "random", "task": "ad_diagnosis", "task_version": 1, "protocol": "linear_probe",
+        "main_score_name": "auc", "main_score": 0.75, "higher_is_better": True, "headline_setting": "full",
+        "scores": scores, "summary": summarise(scores), "flags": [],
+        "predictions": [{"example_id": "e1", "participant_id": "sub-01", "split": "test", "seed": 0,
+                         "setting": "full", "y_true": 1, "y_pred": 0.9}],
+        "provenance": _provenance(),
+    }
+    data.update(overrides)
+    return ResultRecord.model_validate(data)
+
+
+# ----------------------------------------------------------------------------------------------- schema
+
+
+def test_schema_rejects_unknown_keys_at_every_level():
+    good = _record().model_dump()
+    with pytest.raises(ValidationError, match="extra"):
+        ResultRecord.model_validate({**good, "mian_score": 1.0})
+    bad_score = {**good, "scores": [{**good["scores"][0], "typo": 1}]}
+    with pytest.raises(ValidationError, match="extra"):
+        ResultRecord.model_validate(bad_score)
+    bad_prov = {**good, "provenance": {**good["provenance"], "gpu": "x"}}
+    with pytest.raises(ValidationError, match="extra"):
+        ResultRecord.model_validate(bad_prov)
+    with pytest.raises(ValidationError):
+        CI.model_validate({"point": 1, "low": 0, "high": 2, "se": 0.1, "n": 3, "n_dropped": 0})
+    bad_cohort = {**good, "provenance": {**good["provenance"],
+                                         "cohort": {"name": "x", "n_scans": 1, "sites": 3}}}
+    with pytest.raises(ValidationError, match="extra"):
+        ResultRecord.model_validate(bad_cohort)
+
+
+def test_schema_rejects_unknown_protocol_and_split():
+    with pytest.raises(ValidationError, match="protocol"):
+        _record(protocol="zero_shot")
+    with pytest.raises(ValidationError):
+        SettingScore.model_validate(_score("full", 0, 0.7, split="train"))
+
+
+def test_schema_rejects_a_malformed_commit_and_local_time():
+    prov = _provenance().model_dump()
+    with pytest.raises(ValidationError, match="git commit"):
+        Provenance.model_validate({**prov, "git_commit": "not-a-hash"})
+    with pytest.raises(ValidationError, match="UTC"):
+        Provenance.model_validate({**prov, "started_at": "2024-01-01T00:00:00"})
+
+
+# ---------------------------------------------------------------------------------------- write / load
+
+
+def test_round_trip_write_load_is_equal(tmp_path):
+    record = _record()
+    path = write_record(record, tmp_path / "a" / "b" / "linear_probe.json")
+    assert load_record(path) == record
+    text = path.read_text()
+    data = json.loads(text)
+    assert list(data) == sorted(data)  # sorted keys: diffs between records stay readable
+    assert text.startswith('{\n  "')  # indent 2
+
+
+def test_atomic_write_crash_leaves_old_file_and_no_visible_temp(tmp_path, monkeypatch):
+    path = tmp_path / "enc" / "task@v1" / "linear_probe.json"
+    old = _record(main_score=0.5)
+    write_record(old, path)
+    before = path.read_bytes()
+
+    def crash(src, dst):
+        raise OSError("simulated crash during rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        write_record(_record(main_score=0.9), path)
+    assert path.read_bytes() == before  # unchanged
+    assert sorted(p.name for p in path.parent.iterdir()) == ["linear_probe.json"]  # temp cleaned up
+
+    fresh = tmp_path / "new" / "fractions.json"
+    with pytest.raises(OSError):
+        write_record(old, fresh)
+    assert not fresh.exists()
+    assert list(fresh.parent.glob("*.json")) == [] and list(fresh.parent.iterdir()) == []
+
+
+def test_written_file_respects_umask_not_private_temp_mode(tmp_path):
+    path = write_record(_record(), tmp_path / "r.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_nan_is_written_as_null_and_loads_as_none(tmp_path):
+    record = _record(main_score=float("nan"))
+    record.scores[0].metrics["auc"] = float("nan")
+    record.scores[0].params["inf"] = float("inf")
+    path = write_record(record, tmp_path / "nan.json")
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text)
+    assert data["main_score"] is None and data["scores"][0]["metrics"]["auc"] is None
+    loaded = load_record(path)
+    assert loaded.main_score is None
+    assert loaded.scores[0].metrics["auc"] is None and loaded.scores[0].params["inf"] is None
+
+
+def test_load_record_error_is_one_line_and_names_the_file(tmp_path):
+    path = tmp_path / "bad_record.json"
+    data = json.loads(write_record(_record(), path).read_text())
+    data["task_version"] = "one"
+    data["protocol"] = "nope"
+    path.write_text(json.dumps(data))
+    with pytest.raises(MribenchError) as info:
+        load_record(path)
+    message = str(info.value)
+    assert "bad_record.json" in message and "\n" not in message
+    assert "task_version" in message or "protocol" in message
+
+    path.write_text("[1, 2]")
+    with pytest.raises(MribenchError, match="bad_record.json"):
+        load_record(path)
+
+
+def test_record_exists_only_for_a_valid_file(tmp_path):
+    path = tmp_path / "r.json"
+    assert not record_exists(path)
+    write_record(_record(), path)
+    assert record_exists(path)
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])  # a file cut short, as by a crash without atomic write
+    assert not record_exists(path)
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    assert not record_exists(path)
+    path.write_text(json.dumps({"encoder": "x"}))  # valid JSON, invalid record
+    assert not record_exists(path)
+
+
+def test_iter_records_yields_records_and_errors(tmp_path):
+    good = write_record(_record(), record_path(tmp_path, "random", "ad_diagnosis", 1, "linear_probe"))
+    bad = record_path(tmp_path, "random", "ad_diagnosis", 1, "fractions")
+    bad.write_text("{ truncated")
+    (tmp_path / "notes.txt").write_text("not a record")
+    found = dict(iter_records(tmp_path))
+    assert set(found) == {good, bad}
+    assert isinstance(found[good], ResultRecord)
+    assert isinstance(found[bad], MribenchError) and "fractions.json" in str(found[bad])
+
+
+# ------------------------------------------------------------------------------------------- summarise
+
+
+def test_summarise_mean_and_std_over_seeds():
+    scores = [_score("fraction=0.1", 0, 0.6), _score("fraction=0.1", 1, 0.7), _score("fraction=0.1", 2, 0.8),
+              _score("fraction=0.1", 0, 0.5, split="external"), _score("full", 0, 0.9),
+              _score("full", 1, None)]
+    summary = summarise(scores)
+    assert set(summary) == {"fraction=0.1|test", "fraction=0.1|external", "full|test"}
+    auc = summary["fraction=0.1|test"]["auc"]
+    # mean (0.6 + 0.7 + 0.8) / 3 = 0.7; sample std sqrt((0.01 + 0 + 0.01) / 2) = 0.1
+    assert auc["mean"] == pytest.approx(0.7) and auc["std"] == pytest.approx(0.1) and auc["n_seeds"] == 3
+    assert summary["fraction=0.1|test"]["balanced_accuracy"] == {"mean": 0.5, "std": 0.0, "n_seeds": 3}
+    # a None metric is left out, not counted as 0; one seed gives no std
+    assert summary["full|test"]["auc"] == {"mean": pytest.approx(0.9), "std": None, "n_seeds": 1}
+    assert summary["fraction=0.1|external"]["auc"]["std"] is None
+
+
+def test_summarise_accepts_models_and_all_none():
+    scores = [SettingScore.model_validate(_score("k=5", s, None)) for s in range(3)]
+    assert summarise(scores)["k=5|test"]["auc"] == {"mean": None, "std": None, "n_seeds": 0}
+
+
+# ----------------------------------------------------------------------------------------------- paths
+
+
+def test_record_path_layout_and_sanitised_file_spec(tmp_path):
+    assert record_path(tmp_path, "random", "ad_diagnosis", 2, "few_shot") == \
+        tmp_path / "random" / "ad_diagnosis@v2" / "few_shot.json"
+    path = record_path(tmp_path, "../some/dir/my_enc.py:MyEncoder", "brain_age", 1, "linear_probe")
+    assert path == tmp_path / "my_enc.py-MyEncoder" / "brain_age@v1" / "linear_probe.json"
+    assert safe_name(r"C:\models\enc.py:Enc") == "enc.py-Enc"
+    assert safe_name("org/model name") == "org-model-name"
+    for hostile in ("..", ".", "/", ""):
+        assert safe_name(hostile) not in ("..", ".", "") and "/" not in safe_name(hostile)
+    assert tmp_path in record_path(tmp_path, "..", "..", 1, "..").parents
+
+
+# ------------------------------------------------------------------------------------------ provenance
+
+
+def test_collect_provenance_measures_versions_hardware_and_git():
+    prov = collect_provenance(
+        task_spec_sha256="1" * 64, split_sha256="2" * 64, split_file="splits/x.tsv",
+        cohort={"name": "synth", "n_scans": 10, "root_hash": "abc"}, encoder_card={"name": "random"},
+        checkpoint_sha256="3" * 64, config={"profile": "smoke"}, seeds=[0], wall_time_s=2.0,
+        command="bench run")
+    for lib in ("python", "torch", "numpy", "scikit-learn", "monai", "nibabel", "lifelines", "pandas"):
+        assert lib in prov.libraries and prov.libraries[lib]
+    assert prov.libraries["numpy"] != "absent"
+    assert prov.hardware.cpu_count and prov.hardware.torch_threads >= 1 and prov.hardware.platform
+    assert prov.git_commit is None or re.fullmatch(r"[0-9a-f]{40}", prov.git_commit)
+    assert (prov.git_dirty is None) == (prov.git_commit is None)
+    assert prov.cohort.root_hash == "abc" and prov.wall_time_s == 2.0
+    from datetime import datetime, timedelta
+
+    started = datetime.fromisoformat(prov.started_at)
+    assert started.utcoffset() == timedelta(0)
+    assert not math.isnan(prov.wall_time_s)
+
+
+def test_collect_provenance_outside_a_git_checkout(monkeypatch, tmp_path):
+    import bench.results as results
+
+    monkeypatch.setattr(results, "_repo_root", lambda: tmp_path)
+    assert results.git_state() == (None, None)
+
+
+def test_collected_provenance_round_trips(tmp_path):
+    prov = collect_provenance(
+        task_spec_sha256="t", split_sha256="s", split_file="f", cohort={"name": "c", "n_scans": 1},
+        encoder_card={}, checkpoint_sha256="k", config={}, seeds=[0], command="pytest")
+    record = _record(provenance=prov)
+    assert load_record(write_record(record, Path(tmp_path) / "p.json")) == record
