@@ -225,6 +225,21 @@ def _weighted_auc(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -
         return np.nanmean(per_class, axis=1)
 
 
+def _weighted_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`balanced_accuracy` on every replicate: mean recall over the classes present in it."""
+    y_true = y_true.astype(int)
+    labels = _as_labels(y_pred)
+    recalls = []
+    for c in np.unique(y_true):
+        support = weights @ (y_true == c).astype(float)
+        hits = weights @ ((y_true == c) & (labels == c)).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recalls.append(np.where(support > 0, hits / np.where(support > 0, support, 1.0), np.nan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.stack(recalls, axis=1), axis=1)
+
+
 def _boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[np.ndarray]) -> np.ndarray:
     """Metric on each bootstrap replicate (rows of subject indices)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -242,6 +257,8 @@ def _boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[n
         return hit[draws].mean(axis=1)
     if metric == "auc":
         return _weighted_auc(y_true, y_pred, _row_weights(draws, members, len(y_true)))
+    if metric == "balanced_accuracy":
+        return _weighted_balanced_accuracy(y_true, y_pred, _row_weights(draws, members, len(y_true)))
     fn = METRICS[metric].fn
     out = np.empty(len(draws))
     with warnings.catch_warnings():  # replicates missing a class are expected, and dropped later

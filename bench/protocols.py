@@ -5,6 +5,8 @@
 - ``fractions``: the same head on nested 1/10/20/50/100 % subsets of the training subjects.
 - ``few_shot``: k = 1, 5, 10 training subjects per class, several seeded draws.
 - ``finetune``: encoder and head trained end to end, early stopping on the validation split.
+- ``robustness``: the probe head trained on clean scans, scored on test / external scans with
+  each acquisition artefact at severities 1-5 (:mod:`bench.robustness`).
 Segmentation tasks use a light decoder over the encoder's feature maps (frozen for the probe,
 trained with the decoder for fine-tuning). Every setting is scored on test and external
 subjects with a bootstrap CI that resamples subjects.
@@ -28,7 +30,7 @@ from bench.tasks import Examples
 FRACTIONS = (0.01, 0.1, 0.2, 0.5, 1.0)
 SHOTS = (1, 5, 10)
 EVAL_SPLITS = ("test", "external")
-PROTOCOLS = ("linear_probe", "fractions", "few_shot", "finetune")
+PROTOCOLS = ("linear_probe", "fractions", "few_shot", "finetune", "robustness")
 
 
 @dataclass
@@ -44,6 +46,9 @@ class Context:
     store: object = None                          # VolumeStore, for protocols that read voxels
     predictions: list[dict] = field(default_factory=list)
     keep_predictions: bool = True
+    embeddings: object = None                     # EmbeddingCache, for protocols that embed more scans
+    progress: bool = False
+    extra: dict = field(default_factory=dict)     # protocol-specific blocks of the record
 
     @property
     def spec(self):
@@ -246,14 +251,20 @@ def finetune(ctx: Context) -> list[dict]:
     return finetune_scores(ctx)
 
 
+def robustness(ctx: Context) -> list[dict]:
+    from bench.robustness import robustness as run
+
+    return run(ctx)
+
+
 def run_protocol(name: str, ctx: Context) -> list[dict]:
     try:
         fn = {"linear_probe": linear_probe, "fractions": fractions, "few_shot": few_shot,
-              "finetune": finetune}[name]
+              "finetune": finetune, "robustness": robustness}[name]
     except KeyError:
         raise MribenchError(f"unknown protocol '{name}'; choose from {', '.join(PROTOCOLS)}") from None
     return fn(ctx)
 
 
 def needs_embeddings(name: str, spec) -> bool:
-    return name in ("linear_probe", "fractions", "few_shot") and spec.kind != "segmentation"
+    return name in ("linear_probe", "fractions", "few_shot", "robustness") and spec.kind != "segmentation"

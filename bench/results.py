@@ -142,6 +142,8 @@ class ResultRecord(_Strict):
     predictions: list[dict[str, Any]] | None = None
     flags: list[str] = Field(default_factory=list)
     provenance: Provenance
+    #: robustness protocol only: score per perturbation x severity, relative drops, parameters
+    robustness: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------- summary

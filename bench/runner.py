@@ -26,7 +26,7 @@ from bench.splits import Split, load_split
 from bench.tasks import Examples, TaskSpec, attach_split, build_examples, get_task
 
 HEADLINE_SETTING = {"linear_probe": "full", "fractions": "fraction=1", "few_shot": "k=10",
-                    "finetune": "full"}
+                    "finetune": "full", "robustness": "clean"}
 
 
 @dataclass
@@ -93,7 +93,8 @@ class Runner:
                     prepared = prepare_task(spec, self.cohort)
                 start = time.perf_counter()
                 ctx = Context(*prepared, cohort=self.cohort, encoder=encoder, profile=self.profile,
-                              keep_predictions=self.keep_predictions, store=self.store)
+                              keep_predictions=self.keep_predictions, store=self.store,
+                              embeddings=self.embeddings, progress=self.progress)
                 if needs_embeddings(protocol, spec):
                     emb = self.embeddings.embed(encoder, self.cohort, ctx.examples.scan_rows(), self.store,
                                                 progress=self.progress)
@@ -135,6 +136,7 @@ class Runner:
             "scores": scores, "summary": summarise(scores), "flags": flags,
             "predictions": ctx.predictions if self.keep_predictions else None,
             "provenance": provenance,
+            **({"robustness": ctx.extra["robustness"]} if "robustness" in ctx.extra else {}),
         })
 
 

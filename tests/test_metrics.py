@@ -127,3 +127,20 @@ def test_vectorised_bootstrap_auc_equals_per_replicate_sklearn():
             idx = np.concatenate([members[s] for s in d])
             slow.append(M.auc(y[idx], p[idx]))
         np.testing.assert_allclose(fast, np.array(slow), rtol=1e-12, equal_nan=True)
+
+
+def test_vectorised_bootstrap_balanced_accuracy_equals_per_replicate_sklearn():
+    rng = np.random.default_rng(1)
+    n = 50
+    groups = rng.integers(0, 15, n)
+    members = M._subject_index(groups, n)
+    draws = M._replicates(len(members), 200, 2)
+    for y, p in [(rng.integers(0, 3, n), rng.dirichlet([1, 1, 1], n)), (rng.integers(0, 2, n), rng.random((n, 2)))]:
+        fast = M._boot_scores("balanced_accuracy", y, p, draws, members)
+        slow = []
+        for d in draws:
+            idx = np.concatenate([members[s] for s in d])
+            with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+                __import__("warnings").simplefilter("ignore")
+                slow.append(M.balanced_accuracy(y[idx], p[idx]))
+        np.testing.assert_allclose(fast, np.array(slow), rtol=1e-12)

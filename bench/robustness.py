@@ -1,0 +1,175 @@
+"""The robustness protocol: heads trained on clean scans, scored on perturbed test scans.
+
+For each seed the probe head is fitted once on the clean training embeddings (as in
+``linear_probe``). The evaluation scans (one example per subject of test and external) are then perturbed with every
+artefact of :mod:`bench.perturbations` at severities 1-5, embedded (cached on disk under a key
+that names the perturbation, severity and perturbation seed), and scored with the same heads.
+
+The record gets a ``robustness`` block: the score per perturbation x severity (mean over
+seeds), the score relative to clean, the mean relative drop per perturbation, one robustness
+score per task (mean over perturbations and severities of score / clean, inverted for metrics
+where lower is better so that 1 always means "as good as clean"), the documented levels, and
+every scan's drawn parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from bench.errors import MribenchError
+from bench.perturbations import PERTURBATIONS, SEVERITIES, draw_parameters, perturb_scan
+from bench.progress import progress_bar
+from bench.protocols import EVAL_SPLITS, Context, _keep, _mask, assemble_features, head_data, make_head, \
+    seeds, setting_score
+
+#: Seed of the perturbation draws. Fixed (not the head seed) so that every head seed and every
+#: encoder sees the same perturbed scans and the embeddings are computed once.
+PERTURBATION_SEED = 0
+
+
+def cache_tag(name: str, severity: int, seed: int = PERTURBATION_SEED) -> str:
+    """Embedding-cache key component of a perturbed scan (never equal to 'clean')."""
+    return f"{name}-s{severity}-seed{seed}"
+
+
+def scan_id(row) -> str:
+    return f"{row['participant_id']}_{row['session_id']}_{row['sequence']}"
+
+
+def robustness(ctx: Context) -> list[dict]:
+    spec = ctx.spec
+    if spec.kind == "segmentation":
+        raise MribenchError("the robustness protocol scores probe heads; segmentation tasks are not supported yet")
+    if hasattr(ctx.encoder, "embed_rows"):
+        raise MribenchError(f"encoder {ctx.encoder.card.name} reads latents, not voxels: perturbing scans "
+                            "cannot change its embeddings, so robustness does not apply")
+    if ctx.features is None or ctx.embeddings is None:
+        raise MribenchError("robustness needs the clean embeddings and the embedding cache")
+    train, val = _mask(ctx, "train"), _mask(ctx, "val")
+    if not len(train):
+        raise MribenchError(f"{spec.name}: no training examples")
+    heads = {}
+    for seed in seeds(ctx):
+        head = make_head(spec, seed)
+        heads[seed] = head.fit(head_data(ctx, train, with_folds=True), head_data(ctx, val) if len(val) else None)
+
+    eval_idx = {split: idx for split in EVAL_SPLITS if len(idx := one_per_subject(ctx, _mask(ctx, split)))}
+    scores = _score_all(ctx, heads, eval_idx, "clean", {}, keep=True)
+
+    table = ctx.cohort.table
+    eval_rows = np.unique(np.concatenate([ctx.examples.rows[i].ravel() for idx in eval_idx.values() for i in idx]))
+    spacing = _spacing(ctx)
+    parameters: dict[str, dict[str, dict]] = {}
+    grid = [(p, s) for p in PERTURBATIONS for s in SEVERITIES]
+    with progress_bar(ctx.progress) as bar:
+        task = bar.add_task(f"robustness: {len(eval_rows)} scans x {len(grid)} perturbations", total=len(grid))
+        for name, severity in grid:
+            params = {scan_id(table.loc[r]): draw_parameters(
+                name, severity, seed=PERTURBATION_SEED, subject=table.at[r, "participant_id"],
+                session=table.at[r, "session_id"], sequence=table.at[r, "sequence"]) for r in eval_rows}
+            parameters.setdefault(name, {})[str(severity)] = params
+
+            def transform(volume, row, name=name, severity=severity):
+                out, _ = perturb_scan(volume, name, severity, seed=PERTURBATION_SEED,
+                                      subject=row["participant_id"], session=row["session_id"],
+                                      sequence=row["sequence"], spacing_mm=spacing)
+                return out
+
+            emb = ctx.embeddings.embed(ctx.encoder, ctx.cohort, eval_rows, ctx.store,
+                                       perturbation=cache_tag(name, severity), transform=transform,
+                                       progress=False)
+            features = list(ctx.features)
+            for idx in eval_idx.values():
+                sub = ctx.examples.subset(np.isin(np.arange(len(ctx.examples)), idx))
+                for i, f in zip(idx, assemble_features(sub, emb)):
+                    features[i] = f
+            perturbed = dataclasses.replace(ctx, features=features)
+            scores += _score_all(perturbed, heads, eval_idx, f"{name}@{severity}",
+                                 {"perturbation": name, "severity": severity}, keep=False)
+            bar.advance(task)
+    ctx.extra["robustness"] = summarise_robustness(scores, spec.main_score, spec.higher_is_better, parameters)
+    return scores
+
+
+def one_per_subject(ctx: Context, idx: np.ndarray) -> np.ndarray:
+    """The first example (in table order: the earliest session) of each subject among ``idx``.
+
+    Robustness is scored on one example per subject: 50 perturbed copies of every session of
+    every subject would cost 50 embedding passes over the whole test split, and a subject's
+    sessions mostly repeat the same anatomy. The clean reference is scored on the same examples.
+    """
+    idx = np.asarray(idx, dtype=int)
+    return idx[~ctx.examples.table.iloc[idx]["participant_id"].duplicated().to_numpy()]
+
+
+def _score_all(ctx: Context, heads: dict, eval_idx: dict[str, np.ndarray], setting: str, params: dict,
+               keep: bool) -> list[dict]:
+    out = []
+    for seed, head in heads.items():
+        for split, idx in eval_idx.items():
+            data = head_data(ctx, idx)
+            pred = head.predict(data)
+            out.append(setting_score(ctx, idx, split, seed, setting, data.y, pred,
+                                     {**params, **getattr(head, "chosen", {})}))
+            if keep and ctx.keep_predictions:
+                _keep(ctx, idx, split, seed, setting, data.y, pred)
+    return out
+
+
+def summarise_robustness(scores: list[dict], metric: str, higher_is_better: bool,
+                         parameters: dict | None = None) -> dict:
+    """Score per perturbation x severity, relative to clean, per evaluation split (means over seeds)."""
+    by_split: dict[str, dict] = {}
+    for split in EVAL_SPLITS:
+        rows = [s for s in scores if s["split"] == split and s["metrics"].get(metric) is not None]
+        if not rows:
+            continue
+        mean = lambda setting: _mean([s["metrics"][metric] for s in rows if s["setting"] == setting])  # noqa: E731
+        clean = mean("clean")
+        table, relative = {}, {}
+        for name in PERTURBATIONS:
+            table[name], relative[name] = {}, {}
+            for severity in SEVERITIES:
+                value = mean(f"{name}@{severity}")
+                table[name][str(severity)] = value
+                relative[name][str(severity)] = _relative(value, clean, higher_is_better)
+        rel_values = [v for r in relative.values() for v in r.values() if v is not None]
+        by_split[split] = {
+            "clean": clean,
+            "score": table,
+            "relative": relative,
+            "mean_relative_drop": {n: (None if not [v for v in r.values() if v is not None] else
+                                       float(1 - np.mean([v for v in r.values() if v is not None])))
+                                   for n, r in relative.items()},
+            "robustness_score": float(np.mean(rel_values)) if rel_values else None,
+        }
+    return {
+        "metric": metric,
+        "higher_is_better": higher_is_better,
+        "perturbation_seed": PERTURBATION_SEED,
+        "robustness_score": by_split.get("test", {}).get("robustness_score"),
+        "splits": by_split,
+        "levels": {p.name: {"description": p.description, "unit": p.unit, "levels": list(p.levels)}
+                   for p in PERTURBATIONS.values()},
+        "parameters": parameters or {},
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _relative(value: float | None, clean: float | None, higher_is_better: bool) -> float | None:
+    """score / clean (or clean / score where lower is better): 1 = as good as clean."""
+    if value is None or clean is None:
+        return None
+    num, den = (value, clean) if higher_is_better else (clean, value)
+    return float(num / den) if den else None
+
+
+def _spacing(ctx: Context) -> float:
+    from bench.data.spaces import get_space
+
+    return get_space(ctx.encoder.card.input_space).spacing_mm

@@ -1,0 +1,1 @@
+"""Stand-alone benchmark and sanity scripts; a package so tests can import their functions."""
