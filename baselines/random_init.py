@@ -8,10 +8,21 @@ floor is the same on every machine.
 from __future__ import annotations
 
 import torch
-from monai.networks.nets import resnet10
+from monai.networks.nets import ResNet, resnet10
 from torch import nn
 
 from bench.encoders import Encoder, EncoderCard, register_encoder
+
+
+def resnet_feature_maps(net: ResNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """A MONAI ResNet's multi-scale maps (stem, then each residual stage), for segmentation."""
+    stem = net.act(net.bn1(net.conv1(x)))
+    maps = [stem]
+    x = net.maxpool(stem) if not net.no_max_pool else stem
+    for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+        x = layer(x)
+        maps.append(x)
+    return maps
 
 
 class ResNetBackbone(nn.Module):
@@ -22,14 +33,7 @@ class ResNetBackbone(nn.Module):
         self.net = resnet10(spatial_dims=3, n_input_channels=1, conv1_t_stride=2, feed_forward=False)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        n = self.net
-        stem = n.act(n.bn1(n.conv1(x)))
-        maps = [stem]
-        x = n.maxpool(stem) if not n.no_max_pool else stem
-        for layer in (n.layer1, n.layer2, n.layer3, n.layer4):
-            x = layer(x)
-            maps.append(x)
-        return maps
+        return resnet_feature_maps(self.net, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

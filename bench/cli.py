@@ -224,6 +224,37 @@ def cmd_perturb_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bench pretrain ----------------------------------------------------------------------------
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import math
+    import shlex
+
+    from baselines import ssl_methods
+    from bench.pretrain import pretrain, pretraining_pool
+    from bench.profiles import get_profile
+
+    methods = ssl_methods()
+    if args.encoder not in methods:
+        raise MribenchError(f"no pretraining recipe for '{args.encoder}'; available: {', '.join(methods)}")
+    method = methods[args.encoder](config=args.config, seed=args.seed_train)
+    cohort = _cohort(args)
+    steps = args.steps or get_profile(args.profile).pretrain_steps
+    if args.epochs:  # an epoch = one pass over the pool's scans
+        pool = set(pretraining_pool(cohort))
+        n_scans = int((cohort.table["participant_id"].isin(pool) & cohort.table["sequence"].isin(method.sequences)).sum())
+        steps = max(1, math.ceil(args.epochs * n_scans / args.batch_size))
+    result = pretrain(method, cohort, steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed_train,
+                      out_dir=Path(args.out) if args.out else None, resume=args.resume,
+                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                      command=" ".join(shlex.quote(a) for a in ["bench", *sys.argv[1:]]))
+    first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
+    console.print(f"pretrained {args.encoder} ({args.config}) for {result.steps} steps in {result.seconds:.0f} s: "
+                  f"loss {first:.3f} -> {last:.3f} (mean of first / last 5 steps)", highlight=False)
+    console.print(f"weights {result.encoder_path}\ncard    {result.card_path}\nloss log {result.out_dir / 'loss.tsv'}\n"
+                  f"use: bench run --encoder {args.encoder} --weights {result.encoder_path} --task ...", highlight=False)
+    return 0
+
+
 # -- bench run ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import replace
@@ -240,7 +271,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(cohort, profile, Path(args.results), progress=not args.no_progress,
                     overwrite=args.overwrite, keep_predictions=not args.no_predictions)
     start = time.perf_counter()
-    results = runner.run(args.encoder, args.task, protocols)
+    kwargs = {"weights": args.weights} if args.weights else {}
+    results = runner.run(args.encoder, args.task, protocols, encoder_kwargs=kwargs)
     table = Table(title=f"bench run: {args.encoder} on {cohort.name} ({profile.name} profile)")
     for col in ("task", "protocol", "main score (95% CI)", "status", "seconds"):
         table.add_column(col)
@@ -356,11 +388,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", action="append", default=None,
                    help="linear_probe (default), fractions, few_shot, finetune, robustness (repeatable)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: profile's)")
+    p.add_argument("--weights", default=None, help="checkpoint for the encoder (e.g. a published one)")
     p.add_argument("--results", default="leaderboard/results", help="results folder")
     p.add_argument("--overwrite", action="store_true", help="redo jobs whose record exists")
     p.add_argument("--no-predictions", action="store_true", help="leave per-subject predictions out")
     _add_cohort_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining on the cohort's pretraining pool")
+    p.add_argument("--encoder", required=True, help="encoder with a pretraining recipe (e.g. simclr3d)")
+    p.add_argument("--config", default="small", help="small (cpu-small space) or paper")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the profile's)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the pool's scans (overrides --steps)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed-train", type=int, default=0, help="seed of initialisation, batches and views")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--out", default=None, help="output folder (default: the cache's checkpoints/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_cohort_args(p)
+    p.set_defaults(func=cmd_pretrain)
 
     perturb = sub.add_parser("perturb", help="inspect the robustness protocol's acquisition artefacts"
                              ).add_subparsers(dest="perturb_command", required=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
@@ -86,27 +86,42 @@ class LogisticHead:
 
 
 class RidgeHead:
-    """Standardise + ridge regression; alpha by efficient leave-one-out (RidgeCV)."""
+    """Standardise + ridge regression; alpha by inner CV over subjects (MSE).
 
-    def __init__(self, alphas=tuple(np.logspace(-3, 4, 15))):
-        self.alphas = alphas
+    Grouped folds, not sklearn's efficient leave-one-out over rows: with several sessions per
+    subject, leaving one session out keeps the subject's other sessions in training, so LOO
+    rewards memorising subjects and picks far too small an alpha (brain age on the default
+    cohort: MAE 11 y with LOO vs about 6 y grouped). With fewer than two training subjects there
+    is no CV and the strongest alpha is used.
+    """
+
+    def __init__(self, alphas=tuple(np.logspace(-3, 5, 17))):
+        self.alphas = tuple(float(a) for a in alphas)
         self.chosen: dict = {}
 
     def fit(self, train: HeadData, val: HeadData | None = None) -> "RidgeHead":
-        x = np.asarray(train.x)
-        self.scaler = StandardScaler().fit(x)
-        if len(x) < 3:
-            from sklearn.linear_model import Ridge
+        from sklearn.linear_model import Ridge
 
-            self.model = Ridge(alpha=1.0).fit(self.scaler.transform(x), train.y)
-            self.chosen = {"alpha": 1.0, "note": "too few examples for CV"}
+        x = np.asarray(train.x, dtype=np.float64)
+        y = np.asarray(train.y, dtype=np.float64)
+        self.scaler = StandardScaler().fit(x)
+        z = self.scaler.transform(x)
+        folds = _cv_folds(train)
+        if not folds:
+            alpha = max(self.alphas)
+            self.chosen = {"alpha": alpha, "note": "fewer than two training subjects: strongest alpha"}
         else:
-            self.model = RidgeCV(alphas=self.alphas).fit(self.scaler.transform(x), train.y)
-            self.chosen = {"alpha": float(self.model.alpha_)}
+            errors = []
+            for a in self.alphas:
+                sq = [np.mean((Ridge(alpha=a).fit(z[tr], y[tr]).predict(z[te]) - y[te]) ** 2) for tr, te in folds]
+                errors.append(float(np.mean(sq)))
+            alpha = self.alphas[int(np.argmin(errors))]
+            self.chosen = {"alpha": alpha, "inner_cv_folds": len(folds)}
+        self.model = Ridge(alpha=alpha).fit(z, y)
         return self
 
     def predict(self, data: HeadData) -> np.ndarray:
-        return self.model.predict(self.scaler.transform(np.asarray(data.x)))
+        return self.model.predict(self.scaler.transform(np.asarray(data.x, dtype=np.float64)))
 
 
 class CoxHead:

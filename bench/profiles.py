@@ -23,16 +23,19 @@ class Profile:
     few_shot_draws: int = 5       # seeded k-shot draws per k
     finetune_epochs: int = 20     # upper bound; early stopping on val ends sooner
     segmentation_steps: int = 400  # decoder optimiser steps (batches of 4); early stopping on val
+    pretrain_steps: int = 400      # SSL optimiser steps of `bench pretrain` unless --steps/--epochs
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("smoke", 96, 12, 2, "tiny cohort, few steps: tests and CI, seconds",
-                seeds=2, n_boot=200, few_shot_draws=2, finetune_epochs=2, segmentation_steps=150),
+                seeds=2, n_boot=200, few_shot_draws=2, finetune_epochs=2, segmentation_steps=150,
+                pretrain_steps=20),
         Profile("default", 240, 80, 2, "the embedded default: minutes on 2 CPU cores"),
         Profile("full", 2000, 400, 1, "paper scale at 1 mm, for GPUs", seeds=5, n_boot=2000,
-                few_shot_draws=10, finetune_epochs=100, segmentation_steps=3000),
+                few_shot_draws=10, finetune_epochs=100, segmentation_steps=3000,
+                pretrain_steps=50000),
     )
 }
 

@@ -75,11 +75,12 @@ class Runner:
         self.store = VolumeStore(root / "store")
         self.embeddings = EmbeddingCache(root / "embeddings")
 
-    def run(self, encoder_spec: str, tasks: list[str], protocols: list[str]) -> list[JobResult]:
+    def run(self, encoder_spec: str, tasks: list[str], protocols: list[str],
+            encoder_kwargs: dict | None = None) -> list[JobResult]:
         from bench.encoders import get_encoder
         from bench.results import record_exists, record_path
 
-        encoder = get_encoder(encoder_spec)
+        encoder = get_encoder(encoder_spec, **(encoder_kwargs or {}))
         results = []
         for task_name in tasks:
             spec = get_task(task_name)

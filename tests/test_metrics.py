@@ -144,3 +144,29 @@ def test_vectorised_bootstrap_balanced_accuracy_equals_per_replicate_sklearn():
                 __import__("warnings").simplefilter("ignore")
                 slow.append(M.balanced_accuracy(y[idx], p[idx]))
         np.testing.assert_allclose(fast, np.array(slow), rtol=1e-12)
+
+
+def test_ridge_head_tunes_alpha_over_subjects_not_sessions():
+    """Features that identify a subject but say nothing about its age: grouped CV must not reward
+    memorising subjects (row-wise leave-one-out would pick a tiny alpha here)."""
+    from bench.heads import HeadData, RidgeHead
+
+    rng = np.random.default_rng(0)
+    n_sub, n_ses, dim = 40, 4, 60
+    identity = rng.normal(size=(n_sub, dim))
+    age = rng.uniform(60, 90, n_sub)
+    x = np.repeat(identity, n_ses, axis=0) + 0.01 * rng.normal(size=(n_sub * n_ses, dim))
+    y = np.repeat(age, n_ses)
+    groups = np.repeat(np.arange(n_sub), n_ses)
+    train = groups < 30
+    head = RidgeHead().fit(HeadData(x=x[train], y=y[train], groups=groups[train]))
+    assert head.chosen["inner_cv_folds"] == 5
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    z = StandardScaler().fit_transform(x[train])
+    loo_alpha = RidgeCV(alphas=head.alphas).fit(z, y[train]).alpha_
+    assert head.chosen["alpha"] >= 100 and loo_alpha <= head.chosen["alpha"] / 100
+    pred = head.predict(HeadData(x=x[~train], y=y[~train]))
+    mean_mae = np.abs(y[~train] - y[train].mean()).mean()
+    assert np.abs(pred - y[~train]).mean() < 1.1 * mean_mae

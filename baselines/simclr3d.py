@@ -1,0 +1,230 @@
+"""``simclr3d``: SimCLR on whole 3D volumes, after 3D-Neuro-SimCLR (Kaczmarek et al., 2025).
+
+Network: MONAI's 3D ResNet-18 (one input channel, no classifier) plus a projection
+Linear(F, F, no bias) - ReLU - Linear(F, 64, no bias); loss NT-Xent at temperature 0.5 between
+two views of each volume: a random-size crop resized back, a flip, a rotation, an intensity
+shift and a gamma change (MONAI transforms).
+
+Two configurations:
+
+* ``paper``: the published network (first conv 7^3 stride 1, widths 64-512, 512-d features) in
+  the ``simclr-paper`` space (MNI 1 mm, 150x192x192). Its state-dict layout is the authors':
+  ``encoder.*`` (the ResNet) and ``projector.0/2.weight``, so their released
+  ``simclr_3d_brain_foundation.tar`` loads strictly with ``--weights``. GPU work.
+* ``small``: the same ResNet-18 layout with widths 16-32-64-128 and a stride-2 first conv in
+  the ``cpu-small`` space (64^3 at 3 mm): 2 M parameters, pretrainable on 2 CPU cores in
+  minutes, a checkpoint under 10 MB.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.networks.nets import ResNet
+from torch import nn
+
+from baselines.random_init import resnet_feature_maps
+from bench.encoders import Encoder, EncoderCard, register_encoder
+from bench.errors import MribenchError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class SimCLRConfig:
+    name: str
+    widths: tuple[int, int, int, int]
+    stem_stride: int
+    input_space: str
+    min_crop: tuple[int, int, int]       # smallest random crop, resized back to the input shape
+    projection_dim: int = 64
+    temperature: float = 0.5
+
+
+CONFIGS = {
+    "paper": SimCLRConfig("paper", (64, 128, 256, 512), 1, "simclr-paper", (30, 40, 40)),
+    "small": SimCLRConfig("small", (16, 32, 64, 128), 2, "cpu-small", (48, 48, 48)),
+}
+
+
+class SimCLRNet(nn.Module):
+    """ResNet-18 encoder + projection head, with the authors' attribute names."""
+
+    def __init__(self, config: SimCLRConfig):
+        super().__init__()
+        self.encoder = ResNet("basic", [2, 2, 2, 2], list(config.widths), spatial_dims=3, n_input_channels=1,
+                              conv1_t_size=7, conv1_t_stride=config.stem_stride, feed_forward=False)
+        f = config.widths[-1]
+        self.projector = nn.Sequential(nn.Linear(f, f, bias=False), nn.ReLU(), nn.Linear(f, config.projection_dim,
+                                                                                         bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale maps for the segmentation decoder: stem, then each residual stage."""
+        return resnet_feature_maps(self.encoder, x)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Normalised-temperature cross entropy over 2B views: each view's positive is its pair."""
+    z = nn.functional.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / temperature
+    n = len(z1)
+    sim.fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return nn.functional.cross_entropy(sim, target)
+
+
+def make_views(config: SimCLRConfig, shape: tuple[int, int, int]):
+    """The SimCLR view pipeline (MONAI transforms, seeded by the caller)."""
+    from monai.transforms import (Compose, RandAdjustContrast, RandFlip, RandRotate, RandShiftIntensity,
+                                  RandSpatialCrop, Resize)
+
+    return Compose([
+        RandSpatialCrop(roi_size=config.min_crop, random_center=True, random_size=True),
+        Resize(spatial_size=shape, mode="trilinear"),
+        RandFlip(prob=0.5, spatial_axis=0),
+        RandRotate(range_x=0.3, range_y=0.3, range_z=0.3, prob=0.5, mode="bilinear", padding_mode="zeros"),
+        RandShiftIntensity(offsets=0.5, prob=0.8),
+        RandAdjustContrast(gamma=(0.5, 1.5), prob=0.8),
+    ])
+
+
+class SimCLRMethod:
+    """Pretraining recipe for :func:`bench.pretrain.pretrain`."""
+
+    sequences = ("T1w",)
+
+    def __init__(self, config: str = "small", seed: int = 0):
+        self.config = CONFIGS[config]
+        self.name = "simclr3d"
+        self.input_space = self.config.input_space
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.net = SimCLRNet(self.config)
+        self._views = None
+
+    def network(self) -> nn.Module:
+        return self.net
+
+    def loss(self, batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if self._views is None:
+            self._views = make_views(self.config, tuple(batch.shape[2:]))
+        views = []
+        for _ in range(2):
+            out = []
+            for volume in batch:
+                self._views.set_random_state(seed=int(rng.integers(0, 2**31 - 1)))
+                out.append(torch.as_tensor(self._views(volume)).float())
+            views.append(torch.stack(out))
+        z1 = self.net.projector(self.net(views[0]))
+        z2 = self.net.projector(self.net(views[1]))
+        return nt_xent(z1, z2, self.config.temperature)
+
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def card(self, pool: list[str], cohort: str, steps: int) -> dict:
+        card = SimCLR3D(config=self.config.name, untrained_ok=True).card
+        return card.model_copy(update={"pretraining_data": {"cohort": cohort, "subjects": pool, "steps": steps}}
+                               ).model_dump(mode="json")
+
+
+def load_published_state(path: Path) -> dict[str, torch.Tensor]:
+    """3D-Neuro-SimCLR's ``simclr_3d_brain_foundation.tar``: ``model_state_dict``, maybe ``module.``-prefixed."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and "model_state_dict" in state:
+        state = state["model_state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise MribenchError(f"{path}: not a state dict (expected a dict with 'model_state_dict')")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
+    """``load_state_dict(strict=True)``, with an error that lists the keys that do not fit."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        def show(keys):
+            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {show(unexpected)}")
+        if wrong:
+            parts.append("shape mismatch: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+                                                    for k in wrong]))
+        raise MribenchError(f"{source}: does not fit {module.__class__.__name__} - " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def resolve_weights(encoder: str, config: str, weights: str | Path | None) -> Path | None:
+    """The weights to load: the given file, else the committed ``weights/<encoder>-<config>.pt``."""
+    if weights is None:
+        committed = WEIGHTS_DIR / f"{encoder}-{config}.pt"
+        return committed if committed.is_file() else None
+    weights = Path(weights)
+    if not weights.is_file():
+        raise MribenchError(f"{encoder}: weights file {weights} not found")
+    return weights
+
+
+def pretraining_of(weights: Path) -> dict:
+    """The pretraining block of the card that ``bench pretrain`` writes beside its weights."""
+    card_file = weights.with_suffix(".json")
+    empty = {"cohort": None, "subjects": []}
+    return json.loads(card_file.read_text()).get("pretraining_data", empty) if card_file.is_file() else empty
+
+
+@register_encoder("simclr3d")
+class SimCLR3D(Encoder):
+    """The SimCLR 3D ResNet-18; embeddings are the pooled encoder features (before projection)."""
+
+    def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
+        if config not in CONFIGS:
+            raise MribenchError(f"simclr3d: unknown config '{config}'; choose from {', '.join(CONFIGS)}")
+        self.config = CONFIGS[config]
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.net = SimCLRNet(self.config).eval()
+        self.pretrained, sha, pretraining = False, None, {"cohort": None, "subjects": []}
+        weights = resolve_weights("simclr3d", config, weights)
+        if weights is not None:
+            from bench.encoders.api import file_sha256
+
+            load_strict(self.net, load_published_state(weights), weights)
+            self.pretrained, sha, pretraining = True, file_sha256(weights), pretraining_of(weights)
+        self._untrained_ok = untrained_ok
+        self.card = EncoderCard(
+            name="simclr3d" if config == "small" else f"simclr3d-{config}",
+            architecture=f"MONAI 3D ResNet-18 (widths {'-'.join(map(str, self.config.widths))}, "
+                         f"stem stride {self.config.stem_stride})",
+            n_parameters=sum(p.numel() for n, p in self.net.named_parameters() if n.startswith("encoder.")),
+            embed_dim=self.config.widths[-1], input_space=self.config.input_space,
+            ssl_method="SimCLR (NT-Xent, temperature 0.5)", pretraining_data=pretraining,
+            checkpoint_sha256=sha, reference="Kaczmarek et al., arXiv 2509.10620 (3D-Neuro-SimCLR)",
+            supports_finetune=True, supports_segmentation=True)
+
+    def _check(self) -> None:
+        if not self.pretrained and not self._untrained_ok:
+            raise MribenchError(f"simclr3d ({self.config.name}) has no pretrained weights here: run "
+                                f"`bench pretrain --encoder simclr3d` or pass --weights FILE")
+
+    def embed(self, volumes: torch.Tensor) -> torch.Tensor:
+        self._check()
+        return self.net(volumes)
+
+    def feature_maps(self, volumes: torch.Tensor) -> list[torch.Tensor]:
+        self._check()
+        return self.net.features(volumes)
+
+    def module(self) -> nn.Module:
+        return self.net

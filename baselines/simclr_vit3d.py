@@ -1,0 +1,136 @@
+"""``simclr_vit3d``: SimCLR on a 3D ViT, after BrainIAC (Tak et al., Nature Neuroscience 2026).
+
+The backbone is MONAI's ``ViT`` (no classification token); the embedding is the first token of
+the last layer, as in BrainIAC. Pretraining reuses the SimCLR recipe of :mod:`baselines.simclr3d`
+(same views and NT-Xent) with a 2-layer projection head.
+
+* ``paper``: 96^3 input (``brainiac-96`` space), patch 16, hidden 768, MLP 3072, 12 layers,
+  12 heads. ``--weights BrainIAC.ckpt`` loads the released Lightning checkpoint: its encoder
+  keys sit under ``backbone.`` and load strictly into the ViT (other keys, e.g. a projection
+  head, are left out).
+* ``small``: 64^3 (``cpu-small``), patch 16, hidden 192, MLP 768, 6 layers, 3 heads (3.5 M
+  parameters), for CPUs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from monai.networks.nets import ViT
+from torch import nn
+
+from baselines.simclr3d import SimCLRConfig, SimCLRMethod, load_strict, pretraining_of, resolve_weights
+from bench.encoders import Encoder, EncoderCard, register_encoder
+from bench.errors import MribenchError
+
+@dataclass(frozen=True)
+class ViTConfig:
+    name: str
+    input_space: str
+    img_size: int
+    hidden: int
+    mlp: int
+    layers: int
+    heads: int
+    patch: int = 16
+
+
+CONFIGS = {
+    "paper": ViTConfig("paper", "brainiac-96", 96, 768, 3072, 12, 12),
+    "small": ViTConfig("small", "cpu-small", 64, 192, 768, 6, 3),
+}
+#: view pipeline of the SimCLR recipe, per configuration
+VIEW_CONFIGS = {
+    "paper": SimCLRConfig("paper", (0, 0, 0, 0), 1, "brainiac-96", (48, 48, 48), projection_dim=128),
+    "small": SimCLRConfig("small", (0, 0, 0, 0), 1, "cpu-small", (48, 48, 48), projection_dim=128),
+}
+
+
+class SimCLRViTNet(nn.Module):
+    def __init__(self, config: ViTConfig, projection_dim: int = 128):
+        super().__init__()
+        self.backbone = ViT(in_channels=1, img_size=config.img_size, patch_size=config.patch,
+                            hidden_size=config.hidden, mlp_dim=config.mlp, num_layers=config.layers,
+                            num_heads=config.heads, spatial_dims=3)
+        self.projector = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.ReLU(),
+                                       nn.Linear(config.hidden, projection_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens, _ = self.backbone(x)
+        return tokens[:, 0]
+
+
+def load_brainiac_state(path: Path) -> dict[str, torch.Tensor]:
+    """The ``backbone.`` part of a BrainIAC Lightning checkpoint, prefix removed."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise MribenchError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    if not backbone:
+        keys = sorted(state)
+        raise MribenchError(f"{path}: no 'backbone.' keys (BrainIAC's encoder); keys: {', '.join(keys[:8])}"
+                            + (f" ... ({len(keys)} in all)" if len(keys) > 8 else ""))
+    return backbone
+
+
+class SimCLRViTMethod(SimCLRMethod):
+    """The SimCLR recipe with the ViT backbone."""
+
+    def __init__(self, config: str = "small", seed: int = 0):
+        self.config = VIEW_CONFIGS[config]
+        self.vit_config = CONFIGS[config]
+        self.name = "simclr_vit3d"
+        self.input_space = self.vit_config.input_space
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.net = SimCLRViTNet(self.vit_config, self.config.projection_dim)
+        self._views = None
+
+    def card(self, pool: list[str], cohort: str, steps: int) -> dict:
+        card = SimCLRViT3D(config=self.vit_config.name, untrained_ok=True).card
+        return card.model_copy(update={"pretraining_data": {"cohort": cohort, "subjects": pool, "steps": steps}}
+                               ).model_dump(mode="json")
+
+
+@register_encoder("simclr_vit3d")
+class SimCLRViT3D(Encoder):
+    def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
+        if config not in CONFIGS:
+            raise MribenchError(f"simclr_vit3d: unknown config '{config}'; choose from {', '.join(CONFIGS)}")
+        self.config = CONFIGS[config]
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.net = SimCLRViTNet(self.config).eval()
+        self.pretrained, sha, pretraining = False, None, {"cohort": None, "subjects": []}
+        weights = resolve_weights("simclr_vit3d", config, weights)
+        if weights is not None:
+            from bench.encoders.api import file_sha256
+
+            raw = torch.load(weights, map_location="cpu", weights_only=False)
+            if isinstance(raw, dict) and "state_dict" in raw:  # BrainIAC's release: the backbone only
+                load_strict(self.net.backbone, load_brainiac_state(weights), weights)
+            else:  # our own pretraining: backbone + projector
+                load_strict(self.net, raw, weights)
+            self.pretrained, sha, pretraining = True, file_sha256(weights), pretraining_of(weights)
+        self._untrained_ok = untrained_ok
+        c = self.config
+        self.card = EncoderCard(
+            name="simclr_vit3d" if config == "small" else f"simclr_vit3d-{config}",
+            architecture=f"MONAI ViT (3D, {c.img_size}^3, patch {c.patch}, hidden {c.hidden}, "
+                         f"{c.layers} layers, {c.heads} heads; first token)",
+            n_parameters=sum(p.numel() for p in self.net.backbone.parameters()), embed_dim=c.hidden,
+            input_space=c.input_space, ssl_method="SimCLR (NT-Xent, temperature 0.5)",
+            pretraining_data=pretraining, checkpoint_sha256=sha,
+            reference="Tak et al., Nature Neuroscience 2026 (BrainIAC)", supports_finetune=True)
+
+    def embed(self, volumes: torch.Tensor) -> torch.Tensor:
+        if not self.pretrained and not self._untrained_ok:
+            raise MribenchError(f"simclr_vit3d ({self.config.name}) has no pretrained weights here: run "
+                                "`bench pretrain --encoder simclr_vit3d` or pass --weights FILE")
+        return self.net(volumes)
+
+    def module(self) -> nn.Module:
+        return self.net

@@ -1,0 +1,215 @@
+"""SSL pretraining: pool without evaluated subjects, loss goes down, resume, strict checkpoint loading."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from baselines.simclr3d import CONFIGS, SimCLR3D, SimCLRMethod, SimCLRNet, nt_xent
+from bench.errors import MribenchError
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    from bench.data.sources import open_cohort
+
+    return open_cohort(None, profile="smoke", progress=False)
+
+
+def test_nt_xent_by_hand():
+    # two pairs; identical positives and orthogonal negatives give the textbook value
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z2 = z1.clone()
+    t = 0.5
+    # for view 0: positive sim 1/t, negatives: view 1 (0) and view 3 (0); log-softmax over 3 others
+    expected = -np.log(np.exp(1 / t) / (np.exp(1 / t) + 2 * np.exp(0.0)))
+    assert float(nt_xent(z1, z2, t)) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_pool_leaves_out_every_evaluated_subject(smoke):
+    from bench.paths import repo_root
+    from bench.pretrain import pretraining_pool
+
+    pool = set(pretraining_pool(smoke))
+    held_out = set()
+    for f in (repo_root() / "splits" / smoke.name).glob("*.tsv"):
+        t = pd.read_csv(f, sep="\t")
+        held_out |= set(t.loc[t.split != "train", "participant_id"])
+        assert set(t.loc[t.split == "train", "participant_id"]) <= pool
+    assert pool and not (pool & held_out)
+
+
+@pytest.mark.slow
+def test_pretrain_loss_decreases_resumes_and_card_carries_the_pool(smoke, tmp_path):
+    from bench.pretrain import pretrain, pretraining_pool
+    from bench.results import load_record
+    from bench.runner import Runner
+    from dataclasses import replace
+    from bench.profiles import get_profile
+
+    out = tmp_path / "run"
+    full = pretrain(SimCLRMethod("small"), smoke, steps=12, batch_size=4, lr=3e-4, out_dir=out,
+                    checkpoint_every=6, progress=False)
+    assert all(np.isfinite(full.losses))
+    lines = (out / "loss.tsv").read_text().splitlines()
+    assert lines[0] == "step\tloss" and len(lines) == 13
+    card = json.loads(full.card_path.read_text())
+    assert card["pretraining_data"]["subjects"] == pretraining_pool(smoke)
+    assert full.encoder_path.stat().st_size < 20e6
+
+    # interrupted after 6 steps (the checkpoint), resumed to 12: the same losses as one run
+    part = tmp_path / "part"
+    pretrain(SimCLRMethod("small"), smoke, steps=6, batch_size=4, lr=3e-4, out_dir=part,
+             checkpoint_every=6, progress=False)
+    resumed = pretrain(SimCLRMethod("small"), smoke, steps=12, batch_size=4, lr=3e-4, out_dir=part,
+                       checkpoint_every=6, progress=False, resume=True)
+    np.testing.assert_allclose(resumed.losses, full.losses, rtol=1e-5)
+    with pytest.raises(MribenchError, match="already holds a pretraining run"):
+        pretrain(SimCLRMethod("small"), smoke, steps=12, out_dir=part, progress=False)
+
+    # the harness uses the weights and flags evaluated subjects that were in the pool
+    encoder = SimCLR3D(weights=full.encoder_path)
+    assert encoder.card.pretraining_data["subjects"] == card["pretraining_data"]["subjects"]
+    encoder.card.pretraining_data["subjects"].append(smoke.subjects().participant_id.iloc[0])
+    runner = Runner(smoke, replace(get_profile("smoke"), seeds=1, n_boot=20), tmp_path / "res", progress=False,
+                    cache_root=tmp_path / "cache")
+    from unittest import mock
+
+    with mock.patch("bench.encoders.get_encoder", lambda spec, **kw: encoder):
+        (res,) = runner.run("simclr3d", ["brain_age"], ["linear_probe"])
+    record = load_record(res.path)
+    evaluated = {p["participant_id"] for p in record.predictions}
+    if smoke.subjects().participant_id.iloc[0] in evaluated:
+        assert any(f.startswith("pretraining_overlap") for f in record.flags)
+    else:
+        assert not record.flags
+
+
+def test_simclr_loss_decreases_when_training_on_a_batch():
+    """The recipe's gradient path works: a few steps on one batch of four brains lower the loss."""
+
+    rng = np.random.default_rng(0)
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(4, 1, 1, 16, 16, 16, generator=g)
+    batch = torch.nn.functional.interpolate(base[:, 0], size=(64, 64, 64), mode="trilinear")  # smooth "brains"
+    method = SimCLRMethod("small")
+    opt = torch.optim.AdamW(method.network().parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        state = rng.bit_generator.state
+        loss = method.loss(batch, rng)
+        rng.bit_generator.state = state  # the same views every step: only the weights change
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] - 0.05, losses
+
+
+def _published_layout(config: str, prefix: str = "module.") -> dict:
+    """A checkpoint laid out like 3D-Neuro-SimCLR's release (random weights, same keys)."""
+    net = SimCLRNet(CONFIGS[config])
+    return {"epoch": 3, "model_state_dict": {prefix + k: v for k, v in net.state_dict().items()},
+            "optimizer_state_dict": {}}
+
+
+def test_published_simclr_layout_loads_strictly(tmp_path):
+    path = tmp_path / "simclr_3d_brain_foundation.tar"
+    ckpt = _published_layout("small")
+    torch.save(ckpt, path)
+    encoder = SimCLR3D(config="small", weights=path)
+    state = {k.removeprefix("module."): v for k, v in ckpt["model_state_dict"].items()}
+    for k, v in encoder.module().state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert encoder.card.checkpoint_sha256 and encoder.pretrained
+    emb = encoder.embed(torch.zeros(1, 1, 64, 64, 64))
+    assert emb.shape == (1, 128)
+
+
+def test_paper_config_matches_the_published_architecture():
+    net = SimCLRNet(CONFIGS["paper"])
+    keys = net.state_dict()
+    assert keys["encoder.conv1.weight"].shape == (64, 1, 7, 7, 7)
+    assert net.encoder.conv1.stride == (1, 1, 1)
+    assert keys["projector.0.weight"].shape == (512, 512) and keys["projector.2.weight"].shape == (64, 512)
+    assert "projector.0.bias" not in keys and not any(k.startswith("encoder.fc") for k in keys)
+    assert sum(1 for k in keys if k.endswith("conv1.weight") and k.startswith("encoder.layer")) == 8  # 2-2-2-2
+
+
+def test_wrong_layout_is_refused_with_a_key_listing(tmp_path):
+    ckpt = _published_layout("small")
+    ckpt["model_state_dict"] = {k.replace("module.encoder.", "module.backbone."): v
+                                for k, v in ckpt["model_state_dict"].items()}
+    path = tmp_path / "wrong.tar"
+    torch.save(ckpt, path)
+    with pytest.raises(MribenchError, match=r"missing keys: encoder\.bn1\..*unexpected keys: backbone\."):
+        SimCLR3D(config="small", weights=path)
+    torch.save(_published_layout("paper"), path)
+    with pytest.raises(MribenchError, match="shape mismatch: encoder.*"):
+        SimCLR3D(config="small", weights=path)
+
+
+def test_unpretrained_encoder_says_how_to_get_weights():
+    encoder = SimCLR3D(config="paper")
+    with pytest.raises(MribenchError, match="bench pretrain --encoder simclr3d"):
+        encoder.embed(torch.zeros(1, 1, 8, 8, 8))
+
+
+def test_brainiac_lightning_checkpoint_loads_the_backbone_strictly(tmp_path):
+    from baselines.simclr_vit3d import CONFIGS as VIT, SimCLRViT3D, SimCLRViTNet
+
+    net = SimCLRViTNet(VIT["small"])
+    state = {f"backbone.{k}": v for k, v in net.backbone.state_dict().items()}
+    state["projection_head.0.weight"] = torch.zeros(4, 4)  # other parts of the Lightning module are left out
+    path = tmp_path / "BrainIAC.ckpt"
+    torch.save({"epoch": 9, "global_step": 100, "state_dict": state, "hyper_parameters": {}}, path)
+    encoder = SimCLRViT3D(config="small", weights=path)
+    for k, v in encoder.module().backbone.state_dict().items():
+        assert torch.equal(v, state[f"backbone.{k}"]), k
+    assert encoder.embed(torch.zeros(2, 1, 64, 64, 64)).shape == (2, 192)
+
+    torch.save({"state_dict": {k.replace("backbone.", "encoder."): v for k, v in state.items()}}, path)
+    with pytest.raises(MribenchError, match=r"no 'backbone\.' keys.*keys: encoder\."):
+        SimCLRViT3D(config="small", weights=path)
+    bad = dict(state)
+    bad.pop("backbone.norm.weight")
+    torch.save({"state_dict": bad}, path)
+    with pytest.raises(MribenchError, match=r"missing keys: norm\.weight"):
+        SimCLRViT3D(config="small", weights=path)
+
+
+def test_brainiac_paper_config():
+    from baselines.simclr_vit3d import CONFIGS as VIT, SimCLRViTNet
+
+    net = SimCLRViTNet(VIT["paper"])
+    n = sum(p.numel() for p in net.backbone.parameters())
+    assert 85e6 < n < 90e6  # ViT-B at 96^3 / patch 16: 216 patches
+    assert net.backbone.patch_embedding.position_embeddings.shape == (1, 216, 768)
+    assert len(net.backbone.blocks) == 12
+
+
+def test_committed_simclr3d_checkpoint_is_used_by_default():
+    from baselines.simclr3d import WEIGHTS_DIR
+    from bench.encoders import get_encoder
+    from bench.encoders.api import file_sha256
+
+    path = WEIGHTS_DIR / "simclr3d-small.pt"
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert path.stat().st_size < 20e6
+    assert card["checkpoint_sha256"] == file_sha256(path)
+    assert card["pretraining_data"]["cohort"] == "synth-default"
+    assert card["pretraining_data"]["command"].startswith("bench pretrain --encoder simclr3d")
+    encoder = get_encoder("simclr3d")
+    assert encoder.pretrained and encoder.card.checkpoint_sha256 == card["checkpoint_sha256"]
+    assert encoder.card.pretraining_data["subjects"] == card["pretraining_data"]["subjects"]
+    # the pool holds no subject that a committed synth-default split evaluates
+    from bench.paths import repo_root
+
+    for f in (repo_root() / "splits" / "synth-default").glob("*.tsv"):
+        t = pd.read_csv(f, sep="\t")
+        assert not set(t.loc[t.split != "train", "participant_id"]) & set(card["pretraining_data"]["subjects"])
