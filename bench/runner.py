@@ -117,7 +117,7 @@ class Runner:
         main, _ = headline(spec, protocol, scores)
         card = encoder.card
         evaluated = set(ctx.examples.subjects("test")) | set(ctx.examples.subjects("external"))
-        overlap = card.overlap(evaluated)
+        overlap = card.overlap(evaluated, cohort=self.cohort.name)
         flags = [f"pretraining_overlap: {len(overlap)} evaluated subject(s) were in the encoder's "
                  f"pretraining data, e.g. {sorted(overlap)[0]}"] if overlap else []
         provenance = collect_provenance(

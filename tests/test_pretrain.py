@@ -75,7 +75,11 @@ def test_pretrain_loss_decreases_resumes_and_card_carries_the_pool(smoke, tmp_pa
     # the harness uses the weights and flags evaluated subjects that were in the pool
     encoder = SimCLR3D(weights=full.encoder_path)
     assert encoder.card.pretraining_data["subjects"] == card["pretraining_data"]["subjects"]
-    encoder.card.pretraining_data["subjects"].append(smoke.subjects().participant_id.iloc[0])
+    from bench.paths import repo_root
+
+    ad = pd.read_csv(repo_root() / "splits" / smoke.name / "ad.tsv", sep="\t")
+    leaked = sorted(ad.loc[ad.split == "test", "participant_id"])
+    encoder.card.pretraining_data["subjects"] += leaked  # as if the pool had included test subjects
     runner = Runner(smoke, replace(get_profile("smoke"), seeds=1, n_boot=20), tmp_path / "res", progress=False,
                     cache_root=tmp_path / "cache")
     from unittest import mock
@@ -84,10 +88,13 @@ def test_pretrain_loss_decreases_resumes_and_card_carries_the_pool(smoke, tmp_pa
         (res,) = runner.run("simclr3d", ["brain_age"], ["linear_probe"])
     record = load_record(res.path)
     evaluated = {p["participant_id"] for p in record.predictions}
-    if smoke.subjects().participant_id.iloc[0] in evaluated:
-        assert any(f.startswith("pretraining_overlap") for f in record.flags)
-    else:
-        assert not record.flags
+    n = len(set(leaked) & evaluated)
+    assert n and record.flags == [f"pretraining_overlap: {n} evaluated subject(s) were in the encoder's "
+                                  f"pretraining data, e.g. {sorted(set(leaked) & evaluated)[0]}"]
+    # ids of another cohort are other people: no flag
+    encoder.card.pretraining_data["cohort"] = "synth-default"
+    assert encoder.card.overlap(leaked, cohort=smoke.name) == set()
+    assert encoder.card.overlap(leaked, cohort="synth-default") == set(leaked)
 
 
 def test_simclr_loss_decreases_when_training_on_a_batch():

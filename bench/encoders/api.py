@@ -51,8 +51,16 @@ class EncoderCard(BaseModel):
             raise ValueError(f"unknown input space '{v}'; known: {sorted(SPACES)}")
         return v
 
-    def overlap(self, subjects: Iterable[str]) -> set[str]:
-        """Evaluated subjects that the encoder saw in pretraining."""
+    def overlap(self, subjects: Iterable[str], cohort: str | None = None) -> set[str]:
+        """Evaluated subjects that the encoder saw in pretraining.
+
+        Subject ids are only comparable within one cohort (``sub-0001`` of the smoke and of the
+        default synthetic cohort are different people), so when both the card and the caller
+        name a cohort and the names differ, nothing overlaps.
+        """
+        pretrained_on = self.pretraining_data.get("cohort")
+        if cohort is not None and pretrained_on is not None and pretrained_on != cohort:
+            return set()
         return set(subjects) & set(self.pretraining_data.get("subjects", []))
 
 
