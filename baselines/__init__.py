@@ -1,6 +1,6 @@
 """Reference encoders, registered through the same public API a submitter uses."""
 
-from baselines import intensity, oracle, random_init, simclr3d, simclr_vit3d  # noqa: F401
+from baselines import intensity, oracle, random_init, simclr3d, simclr_vit3d, supervised  # noqa: F401
 
 
 def ssl_methods() -> dict:

@@ -81,6 +81,9 @@ class Runner:
         from bench.results import record_exists, record_path
 
         encoder = get_encoder(encoder_spec, **(encoder_kwargs or {}))
+        if getattr(encoder, "finetune_only", False) and set(protocols) - {"finetune"}:
+            raise MribenchError(f"encoder {encoder.card.name} is trained from scratch on each task: use "
+                                f"--protocol finetune (got {', '.join(sorted(set(protocols) - {'finetune'}))})")
         results = []
         for task_name in tasks:
             spec = get_task(task_name)

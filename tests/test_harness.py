@@ -203,3 +203,8 @@ def test_finetune_trains_end_to_end_and_records(smoke, profile, tmp_path):
     assert "test" in {s.split for s in record.scores}
     with pytest.raises(MribenchError, match="does not support fine-tuning"):
         runner.run("oracle", ["brain_age"], ["finetune"])
+    # the supervised baseline: the same backbone, fine-tune only, its own record
+    (sup,) = runner.run("supervised", ["brain_age"], ["finetune"])
+    assert load_record(sup.path).encoder == "supervised" and sup.main_score is not None
+    with pytest.raises(MribenchError, match="trained from scratch.*--protocol finetune"):
+        runner.run("supervised", ["brain_age"], ["linear_probe"])
