@@ -1,8 +1,9 @@
 """Reference encoders, registered through the same public API a submitter uses."""
 
-from baselines import intensity, oracle, random_init, simclr3d, simclr_vit3d, supervised  # noqa: F401
+from baselines import intensity, mae3d, oracle, random_init, simclr3d, simclr_vit3d, supervised  # noqa: F401
 
 
 def ssl_methods() -> dict:
     """Pretraining recipes by encoder name (``bench pretrain --encoder NAME``)."""
-    return {"simclr3d": simclr3d.SimCLRMethod, "simclr_vit3d": simclr_vit3d.SimCLRViTMethod}
+    return {"simclr3d": simclr3d.SimCLRMethod, "simclr_vit3d": simclr_vit3d.SimCLRViTMethod,
+            "mae3d": mae3d.MAEMethod}

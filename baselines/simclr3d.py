@@ -28,6 +28,7 @@ from monai.networks.nets import ResNet
 from torch import nn
 
 from baselines.random_init import resnet_feature_maps
+from baselines.recipe import Recipe
 from bench.encoders import Encoder, EncoderCard, register_encoder
 from bench.errors import MribenchError
 
@@ -95,22 +96,17 @@ def make_views(config: SimCLRConfig, shape: tuple[int, int, int]):
     ])
 
 
-class SimCLRMethod:
+class SimCLRMethod(Recipe):
     """Pretraining recipe for :func:`bench.pretrain.pretrain`."""
-
-    sequences = ("T1w",)
 
     def __init__(self, config: str = "small", seed: int = 0):
         self.config = CONFIGS[config]
-        self.name = "simclr3d"
+        self.name, self.config_name = "simclr3d", config
         self.input_space = self.config.input_space
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.net = SimCLRNet(self.config)
         self._views = None
-
-    def network(self) -> nn.Module:
-        return self.net
 
     def loss(self, batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         if self._views is None:
@@ -125,15 +121,6 @@ class SimCLRMethod:
         z1 = self.net.projector(self.net(views[0]))
         z2 = self.net.projector(self.net(views[1]))
         return nt_xent(z1, z2, self.config.temperature)
-
-    def encoder_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-
-    def card(self, pool: list[str], cohort: str, steps: int) -> dict:
-        card = SimCLR3D(config=self.config.name, untrained_ok=True).card
-        return card.model_copy(update={"pretraining_data": {"cohort": cohort, "subjects": pool, "steps": steps}}
-                               ).model_dump(mode="json")
-
 
 def load_published_state(path: Path) -> dict[str, torch.Tensor]:
     """3D-Neuro-SimCLR's ``simclr_3d_brain_foundation.tar``: ``model_state_dict``, maybe ``module.``-prefixed."""
@@ -228,3 +215,6 @@ class SimCLR3D(Encoder):
 
     def module(self) -> nn.Module:
         return self.net
+
+
+SimCLRMethod.encoder_cls = SimCLR3D  # the encoder that loads what the recipe trains

@@ -82,18 +82,12 @@ class SimCLRViTMethod(SimCLRMethod):
     def __init__(self, config: str = "small", seed: int = 0):
         self.config = VIEW_CONFIGS[config]
         self.vit_config = CONFIGS[config]
-        self.name = "simclr_vit3d"
+        self.name, self.config_name = "simclr_vit3d", config
         self.input_space = self.vit_config.input_space
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.net = SimCLRViTNet(self.vit_config, self.config.projection_dim)
         self._views = None
-
-    def card(self, pool: list[str], cohort: str, steps: int) -> dict:
-        card = SimCLRViT3D(config=self.vit_config.name, untrained_ok=True).card
-        return card.model_copy(update={"pretraining_data": {"cohort": cohort, "subjects": pool, "steps": steps}}
-                               ).model_dump(mode="json")
-
 
 @register_encoder("simclr_vit3d")
 class SimCLRViT3D(Encoder):
@@ -134,3 +128,6 @@ class SimCLRViT3D(Encoder):
 
     def module(self) -> nn.Module:
         return self.net
+
+
+SimCLRViTMethod.encoder_cls = SimCLRViT3D  # the encoder that loads what the recipe trains

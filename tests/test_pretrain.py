@@ -200,18 +200,19 @@ def test_brainiac_paper_config():
     assert len(net.backbone.blocks) == 12
 
 
-def test_committed_simclr3d_checkpoint_is_used_by_default():
+@pytest.mark.parametrize("name", ["simclr3d", "mae3d"])
+def test_committed_checkpoints_are_used_by_default(name):
     from baselines.simclr3d import WEIGHTS_DIR
     from bench.encoders import get_encoder
     from bench.encoders.api import file_sha256
 
-    path = WEIGHTS_DIR / "simclr3d-small.pt"
+    path = WEIGHTS_DIR / f"{name}-small.pt"
     card = json.loads(path.with_suffix(".json").read_text())
     assert path.stat().st_size < 20e6
     assert card["checkpoint_sha256"] == file_sha256(path)
     assert card["pretraining_data"]["cohort"] == "synth-default"
-    assert card["pretraining_data"]["command"].startswith("bench pretrain --encoder simclr3d")
-    encoder = get_encoder("simclr3d")
+    assert card["pretraining_data"]["command"].startswith(f"bench pretrain --encoder {name} ")
+    encoder = get_encoder(name)
     assert encoder.pretrained and encoder.card.checkpoint_sha256 == card["checkpoint_sha256"]
     assert encoder.card.pretraining_data["subjects"] == card["pretraining_data"]["subjects"]
     # the pool holds no subject that a committed synth-default split evaluates

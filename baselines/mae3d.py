@@ -1,0 +1,128 @@
+"""``mae3d``: a masked autoencoder on a 3D ViT (MONAI's ``MaskedAutoEncoderViT``).
+
+Pretraining hides 75 % of the patches and regresses the voxels of the hidden ones (mean squared
+error on masked patches only, as in He et al. 2022). The embedding is the mean of the encoder's
+patch tokens with nothing masked (the MAE paper's linear-probe read-out).
+
+* ``small``: 64^3 (``cpu-small``), patch 8 (512 tokens), hidden 192, 6 layers, 3 heads;
+  decoder hidden 96, 2 layers.
+* ``paper``: 96^3 (``brainiac-96``), patch 16, ViT-B (hidden 768, 12 layers, 12 heads);
+  decoder hidden 384, 4 layers. GPU work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.networks.nets import MaskedAutoEncoderViT
+from torch import nn
+
+from baselines.recipe import Recipe
+from baselines.simclr3d import load_strict, pretraining_of, resolve_weights
+from bench.encoders import Encoder, EncoderCard, register_encoder
+from bench.errors import MribenchError
+
+
+@dataclass(frozen=True)
+class MAEConfig:
+    name: str
+    input_space: str
+    img_size: int
+    patch: int
+    hidden: int
+    mlp: int
+    layers: int
+    heads: int
+    decoder_hidden: int
+    decoder_layers: int
+    masking_ratio: float = 0.75
+
+
+CONFIGS = {
+    "small": MAEConfig("small", "cpu-small", 64, 8, 192, 768, 6, 3, 96, 2),
+    "paper": MAEConfig("paper", "brainiac-96", 96, 16, 768, 3072, 12, 12, 384, 4),
+}
+
+
+def build(config: MAEConfig) -> MaskedAutoEncoderViT:
+    return MaskedAutoEncoderViT(
+        in_channels=1, img_size=config.img_size, patch_size=config.patch, hidden_size=config.hidden,
+        mlp_dim=config.mlp, num_layers=config.layers, num_heads=config.heads, masking_ratio=config.masking_ratio,
+        decoder_hidden_size=config.decoder_hidden, decoder_mlp_dim=4 * config.decoder_hidden,
+        decoder_num_layers=config.decoder_layers, decoder_num_heads=config.heads, spatial_dims=3)
+
+
+def patchify(volumes: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, 1, D, H, W) -> (B, tokens, patch^3) in the token order of MONAI's conv patch embedding."""
+    b, c, d, h, w = volumes.shape
+    x = volumes.reshape(b, c, d // patch, patch, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, (d // patch) * (h // patch) * (w // patch), -1)
+
+
+def encode(net: MaskedAutoEncoderViT, volumes: torch.Tensor) -> torch.Tensor:
+    """Mean of the encoder's patch tokens, nothing masked."""
+    tokens = net.patch_embedding(volumes)
+    cls = net.cls_token.expand(tokens.shape[0], -1, -1)
+    out = net.blocks(torch.cat([cls, tokens], dim=1))
+    return out[:, 1:].mean(dim=1)
+
+
+class MAEMethod(Recipe):
+    """Pretraining recipe for :func:`bench.pretrain.pretrain`."""
+
+    def __init__(self, config: str = "small", seed: int = 0):
+        self.config = CONFIGS[config]
+        self.name, self.config_name = "mae3d", config
+        self.input_space = self.config.input_space
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.net = build(self.config)
+
+    def loss(self, batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        # the patch mask is drawn by MONAI from torch's generator, which pretrain() seeds and saves
+        pred, mask = self.net(batch)
+        target = patchify(batch, self.config.patch)
+        per_token = ((pred - target) ** 2).mean(dim=-1)
+        return (per_token * mask).sum() / mask.sum()
+
+@register_encoder("mae3d")
+class MAE3D(Encoder):
+    def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
+        if config not in CONFIGS:
+            raise MribenchError(f"mae3d: unknown config '{config}'; choose from {', '.join(CONFIGS)}")
+        self.config = CONFIGS[config]
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.net = build(self.config).eval()
+        self.pretrained, sha, pretraining = False, None, {"cohort": None, "subjects": []}
+        weights = resolve_weights("mae3d", config, weights)
+        if weights is not None:
+            from bench.encoders.api import file_sha256
+
+            load_strict(self.net, torch.load(weights, map_location="cpu", weights_only=True), weights)
+            self.pretrained, sha, pretraining = True, file_sha256(weights), pretraining_of(weights)
+        self._untrained_ok = untrained_ok
+        c = self.config
+        encoder_params = sum(p.numel() for n, p in self.net.named_parameters() if not n.startswith(("decoder", "mask")))
+        self.card = EncoderCard(
+            name="mae3d" if config == "small" else f"mae3d-{config}",
+            architecture=f"MONAI MaskedAutoEncoderViT (3D, {c.img_size}^3, patch {c.patch}, hidden {c.hidden}, "
+                         f"{c.layers} layers; mean patch token)",
+            n_parameters=encoder_params, embed_dim=c.hidden, input_space=c.input_space,
+            ssl_method=f"masked autoencoding ({int(c.masking_ratio * 100)} % of patches)",
+            pretraining_data=pretraining, checkpoint_sha256=sha, reference="He et al., CVPR 2022 (MAE)")
+
+    def embed(self, volumes: torch.Tensor) -> torch.Tensor:
+        if not self.pretrained and not self._untrained_ok:
+            raise MribenchError(f"mae3d ({self.config.name}) has no pretrained weights here: run "
+                                "`bench pretrain --encoder mae3d` or pass --weights FILE")
+        return encode(self.net, volumes)
+
+    def module(self) -> nn.Module:
+        return self.net
+
+
+MAEMethod.encoder_cls = MAE3D  # the encoder that loads what the recipe trains
