@@ -20,9 +20,9 @@ import torch
 from monai.networks.nets import MaskedAutoEncoderViT
 from torch import nn
 
-from baselines.recipe import Recipe
-from baselines.simclr3d import load_strict, pretraining_of, resolve_weights
-from bench.encoders import Encoder, EncoderCard, register_encoder
+from baselines.recipe import PretrainedEncoder, Recipe
+from bench.encoders import EncoderCard, register_encoder
+from bench.encoders.api import load_strict, read_state_dict
 from bench.errors import MribenchError
 
 
@@ -88,8 +88,11 @@ class MAEMethod(Recipe):
         per_token = ((pred - target) ** 2).mean(dim=-1)
         return (per_token * mask).sum() / mask.sum()
 
+
 @register_encoder("mae3d")
-class MAE3D(Encoder):
+class MAE3D(PretrainedEncoder):
+    registry_name = "mae3d"
+
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         if config not in CONFIGS:
             raise MribenchError(f"mae3d: unknown config '{config}'; choose from {', '.join(CONFIGS)}")
@@ -97,14 +100,8 @@ class MAE3D(Encoder):
         with torch.random.fork_rng():
             torch.manual_seed(0)
             self.net = build(self.config).eval()
-        self.pretrained, sha, pretraining = False, None, {"cohort": None, "subjects": []}
-        weights = resolve_weights("mae3d", config, weights)
-        if weights is not None:
-            from bench.encoders.api import file_sha256
-
-            load_strict(self.net, torch.load(weights, map_location="cpu", weights_only=True), weights)
-            self.pretrained, sha, pretraining = True, file_sha256(weights), pretraining_of(weights)
-        self._untrained_ok = untrained_ok
+        sha, pretraining = self._load_weights(config, weights, lambda p: load_strict(self.net, read_state_dict(p), p),
+                                              untrained_ok=untrained_ok)
         c = self.config
         encoder_params = sum(p.numel() for n, p in self.net.named_parameters() if not n.startswith(("decoder", "mask")))
         self.card = EncoderCard(
@@ -116,9 +113,7 @@ class MAE3D(Encoder):
             pretraining_data=pretraining, checkpoint_sha256=sha, reference="He et al., CVPR 2022 (MAE)")
 
     def embed(self, volumes: torch.Tensor) -> torch.Tensor:
-        if not self.pretrained and not self._untrained_ok:
-            raise MribenchError(f"mae3d ({self.config.name}) has no pretrained weights here: run "
-                                "`bench pretrain --encoder mae3d` or pass --weights FILE")
+        self._require_weights()
         return encode(self.net, volumes)
 
     def module(self) -> nn.Module:

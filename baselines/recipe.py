@@ -1,9 +1,71 @@
-"""What every pretraining recipe shares: its network, the weights it hands over, its card."""
+"""What the SSL baselines share: the pretraining recipe base, and the encoder side that finds,
+loads and vouches for the weights a recipe produced."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Callable
+
 import torch
 from torch import nn
+
+from bench.encoders import Encoder
+from bench.encoders.api import file_sha256
+from bench.errors import MribenchError
+
+#: committed checkpoints, ``<encoder>-<config>.pt`` with the card ``<encoder>-<config>.json`` beside it
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def resolve_weights(encoder: str, config: str, weights: str | Path | None) -> Path | None:
+    """The weights to load: the given file, else the committed ``weights/<encoder>-<config>.pt``."""
+    if weights is None:
+        committed = WEIGHTS_DIR / f"{encoder}-{config}.pt"
+        return committed if committed.is_file() else None
+    weights = Path(weights)
+    if not weights.is_file():
+        raise MribenchError(f"{encoder}: weights file {weights} not found")
+    return weights
+
+
+def pretraining_of(weights: Path) -> dict:
+    """The pretraining block of the card that ``bench pretrain`` writes beside its weights."""
+    card_file = weights.with_suffix(".json")
+    empty = {"cohort": None, "subjects": []}
+    return json.loads(card_file.read_text()).get("pretraining_data", empty) if card_file.is_file() else empty
+
+
+class PretrainedEncoder(Encoder):
+    """An SSL baseline: useless without its pretrained weights, so it refuses to embed without them.
+
+    Subclasses call :meth:`_load_weights` in ``__init__`` (after building ``self.net``) and
+    :meth:`_require_weights` before every forward pass.
+    """
+
+    registry_name: str
+    pretrained: bool = False
+    _untrained_ok: bool = False
+
+    def _load_weights(self, config: str, weights: str | Path | None, load: Callable[[Path], None], *,
+                      untrained_ok: bool) -> tuple[str | None, dict]:
+        """Find and ``load`` the weights; return (their SHA-256, the card's pretraining block).
+
+        ``untrained_ok`` lets a card be built without weights (``bench list encoders``, recipes).
+        """
+        self._untrained_ok = untrained_ok
+        path = resolve_weights(self.registry_name, config, weights)
+        if path is None:
+            self.pretrained = False
+            return None, {"cohort": None, "subjects": []}
+        load(path)
+        self.pretrained = True
+        return file_sha256(path), pretraining_of(path)
+
+    def _require_weights(self) -> None:
+        if not self.pretrained and not self._untrained_ok:
+            raise MribenchError(f"{self.registry_name} ({self.config.name}) has no pretrained weights here: run "
+                                f"`bench pretrain --encoder {self.registry_name}` or pass --weights FILE")
 
 
 class Recipe:

@@ -18,7 +18,6 @@ Two configurations:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +27,10 @@ from monai.networks.nets import ResNet
 from torch import nn
 
 from baselines.random_init import resnet_feature_maps
-from baselines.recipe import Recipe
-from bench.encoders import Encoder, EncoderCard, register_encoder
+from baselines.recipe import PretrainedEncoder, Recipe
+from bench.encoders import EncoderCard, register_encoder
+from bench.encoders.api import load_strict, read_state_dict
 from bench.errors import MribenchError
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
 
 @dataclass(frozen=True)
 class SimCLRConfig:
@@ -122,58 +119,12 @@ class SimCLRMethod(Recipe):
         z2 = self.net.projector(self.net(views[1]))
         return nt_xent(z1, z2, self.config.temperature)
 
-def load_published_state(path: Path) -> dict[str, torch.Tensor]:
-    """3D-Neuro-SimCLR's ``simclr_3d_brain_foundation.tar``: ``model_state_dict``, maybe ``module.``-prefixed."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "model_state_dict" in state:
-        state = state["model_state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise MribenchError(f"{path}: not a state dict (expected a dict with 'model_state_dict')")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
-    """``load_state_dict(strict=True)``, with an error that lists the keys that do not fit."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        def show(keys):
-            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {show(unexpected)}")
-        if wrong:
-            parts.append("shape mismatch: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                                                    for k in wrong]))
-        raise MribenchError(f"{source}: does not fit {module.__class__.__name__} - " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
-
-
-def resolve_weights(encoder: str, config: str, weights: str | Path | None) -> Path | None:
-    """The weights to load: the given file, else the committed ``weights/<encoder>-<config>.pt``."""
-    if weights is None:
-        committed = WEIGHTS_DIR / f"{encoder}-{config}.pt"
-        return committed if committed.is_file() else None
-    weights = Path(weights)
-    if not weights.is_file():
-        raise MribenchError(f"{encoder}: weights file {weights} not found")
-    return weights
-
-
-def pretraining_of(weights: Path) -> dict:
-    """The pretraining block of the card that ``bench pretrain`` writes beside its weights."""
-    card_file = weights.with_suffix(".json")
-    empty = {"cohort": None, "subjects": []}
-    return json.loads(card_file.read_text()).get("pretraining_data", empty) if card_file.is_file() else empty
-
 
 @register_encoder("simclr3d")
-class SimCLR3D(Encoder):
+class SimCLR3D(PretrainedEncoder):
     """The SimCLR 3D ResNet-18; embeddings are the pooled encoder features (before projection)."""
+
+    registry_name = "simclr3d"
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         if config not in CONFIGS:
@@ -182,14 +133,10 @@ class SimCLR3D(Encoder):
         with torch.random.fork_rng():
             torch.manual_seed(0)
             self.net = SimCLRNet(self.config).eval()
-        self.pretrained, sha, pretraining = False, None, {"cohort": None, "subjects": []}
-        weights = resolve_weights("simclr3d", config, weights)
-        if weights is not None:
-            from bench.encoders.api import file_sha256
-
-            load_strict(self.net, load_published_state(weights), weights)
-            self.pretrained, sha, pretraining = True, file_sha256(weights), pretraining_of(weights)
-        self._untrained_ok = untrained_ok
+        # 3D-Neuro-SimCLR's release (``model_state_dict``, maybe ``module.``) or our own encoder.pt
+        sha, pretraining = self._load_weights(
+            config, weights, lambda p: load_strict(self.net, read_state_dict(p, weights_only=False), p),
+            untrained_ok=untrained_ok)
         self.card = EncoderCard(
             name="simclr3d" if config == "small" else f"simclr3d-{config}",
             architecture=f"MONAI 3D ResNet-18 (widths {'-'.join(map(str, self.config.widths))}, "
@@ -200,17 +147,12 @@ class SimCLR3D(Encoder):
             checkpoint_sha256=sha, reference="Kaczmarek et al., arXiv 2509.10620 (3D-Neuro-SimCLR)",
             supports_finetune=True, supports_segmentation=True)
 
-    def _check(self) -> None:
-        if not self.pretrained and not self._untrained_ok:
-            raise MribenchError(f"simclr3d ({self.config.name}) has no pretrained weights here: run "
-                                f"`bench pretrain --encoder simclr3d` or pass --weights FILE")
-
     def embed(self, volumes: torch.Tensor) -> torch.Tensor:
-        self._check()
+        self._require_weights()
         return self.net(volumes)
 
     def feature_maps(self, volumes: torch.Tensor) -> list[torch.Tensor]:
-        self._check()
+        self._require_weights()
         return self.net.features(volumes)
 
     def module(self) -> nn.Module:

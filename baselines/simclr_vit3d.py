@@ -21,8 +21,10 @@ import torch
 from monai.networks.nets import ViT
 from torch import nn
 
-from baselines.simclr3d import SimCLRConfig, SimCLRMethod, load_strict, pretraining_of, resolve_weights
-from bench.encoders import Encoder, EncoderCard, register_encoder
+from baselines.recipe import PretrainedEncoder
+from baselines.simclr3d import SimCLRConfig, SimCLRMethod
+from bench.encoders import EncoderCard, register_encoder
+from bench.encoders.api import load_strict
 from bench.errors import MribenchError
 
 @dataclass(frozen=True)
@@ -62,12 +64,8 @@ class SimCLRViTNet(nn.Module):
         return tokens[:, 0]
 
 
-def load_brainiac_state(path: Path) -> dict[str, torch.Tensor]:
-    """The ``backbone.`` part of a BrainIAC Lightning checkpoint, prefix removed."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise MribenchError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+def brainiac_backbone(state: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The ``backbone.`` part of a BrainIAC Lightning checkpoint's ``state_dict``, prefix removed."""
     backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     if not backbone:
         keys = sorted(state)
@@ -89,8 +87,11 @@ class SimCLRViTMethod(SimCLRMethod):
             self.net = SimCLRViTNet(self.vit_config, self.config.projection_dim)
         self._views = None
 
+
 @register_encoder("simclr_vit3d")
-class SimCLRViT3D(Encoder):
+class SimCLRViT3D(PretrainedEncoder):
+    registry_name = "simclr_vit3d"
+
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         if config not in CONFIGS:
             raise MribenchError(f"simclr_vit3d: unknown config '{config}'; choose from {', '.join(CONFIGS)}")
@@ -98,18 +99,7 @@ class SimCLRViT3D(Encoder):
         with torch.random.fork_rng():
             torch.manual_seed(0)
             self.net = SimCLRViTNet(self.config).eval()
-        self.pretrained, sha, pretraining = False, None, {"cohort": None, "subjects": []}
-        weights = resolve_weights("simclr_vit3d", config, weights)
-        if weights is not None:
-            from bench.encoders.api import file_sha256
-
-            raw = torch.load(weights, map_location="cpu", weights_only=False)
-            if isinstance(raw, dict) and "state_dict" in raw:  # BrainIAC's release: the backbone only
-                load_strict(self.net.backbone, load_brainiac_state(weights), weights)
-            else:  # our own pretraining: backbone + projector
-                load_strict(self.net, raw, weights)
-            self.pretrained, sha, pretraining = True, file_sha256(weights), pretraining_of(weights)
-        self._untrained_ok = untrained_ok
+        sha, pretraining = self._load_weights(config, weights, self._load, untrained_ok=untrained_ok)
         c = self.config
         self.card = EncoderCard(
             name="simclr_vit3d" if config == "small" else f"simclr_vit3d-{config}",
@@ -120,10 +110,15 @@ class SimCLRViT3D(Encoder):
             pretraining_data=pretraining, checkpoint_sha256=sha,
             reference="Tak et al., Nature Neuroscience 2026 (BrainIAC)", supports_finetune=True)
 
+    def _load(self, path: Path) -> None:
+        raw = torch.load(path, map_location="cpu", weights_only=False)  # read once: BrainIAC.ckpt is large
+        if isinstance(raw, dict) and "state_dict" in raw:  # BrainIAC's Lightning release: the backbone only
+            load_strict(self.net.backbone, brainiac_backbone(raw["state_dict"], path), path)
+        else:  # our own pretraining: backbone + projector
+            load_strict(self.net, raw, path)
+
     def embed(self, volumes: torch.Tensor) -> torch.Tensor:
-        if not self.pretrained and not self._untrained_ok:
-            raise MribenchError(f"simclr_vit3d ({self.config.name}) has no pretrained weights here: run "
-                                "`bench pretrain --encoder simclr_vit3d` or pass --weights FILE")
+        self._require_weights()
         return self.net(volumes)
 
     def module(self) -> nn.Module:

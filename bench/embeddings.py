@@ -7,13 +7,12 @@ re-run embeds nothing, and a changed scan file or a new checkpoint is embedded a
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.atomic import atomic_write
 from bench.data.cohort import Cohort
 from bench.data.store import VolumeStore, content_sha256
 from bench.progress import progress_bar
@@ -29,13 +28,12 @@ class EmbeddingCache:
     def _path(self, encoder_hash: str, space: str, perturbation: str, scan_hash: str) -> Path:
         return self.root / encoder_hash[:20] / space / perturbation / scan_hash[:2] / f"{scan_hash}.npy"
 
-    @staticmethod
-    def _save(path: Path, vector: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, vector.astype(np.float32))
-        os.replace(tmp, path)
+    def _keep(self, todo: list[tuple[int, Path]], vectors, out: dict[int, np.ndarray]) -> None:
+        """Write freshly computed embeddings to the cache (atomically) and into ``out``."""
+        for (r, path), v in zip(todo, vectors):
+            atomic_write(path, lambda f, v=v: np.save(f, np.asarray(v, dtype=np.float32)))
+            out[r] = v
+        self.computed += len(todo)
 
     def embed(self, encoder, cohort: Cohort, rows: np.ndarray, store: VolumeStore, *,
               perturbation: str = "clean", transform=None, batch_size: int = 8,
@@ -61,11 +59,7 @@ class EmbeddingCache:
         with progress_bar(progress) as bar:
             task = bar.add_task(f"embedding with {encoder.card.name} ({perturbation})", total=len(todo))
             if hasattr(encoder, "embed_rows"):  # reads latents, not voxels (the oracle)
-                vectors = encoder.embed_rows(table.loc[[r for r, _ in todo]], cohort)
-                for (r, path), v in zip(todo, vectors):
-                    self._save(path, v)
-                    out[r] = v
-                self.computed += len(todo)
+                self._keep(todo, encoder.embed_rows(table.loc[[r for r, _ in todo]], cohort), out)
                 bar.advance(task, len(todo))
                 return out
             store.prefetch([table.at[r, "path"] for r, _ in todo], space, progress=False)
@@ -81,9 +75,6 @@ class EmbeddingCache:
                 if emb.shape[0] != len(chunk) or not np.isfinite(emb).all():
                     raise RuntimeError(f"encoder {encoder.card.name} returned shape {emb.shape} or "
                                        f"non-finite values for scans {[table.at[r, 'path'] for r, _ in chunk]}")
-                for (r, path), v in zip(chunk, emb):
-                    self._save(path, v)
-                    out[r] = v
-                self.computed += len(chunk)
+                self._keep(chunk, emb, out)
                 bar.advance(task, len(chunk))
         return out

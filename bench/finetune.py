@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bench.errors import MribenchError
-from bench.protocols import EVAL_SPLITS, Context, _keep, _mask, example_volumes, seeds, setting_score
+from bench.protocols import Context, _keep, _mask, eval_indices, example_volumes, seeds, setting_score
 
 
 class FinetuneModel(nn.Module):
@@ -121,10 +121,7 @@ def _one_seed(ctx: Context, vols: list[torch.Tensor], seed: int) -> list[dict]:
             model.load_state_dict(best_state)
     model.eval()
     out = []
-    for split in EVAL_SPLITS:
-        idx = _mask(ctx, split)
-        if not len(idx):
-            continue
+    for split, idx in eval_indices(ctx).items():
         with torch.no_grad():
             raw = _predict(model, ctx, vols, idx)
         if spec.kind in ("classification", "sequence_classification"):

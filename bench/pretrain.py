@@ -15,8 +15,6 @@ random streams, so an interrupted run ends where an uninterrupted one would.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from bench.atomic import atomic_write, atomic_write_bytes
 from bench.data.cohort import Cohort
 from bench.data.store import VolumeStore
 from bench.errors import MribenchError
@@ -79,24 +78,12 @@ class PretrainResult:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # 0644: checkpoints are meant to be shared (mkstemp's default is 0600)
+    atomic_write(path, lambda f: torch.save(obj, f), mode=0o644)
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)
 
 
 def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int = 8, lr: float = 3e-4,

@@ -133,6 +133,11 @@ def _mask(ctx: Context, split: str, subjects: set[str] | None = None) -> np.ndar
     return np.flatnonzero(m)
 
 
+def eval_indices(ctx: Context) -> dict[str, np.ndarray]:
+    """Example indices of each evaluation split that has examples (test, then external)."""
+    return {split: idx for split in EVAL_SPLITS if len(idx := _mask(ctx, split))}
+
+
 def fit_and_score(ctx: Context, train_subjects: set[str] | None, seed: int, setting: str) -> list[dict]:
     """Train a probe head on the chosen training subjects, score it on test and external."""
     train = _mask(ctx, "train", train_subjects)
@@ -142,10 +147,7 @@ def fit_and_score(ctx: Context, train_subjects: set[str] | None, seed: int, sett
     head = make_head(ctx.spec, seed)
     head.fit(head_data(ctx, train, with_folds=True), head_data(ctx, val) if len(val) else None)
     out = []
-    for split in EVAL_SPLITS:
-        idx = _mask(ctx, split)
-        if not len(idx):
-            continue
+    for split, idx in eval_indices(ctx).items():
         data = head_data(ctx, idx)
         pred = head.predict(data)
         out.append(setting_score(ctx, idx, split, seed, setting, data.y, pred, {

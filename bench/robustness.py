@@ -21,8 +21,8 @@ import numpy as np
 from bench.errors import MribenchError
 from bench.perturbations import PERTURBATIONS, SEVERITIES, draw_parameters, perturb_scan
 from bench.progress import progress_bar
-from bench.protocols import EVAL_SPLITS, Context, _keep, _mask, assemble_features, head_data, make_head, \
-    seeds, setting_score
+from bench.protocols import EVAL_SPLITS, Context, _keep, _mask, assemble_features, eval_indices, head_data, \
+    make_head, seeds, setting_score
 
 #: Seed of the perturbation draws. Fixed (not the head seed) so that every head seed and every
 #: encoder sees the same perturbed scans and the embeddings are computed once.
@@ -55,7 +55,7 @@ def robustness(ctx: Context) -> list[dict]:
         head = make_head(spec, seed)
         heads[seed] = head.fit(head_data(ctx, train, with_folds=True), head_data(ctx, val) if len(val) else None)
 
-    eval_idx = {split: idx for split in EVAL_SPLITS if len(idx := one_per_subject(ctx, _mask(ctx, split)))}
+    eval_idx = {split: sub for split, idx in eval_indices(ctx).items() if len(sub := one_per_subject(ctx, idx))}
     scores = _score_all(ctx, heads, eval_idx, "clean", {}, keep=True)
 
     table = ctx.cohort.table

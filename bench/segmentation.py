@@ -16,7 +16,7 @@ import torch
 
 from bench.errors import MribenchError
 from bench.heads import SegmentationDecoder
-from bench.protocols import EVAL_SPLITS, Context, _mask, setting_score
+from bench.protocols import Context, _mask, eval_indices, setting_score
 
 BATCH = 4         # volumes per optimiser step
 EVAL_EVERY = 10   # steps between validation checks
@@ -70,10 +70,7 @@ def segmentation_probe(ctx: Context, train_subjects: set[str] | None, seed: int,
     decoder.eval()
     spacing = _spacing(ctx)
     out = []
-    for split in EVAL_SPLITS:
-        idx = _mask(ctx, split)
-        if not len(idx):
-            continue
+    for split, idx in eval_indices(ctx).items():
         with torch.no_grad():
             pred = _predict_logits(decoder, maps_of, idx, size).argmax(1).numpy()
         out.append(setting_score(ctx, idx, split, seed, setting, labs[idx].numpy(), pred, {

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.atomic import atomic_write_bytes
 from bench.errors import SplitError
 
 #: The split names a file may use, in reporting order.
@@ -318,9 +319,7 @@ def write_split(df: pd.DataFrame, path: str | os.PathLike) -> str:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename, so a crash never leaves half a split."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data, mode=0o644)  # as a plain write would leave it: readable by all
 
 
 # --------------------------------------------------------------------------- loading

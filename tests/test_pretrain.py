@@ -202,7 +202,7 @@ def test_brainiac_paper_config():
 
 @pytest.mark.parametrize("name", ["simclr3d", "mae3d"])
 def test_committed_checkpoints_are_used_by_default(name):
-    from baselines.simclr3d import WEIGHTS_DIR
+    from baselines.recipe import WEIGHTS_DIR
     from bench.encoders import get_encoder
     from bench.encoders.api import file_sha256
 

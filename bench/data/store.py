@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.atomic import atomic_write
 from bench.data import spaces
 from bench.data.spaces import KINDS, InputSpace, get_space
 from bench.data.volumes import load_label, load_scan
@@ -171,15 +171,5 @@ def _is_valid_entry(entry: Path) -> bool:
 
 
 def _atomic_save(entry: Path, array: np.ndarray) -> None:
-    """Write ``array`` as .npy to a temporary file beside ``entry``, fsync, then rename it."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.stem[:16]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, entry)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``array`` as .npy beside ``entry``, fsync, then rename it (see :mod:`bench.atomic`)."""
+    atomic_write(entry, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False), fsync=True)

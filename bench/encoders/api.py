@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.errors import MribenchError
+from bench.splits import file_sha256  # noqa: F401  (re-exported: encoders hash their weights with it)
 
 
 class EncoderCard(BaseModel):
@@ -148,12 +149,36 @@ def get_encoder(spec: str, **kwargs) -> Encoder:
     return encoder
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def read_state_dict(path: str | Path, *, weights_only: bool = True) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict: bare, or under ``model_state_dict`` (the common training-script
+    layout), with DataParallel's ``module.`` prefixes removed."""
+    state = torch.load(path, map_location="cpu", weights_only=weights_only)
+    if isinstance(state, dict) and "model_state_dict" in state:
+        state = state["model_state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise MribenchError(f"{path}: not a state dict (expected a dict of tensors, or one under 'model_state_dict')")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """``load_state_dict(strict=True)``, with an error that lists the keys that do not fit."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        def show(keys):
+            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {show(unexpected)}")
+        if wrong:
+            parts.append("shape mismatch: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+                                                    for k in wrong]))
+        raise MribenchError(f"{source}: does not fit {module.__class__.__name__} - " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
 
 
 def load_checkpoint_encoder(checkpoint: str | Path, card: str | Path) -> Encoder:
@@ -172,11 +197,7 @@ def load_checkpoint_encoder(checkpoint: str | Path, card: str | Path) -> Encoder
         raise MribenchError(f"{checkpoint}: SHA-256 {digest[:12]} does not match the card's "
                             f"{meta.checkpoint_sha256[:12]}; the file was changed or is the wrong one")
     encoder = get_encoder(meta.architecture)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model_state_dict" in state:
-        state = state["model_state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    encoder.module().load_state_dict(state)
+    load_strict(encoder.module(), read_state_dict(checkpoint), checkpoint)
     encoder.card = meta.model_copy(update={"checkpoint_sha256": digest})
     return encoder
 
