@@ -428,7 +428,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=("tasks", "encoders", "profiles", "spaces"))
     _add_cohort_args(p)
     p.set_defaults(func=cmd_list)
+    _register_command_modules(sub)
     return parser
+
+
+def _register_command_modules(sub) -> None:
+    """Sub-commands that live in their own module under ``bench/commands/`` (one module, one
+    command family) register themselves here, so cli.py need not grow with every feature."""
+    import importlib
+    import pkgutil
+
+    import bench.commands
+
+    for info in sorted(pkgutil.iter_modules(bench.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"bench.commands.{info.name}")
+        module.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
