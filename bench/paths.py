@@ -17,3 +17,14 @@ def cache_home() -> Path:
 def repo_root() -> Path:
     """The checkout holding tasks/ and splits/ (the package's parent folder)."""
     return Path(__file__).resolve().parent.parent
+
+
+def splits_root() -> Path:
+    """Where split files live: ``$MRIBENCH_SPLITS`` if set, else the checkout's ``splits/``.
+
+    The override lets tests and users with private cohorts (whose subject lists may not be
+    shared) keep split files outside the repository without editing task specs.
+    """
+    if os.environ.get("MRIBENCH_SPLITS"):
+        return Path(os.environ["MRIBENCH_SPLITS"]).expanduser()
+    return repo_root() / "splits"

@@ -32,7 +32,7 @@ SCHEMA_VERSION = 1
 LIBRARIES: tuple[str, ...] = ("torch", "numpy", "scikit-learn", "monai", "nibabel", "lifelines", "pandas",
                               "scipy")
 
-Protocol = Literal["linear_probe", "finetune", "fractions", "few_shot", "robustness"]
+Protocol = Literal["linear_probe", "finetune", "fractions", "few_shot", "robustness", "cross_cohort"]
 EvalSplit = Literal["test", "external"]
 
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from bench.data.cohort import Cohort
 from bench.errors import MribenchError
-from bench.paths import repo_root
+from bench.paths import repo_root, splits_root
 
 Kind = Literal["classification", "sequence_classification", "regression", "survival", "segmentation"]
 LabelType = Literal["diagnosis", "conversion", "diagnosis_change", "time_to_conversion", "age",
@@ -100,7 +100,7 @@ class TaskSpec(_Strict):
         return self.input.mode in ("sequence_to_index", "whole_sequence")
 
     def split_path(self, cohort_name: str) -> Path:
-        return repo_root() / "splits" / self.split.format(cohort=cohort_name)
+        return splits_root() / self.split.format(cohort=cohort_name)
 
 
 def tasks_dir() -> Path:
@@ -122,15 +122,21 @@ def load_task_file(path: str | Path) -> TaskSpec:
 
 
 def list_tasks() -> dict[str, TaskSpec]:
-    """Every spec under tasks/ by name (subfolders give 'folder/name')."""
+    """Every spec under tasks/ by name: ``tasks/conversion.yaml`` is ``conversion``, and a
+    real cohort's ``tasks/adni/conversion.yaml`` is ``adni/conversion``.
+
+    A namespaced spec carries its full name, so its result records and leaderboard rows never
+    collide with the synthetic task of the same file name.
+    """
     out = {}
     root = tasks_dir()
     for path in sorted(root.rglob("*.yaml")):
         spec = load_task_file(path)
         rel = path.relative_to(root).with_suffix("")
         key = "/".join(rel.parts)
-        if spec.name != rel.name:
-            raise MribenchError(f"{path}: spec name '{spec.name}' differs from its file name")
+        if spec.name != key:
+            what = "file name" if len(rel.parts) == 1 else "folder/file name"
+            raise MribenchError(f"{path}: spec name '{spec.name}' differs from its {what} '{key}'")
         out[key] = spec
     return out
 
@@ -197,7 +203,7 @@ def _sessions(cohort: Cohort, spec: TaskSpec) -> pd.DataFrame:
     wide.columns = [f"row_{c}" for c in wide.columns]
     info = t.drop_duplicates(["participant_id", "session_id"]).set_index(["participant_id", "session_id"])
     keep = [c for c in ("months_from_baseline", "age", "diagnosis", "conversion_month", "marker",
-                        "survival_months", "event", "site") if c in info.columns]
+                        "survival_months", "event", "site", "followup_months", "seg_path") if c in info.columns]
     out = wide.astype(int).join(info[keep]).reset_index()
     return out.sort_values(["participant_id", "months_from_baseline"]).reset_index(drop=True)
 
@@ -210,12 +216,31 @@ def _conversion_month(sessions: pd.DataFrame) -> float:
     return float(ad.iloc[0]) if len(ad) else np.nan
 
 
+def _follow_up_month(sessions: pd.DataFrame) -> float:
+    """Last month the subject's diagnosis is known: the last scanned session, or later when the
+    cohort records clinical follow-up beyond the last scan (``followup_months``, e.g. ADNI visits
+    without MRI), so a stable MCI subject is not excluded for lack of scans alone."""
+    last = float(sessions["months_from_baseline"].iloc[-1])
+    if "followup_months" in sessions.columns and sessions["followup_months"].notna().any():
+        return max(last, float(sessions["followup_months"].dropna().max()))
+    return last
+
+
+def _require_column(cohort: Cohort, column: str, spec: TaskSpec) -> None:
+    """A label column the task reads must exist; missing *values* are excluded and counted."""
+    if column not in cohort.table.columns:
+        raise MribenchError(f"{cohort.name}: task {spec.name} needs a '{column}' column, which the cohort "
+                            "lacks; add it to participants.tsv / sessions.tsv (or the manifest)")
+
+
 def build_examples(spec: TaskSpec, cohort: Cohort) -> Examples:
     """Turn the spec into examples on ``cohort`` (split column filled in by :func:`attach_split`)."""
     sessions = _sessions(cohort, spec)
     lab = spec.label
     if lab.type in ("diagnosis", "conversion", "diagnosis_change", "time_to_conversion") or spec.population.diagnosis:
-        cohort.select(cohort.table["participant_id"].isin(sessions["participant_id"])).require_labels(["diagnosis"])
+        _require_column(cohort, "diagnosis", spec)
+    for col in {"age": ["age"], "marker": ["marker"], "survival": ["survival_months", "event"]}.get(lab.type, []):
+        _require_column(cohort, col, spec)
     if spec.population.diagnosis and spec.input.mode in ("scan", "session"):
         sessions = sessions[sessions["diagnosis"].isin(spec.population.diagnosis)]
     row_cols = [f"row_{s}" for s in spec.input.sequences]
@@ -252,25 +277,37 @@ def build_examples(spec: TaskSpec, cohort: Cohort) -> Examples:
                 for i in range(len(ses)):
                     one = ses.iloc[[i]]
                     r = one.iloc[0]
+                    # A missing label (real cohorts have them) excludes the example, counted by reason.
                     if lab.type == "diagnosis":
+                        if pd.isna(r.diagnosis):
+                            skip("no diagnosis at the session")
+                            continue
                         add(sub, one, y=lab.classes.index(r.diagnosis))
                     elif lab.type == "age":
+                        if pd.isna(r.age):
+                            skip("no age at the session")
+                            continue
                         add(sub, one, y=float(r.age))
                     elif lab.type == "marker":
                         if pd.isna(r.marker):
-                            raise MribenchError(f"{cohort.name}: {sub} has no marker status")
+                            skip("no marker status")
+                            continue
                         add(sub, one, y=int(r.marker))
                     elif lab.type == "survival":
                         if pd.isna(r.survival_months) or pd.isna(r.event):
-                            raise MribenchError(f"{cohort.name}: {sub} lacks survival_months/event")
+                            skip("no survival time or event")
+                            continue
                         add(sub, one, time=float(r.survival_months), event=int(r.event))
                     elif lab.type == "segmentation":
+                        if "seg_path" in one.columns and pd.isna(r.seg_path):
+                            skip("no tumour label map")
+                            continue
                         add(sub, one)
                     else:
                         raise MribenchError(f"label {lab.type} does not fit input mode 'session'")
             elif lab.type == "conversion":
                 conv = _conversion_month(ses)
-                last_month = ses["months_from_baseline"].iloc[-1]
+                last_month = _follow_up_month(ses)
                 for i in np.flatnonzero((ses["diagnosis"] == (lab.index_diagnosis or "MCI")).to_numpy()):
                     index_month = ses["months_from_baseline"].iloc[i]
                     if not np.isnan(conv) and conv <= index_month + lab.horizon_months:
@@ -283,7 +320,11 @@ def build_examples(spec: TaskSpec, cohort: Cohort) -> Examples:
                 if len(ses) < 2:
                     skip("single session")
                     continue
-                add(sub, ses, y=int(ses["diagnosis"].iloc[0] != ses["diagnosis"].iloc[-1]))
+                known = ses["diagnosis"].dropna()
+                if len(known) < 2:
+                    skip("fewer than two sessions with a diagnosis")
+                    continue
+                add(sub, ses, y=int(known.iloc[0] != known.iloc[-1]))
             elif lab.type == "time_to_conversion":
                 idx = np.flatnonzero((ses["diagnosis"] == (lab.index_diagnosis or "MCI")).to_numpy())
                 if not len(idx):
@@ -295,7 +336,7 @@ def build_examples(spec: TaskSpec, cohort: Cohort) -> Examples:
                 if not np.isnan(conv) and conv > index_month:
                     add(sub, ses.iloc[: i + 1], time=conv - index_month, event=1)
                 else:
-                    follow = ses["months_from_baseline"].iloc[-1] - index_month
+                    follow = _follow_up_month(ses) - index_month
                     if follow <= 0:
                         skip("no follow-up after the index visit")
                         continue

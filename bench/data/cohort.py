@@ -22,8 +22,8 @@ REQUIRED_COLUMNS: dict[str, str] = {
     "sequence": "MRI contrast of the file: 'T1w', 'T2w' or 'FLAIR' (BIDS suffix)",
     "path": "absolute path of the NIfTI file",
     "months_from_baseline": "time of the session since the subject's first session, in months",
-    "age": "age in years at the session",
-    "sex": "'F' or 'M'",
+    "age": "age in years at the session; may be empty where the release does not say",
+    "sex": "'F' or 'M'; may be empty where the release does not say (e.g. BraTS)",
     "site": "scanner / site label",
 }
 
@@ -39,6 +39,9 @@ OPTIONAL_COLUMNS: dict[str, str] = {
     "mask_path": "brain mask NIfTI aligned with the scan",
     "seg_path": "tumour label map aligned with the scan (1 oedema, 2 core)",
     "run": "BIDS run entity where a session has several runs",
+    "followup_months": "last month (from baseline) at which the subject's diagnosis is known, "
+                       "including clinical visits without a scan (imported ADNI / OASIS-3)",
+    "dataset": "release the row was imported from ('adni', 'oasis3', 'ixi', 'brats', 'ucsf-pdgm')",
     "acq": "BIDS acq entity",
 }
 
@@ -148,16 +151,18 @@ def validate_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
         raise CohortError(f"{source}: missing required column(s) {missing}; "
                           f"a cohort table needs {list(REQUIRED_COLUMNS)}")
     t = table.copy()
-    for col in ("participant_id", "session_id", "sequence", "path", "sex", "site"):
+    for col in ("participant_id", "session_id", "sequence", "path", "site"):
         t[col] = t[col].astype(str)
+    t["sex"] = t["sex"].where(t["sex"].isna(), t["sex"].astype(str))  # unknown sex stays missing
     for col in ("months_from_baseline", "age"):
+        given = t[col].notna() if col == "age" else pd.Series(True, index=t.index)  # age may be unknown
         t[col] = pd.to_numeric(t[col], errors="coerce")
-        bad = t[t[col].isna()]
+        bad = t[t[col].isna() & given]
         if len(bad):
             r = bad.iloc[0]
             raise CohortError(f"{source}: {r.participant_id} {r.session_id} has no numeric "
                               f"'{col}'; fill it in")
-    bad_sex = t[~t["sex"].isin(["F", "M"])]
+    bad_sex = t[t["sex"].notna() & ~t["sex"].isin(["F", "M"])]
     if len(bad_sex):
         r = bad_sex.iloc[0]
         raise CohortError(f"{source}: {r.participant_id} has sex '{r.sex}'; use 'F' or 'M'")

@@ -21,7 +21,7 @@ def read_manifest(path: str | Path, name: str | None = None) -> Cohort:
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         table = pd.read_csv(path, sep=sep, na_values=["n/a", "NA", ""], keep_default_na=False,
-                            dtype={"participant_id": str, "session_id": str})
+                            dtype={"participant_id": str, "session_id": str, "site": str})
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise CohortError(f"{path}: not a readable {'TSV' if sep == chr(9) else 'CSV'} ({e})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
