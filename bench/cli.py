@@ -7,6 +7,7 @@ fix, with exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,27 @@ def _add_cohort_args(p: argparse.ArgumentParser) -> None:
                    help="run profile (sets the synthetic cohort's size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic cohort")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale out (pip install 'mribench[cluster]')")
+    g.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="local: jobs one by one in this process (default); dask: jobs on Dask workers")
+    g.add_argument("--scheduler", default=None, metavar="ADDR",
+                   help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); implies --executor dask")
+    g.add_argument("--cluster", choices=("slurm", "pbs"), default=None,
+                   help="start Dask workers as SLURM/PBS jobs (dask-jobqueue); implies --executor dask")
+    g.add_argument("--workers", type=int, default=2,
+                   help="dask: worker processes of the local cluster, or batch jobs of --cluster (default 2)")
+    g.add_argument("--worker-cores", type=int, default=None, help="--cluster: cores per batch job (default 4)")
+    g.add_argument("--worker-memory", default=None, help="--cluster: memory per batch job (default 16GB)")
+    g.add_argument("--gpus-per-worker", type=int, default=0,
+                   help="--cluster: GPUs per batch job; jobs that train a network are then placed on them")
+    g.add_argument("--walltime", default=None, help="--cluster: wall time per batch job (e.g. 04:00:00)")
+    g.add_argument("--queue", default=None, help="--cluster: partition / queue")
+    g.add_argument("--account", default=None, help="--cluster: account to charge")
+    g.add_argument("--interface", default=None,
+                   help="--cluster: network interface compute nodes reach this machine by (e.g. ib0)")
 
 
 def _cohort(args: argparse.Namespace):
@@ -108,9 +130,9 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 # -- bench splits ------------------------------------------------------------------------------
 def _default_split_dir(cohort_name: str) -> Path:
-    from bench.paths import repo_root
+    from bench.paths import splits_root
 
-    return repo_root() / "splits" / cohort_name
+    return splits_root() / cohort_name
 
 
 def cmd_splits_make(args: argparse.Namespace) -> int:
@@ -128,6 +150,8 @@ def cmd_splits_make(args: argparse.Namespace) -> int:
     for pop in populations:
         subj = subjects if pop == "all" else subjects[subjects["population"] == pop]
         label = args.label or SPLIT_LABELS.get(pop)
+        if args.label is None and label not in subj.columns:  # e.g. IXI has no diagnosis, BraTS no marker
+            label = None
         held_out = external if external in set(subj["site"]) else None
         if external and held_out is None:
             console.print(f"note: {pop} has no subject at site {external}; no external split")
@@ -237,16 +261,26 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.encoder not in methods:
         raise MribenchError(f"no pretraining recipe for '{args.encoder}'; available: {', '.join(methods)}")
     method = methods[args.encoder](config=args.config, seed=args.seed_train)
-    cohort = _cohort(args)
+    from bench.distributed import env_rank, launched_by_torchrun
+    from bench.locks import cache_lock
+
+    if args.nproc < 1:
+        raise MribenchError(f"--nproc must be at least 1 (got {args.nproc})")
+    with cache_lock(f"cohort-{args.profile}-seed{args.seed}"):  # generated once, before any rank reads it
+        cohort = _cohort(args)
     steps = args.steps or get_profile(args.profile).pretrain_steps
     if args.epochs:  # an epoch = one pass over the pool's scans
         pool = set(pretraining_pool(cohort))
         n_scans = int((cohort.table["participant_id"].isin(pool) & cohort.table["sequence"].isin(method.sequences)).sum())
         steps = max(1, math.ceil(args.epochs * n_scans / args.batch_size))
+    if args.nproc > 1 and not launched_by_torchrun():
+        return _launch_pretrain(args, steps, cohort.name)
     result = pretrain(method, cohort, steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed_train,
                       out_dir=Path(args.out) if args.out else None, resume=args.resume,
                       checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                      command=" ".join(shlex.quote(a) for a in ["bench", *sys.argv[1:]]))
+                      command=args.command_line)
+    if env_rank() != 0:  # under torchrun, rank 0 reports for all
+        return 0
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
     console.print(f"pretrained {args.encoder} ({args.config}) for {result.steps} steps in {result.seconds:.0f} s: "
                   f"loss {first:.3f} -> {last:.3f} (mean of first / last 5 steps)", highlight=False)
@@ -255,35 +289,83 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch_pretrain(args: argparse.Namespace, steps: int, cohort_name: str) -> int:
+    """Re-run this `bench pretrain` in --nproc processes under torchrun (see bench.distributed);
+    every choice is passed explicitly, so all ranks agree on the steps and the output folder."""
+    from bench.distributed import launch
+    from bench.pretrain import default_out_dir
+
+    if args.batch_size % args.nproc or args.batch_size // args.nproc < 2:  # checked again by each rank
+        raise MribenchError(f"--batch-size {args.batch_size} cannot be shared by --nproc {args.nproc}: use a "
+                            f"multiple of {args.nproc} with at least 2 scans per process")
+    out = Path(args.out) if args.out else default_out_dir(args.encoder, cohort_name)
+    child = ["pretrain", "--encoder", args.encoder, "--config", args.config, "--steps", str(steps),
+             "--batch-size", str(args.batch_size), "--lr", repr(args.lr), "--seed-train", str(args.seed_train),
+             "--checkpoint-every", str(args.checkpoint_every), "--out", str(out), "--profile", args.profile,
+             "--seed", str(args.seed)]
+    child += (["--cohort", args.cohort] if args.cohort else []) + (["--resume"] if args.resume else []) \
+        + (["--no-progress"] if args.no_progress else [])
+    console.print(f"pretraining {args.encoder} in {args.nproc} processes (torchrun, "
+                  f"{'NCCL' if _cuda() else 'gloo'}) into {out}", highlight=False)
+    code = launch(args.nproc, child)
+    if code != 0:
+        raise MribenchError(f"pretraining under torchrun failed (exit status {code}; the ranks' errors are above); "
+                            f"finished checkpoints are kept: rerun with --resume --out {out}")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 # -- bench run ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run the grid; every job is attempted, and the exit status is 1 when any of them failed."""
     from dataclasses import replace
 
+    from bench.executors import make_executor
+    from bench.locks import cache_lock
     from bench.profiles import get_profile
     from bench.runner import Runner, check_protocols
 
     protocols = args.protocol or ["linear_probe"]
     check_protocols(protocols)
+    if args.weights and len(args.encoder) > 1:
+        raise MribenchError("--weights applies to one encoder; run one --encoder at a time with it")
     profile = get_profile(args.profile)
     if args.seeds:
         profile = replace(profile, seeds=args.seeds)
-    cohort = _cohort(args)
-    runner = Runner(cohort, profile, Path(args.results), progress=not args.no_progress,
-                    overwrite=args.overwrite, keep_predictions=not args.no_predictions)
-    start = time.perf_counter()
-    kwargs = {"weights": args.weights} if args.weights else {}
-    results = runner.run(args.encoder, args.task, protocols, encoder_kwargs=kwargs)
-    table = Table(title=f"bench run: {args.encoder} on {cohort.name} ({profile.name} profile)")
-    for col in ("task", "protocol", "main score (95% CI)", "status", "seconds"):
+    with cache_lock(f"cohort-{args.profile}-seed{args.seed}"):  # two runs must not generate one cohort twice
+        cohort = _cohort(args)
+    executor = make_executor(args.executor, scheduler=args.scheduler, cluster=args.cluster, workers=args.workers,
+                             **({"cores": args.worker_cores, "memory": args.worker_memory, "gpus": args.gpus_per_worker,
+                                 "walltime": args.walltime, "queue": args.queue, "account": args.account,
+                                 "interface": args.interface} if args.cluster else {}))
+    with executor:
+        runner = Runner(cohort, profile, Path(args.results), progress=not args.no_progress,
+                        overwrite=args.overwrite, keep_predictions=not args.no_predictions, executor=executor,
+                        keep_going=True, command=args.command_line)
+        start = time.perf_counter()
+        kwargs = {"weights": args.weights} if args.weights else {}
+        where = executor.describe()
+        results = runner.run_grid(args.encoder, args.task, protocols, encoder_kwargs=kwargs)
+    table = Table(title=f"bench run: {', '.join(args.encoder)} on {cohort.name} ({profile.name} profile, {where})")
+    for col in ("encoder", "task", "protocol", "main score (95% CI)", "status", "seconds"):
         table.add_column(col)
     for r in results:
         score = "-" if r.main_score is None else f"{r.main_score:.3f}"
         if r.ci[0] is not None:
             score += f" ({r.ci[0]:.3f}-{r.ci[1]:.3f})"
-        table.add_row(r.task, r.protocol, score, r.status, f"{r.seconds:.1f}")
+        table.add_row(r.encoder, r.task, r.protocol, score, r.status, f"{r.seconds:.1f}")
     console.print(table)
-    console.print(f"records under {args.results}; total {time.perf_counter() - start:.1f} s")
-    return 0
+    failed = [r for r in results if r.failed]
+    for r in failed:
+        err_console.print(f"[red]failed[/red] {r.key}: {r.error}", highlight=False, soft_wrap=True)
+    console.print(f"records under {args.results}; total {time.perf_counter() - start:.1f} s"
+                  + (f"; {len(failed)} job(s) failed (see `bench status --results {args.results}`)" if failed else ""))
+    return 1 if failed else 0
 
 
 # -- bench list --------------------------------------------------------------------------------
@@ -366,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("check", help="load every scan and report each unusable one")
     _add_cohort_args(p)
     p.set_defaults(func=cmd_data_check)
+    from bench.data.commands import add_data_commands
+
+    add_data_commands(data)  # data import (real releases), data prepare (raw scans)
 
     splits = sub.add_parser("splits", help="make and check patient-level split files").add_subparsers(
         dest="splits_command", required=True)
@@ -382,8 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cohort_args(p)
     p.set_defaults(func=cmd_splits_check)
 
-    p = sub.add_parser("run", help="evaluate an encoder on tasks under protocols; write result records")
-    p.add_argument("--encoder", required=True, help="registered name or path/to/file.py:ClassName")
+    p = sub.add_parser("run", help="evaluate encoders on tasks under protocols; write result records")
+    p.add_argument("--encoder", action="append", required=True,
+                   help="registered name or path/to/file.py:ClassName (repeatable)")
     p.add_argument("--task", action="append", required=True, help="task name (repeatable)")
     p.add_argument("--protocol", action="append", default=None,
                    help="linear_probe (default), fractions, few_shot, finetune, robustness (repeatable)")
@@ -393,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo jobs whose record exists")
     p.add_argument("--no-predictions", action="store_true", help="leave per-subject predictions out")
     _add_cohort_args(p)
+    _add_executor_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining on the cohort's pretraining pool")
@@ -406,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--out", default=None, help="output folder (default: the cache's checkpoints/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs); "
+                        "--batch-size is the global batch, shared by them")
     _add_cohort_args(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -447,6 +537,8 @@ def _register_command_modules(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # what the user typed, for provenance (records, cards): main(argv) from a test or script too
+    args.command_line = " ".join(["bench", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     try:
         return int(args.func(args) or 0)
     except MribenchError as e:

@@ -10,6 +10,13 @@ views and the loss. Training is seeded (torch and numpy generators saved in ever
 checkpoints are written atomically every ``checkpoint_every`` steps, the loss of every step is
 appended to ``loss.tsv``, and ``--resume`` continues from the last checkpoint with the same
 random streams, so an interrupted run ends where an uninterrupted one would.
+
+Under torchrun (``bench pretrain --nproc N``, see :mod:`bench.distributed`) the same loop is
+data-parallel: every rank draws the same global batch from the shared stream and trains on its
+own shard of it (rank r takes scans r, r+N, ...) through DistributedDataParallel, views and masks
+come from a stream per rank, the logged loss is the mean over ranks, and rank 0 alone writes the
+log, the checkpoints (with every rank's random streams, so ``--resume`` is exact) and the weights.
+With one process nothing changes: same streams, same checkpoints.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from bench import distributed as ddp
 from bench.atomic import atomic_write, atomic_write_bytes
 from bench.data.cohort import Cohort
 from bench.data.store import VolumeStore
 from bench.errors import MribenchError
-from bench.paths import cache_home, repo_root
+from bench.paths import cache_home, splits_root
 from bench.progress import progress_bar
 
 
@@ -42,13 +50,15 @@ class SSLMethod(Protocol):
     def loss(self, batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor: ...
     def encoder_state(self) -> dict[str, torch.Tensor]: ...  # what the encoder loads for evaluation
     def card(self, pool: list[str], cohort: str, steps: int) -> dict: ...
+    # optional: draw_batch(rows, load, rng, batch_size) -> batch given to loss (default: random scans);
+    # after_step(step, total_steps) after each optimiser step (EMA teachers, schedules)
 
 
 def pretraining_pool(cohort: Cohort, split_dir: Path | None = None) -> list[str]:
     """Subjects of ``cohort`` in no val / test / external split of its split files."""
     import pandas as pd
 
-    split_dir = split_dir or repo_root() / "splits" / cohort.name
+    split_dir = split_dir or splits_root() / cohort.name
     files = sorted(Path(split_dir).glob("*.tsv"))
     if not files:
         raise MribenchError(f"no split files under {split_dir}: make them first (bench splits make) so the "
@@ -91,7 +101,10 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
              progress: bool = True, store: VolumeStore | None = None, command: str = "") -> PretrainResult:
     out_dir = Path(out_dir or default_out_dir(method.name, cohort.name))
     last = out_dir / "last.pt"
-    if out_dir.exists() and any(out_dir.iterdir()) and not resume:
+    info = ddp.setup()  # rank and world size from torchrun (bench pretrain --nproc N); 0 of 1 otherwise
+    occupied = out_dir.exists() and any(out_dir.iterdir())
+    ddp.barrier(info)  # every rank has looked before rank 0 writes anything
+    if occupied and not resume:
         raise MribenchError(f"{out_dir} already holds a pretraining run; pass --resume to continue it "
                             "or --out for a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,12 +116,16 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
                             "scan(s); need at least 2")
     store = store or VolumeStore(cache_home() / "store")
     paths = rows["path"].tolist()
-    store.prefetch(paths, method.input_space, progress=progress)
+    if info.is_main:  # one process preprocesses; the others then read the store
+        store.prefetch(paths, method.input_space, progress=progress)
+    ddp.barrier(info)
 
-    net = method.network()
+    net = method.network().to(info.device)
     optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)  # batch draws: one stream, identical on every rank
+    # views and masks: one stream per rank under DDP (the same objects as before with one process)
+    own_rng = rng if not info.enabled else np.random.default_rng((seed, info.rank))
+    torch.manual_seed(seed if not info.enabled else int(np.random.SeedSequence((seed, info.rank)).generate_state(1)[0]))
     start_step, losses = 0, []
     if resume and last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=False)
@@ -117,48 +134,135 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         start_step, losses = int(state["step"]), list(state["losses"])
+        _restore_rank_state(state, info, own_rng, last)
     elif resume:
         raise MribenchError(f"--resume: no checkpoint at {last}")
 
     log = out_dir / "loss.tsv"
-    if start_step == 0:
+    if info.is_main and start_step == 0:
         _atomic_text(log, "step\tloss\n")
-    else:  # drop log lines written after the checkpoint we resume from
+    elif info.is_main:  # drop log lines written after the checkpoint we resume from
         kept = log.read_text().splitlines()[: start_step + 1] if log.is_file() else ["step\tloss"]
         _atomic_text(log, "\n".join(kept) + "\n")
     begin = time.perf_counter()
     batch = min(batch_size, len(paths))
-    with progress_bar(progress) as bar:
+    if info.enabled and (batch % info.world_size or batch // info.world_size < 2):
+        raise MribenchError(f"a batch of {batch} scans cannot be shared by {info.world_size} processes: use a "
+                            f"--batch-size that is a multiple of --nproc, with at least 2 scans per process")
+    forward = _data_parallel(method, net, info)
+    with progress_bar(progress and info.is_main) as bar:
         task = bar.add_task(f"pretraining {method.name} on {len(pool)} subjects", total=steps,
                             completed=start_step)
         for step in range(start_step + 1, steps + 1):
             net.train()
-            pick = np.sort(rng.choice(len(paths), size=batch, replace=False))
-            x = torch.from_numpy(np.stack([np.asarray(store.get(paths[i], method.input_space), np.float32)
-                                           for i in pick]))[:, None]
-            loss = method.loss(x, rng)
-            if not torch.isfinite(loss):
-                raise MribenchError(f"pretraining {method.name}: loss became {loss.item()} at step {step}; "
+            if hasattr(method, "draw_batch"):  # methods that need structure (e.g. a subject's sequence)
+                # (under DDP each rank draws its own share of the batch with its own stream)
+                x = method.draw_batch(rows, lambda p: np.asarray(store.get(p, method.input_space), np.float32),
+                                      own_rng, batch // info.world_size)
+            else:
+                pick = np.sort(rng.choice(len(paths), size=batch, replace=False))
+                pick = pick[info.rank::info.world_size]  # this rank's shard of the global batch
+                x = torch.from_numpy(np.stack([np.asarray(store.get(paths[i], method.input_space), np.float32)
+                                               for i in pick]))[:, None]
+            loss = forward(_to_device(x, info.device), own_rng)
+            mean_loss = ddp.mean_over_ranks(info, loss.detach())  # what every rank logs and checks
+            if not torch.isfinite(mean_loss):
+                raise MribenchError(f"pretraining {method.name}: loss became {mean_loss.item()} at step {step}; "
                                     f"lower --lr or resume from {last}")
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            losses.append(float(loss.detach()))
-            with open(log, "a") as f:
-                f.write(f"{step}\t{losses[-1]:.6f}\n")
+            if hasattr(method, "after_step"):  # e.g. DINO's teacher EMA and schedules
+                method.after_step(step, steps)
+            losses.append(float(mean_loss))
+            if info.is_main:
+                with open(log, "a") as f:
+                    f.write(f"{step}\t{losses[-1]:.6f}\n")
             if step % checkpoint_every == 0 or step == steps:
-                _atomic_torch_save({"step": step, "network": net.state_dict(), "optimiser": optimiser.state_dict(),
-                                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                                    "losses": losses}, last)
+                ranks = ddp.all_gather_objects(info, _rank_state(own_rng)) if info.enabled else None
+                if info.is_main:  # one writer; every rank's random streams go into it
+                    _atomic_torch_save({"step": step, "network": net.state_dict(),
+                                        "optimiser": optimiser.state_dict(),
+                                        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                        "losses": losses,
+                                        **({"world_size": info.world_size, "ranks": ranks} if ranks else {})}, last)
             bar.update(task, advance=1, description=f"pretraining {method.name} (loss {losses[-1]:.3f})")
 
     encoder_path = out_dir / "encoder.pt"
-    _atomic_torch_save(method.encoder_state(), encoder_path)
-    from bench.encoders.api import file_sha256
-
-    card = method.card(pool, cohort.name, steps)
-    card["checkpoint_sha256"] = file_sha256(encoder_path)
-    card.setdefault("pretraining_data", {})["command"] = command
     card_path = encoder_path.with_suffix(".json")  # beside the weights: the encoder reads it from there
-    _atomic_text(card_path, json.dumps(card, indent=2, sort_keys=True) + "\n")
+    if info.is_main:
+        _atomic_torch_save(method.encoder_state(), encoder_path)
+        from bench.encoders.api import file_sha256
+
+        card = method.card(pool, cohort.name, steps)
+        card["checkpoint_sha256"] = file_sha256(encoder_path)
+        card.setdefault("pretraining_data", {})["command"] = command
+        if info.enabled:
+            card["pretraining_data"]["processes"] = info.world_size
+        _atomic_text(card_path, json.dumps(card, indent=2, sort_keys=True) + "\n")
+    ddp.barrier(info)  # the weights exist for every rank that returns
+    ddp.teardown(info)
     return PretrainResult(out_dir, steps, losses, encoder_path, card_path, time.perf_counter() - begin)
+
+
+# -- data parallel (bench pretrain --nproc N) ---------------------------------------------------
+class _StepLoss(torch.nn.Module):
+    """The recipe's loss as a module, so DistributedDataParallel wraps one forward per step (the
+    recipes call their network several times per loss, e.g. once per view)."""
+
+    def __init__(self, method: SSLMethod, net: torch.nn.Module):
+        super().__init__()
+        self.method, self.net = method, net  # self.net registers the parameters DDP synchronises
+
+    def forward(self, x, rng: np.random.Generator) -> torch.Tensor:
+        return self.method.loss(x, rng)
+
+
+def _data_parallel(method: SSLMethod, net: torch.nn.Module, info: ddp.DistInfo):
+    """``loss(x, rng)`` for one training step: the recipe's own with one process, else through DDP,
+    which averages the gradients of the ranks' shards during backward."""
+    if not info.enabled:
+        return method.loss
+    from torch.nn.parallel import DistributedDataParallel
+
+    # every parameter that requires a gradient must take part in each step's loss (true of the recipes
+    # here); DDP names any that does not
+    return DistributedDataParallel(_StepLoss(method, net),
+                                   device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+
+def _to_device(x, device: torch.device):
+    """Move a batch (a tensor, or a dataclass holding tensors) to the rank's device."""
+    import dataclasses
+
+    if device.type == "cpu":
+        return x
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if dataclasses.is_dataclass(x):
+        return dataclasses.replace(x, **{f.name: getattr(x, f.name).to(device) for f in dataclasses.fields(x)
+                                         if isinstance(getattr(x, f.name), torch.Tensor)})
+    return x
+
+
+def _rank_state(own_rng: np.random.Generator) -> dict:
+    """This rank's random streams, for the checkpoint rank 0 writes."""
+    state = {"numpy_rng": own_rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _restore_rank_state(state: dict, info: ddp.DistInfo, own_rng: np.random.Generator, last: Path) -> None:
+    """Give this rank back its streams from the checkpoint; refuse another number of processes,
+    since the shards (and so the run) would differ from the one that was interrupted."""
+    saved = int(state.get("world_size", 1))
+    if saved != info.world_size:
+        raise MribenchError(f"{last} was written by {saved} process(es); resume with --nproc {saved} "
+                            f"(this run has {info.world_size})")
+    if info.enabled:
+        mine = state["ranks"][info.rank]
+        own_rng.bit_generator.state = mine["numpy_rng"]
+        torch.set_rng_state(mine["torch_rng"])
+        if "cuda_rng" in mine and torch.cuda.is_available():
+            torch.cuda.set_rng_state(mine["cuda_rng"])

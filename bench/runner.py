@@ -1,8 +1,19 @@
-"""Expand encoder x task x protocol into jobs, run the missing ones, write one record per job.
+"""Expand encoder x task x protocol into jobs, run the missing ones on an executor, one record per job.
 
-Resumable by construction: a job whose record already exists (and validates) is skipped, each
-record is written atomically when its job finishes, and embeddings are cached per scan on disk,
-so an interrupted run loses at most the job in flight and the next run does only what is missing.
+Resumable and safe to run twice at once, by construction:
+
+- a job whose record already exists (and validates) is skipped;
+- a job runs under a file lock (:mod:`bench.locks`), so two ``bench run`` processes (or Dask
+  workers) on one results folder never compute or write the same record; a job another process
+  holds is put off to the end of the grid, and then skipped if that process wrote it;
+- each record is written atomically by the job that produced it, and embeddings are cached per
+  scan, so a run killed at any point (even SIGKILL) loses at most the jobs in flight, and the next
+  run does exactly what is missing;
+- a job that fails leaves a failure marker with its error (see :mod:`bench.jobs`) and, with
+  ``keep_going``, the rest of the grid still runs; the marker is cleared when the job succeeds.
+
+Jobs run where the executor puts them (:mod:`bench.executors`): in this process (``local``, the
+default) or on Dask workers. :func:`run_job` is the unit of work either way.
 """
 
 from __future__ import annotations
@@ -10,8 +21,9 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +31,11 @@ from bench.data.cohort import Cohort
 from bench.data.store import VolumeStore
 from bench.embeddings import EmbeddingCache
 from bench.errors import MribenchError
+from bench.jobs import (Job, clear_failure, ensure_state_dir, expand_grid, remove_stale_temporaries,
+                        write_failure)
+from bench.locks import try_lock
 from bench.paths import cache_home
+from bench.paths import splits_root as default_splits_root
 from bench.profiles import Profile
 from bench.protocols import Context, assemble_features, needs_embeddings, run_protocol
 from bench.splits import Split, load_split
@@ -27,6 +43,9 @@ from bench.tasks import Examples, TaskSpec, attach_split, build_examples, get_ta
 
 HEADLINE_SETTING = {"linear_probe": "full", "fractions": "fraction=1", "few_shot": "k=10",
                     "finetune": "full", "robustness": "clean"}
+
+SKIPPED = "skipped (exists)"
+BUSY = "busy (another run holds it)"
 
 
 @dataclass
@@ -39,12 +58,80 @@ class JobResult:
     main_score: float | None = None
     ci: tuple[float | None, float | None] = (None, None)
     seconds: float = 0.0
+    error: str | None = None    # one line, for failed jobs
+    key: str = ""               # the job's key (encoder/task@vN/protocol)
+
+    @property
+    def failed(self) -> bool:
+        return self.status.startswith("failed")
 
 
-def prepare_task(spec: TaskSpec, cohort: Cohort) -> tuple[Examples, Split]:
+@dataclass(frozen=True)
+class RunSettings:
+    """What every job of a run needs besides the job itself; picklable, shipped to Dask workers."""
+
+    profile: Profile
+    results_dir: Path
+    cache_root: Path
+    overwrite: bool = False
+    keep_predictions: bool = True
+    progress: bool = False
+    splits_root: Path | None = None     # folder laid out like splits/; None: bench.paths.splits_root()
+    command: str = ""                   # recorded in provenance (a worker's own argv means nothing)
+
+
+@dataclass
+class Workspace:
+    """Objects a process reuses from job to job: the caches, encoders, and prepared tasks."""
+
+    store: VolumeStore
+    embeddings: EmbeddingCache
+    encoders: dict[tuple, Any] = field(default_factory=dict)
+    prepared: dict[tuple, tuple] = field(default_factory=dict)
+
+    @classmethod
+    def at(cls, cache_root: Path) -> "Workspace":
+        return cls(VolumeStore(Path(cache_root) / "store"), EmbeddingCache(Path(cache_root) / "embeddings"))
+
+    def encoder(self, job: Job):
+        key = (job.encoder, job.encoder_kwargs)
+        if key not in self.encoders:
+            import bench.encoders  # looked up at call time, so tests can substitute get_encoder
+
+            self.encoders[key] = bench.encoders.get_encoder(job.encoder, **dict(job.encoder_kwargs))
+        return self.encoders[key]
+
+    def prepare(self, spec: TaskSpec, cohort: Cohort, splits_root: Path | None) -> tuple[Examples, Split]:
+        key = (spec.name, spec.sha256, id(cohort), splits_root)
+        hit = self.prepared.get(key)
+        if hit is None or hit[0] is not cohort:  # identity check: an id can be reused after GC
+            hit = (cohort, prepare_task(spec, cohort, splits_root=splits_root))
+            self.prepared[key] = hit
+        return hit[1]
+
+
+#: Per-process workspaces of Dask workers, by cache root (a worker runs many jobs).
+_WORKSPACES: dict[Path, Workspace] = {}
+
+
+def process_workspace(cache_root: Path) -> Workspace:
+    root = Path(cache_root)
+    if root not in _WORKSPACES:
+        _WORKSPACES[root] = Workspace.at(root)
+    return _WORKSPACES[root]
+
+
+def split_file(spec: TaskSpec, cohort_name: str, splits_root: Path | None = None) -> Path:
+    """The task's split file for the cohort, under ``splits_root`` (default: :func:`bench.paths.splits_root`)."""
+    if splits_root is None:
+        return spec.split_path(cohort_name)
+    return Path(splits_root) / spec.split.format(cohort=cohort_name)
+
+
+def prepare_task(spec: TaskSpec, cohort: Cohort, splits_root: Path | None = None) -> tuple[Examples, Split]:
     """Examples of the task on the cohort, each tagged with its subject's split."""
     examples = build_examples(spec, cohort)
-    split = load_split(spec.split_path(cohort.name), cohort.subjects()["participant_id"].tolist())
+    split = load_split(split_file(spec, cohort.name, splits_root), cohort.subjects()["participant_id"].tolist())
     attach_split(examples, split.table, str(split.path))
     return examples, split
 
@@ -62,86 +149,211 @@ def headline(spec: TaskSpec, protocol: str, scores: list[dict]) -> tuple[float |
                                    float(np.mean(highs)) if highs else None))
 
 
+# ------------------------------------------------------------------------------------------- one job
+
+
+def run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool = True,
+            workspace: Workspace | None = None, reraise: bool = False) -> JobResult:
+    """Produce the record of ``job`` unless it exists; the unit of work of every executor.
+
+    Holds the job's lock throughout. ``wait=False`` returns a ``busy`` result at once when another
+    process holds it (the caller retries at the end). A failure is written to the job's marker
+    and returned as a ``failed`` result, or raised again with ``reraise``. KeyboardInterrupt and
+    other non-``Exception`` exits pass through untouched: they are not the job's fault.
+    """
+    results_dir = settings.results_dir
+    record = job.record_path(results_dir)
+    base = dict(encoder=job.encoder_name, task=job.task, protocol=job.protocol, path=record, key=job.key)
+    with try_lock(job.lock_path(results_dir), wait=wait) as acquired:
+        if not acquired:
+            return JobResult(**base, status=BUSY)
+        from bench.results import record_exists
+
+        if not settings.overwrite and record_exists(record):  # written meanwhile by another run
+            clear_failure(results_dir, job)
+            return JobResult(**base, status=SKIPPED)
+        remove_stale_temporaries(record)
+        start = time.perf_counter()
+        try:
+            ws = workspace or process_workspace(settings.cache_root)
+            main, ci = _compute(job, settings, cohort, ws, record, start)
+        except Exception as e:
+            write_failure(results_dir, job, e)
+            if reraise:
+                raise
+            return JobResult(**base, status=f"failed: {type(e).__name__}", seconds=time.perf_counter() - start,
+                             error=" ".join(f"{type(e).__name__}: {e}".split()))
+        clear_failure(results_dir, job)
+        return JobResult(**base, status="done", main_score=main, ci=ci, seconds=time.perf_counter() - start)
+
+
+def _compute(job: Job, settings: RunSettings, cohort: Cohort, ws: Workspace, record: Path,
+             start: float) -> tuple[float | None, tuple]:
+    from bench.results import safe_name, write_record
+
+    spec = get_task(job.task)
+    if spec.version != job.task_version:
+        raise MribenchError(f"task {spec.name} is at version {spec.version} here but the job asked for "
+                            f"v{job.task_version}: the worker runs other code than the client")
+    encoder = ws.encoder(job)
+    examples, split = ws.prepare(spec, cohort, settings.splits_root)
+    ctx = Context(examples, split, cohort=cohort, encoder=encoder, profile=settings.profile,
+                  keep_predictions=settings.keep_predictions, store=ws.store, embeddings=ws.embeddings,
+                  progress=settings.progress)
+    if needs_embeddings(job.protocol, spec):
+        # one process embeds a task's scans while its other protocols' jobs wait, then read the cache
+        lock = settings.cache_root / "locks" / "embed" / f"{encoder.checkpoint_hash()[:20]}-{safe_name(spec.name)}.lock"
+        with try_lock(lock, wait=True):
+            emb = ws.embeddings.embed(encoder, cohort, ctx.examples.scan_rows(), ws.store, progress=settings.progress)
+        ctx.features = assemble_features(ctx.examples, emb)
+    scores = run_protocol(job.protocol, ctx)
+    write_record(build_record(spec, job.protocol, encoder, ctx, scores, start, settings, cohort), record)
+    return headline(spec, job.protocol, scores)
+
+
+def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: list[dict], start: float,
+                 settings: RunSettings, cohort: Cohort):
+    from bench.results import ResultRecord, collect_provenance, summarise
+
+    main, _ = headline(spec, protocol, scores)
+    card = encoder.card
+    evaluated = set(ctx.examples.subjects("test")) | set(ctx.examples.subjects("external"))
+    overlap = card.overlap(evaluated, cohort=cohort.name)
+    flags = [f"pretraining_overlap: {len(overlap)} evaluated subject(s) were in the encoder's "
+             f"pretraining data, e.g. {sorted(overlap)[0]}"] if overlap else []
+    provenance = collect_provenance(
+        task_spec_sha256=spec.sha256, split_sha256=ctx.split.sha256,
+        split_file=_display_path(ctx.split.path),
+        cohort={"name": cohort.name, "n_scans": len(cohort)},
+        encoder_card=card.model_dump(mode="json"), checkpoint_sha256=encoder.checkpoint_hash(),
+        config={"profile": settings.profile.name, "protocol": protocol, "n_boot": settings.profile.n_boot,
+                "excluded_examples": ctx.examples.excluded},
+        seeds=sorted({s["seed"] for s in scores}), wall_time_s=time.perf_counter() - start,
+        command=settings.command,
+    )
+    return ResultRecord.model_validate({
+        "encoder": card.name, "task": spec.name, "task_version": spec.version, "protocol": protocol,
+        "main_score_name": spec.main_score, "main_score": main,
+        "higher_is_better": spec.higher_is_better, "headline_setting": HEADLINE_SETTING[protocol],
+        "scores": scores, "summary": summarise(scores), "flags": flags,
+        "predictions": ctx.predictions if settings.keep_predictions else None,
+        "provenance": provenance,
+        **({"robustness": ctx.extra["robustness"]} if "robustness" in ctx.extra else {}),
+    })
+
+
+# ------------------------------------------------------------------------------------------- the grid
+
+
 class Runner:
+    """Runs grids of jobs for one cohort and profile into one results folder.
+
+    ``executor`` (default: :class:`bench.executors.LocalExecutor`, jobs one after another in this
+    process) decides where jobs run. ``keep_going=False`` (the library default) stops at the first
+    failing job and raises its error, after writing its failure marker; ``bench run`` passes
+    ``keep_going=True`` so the rest of the grid completes and the failures are reported at the end.
+    """
+
     def __init__(self, cohort: Cohort, profile: Profile, results_dir: Path, *, progress: bool = True,
-                 overwrite: bool = False, keep_predictions: bool = True, cache_root: Path | None = None):
+                 overwrite: bool = False, keep_predictions: bool = True, cache_root: Path | None = None,
+                 executor=None, keep_going: bool = False, splits_root: Path | None = None,
+                 command: str | None = None):
         self.cohort = cohort
         self.profile = profile
         self.results_dir = Path(results_dir)
         self.progress = progress
         self.overwrite = overwrite
         self.keep_predictions = keep_predictions
-        root = cache_root or cache_home()
-        self.store = VolumeStore(root / "store")
-        self.embeddings = EmbeddingCache(root / "embeddings")
+        self.keep_going = keep_going
+        self.cache_root = Path(cache_root or cache_home())
+        # resolved here, so workers read the splits this process would, whatever their environment
+        self.splits_root = Path(splits_root) if splits_root is not None else default_splits_root()
+        self.command = command if command is not None else " ".join(shlex.quote(a) for a in sys.argv)
+        self.workspace = Workspace.at(self.cache_root)
+        self.store = self.workspace.store
+        self.embeddings = self.workspace.embeddings
+        if executor is None:
+            from bench.executors import LocalExecutor
+
+            executor = LocalExecutor()
+        self.executor = executor
+
+    def settings(self) -> RunSettings:
+        return RunSettings(profile=self.profile, results_dir=self.results_dir, cache_root=self.cache_root,
+                           overwrite=self.overwrite, keep_predictions=self.keep_predictions,
+                           progress=self.progress and self.executor.in_process, splits_root=self.splits_root,
+                           command=self.command)
 
     def run(self, encoder_spec: str, tasks: list[str], protocols: list[str],
             encoder_kwargs: dict | None = None) -> list[JobResult]:
-        from bench.encoders import get_encoder
-        from bench.results import record_exists, record_path
+        """Every job of one encoder x ``tasks`` x ``protocols``; results in grid order."""
+        return self.run_grid([encoder_spec], tasks, protocols, encoder_kwargs)
 
-        encoder = get_encoder(encoder_spec, **(encoder_kwargs or {}))
-        if getattr(encoder, "finetune_only", False) and set(protocols) - {"finetune"}:
-            raise MribenchError(f"encoder {encoder.card.name} is trained from scratch on each task: use "
-                                f"--protocol finetune (got {', '.join(sorted(set(protocols) - {'finetune'}))})")
-        results = []
-        for task_name in tasks:
-            spec = get_task(task_name)
-            prepared = None
-            for protocol in protocols:
-                path = record_path(self.results_dir, encoder.card.name, spec.name, spec.version, protocol)
-                if record_exists(path) and not self.overwrite:
-                    results.append(JobResult(encoder.card.name, spec.name, protocol, path, "skipped (exists)"))
-                    continue
-                if prepared is None:
-                    prepared = prepare_task(spec, self.cohort)
-                start = time.perf_counter()
-                ctx = Context(*prepared, cohort=self.cohort, encoder=encoder, profile=self.profile,
-                              keep_predictions=self.keep_predictions, store=self.store,
-                              embeddings=self.embeddings, progress=self.progress)
-                if needs_embeddings(protocol, spec):
-                    emb = self.embeddings.embed(encoder, self.cohort, ctx.examples.scan_rows(), self.store,
-                                                progress=self.progress)
-                    ctx.features = assemble_features(ctx.examples, emb)
-                scores = run_protocol(protocol, ctx)
-                record = self.build_record(spec, protocol, encoder, ctx, scores, start)
-                from bench.results import write_record
+    def jobs(self, encoder_specs: list[str], tasks: list[str], protocols: list[str],
+             encoder_kwargs: dict | None = None) -> list[Job]:
+        """The grid as jobs. Instantiates each encoder here (its card names the records, and a bad
+        encoder should fail before anything is submitted) and keeps it for in-process jobs."""
+        import bench.encoders
 
-                write_record(record, path)
-                main, ci = headline(spec, protocol, scores)
-                results.append(JobResult(encoder.card.name, spec.name, protocol, path, "done", main, ci,
-                                         time.perf_counter() - start))
-        return results
+        specs = [get_task(t) for t in tasks]  # an unknown task fails before any work
+        encoders = []
+        for spec in encoder_specs:
+            encoder = bench.encoders.get_encoder(spec, **(encoder_kwargs or {}))
+            if getattr(encoder, "finetune_only", False) and set(protocols) - {"finetune"}:
+                raise MribenchError(f"encoder {encoder.card.name} is trained from scratch on each task: use "
+                                    f"--protocol finetune (got {', '.join(sorted(set(protocols) - {'finetune'}))})")
+            kwargs = dict(encoder_kwargs or {})
+            self.workspace.encoders[(spec, tuple(sorted(kwargs.items())))] = encoder
+            encoders.append((spec, encoder.card.name, kwargs))
+        return expand_grid(encoders, specs, protocols)
+
+    def run_grid(self, encoder_specs: list[str], tasks: list[str], protocols: list[str],
+                 encoder_kwargs: dict | None = None) -> list[JobResult]:
+        return self.run_jobs(self.jobs(encoder_specs, tasks, protocols, encoder_kwargs))
+
+    def run_jobs(self, jobs: list[Job]) -> list[JobResult]:
+        """Run the jobs whose record is missing; jobs held by another process go last, waited for."""
+        from bench.results import record_exists
+
+        self.workspace.prepared.clear()  # split files are re-read (and re-verified) once per run
+        settings = self.settings()
+        ensure_state_dir(self.results_dir)
+        done: dict[str, JobResult] = {}
+        todo = []
+        for job in jobs:
+            record = job.record_path(self.results_dir)
+            if not self.overwrite and record_exists(record):
+                clear_failure(self.results_dir, job)  # (left if a run died between record and clean-up)
+                done[job.key] = JobResult(job.encoder_name, job.task, job.protocol, record, SKIPPED, key=job.key)
+            else:
+                todo.append(job)
+        by_key = {job.key: job for job in todo}
+        for wait in (False, True):
+            results = self.executor.map(run_job, todo, {"wait": wait},
+                                        shared={"settings": settings, "cohort": self.cohort},
+                                        local={"workspace": self.workspace, "reraise": not self.keep_going})
+            for job, outcome in results:
+                result = outcome if isinstance(outcome, JobResult) else self._lost(job, outcome)
+                if result.failed and not self.keep_going:  # the executor could not re-raise (remote)
+                    self.executor.cancel()
+                    raise MribenchError(f"job {result.key} failed: {result.error}")
+                done[result.key] = result
+            todo = [by_key[k] for k, r in done.items() if r.status == BUSY]
+            if not todo:
+                break
+        return [done[job.key] for job in jobs]
+
+    def _lost(self, job: Job, error: BaseException) -> JobResult:
+        """A job that died without reporting (its worker was killed, could not import the code...):
+        record the failure here, since the job could not."""
+        write_failure(self.results_dir, job, error)
+        return JobResult(job.encoder_name, job.task, job.protocol, job.record_path(self.results_dir),
+                         f"failed: {type(error).__name__}", error=" ".join(f"{type(error).__name__}: {error}".split()),
+                         key=job.key)
 
     def build_record(self, spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: list[dict],
                      start: float):
-        from bench.results import ResultRecord, collect_provenance, summarise
-
-        main, _ = headline(spec, protocol, scores)
-        card = encoder.card
-        evaluated = set(ctx.examples.subjects("test")) | set(ctx.examples.subjects("external"))
-        overlap = card.overlap(evaluated, cohort=self.cohort.name)
-        flags = [f"pretraining_overlap: {len(overlap)} evaluated subject(s) were in the encoder's "
-                 f"pretraining data, e.g. {sorted(overlap)[0]}"] if overlap else []
-        provenance = collect_provenance(
-            task_spec_sha256=spec.sha256, split_sha256=ctx.split.sha256,
-            split_file=_display_path(ctx.split.path),
-            cohort={"name": self.cohort.name, "n_scans": len(self.cohort)},
-            encoder_card=card.model_dump(mode="json"), checkpoint_sha256=encoder.checkpoint_hash(),
-            config={"profile": self.profile.name, "protocol": protocol, "n_boot": self.profile.n_boot,
-                    "excluded_examples": ctx.examples.excluded},
-            seeds=sorted({s["seed"] for s in scores}), wall_time_s=time.perf_counter() - start,
-            command=" ".join(shlex.quote(a) for a in sys.argv),
-        )
-        return ResultRecord.model_validate({
-            "encoder": card.name, "task": spec.name, "task_version": spec.version, "protocol": protocol,
-            "main_score_name": spec.main_score, "main_score": main,
-            "higher_is_better": spec.higher_is_better, "headline_setting": HEADLINE_SETTING[protocol],
-            "scores": scores, "summary": summarise(scores), "flags": flags,
-            "predictions": ctx.predictions if self.keep_predictions else None,
-            "provenance": provenance,
-            **({"robustness": ctx.extra["robustness"]} if "robustness" in ctx.extra else {}),
-        })
+        return build_record(spec, protocol, encoder, ctx, scores, start, self.settings(), self.cohort)
 
 
 def _display_path(path: Path) -> str:
