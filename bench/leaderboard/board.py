@@ -1,0 +1,169 @@
+"""The board: every table and summary the renderers draw, computed once from verified entries.
+
+Renderers (markdown, HTML, CSV, LaTeX) only format what is here, so the four outputs can never
+disagree about a number, a rank or a tie.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import get_args
+
+from bench.errors import MribenchError
+from bench.leaderboard.aggregate import CriticalDifference, OverallRow, critical_difference, overall
+from bench.leaderboard.entries import Entry, Refused, load_entries
+from bench.leaderboard.ranking import ALPHA, Ranked, rank_entries
+from bench.results import Protocol
+
+_PREFERRED = ("linear_probe", "finetune", "fractions", "few_shot", "robustness")
+#: Display order of protocols within a task table: the usual ones first, any newer one after them.
+PROTOCOL_ORDER: tuple[str, ...] = (tuple(p for p in _PREFERRED if p in get_args(Protocol))
+                                   + tuple(sorted(set(get_args(Protocol)) - set(_PREFERRED))))
+
+
+@dataclass(frozen=True)
+class RobustnessRow:
+    """One encoder's robustness on a task (test split): clean score, mean score/clean, worst artefact."""
+
+    encoder: str
+    clean: float | None
+    robustness_score: float | None
+    worst: str | None
+    worst_drop: float | None
+
+
+@dataclass
+class TaskTable:
+    """All entries of one task version on one cohort, ranked within each protocol."""
+
+    task: str
+    version: int
+    cohort: str
+    metric: str
+    higher_is_better: bool
+    headline_protocol: str
+    description: str
+    by_protocol: dict[str, list[Ranked]]
+    robustness: list[RobustnessRow] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        return f"task-{self.task}-v{self.version}-{self.cohort}".replace("/", "-")
+
+    @property
+    def rows(self) -> list[Ranked]:
+        return [r for p in PROTOCOL_ORDER for r in self.by_protocol.get(p, [])]
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [r.entry for r in self.rows]
+
+
+@dataclass
+class Overall:
+    """Cross-task summary of one cohort under each task's headline protocol."""
+
+    cohort: str
+    tasks: list[str]
+    rows: list[OverallRow]
+    cd: CriticalDifference
+    left_out: list[str] = field(default_factory=list)   # tasks without headline-protocol entries
+
+
+@dataclass
+class Board:
+    tables: list[TaskTable]
+    overall: list[Overall]
+    refused: list[Refused]
+    n_boot: int
+    seed: int
+    alpha: float
+    results_label: str
+    plots: list = field(default_factory=list)  # bench.leaderboard.plots.Plot, filled by render
+    note: str = ""                              # free text shown under the title (e.g. how it was made)
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [e for t in self.tables for e in t.entries]
+
+    @property
+    def encoders(self) -> list[str]:
+        return sorted({e.encoder for e in self.entries})
+
+    @property
+    def protocols(self) -> list[str]:
+        have = {e.protocol for e in self.entries}
+        return [p for p in PROTOCOL_ORDER if p in have]
+
+    @property
+    def cohorts(self) -> list[str]:
+        return sorted({t.cohort for t in self.tables})
+
+    def table(self, task: str, cohort: str | None = None) -> TaskTable:
+        """The table of ``task`` (on ``cohort`` when several cohorts have it)."""
+        found = [t for t in self.tables if t.task == task and (cohort is None or t.cohort == cohort)]
+        if not found:
+            known = sorted({t.task for t in self.tables})
+            raise MribenchError(f"no verified records for task '{task}'"
+                                + (f" on cohort {cohort}" if cohort else "")
+                                + f"; the board has: {', '.join(known) or 'nothing'}")
+        if len(found) > 1:
+            raise MribenchError(f"task '{task}' has records on several cohorts "
+                                f"({', '.join(t.cohort for t in found)}); choose one with --cohort")
+        return found[0]
+
+
+def _robustness_rows(entries: list[Entry]) -> list[RobustnessRow]:
+    rows = []
+    for e in entries:
+        block = (e.record.robustness or {}).get("splits", {}).get("test")
+        if not block:
+            continue
+        drops = {k: v for k, v in block.get("mean_relative_drop", {}).items() if v is not None}
+        worst = max(drops, key=lambda k: (drops[k], k)) if drops else None
+        rows.append(RobustnessRow(e.encoder, block.get("clean"), block.get("robustness_score"), worst,
+                                  drops.get(worst) if worst else None))
+    return sorted(rows, key=lambda r: (r.robustness_score is None, -(r.robustness_score or 0.0), r.encoder))
+
+
+def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n_boot: int = 1000,
+                seed: int = 0, alpha: float = ALPHA, results_label: str = "results") -> Board:
+    """Rank every (task version, cohort, protocol) table and aggregate each cohort's tasks."""
+    from bench.tasks import get_task
+
+    groups: dict[tuple[str, int, str], list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(e.table_key, []).append(e)
+    tables = []
+    for (task, version, cohort), members in sorted(groups.items()):
+        spec = get_task(task)
+        by_protocol: dict[str, list[Ranked]] = {}
+        for protocol in PROTOCOL_ORDER:
+            chosen = [e for e in members if e.protocol == protocol]
+            if chosen:
+                by_protocol[protocol] = rank_entries(chosen, n_boot=n_boot, seed=seed, alpha=alpha)
+        first = members[0].record
+        tables.append(TaskTable(task, version, cohort, first.main_score_name, first.higher_is_better,
+                                spec.headline, " ".join(spec.description.split()), by_protocol,
+                                _robustness_rows([e for e in members if e.protocol == "robustness"])))
+    summaries = []
+    for cohort in sorted({t.cohort for t in tables}):
+        mine = [t for t in tables if t.cohort == cohort]
+        headline = {t.task: t.by_protocol[t.headline_protocol] for t in mine if t.headline_protocol in t.by_protocol}
+        left_out = [t.task for t in mine if t.headline_protocol not in t.by_protocol]
+        summaries.append(Overall(cohort, sorted(headline), overall(headline), critical_difference(headline, alpha),
+                                 left_out))
+    return Board(tables, summaries, list(refused or []), n_boot, seed, alpha, results_label)
+
+
+def load_board(results_dir: str | Path, *, n_boot: int = 1000, seed: int = 0, alpha: float = ALPHA) -> Board:
+    """Verify every record under ``results_dir`` and build the board from those that pass."""
+    entries, refused = load_entries(results_dir)
+    if not entries:
+        reasons = "; ".join(f"{r.source}: {r.reason}" for r in refused[:3])
+        raise MribenchError(f"no verified result records under {results_dir}"
+                            + (f" ({len(refused)} refused, e.g. {reasons})" if refused else
+                               "; run `bench run` first"))
+    return build_board(entries, refused, n_boot=n_boot, seed=seed, alpha=alpha,
+                       results_label=Path(results_dir).name)

@@ -1,0 +1,133 @@
+"""Entries: verified records as the leaderboard reads them, and the loading of a results folder.
+
+Only records that pass :func:`bench.leaderboard.verify.verify_path` become entries; every other
+``*.json`` under the folder is kept as a :class:`Refused` with its one-line reason, so the
+rendered board can say what it left out and why instead of silently dropping it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import MribenchError
+from bench.results import ResultRecord
+
+#: The flag prefix the harness writes when evaluated subjects were in the encoder's pretraining data.
+OVERLAP_FLAG = "pretraining_overlap"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One verified record; ``source`` is its path relative to the results folder (for display)."""
+
+    record: ResultRecord
+    source: str
+
+    @property
+    def encoder(self) -> str:
+        return self.record.encoder
+
+    @property
+    def task(self) -> str:
+        return self.record.task
+
+    @property
+    def protocol(self) -> str:
+        return self.record.protocol
+
+    @property
+    def cohort(self) -> str:
+        return self.record.provenance.cohort.name
+
+    @property
+    def table_key(self) -> tuple[str, int, str]:
+        """Entries are only comparable on the same task version and cohort (same split file)."""
+        return self.task, self.record.task_version, self.cohort
+
+    @property
+    def score(self) -> float | None:
+        return self.record.main_score
+
+    @cached_property
+    def headline_scores(self) -> list:
+        """The per-seed test scores the headline number is the mean of."""
+        r = self.record
+        return [s for s in r.scores if s.setting == r.headline_setting and s.split == "test"]
+
+    @cached_property
+    def ci(self) -> tuple[float | None, float | None]:
+        """Mean over seeds of the per-seed 95 % bootstrap CI bounds (as ``bench run`` prints them)."""
+        name = self.record.main_score_name
+        cis = [s.ci.get(name) for s in self.headline_scores]
+        lows = [c.low for c in cis if c is not None and c.low is not None]
+        highs = [c.high for c in cis if c is not None and c.high is not None]
+        return (float(np.mean(lows)) if lows else None, float(np.mean(highs)) if highs else None)
+
+    @cached_property
+    def n_test_subjects(self) -> int | None:
+        counts = {s.n_subjects for s in self.headline_scores}
+        return max(counts) if counts else None
+
+    @property
+    def overlap(self) -> str | None:
+        """The harness's pretraining-overlap flag text, if the record carries one."""
+        return next((f for f in self.record.flags if f.startswith(OVERLAP_FLAG)), None)
+
+    @property
+    def split_sha_short(self) -> str:
+        return self.record.provenance.split_sha256[:12]
+
+    @property
+    def seeds(self) -> int:
+        return len({s.seed for s in self.headline_scores})
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A file under the results folder that is not on the board, and the one-line reason."""
+
+    source: str
+    reason: str
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def load_entries(results_dir: str | Path) -> tuple[list[Entry], list[Refused]]:
+    """Verify every ``*.json`` under ``results_dir``; return (entries, refused), both in path order.
+
+    Two verified records for the same (encoder, task@version, cohort, protocol) would put one
+    encoder twice in a ranking; the first in path order is kept and the other refused.
+    """
+    from bench.leaderboard.verify import verify_path
+
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise MribenchError(f"results folder {root} does not exist; run `bench run ... --results {root}` "
+                            "or pass --results")
+    entries: list[Entry] = []
+    refused: list[Refused] = []
+    seen: dict[tuple, str] = {}
+    for path in sorted(p for p in root.rglob("*.json") if p.is_file()):
+        source = _relative(path, root)
+        verdict = verify_path(path)
+        if not verdict.ok:
+            refused.append(Refused(source, verdict.reason))
+            continue
+        entry = Entry(verdict.record, source)
+        key = (entry.encoder, *entry.table_key, entry.protocol)
+        if key in seen:
+            refused.append(Refused(source, f"duplicate of {seen[key]} (same encoder, task, cohort and "
+                                           "protocol)"))
+            continue
+        seen[key] = source
+        entries.append(entry)
+    return entries, refused

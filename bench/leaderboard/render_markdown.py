@@ -1,0 +1,128 @@
+"""``leaderboard/README.md``: the board as GitHub-flavoured markdown, plots linked relatively."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.leaderboard import fmt
+from bench.leaderboard.board import Board, Overall, TaskTable
+from bench.leaderboard.plots import Plot
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[object]], align: str | None = None) -> list[str]:
+    align = align or "l" * len(header)
+    marks = {"l": "---", "r": "---:", "c": ":---:"}
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
+    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def method_notes(board: Board) -> list[str]:
+    """How to read the numbers; shared wording with the HTML page."""
+    return [
+        "- **Score**: the task's main metric on the test split at the protocol's headline setting, mean "
+        "over seeds; in brackets the mean over seeds of the per-seed 95 % bootstrap CI over subjects.",
+        f"- **Rank**: entries that a paired bootstrap over the same test subjects ({board.n_boot} "
+        f"replicates, seed {board.seed}, two-sided alpha = {board.alpha}) cannot separate from the best "
+        f"entry of the protocol share its rank; the next best separable entry opens the next rank "
+        f"group (ranks 1, 1, 3 ...). `p` is the paired test against the best entry; where no shared "
+        f"per-subject predictions exist the 95 % CIs decide (separable only if they do not overlap).",
+        "- **Borda**: per task, one point per encoder (with every task) in a strictly worse rank group, "
+        "summed over tasks, under each task's headline protocol; empty where an encoder lacks a task. "
+        "**Mean rank** averages the per-task ranks the encoder has.",
+        "- **Critical difference**: Friedman test over tasks and the Nemenyi critical difference on "
+        "mean ranks (Demsar 2006); with few tasks it is descriptive only, as stated beside it.",
+        "- **pretraining overlap**: some evaluated subjects were in the encoder's pretraining data.",
+        "- Only records that pass `bench verify` (schema, task-spec and split hashes, scores "
+        "recomputed from their predictions) are shown; refused files are listed with the reason.",
+    ]
+
+
+def _overall(summary: Overall, plots: list[Plot], several: bool) -> list[str]:
+    out = ["## Overall" + (f" ({summary.cohort})" if several else ""), ""]
+    out.append(f"Each task's headline protocol (linear probe unless the task says otherwise), "
+               f"{len(summary.tasks)} task(s) on cohort `{summary.cohort}`."
+               + (f" Left out (no headline-protocol records): {', '.join(summary.left_out)}."
+                  if summary.left_out else ""))
+    out.append("")
+    header = ["encoder", "Borda", "mean rank (tasks)"] + summary.tasks
+    rows = [[r.encoder, "-" if r.borda is None else r.borda,
+             f"{fmt.num(r.mean_rank, 2)} ({r.n_tasks})"] + ["-" if r.ranks[t] is None else r.ranks[t]
+                                                           for t in summary.tasks] for r in summary.rows]
+    out += _table(header, rows, "lrr" + "r" * len(summary.tasks))
+    out += ["", "**Critical difference.** " + cd_text(summary), ""]
+    for p in plots:
+        if p.kind == "critical_difference" and p.cohort == summary.cohort:
+            out += [f"![{p.alt}]({p.png})", ""]
+    return out
+
+
+def cd_text(summary: Overall) -> str:
+    cd = summary.cd
+    if not cd.computed:
+        return cd.note[:1].upper() + cd.note[1:] + "."
+    ranks = ", ".join(f"{e} {r:.2f}" for e, r in sorted(cd.mean_ranks.items(), key=lambda kv: (kv[1], kv[0])))
+    pairs = ("; pairs further apart than the CD: " + ", ".join(f"{a} vs {b}" for a, b in cd.different)
+             if cd.different else "; no pair of encoders is further apart than the CD")
+    text = (f"Friedman chi2 = {cd.chi2:.2f} (k = {len(cd.encoders)} encoders, N = {cd.n_tasks} tasks), "
+            f"p = {cd.p_value:.3g}; Nemenyi CD = {cd.cd:.2f} at alpha = {cd.alpha}; mean ranks: {ranks}{pairs}.")
+    if cd.note:
+        text += f" Caution: {cd.note}."
+    return text
+
+
+def _task(table: TaskTable, board: Board, plots: list[Plot]) -> list[str]:
+    direction = "higher" if table.higher_is_better else "lower"
+    out = [f"## {table.task} v{table.version} ({table.cohort})", "", table.description, "",
+           f"Main score `{table.metric}` ({direction} is better); headline protocol "
+           f"{fmt.protocol_label(table.headline_protocol)}.", ""]
+    header = ["rank", "encoder", "protocol", f"{table.metric} (95 % CI)", "vs best", "n test", "task",
+              "split", "flags"]
+    rows = []
+    for r in table.rows:
+        e = r.entry
+        rows.append([fmt.rank(r), e.encoder, fmt.protocol_label(e.protocol), fmt.score_with_ci(r),
+                     fmt.comparison(r.vs_best, board.n_boot), "-" if e.n_test_subjects is None else e.n_test_subjects,
+                     f"v{e.record.task_version}", f"`{e.split_sha_short}`", fmt.short_flags(r)])
+    out += _table(header, rows, "rllllrlll")
+    if table.robustness:
+        out += ["", "Robustness (test split; score / clean averaged over every artefact and severity, "
+                    "1 = unaffected):", ""]
+        out += _table(["encoder", f"clean {table.metric}", "robustness score", "worst artefact (mean drop)"],
+                      [[r.encoder, fmt.num(r.clean), fmt.num(r.robustness_score),
+                        "-" if r.worst is None else f"{r.worst} ({100 * r.worst_drop:.1f} %)"]
+                       for r in table.robustness], "lrrl")
+    mine = [p for p in plots if p.task == table.task and p.cohort == table.cohort]
+    if mine:
+        out += [""] + [f"![{p.alt}]({p.png})" for p in mine]
+    return out + [""]
+
+
+def render_markdown(board: Board, out_dir: str | Path) -> Path:
+    """Write ``out_dir/README.md``; the screenshot is shown when ``out_dir/screenshot.png`` exists."""
+    out_dir = Path(out_dir)
+    several = len(board.cohorts) > 1
+    lines = ["# mribench leaderboard", "",
+             f"Rendered by `bench leaderboard` from {len(board.entries)} verified result record(s) in "
+             f"`{board.results_label}/` ({len(board.encoders)} encoders, {len({t.task for t in board.tables})} "
+             f"tasks, cohort {', '.join(f'`{c}`' for c in board.cohorts)}); {len(board.refused)} refused. "
+             "The same board as a sortable, filterable page: [index.html](index.html); as CSV: "
+             "[results.csv](results.csv).", ""]
+    if board.note:
+        lines += [board.note, ""]
+    if (out_dir / "screenshot.png").is_file():
+        lines += ["![the leaderboard page in a browser](screenshot.png)", ""]
+    for summary in board.overall:
+        lines += _overall(summary, board.plots, several)
+    for table in board.tables:
+        lines += _task(table, board, board.plots)
+    if board.refused:
+        lines += ["## Refused records", ""] + [f"- `{r.source}`: {r.reason}" for r in board.refused] + [""]
+    lines += ["## How to read this", ""] + method_notes(board) + [""]
+    path = out_dir / "README.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -1,0 +1,346 @@
+"""Re-check a result record against the repository before it may enter the leaderboard.
+
+A record is a JSON file anybody can edit, and a pull request can add one, so the leaderboard
+trusts nothing in it that it can check. :func:`verify_record` returns every problem it finds
+(empty = verified); the first one is the one-line reason a refused record is shown with.
+
+What is checked, in order:
+
+1. **schema**: the file validates as a :class:`~bench.results.ResultRecord` (strict: unknown
+   keys are errors), and its protocol is one the leaderboard ranks (those with a headline
+   setting in :data:`bench.runner.HEADLINE_SETTING`; ``cross_cohort`` records are refused for now);
+2. **task**: ``tasks/<task>.yaml`` exists, has the record's version, its resolved-content hash
+   equals ``provenance.task_spec_sha256``, and its main score / direction are the record's;
+3. **split**: the split file the task names for the record's cohort exists, matches its hash
+   sidecar, its SHA-256 equals ``provenance.split_sha256`` and the record's ``split_file``
+   names it; every subject with a prediction is in that file's test / external split;
+4. **internal consistency**: ``encoder`` is the card's name, ``headline_setting`` is the
+   protocol's, ``main_score`` is the mean over seeds of the headline test score, ``summary``
+   is what :func:`~bench.results.summarise` gives for ``scores``, the robustness block is what
+   :func:`~bench.robustness.summarise_robustness` gives, and every score that has per-subject
+   predictions is recomputed from them (metric values, subject and example counts).
+
+Step 4 is what catches an edited score: numbers cannot be changed without also changing the
+predictions they were computed from, and those are tied to the split's subjects and labels.
+Predictions are stored rounded to 6 decimals, so a recomputed value must lie within the range
+that rounding allows (:func:`_metric_range`), not be equal.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from bench.errors import MribenchError
+from bench.results import ResultRecord, load_record, summarise
+
+#: Tolerance when a metric is recomputed from the stored predictions, on top of the range their
+#: rounding to 6 decimals allows (see :func:`_metric_range`): float noise, not a loophole.
+TOLERANCE = 1e-5
+#: Tolerance for numbers derived from other numbers of the record (headline, summary, robustness
+#: block): the same float operations on the same JSON values, so only summation-order noise.
+EXACT = 1e-9
+
+
+@dataclass
+class Verdict:
+    """Outcome of :func:`verify_path`: the record (None when it did not even parse) and problems."""
+
+    path: Path
+    record: ResultRecord | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.record is not None and not self.problems
+
+    @property
+    def reason(self) -> str:
+        """One line: why the record is refused ('' when it is not)."""
+        if not self.problems:
+            return ""
+        more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        return " ".join(self.problems[0].split()) + more
+
+
+def verify_path(path: str | Path) -> Verdict:
+    """Load and verify one record file; never raises for a bad record, it reports it."""
+    path = Path(path)
+    try:
+        record = load_record(path)
+    except MribenchError as e:
+        # load_record's message starts with the path; the verdict carries the path already.
+        msg = str(e)
+        return Verdict(path, None, [msg[len(str(path)) + 2:] if msg.startswith(f"{path}: ") else msg])
+    return Verdict(path, record, verify_record(record))
+
+
+def verify_record(record: ResultRecord) -> list[str]:
+    """Every problem of a parsed record against the current repository (empty: verified)."""
+    from bench.runner import HEADLINE_SETTING
+
+    if record.protocol not in HEADLINE_SETTING:
+        # e.g. cross_cohort: trained on one cohort's task, tested on another's split
+        return [f"protocol '{record.protocol}' is not checked or ranked by the leaderboard yet "
+                f"(it knows {', '.join(HEADLINE_SETTING)})"]
+    spec, problems = _check_task(record)
+    if spec is None:
+        return problems
+    split_problems, split_subjects = _check_split(record, spec)
+    problems += split_problems
+    problems += _check_consistency(record)
+    if record.predictions:
+        problems += _check_predictions(record, split_subjects)
+    return problems
+
+
+# ------------------------------------------------------------------------------------------- task
+
+
+def _check_task(record: ResultRecord):
+    from bench.tasks import list_tasks
+
+    # looked up by name among tasks/ only: a record must not make us read a file it names
+    spec = list_tasks().get(record.task)
+    if spec is None:
+        return None, [f"task '{record.task}' is not defined under tasks/ (renamed or removed); "
+                      "the record cannot be checked"]
+    problems = []
+    if spec.version != record.task_version:
+        return None, [f"record is {record.task}@v{record.task_version} but tasks/ defines "
+                      f"v{spec.version}; rerun the encoder on the current task"]
+    if spec.sha256 != record.provenance.task_spec_sha256:
+        problems.append(f"task spec hash {record.provenance.task_spec_sha256[:12]} does not match "
+                        f"tasks/{record.task}.yaml ({spec.sha256[:12]}): the spec changed without a "
+                        "version bump, or the record was edited")
+    if record.main_score_name != spec.main_score or record.higher_is_better != spec.higher_is_better:
+        problems.append(f"main score '{record.main_score_name}' (higher_is_better="
+                        f"{record.higher_is_better}) is not the task's '{spec.main_score}' "
+                        f"({spec.higher_is_better})")
+    return spec, problems
+
+
+# ------------------------------------------------------------------------------------------ split
+
+
+def _check_split(record: ResultRecord, spec) -> tuple[list[str], dict[str, set[str]] | None]:
+    """Problems with the record's split, and the split's subjects per split name (None: unknown)."""
+    from bench.splits import file_sha256, load_split
+
+    prov = record.provenance
+    path = spec.split_path(prov.cohort.name)
+    shown = f"{path.parent.name}/{path.name}"
+    if not path.is_file():
+        return [f"split file {shown} for cohort {prov.cohort.name} is not in the repository; "
+                "the record cannot be checked"], None
+    actual = file_sha256(path)
+    if actual != prov.split_sha256:
+        return [f"split hash {prov.split_sha256[:12]} does not match {shown} ({actual[:12]}): the "
+                "record was made on another split, or edited"], None
+    if not Path(path).as_posix().endswith(Path(prov.split_file).as_posix()):
+        return [f"split_file '{prov.split_file}' is not the task's split {shown}"], None
+    try:
+        split = load_split(path)
+    except MribenchError as e:
+        return [f"split file {shown} is not usable: {e}"], None
+    return [], {name: set(split.subjects(name)) for name in ("test", "external")}
+
+
+# ---------------------------------------------------------------------------------- consistency
+
+
+def _close(a: float | None, b: float | None, tol: float = EXACT) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(float(a), float(b), rel_tol=tol, abs_tol=tol)
+
+
+def _check_consistency(record: ResultRecord) -> list[str]:
+    from bench.runner import HEADLINE_SETTING
+
+    problems = []
+    if record.provenance.encoder_card.get("name") != record.encoder:
+        problems.append(f"encoder '{record.encoder}' differs from its card's name "
+                        f"'{record.provenance.encoder_card.get('name')}'")
+    expected_setting = HEADLINE_SETTING.get(record.protocol)
+    if record.headline_setting != expected_setting:
+        problems.append(f"headline_setting '{record.headline_setting}' is not the {record.protocol} "
+                        f"protocol's '{expected_setting}'")
+    rows = [s for s in record.scores if s.setting == record.headline_setting and s.split == "test"]
+    values = [s.metrics.get(record.main_score_name) for s in rows]
+    values = [v for v in values if v is not None]
+    expected = float(np.mean(values)) if values else None
+    if not _close(record.main_score, expected):
+        problems.append(f"main_score {record.main_score} is not the mean over seeds of its test "
+                        f"scores ({expected}): the record was edited")
+    problems += _check_summary(record)
+    if record.robustness is not None:
+        problems += _check_robustness(record)
+    return problems
+
+
+def _check_summary(record: ResultRecord) -> list[str]:
+    expected = summarise(record.scores)
+    if set(expected) != set(record.summary):
+        return ["summary does not cover the same settings as scores: the record was edited"]
+    for key, metrics in expected.items():
+        for name, stats in metrics.items():
+            have = record.summary[key].get(name, {})
+            if not (_close(have.get("mean"), stats["mean"]) and _close(have.get("std"), stats["std"])):
+                return [f"summary {key} {name} ({have.get('mean')}) is not the mean of its scores "
+                        f"({stats['mean']}): the record was edited"]
+    return []
+
+
+def _check_robustness(record: ResultRecord) -> list[str]:
+    from bench.robustness import summarise_robustness
+
+    rob = record.robustness
+    scores = [s.model_dump() for s in record.scores]
+    expected = summarise_robustness(scores, record.main_score_name, record.higher_is_better,
+                                    rob.get("parameters"))
+    for split, block in expected["splits"].items():
+        have = rob.get("splits", {}).get(split, {})
+        pairs = [("clean", block["clean"], have.get("clean")),
+                 ("robustness_score", block["robustness_score"], have.get("robustness_score"))]
+        pairs += [(f"{p}@{sev}", v, have.get("score", {}).get(p, {}).get(sev))
+                  for p, by_sev in block["score"].items() for sev, v in by_sev.items()]
+        for what, want, got in pairs:
+            if not _close(got, want):
+                return [f"robustness {split} {what} ({got}) is not what its scores give ({want}): "
+                        "the record was edited"]
+    if not _close(rob.get("robustness_score"), expected["robustness_score"]):
+        return ["robustness_score is not what its scores give: the record was edited"]
+    return []
+
+
+# ------------------------------------------------------------------------------------ predictions
+
+
+def _stack(values: Iterable[Any]) -> np.ndarray:
+    return np.asarray(list(values), dtype=float)
+
+
+def _check_predictions(record: ResultRecord, split_subjects: dict[str, set[str]] | None) -> list[str]:
+    """Recompute every score that has predictions from them; check their subjects are the split's."""
+    from bench.metrics import METRICS
+
+    groups: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
+    for p in record.predictions or []:
+        try:
+            groups[(str(p["setting"]), int(p["seed"]), str(p["split"]))].append(p)
+        except (KeyError, TypeError, ValueError):
+            return ["a prediction lacks setting / seed / split: the record was edited"]
+    if split_subjects is not None:
+        for (_, _, split), rows in groups.items():
+            outside = sorted({str(r.get("participant_id")) for r in rows} - split_subjects.get(split, set()))
+            if outside:
+                return [f"predictions on {split} name {len(outside)} subject(s) outside the split file's "
+                        f"{split} split, e.g. {outside[0]}"]
+    by_key = {(s.setting, s.seed, s.split): s for s in record.scores}
+    for key, rows in sorted(groups.items()):
+        score = by_key.get(key)
+        if score is None:
+            return [f"predictions for {key[0]} / seed {key[1]} / {key[2]} have no score entry"]
+        if len({r["example_id"] for r in rows}) != len(rows):
+            return [f"predictions for {key[0]} / seed {key[1]} / {key[2]} repeat an example"]
+        n_subjects = len({r["participant_id"] for r in rows})
+        if (n_subjects, len(rows)) != (score.n_subjects, score.n_examples):
+            return [f"{key[0]} / seed {key[1]} / {key[2]}: {score.n_subjects} subjects / "
+                    f"{score.n_examples} examples recorded but the predictions have {n_subjects} / "
+                    f"{len(rows)}: the record was edited"]
+        try:
+            y_true = np.asarray([r["y_true"] for r in rows], dtype=float)
+            y_pred = _stack(r["y_pred"] for r in rows)
+        except (KeyError, TypeError, ValueError):
+            return [f"predictions for {key[0]} / seed {key[1]} / {key[2]} are malformed"]
+        for name, value in score.metrics.items():
+            if name not in METRICS or name in ("dice", "hd95"):
+                continue  # segmentation predictions are summaries, not the voxels the metric needs
+            if _close(value, _metric_value(name, y_true, y_pred), TOLERANCE):
+                continue
+            low, high = _metric_range(name, y_true, y_pred)
+            if value is None and low is None:
+                continue
+            if value is None or low is None or not (low - TOLERANCE <= value <= high + TOLERANCE):
+                got = "undefined" if low is None else (f"{low:.6g}" if _close(low, high) else
+                                                       f"{low:.6g} to {high:.6g}")
+                return [f"{name} {value} at {key[0]} / seed {key[1]} / {key[2]} is not what its "
+                        f"predictions give ({got}): the record was edited"]
+    return []
+
+
+#: Largest change rounding to 6 decimals makes to a stored prediction.
+_ROUNDING = 5e-7
+#: Size of the nudge that breaks ties in rounded predictions: far below their 1e-6 rounding step,
+#: far above float64 resolution for values of order 1.
+_NUDGE = 1e-9
+
+
+def _metric_range(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float | None, float | None]:
+    """(lowest, highest) value of metric ``name`` that the rounded predictions are compatible with.
+
+    Predictions are stored rounded to 6 decimals (each off by at most :data:`_ROUNDING`), which
+    moves a recomputed metric by more than float noise in two ways:
+
+    * ranking metrics (AUC, C-index, and argmax-based accuracies): rounding never reverses an
+      order, it only creates ties (0.9999997 and 0.9999998 both become 1.0), which count as half
+      a pair; so the true value lies between the metric with every tie broken against the truth
+      and with every tie broken for it, computed by nudging the predictions by :data:`_NUDGE`
+      towards / away from the right answer (the true class's column; the risk of earlier events);
+    * continuous metrics: MAE moves by at most the rounding step; Pearson's r by at most
+      ``2 * step * sqrt(n) / ||p - mean(p)||`` (the change of the centred prediction's direction),
+      which is large when the predictions barely vary (a probe trained on one subject).
+
+    Returns (None, None) where the metric is undefined on these predictions.
+    """
+    if name == "pearson_r":
+        value = _metric_value(name, y_true, y_pred)
+        spread = float(np.linalg.norm(y_pred - y_pred.mean())) if y_pred.size else 0.0
+        slack = 2.0 * _ROUNDING * math.sqrt(len(y_pred)) / spread if spread > 0 else 2.0
+        return (None, None) if value is None else (value - slack, value + slack)
+    if name == "mae":
+        value = _metric_value(name, y_true, y_pred)
+        return (None, None) if value is None else (value - _ROUNDING, value + _ROUNDING)
+    nudge = _nudge(name, y_true, y_pred)
+    candidates = (y_pred, y_pred + nudge, y_pred - nudge) if np.any(nudge) else (y_pred,)
+    values = [v for v in (_metric_value(name, y_true, c) for c in candidates) if v is not None]
+    return (min(values), max(values)) if values else (None, None)
+
+
+def _metric_value(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> float | None:
+    """The harness's metric on these predictions; None where it is undefined (NaN, as recorded)."""
+    from bench.metrics import METRICS
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one-class samples: the harness recorded None, and so do we
+        try:
+            v = float(METRICS[name].fn(y_true, y_pred))
+        except (ValueError, IndexError, ZeroDivisionError):
+            return None
+    return v if math.isfinite(v) else None
+
+
+def _nudge(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """A direction that breaks every tie in favour of the right answer (zero where none is needed)."""
+    kind = {"auc": "class", "balanced_accuracy": "class", "accuracy": "class",
+            "c_index": "survival", "uno_c": "survival"}.get(name)
+    if kind == "class":
+        labels = y_true.astype(int)
+        if y_pred.ndim == 2:
+            onehot = np.zeros_like(y_pred)
+            inside = (labels >= 0) & (labels < y_pred.shape[1])
+            onehot[np.flatnonzero(inside), labels[inside]] = 1.0
+            return _NUDGE * onehot
+        return _NUDGE * (2.0 * (labels == 1) - 1.0)
+    if kind == "survival" and y_true.ndim == 2 and y_pred.ndim == 1:
+        # earlier time -> larger bonus, so a tied pair becomes concordant (higher risk = earlier event)
+        rank = np.argsort(np.argsort(-y_true[:, 0], kind="stable"), kind="stable")
+        return _NUDGE * rank / max(len(rank), 1)
+    return np.zeros_like(y_pred)

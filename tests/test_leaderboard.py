@@ -1,0 +1,391 @@
+"""The leaderboard on small fabricated records whose ranks, ties and aggregates are hand-computable.
+
+Records are built exactly as the harness builds them (metrics and bootstrap CIs by
+``bench.protocols.score_predictions``, ``summarise``, real task-spec and split hashes, real test
+subjects of the committed smoke split), but from hand-made predictions, so every expected number
+below is worked out in a comment rather than read back from the code under test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.leaderboard import load_board, render
+from bench.leaderboard.aggregate import nemenyi_q
+from bench.leaderboard.board import build_board
+from bench.leaderboard.entries import Entry, load_entries
+from bench.leaderboard.ranking import compare, rank_entries
+from bench.leaderboard.render_latex import render_latex
+from bench.leaderboard.verify import verify_path
+from bench.results import ResultRecord, summarise, write_record
+from bench.splits import file_sha256, load_split
+from bench.tasks import get_task
+
+COHORT = "synth-smoke"
+N_BOOT = 2000
+HEADLINE = {"linear_probe": "full", "fractions": "fraction=1", "few_shot": "k=10", "robustness": "clean"}
+
+
+def split_test_subjects(task: str, n: int) -> list[str]:
+    """The first ``n`` test subjects of the task's committed smoke split (so verification passes)."""
+    spec = get_task(task)
+    return load_split(spec.split_path(COHORT)).subjects("test")[:n]
+
+
+def make_record(encoder: str, task: str, preds: dict[str, dict[int, list]], y_true: list, subjects: list[str],
+                protocol: str = "linear_probe", keep_predictions: bool = True, flags: list[str] | None = None
+                ) -> ResultRecord:
+    """A valid record from hand-made predictions: ``preds[setting][seed]`` = one prediction per subject."""
+    from bench.protocols import score_predictions
+
+    spec = get_task(task)
+    split_path = spec.split_path(COHORT)
+    scores, predictions = [], []
+    for setting, by_seed in preds.items():
+        for seed, pred in by_seed.items():
+            values, cis = score_predictions(spec, np.asarray(y_true), np.asarray(pred, dtype=float),
+                                            np.asarray(subjects), 200, seed)
+            scores.append({"setting": setting, "seed": seed, "split": "test", "metrics": values, "ci": cis,
+                           "n_subjects": len(set(subjects)), "n_examples": len(subjects), "params": {}})
+            predictions += [{"example_id": f"{s}_ses-M00", "participant_id": s, "split": "test", "seed": seed,
+                             "setting": setting, "y_true": t, "y_pred": p}
+                            for s, t, p in zip(subjects, y_true, pred)]
+    head = [s["metrics"][spec.main_score] for s in scores if s["setting"] == HEADLINE[protocol]]
+    card = {"name": encoder, "architecture": "hand-made", "n_parameters": 0, "embed_dim": 1,
+            "input_space": "cpu-small", "ssl_method": "none", "pretraining_data": {"cohort": None, "subjects": []},
+            "checkpoint_sha256": None, "reference": "", "supports_finetune": False,
+            "supports_segmentation": False, "version": "1"}
+    return ResultRecord.model_validate({
+        "encoder": encoder, "task": task, "task_version": spec.version, "protocol": protocol,
+        "main_score_name": spec.main_score, "main_score": float(np.mean(head)),
+        "higher_is_better": spec.higher_is_better, "headline_setting": HEADLINE[protocol], "scores": scores,
+        "summary": summarise(scores), "predictions": predictions if keep_predictions else None,
+        "flags": flags or [],
+        "provenance": {
+            "mribench_version": "0.1.0", "git_commit": None, "git_dirty": None,
+            "task_spec_sha256": spec.sha256, "split_sha256": file_sha256(split_path),
+            "split_file": f"splits/{COHORT}/{split_path.name}", "cohort": {"name": COHORT, "n_scans": 1},
+            "encoder_card": card, "checkpoint_sha256": "0" * 64, "config": {}, "seeds": sorted(
+                {s for by_seed in preds.values() for s in by_seed}), "libraries": {},
+            "hardware": {"platform": "test", "processor": "test", "cpu_count": 1, "torch_threads": 1, "cuda": None},
+            "started_at": "2026-01-01T00:00:00+00:00", "wall_time_s": 1.0, "command": "fabricated by a test"},
+    })
+
+
+# ---------------------------------------------------------------------------------- hand-made cases
+AGE_SUBJECTS = 10
+
+
+def age_record(encoder: str, errors: list[float], **kw) -> ResultRecord:
+    """brain_age (MAE, lower is better) on 10 test subjects: prediction = truth + error."""
+    subjects = split_test_subjects("brain_age", AGE_SUBJECTS)
+    truth = [70.0 + i for i in range(AGE_SUBJECTS)]
+    preds = kw.pop("preds", None) or {"full": {0: [t + e for t, e in zip(truth, errors)]}}
+    return make_record(encoder, "brain_age", preds, truth, subjects, **kw)
+
+
+#   A: every error 1.0 -> MAE 1.00      B: like A but subject 0 off by 1.5 -> MAE 1.05
+#   C: every error 3.0 -> MAE 3.00      D: like C but subject 0 off by 3.5 -> MAE 3.05
+ERRORS = {"A": [1.0] * 10, "B": [1.5] + [1.0] * 9, "C": [3.0] * 10, "D": [3.5] + [3.0] * 9}
+
+
+def class_record(encoder: str, task: str, quality: str, n: int = 12, **kw) -> ResultRecord:
+    """A classification record whose predictions are perfect or exactly inverted (AUC 1 or 0)."""
+    spec = get_task(task)
+    classes = len(spec.label.classes)
+    subjects = split_test_subjects(task, n)
+    truth = [i % classes for i in range(n)]
+    if classes == 2:
+        pred = [0.9 if t == 1 else 0.1 for t in truth]
+        pred = pred if quality == "perfect" else [1 - p for p in pred]
+    else:
+        hit, miss = (0.8, 0.1) if quality == "perfect" else (0.1, 0.45)
+        pred = [[hit if c == t else miss for c in range(classes)] for t in truth]
+    return make_record(encoder, task, {"full": {0: pred}}, truth, subjects, **kw)
+
+
+def entry(record: ResultRecord) -> Entry:
+    return Entry(record, f"{record.encoder}/{record.task}.json")
+
+
+def write_board(root: Path, records: list[ResultRecord]) -> Path:
+    from bench.results import record_path
+
+    for r in records:
+        write_record(r, record_path(root, r.encoder, r.task, r.task_version, r.protocol))
+    return root
+
+
+def borda_case() -> list[ResultRecord]:
+    """P, Q complete on three tasks; R lacks conversion (see test_borda_mean_rank_and_cd_by_hand)."""
+    return [age_record("P", ERRORS["A"]), age_record("Q", ERRORS["B"]), age_record("R", ERRORS["C"]),
+            class_record("P", "ad_diagnosis", "perfect"), class_record("Q", "ad_diagnosis", "perfect"),
+            class_record("R", "ad_diagnosis", "inverted"),
+            class_record("P", "conversion", "perfect"), class_record("Q", "conversion", "inverted")]
+
+
+# ------------------------------------------------------------------------------------------- tests
+def test_fabricated_records_pass_verification(tmp_path):
+    root = write_board(tmp_path, borda_case())
+    verdicts = [verify_path(p) for p in sorted(root.rglob("*.json"))]
+    assert len(verdicts) == 8 and all(v.ok for v in verdicts), [v.reason for v in verdicts]
+
+
+def test_tie_groups_on_a_hand_made_case():
+    entries = [entry(age_record(name, errs)) for name, errs in ERRORS.items()]
+    ranked = rank_entries(entries, n_boot=N_BOOT, seed=0)
+    assert [(r.entry.encoder, r.rank, r.group) for r in ranked] == [
+        ("A", 1, 1), ("B", 1, 1), ("C", 3, 2), ("D", 3, 2)]
+    by = {r.entry.encoder: r for r in ranked}
+    # B - A differs only on subject 0 (+0.5 / 10 per draw of it), so delta* <= 0 exactly when subject 0
+    # is never drawn: P = 0.9 ** 10 = 0.349, two-sided p = 2 * 0.349 = 0.697 -> not separable.
+    assert by["B"].comparison.method == "paired_bootstrap"
+    assert by["B"].comparison.p_value == pytest.approx(2 * 0.9 ** 10, abs=0.04)
+    assert not by["B"].comparison.separable
+    # C - A is +2.0 on every subject, so every replicate favours A: p = 0, separable.
+    assert by["C"].vs_best.p_value == 0.0 and by["C"].vs_best.separable
+    assert by["C"].vs_best.delta == pytest.approx(2.0)
+    # D joins C's group by the same argument as B with A, tested against C (C's group leader).
+    assert by["D"].comparison.leader == "C"
+    assert by["D"].comparison.p_value == pytest.approx(2 * 0.9 ** 10, abs=0.04)
+
+
+def test_tie_test_is_seeded_and_resamples_subjects_jointly():
+    a, b = entry(age_record("A", ERRORS["A"])), entry(age_record("B", ERRORS["B"]))
+    first = compare(a, b, n_boot=500, seed=7)
+    assert compare(a, b, n_boot=500, seed=7) == first                  # same seed, same answer
+    # identical predictions: delta* is 0 on every replicate, p = 1 (joint resampling: no noise added)
+    same = compare(a, entry(age_record("A2", ERRORS["A"])), n_boot=500, seed=7)
+    assert same.p_value == 1.0 and not same.separable
+
+
+def test_without_predictions_the_cis_decide():
+    a = entry(age_record("A", ERRORS["A"], keep_predictions=False))
+    b = entry(age_record("B", ERRORS["B"], keep_predictions=False))
+    c = entry(age_record("C", ERRORS["C"], keep_predictions=False))
+    ranked = {r.entry.encoder: r for r in rank_entries([a, b, c], n_boot=500)}
+    # A's MAE CI is [1, 1] and C's [3, 3]: apart; B's CI reaches 1.0 (resamples without subject 0)
+    assert ranked["B"].comparison.method == "ci_overlap" and ranked["B"].rank == 1
+    assert ranked["C"].vs_best.method == "ci_overlap" and ranked["C"].vs_best.separable
+    assert ranked["C"].rank == 3
+
+
+def test_borda_mean_rank_and_cd_by_hand(tmp_path):
+    board = load_board(write_board(tmp_path, borda_case()), n_boot=N_BOOT)
+    summary = board.overall[0]
+    rows = {r.encoder: r for r in summary.rows}
+    # per-task ranks: brain_age P1 Q1 R3 (as A/B/C above); ad_diagnosis P and Q identical -> P1 Q1,
+    # R inverted -> 3; conversion P1, Q inverted -> 2, R has no record.
+    assert rows["P"].ranks == {"ad_diagnosis": 1, "brain_age": 1, "conversion": 1}
+    assert rows["Q"].ranks == {"ad_diagnosis": 1, "brain_age": 1, "conversion": 2}
+    assert rows["R"].ranks == {"ad_diagnosis": 3, "brain_age": 3, "conversion": None}
+    # Borda counts complete encoders (P, Q) in strictly worse groups: P beats Q on conversion only.
+    assert (rows["P"].borda, rows["Q"].borda, rows["R"].borda) == (1, 0, None)
+    assert rows["Q"].mean_rank == pytest.approx(4 / 3) and rows["R"].mean_rank == 3.0 and rows["R"].n_tasks == 2
+    assert [r.encoder for r in summary.rows] == ["P", "Q", "R"]
+    # Friedman over P, Q by point score: ranks (1, 2), (1.5, 1.5), (1, 2) -> means 7/6, 11/6;
+    # chi2 = 12 * 3 / (2 * 3) * ((7/6)^2 + (11/6)^2 - 2 * 9 / 4) = 4/3; CD = 1.960 * sqrt(2 * 3 / 18) = 1.1316
+    cd = summary.cd
+    assert cd.computed and cd.encoders == ["P", "Q"]
+    assert cd.mean_ranks == pytest.approx({"P": 7 / 6, "Q": 11 / 6})
+    assert cd.chi2 == pytest.approx(4 / 3)
+    assert cd.cd == pytest.approx(1.959964 * math.sqrt(1 / 3), rel=1e-5)
+    assert cd.different == [] and "only 3 tasks" in cd.note and "no pair can be declared different" in cd.note
+
+
+def test_nemenyi_q_matches_demsar_table():
+    # Demsar (2006), Table 5(a), alpha = 0.05 (printed to 3 decimals, truncated)
+    assert [nemenyi_q(k) for k in (2, 3, 4, 5)] == pytest.approx([1.960, 2.343, 2.569, 2.728], abs=1e-3)
+
+
+def test_cd_degrades_gracefully_with_one_task():
+    board = build_board([entry(age_record(n, ERRORS[n])) for n in "AC"], n_boot=500)
+    cd = board.overall[0].cd
+    assert not cd.computed and "needs at least 2 tasks" in cd.note
+
+
+def test_outputs_match_the_records(tmp_path):
+    """The CSV / markdown / HTML / LaTeX numbers are the records' numbers, read independently."""
+    results = write_board(tmp_path / "results", borda_case() + [age_record(
+        "P", ERRORS["A"], protocol="fractions", preds={f"fraction={p:g}": {0: [70.0 + i + e for i, e in enumerate(
+            [4.0 - 3 * p] * 10)], 1: [70.0 + i + e for i, e in enumerate([4.2 - 3 * p] * 10)]}
+            for p in (0.01, 0.1, 0.2, 0.5, 1)})])
+    board = load_board(results, n_boot=N_BOOT)
+    out = tmp_path / "board"
+    render(board, out)
+    for name in ("README.md", "index.html", "results.csv", "plots/critical_difference.png",
+                 "plots/critical_difference.svg", "plots/label_efficiency-brain_age.png"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 9
+    for row in rows:
+        raw = json.loads((results / row["record"]).read_text())
+        head = [s for s in raw["scores"] if s["setting"] == raw["headline_setting"] and s["split"] == "test"]
+        metric = raw["main_score_name"]
+        assert float(row["main_score"]) == pytest.approx(np.mean([s["metrics"][metric] for s in head]))
+        assert float(row["ci_low"]) == pytest.approx(np.mean([s["ci"][metric]["low"] for s in head]))
+        assert float(row["ci_high"]) == pytest.approx(np.mean([s["ci"][metric]["high"] for s in head]))
+        assert int(row["n_test_subjects"]) == head[0]["n_subjects"]
+        assert row["split_sha256"] == raw["provenance"]["split_sha256"]
+        assert row["task_version"] == str(raw["task_version"])
+    # the fractions record's headline is fraction=1: errors 1.0 (seed 0) and 1.2 (seed 1) -> MAE 1.1
+    frac = next(r for r in rows if r["protocol"] == "fractions")
+    assert float(frac["main_score"]) == pytest.approx(1.1) and frac["n_seeds"] == "2"
+    ranks = {(r["task"], r["encoder"]): r["rank"] for r in rows if r["protocol"] == "linear_probe"}
+    assert ranks == {("brain_age", "P"): "1", ("brain_age", "Q"): "1", ("brain_age", "R"): "3",
+                     ("ad_diagnosis", "P"): "1", ("ad_diagnosis", "Q"): "1", ("ad_diagnosis", "R"): "3",
+                     ("conversion", "P"): "1", ("conversion", "Q"): "2"}
+
+    md = (out / "README.md").read_text()
+    assert "| P | 1 | 1.00 (3) | 1 | 1 | 1 |" in md                      # overall: Borda 1, mean rank 1.00
+    assert "| 3 | R | linear probe | 3.000 (3.000-3.000) | p < 0.001 | 10 | v1 |" in md
+    assert "![label efficiency of P on brain_age" in md
+    page = (out / "index.html").read_text()
+    assert "http://" not in page and "https://" not in page and "default-src 'none'" in page
+    assert page.count("data:image/png;base64,") == 2                   # CD + label efficiency, inlined
+
+    latex = render_latex(board, "brain_age", protocols=["linear_probe"])
+    assert latex.count(r"\toprule") == latex.count(r"\midrule") == latex.count(r"\bottomrule") == 1
+    bold = [line for line in latex.splitlines() if r"\textbf" in line]
+    assert [line.split(" & ")[0] for line in bold] == ["P", "Q"]           # the tied best group
+    assert r"R & linear probe & 3.000 {\scriptsize [3.000, 3.000]} & 3 & 10 \\" in latex
+
+
+def test_latex_from_the_cli(tmp_path, capsys):
+    results = write_board(tmp_path, borda_case())
+    assert main(["leaderboard", "--results", str(results), "--format", "latex", "--task", "conversion",
+                 "--n-boot", "500"]) == 0
+    text = capsys.readouterr().out
+    assert r"\begin{tabular}" in text and r"\textbf{1.000}" in text and r"{\scriptsize [" in text
+    assert main(["leaderboard", "--results", str(results), "--format", "latex"]) == 2
+    assert "--format latex needs --task" in capsys.readouterr().err
+
+
+def _tamper(path: Path, edit) -> Path:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("edit, reason", [
+    pytest.param(lambda d: d.update(main_score=0.5), "main_score 0.5 is not the mean over seeds", id="main_score"),
+    # a careful forger changes the per-seed score, the summary and the headline together ...
+    pytest.param(lambda d: (d["scores"][0]["metrics"].update(mae=0.5),
+                            d["summary"]["full|test"]["mae"].update(mean=0.5), d.update(main_score=0.5)),
+                 "mae 0.5 at full / seed 0 / test is not what its predictions give", id="score+summary+headline"),
+    pytest.param(lambda d: d["provenance"].update(split_sha256="f" * 64), "split hash ffffffffffff does not match",
+                 id="split_hash"),
+    pytest.param(lambda d: d["provenance"].update(task_spec_sha256="e" * 64),
+                 "task spec hash eeeeeeeeeeee does not match", id="task_hash"),
+    pytest.param(lambda d: d.update(task_version=9), "record is brain_age@v9 but tasks/ defines v1", id="version"),
+    pytest.param(lambda d: d["predictions"][0].update(participant_id="sub-9999"),
+                 "outside the split file's test split", id="subject"),
+    pytest.param(lambda d: d.update(surprise=1), "invalid result record at 'surprise'", id="schema"),
+])
+def test_tampered_records_are_refused_with_one_line(tmp_path, capsys, edit, reason):
+    results = write_board(tmp_path / "results", [age_record("A", ERRORS["A"]), age_record("C", ERRORS["C"])])
+    bad = _tamper(next(results.glob("A/**/*.json")), edit)
+    verdict = verify_path(bad)
+    assert not verdict.ok and reason in verdict.reason and "\n" not in verdict.reason
+    entries, refused = load_entries(results)
+    assert [e.encoder for e in entries] == ["C"]
+    assert len(refused) == 1 and refused[0].source.startswith("A/") and reason in refused[0].reason
+    # the CLI: `bench verify` says REFUSED and exits 1; `bench leaderboard` renders the rest and names it
+    assert main(["verify", str(results)]) == 1
+    out = capsys.readouterr().out
+    assert "REFUSED" in out and "1 of 2 record(s) verified" in out
+    assert main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "out"), "--format", "markdown",
+                 "--n-boot", "200"]) == 0
+    assert "refused A/" in capsys.readouterr().err
+    assert "## Refused records" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_verify_accepts_good_records_from_the_cli(tmp_path, capsys):
+    results = write_board(tmp_path, borda_case())
+    assert main(["verify", *map(str, sorted(results.rglob("*.json")))]) == 0
+    assert "8 of 8 record(s) verified" in capsys.readouterr().out
+
+
+def test_no_valid_records_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "junk.json").write_text("{not json")
+    assert main(["leaderboard", "--results", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no verified result records" in err and "junk.json" in err
+
+
+def test_overlap_flag_is_shown(tmp_path):
+    flagged = age_record("A", ERRORS["A"], flags=["pretraining_overlap: 2 evaluated subject(s) were in the "
+                                                  "encoder's pretraining data, e.g. sub-0001"])
+    board = load_board(write_board(tmp_path / "r", [flagged, age_record("C", ERRORS["C"])]), n_boot=200)
+    render(board, tmp_path / "o", ("csv", "markdown"))
+    rows = {r["encoder"]: r for r in csv.DictReader((tmp_path / "o" / "results.csv").open())}
+    assert rows["A"]["pretraining_overlap"] == "True" and rows["C"]["pretraining_overlap"] == "False"
+    assert "pretraining overlap" in (tmp_path / "o" / "README.md").read_text()
+    assert r"A$^\dagger$" in render_latex(board, "brain_age")
+
+
+# -------------------------------------------------------------------------------------- the browser
+def test_page_in_headless_chromium(tmp_path):
+    """Loads with no console errors and no network request, sorting reorders rows, plots are visible,
+    the task filter hides other tasks."""
+    from bench.leaderboard.browser import chromium_path, open_page
+
+    if chromium_path() is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    pytest.importorskip("playwright", reason="pip install playwright (in the test extra)")
+    results = write_board(tmp_path / "results", borda_case() + [age_record(
+        "P", ERRORS["A"], protocol="fractions", preds={f"fraction={p:g}": {0: [70.0 + i + 3 - 2 * p for i in range(10)]}
+                                                       for p in (0.01, 0.1, 1)})])
+    board = load_board(results, n_boot=500)
+    render(board, tmp_path / "board", ("html",))
+    page_path = tmp_path / "board" / "index.html"
+    shutil.rmtree(tmp_path / "board" / "plots")                  # the page must not need them
+
+    errors, requests = [], []
+    with open_page() as page:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(page_path.resolve().as_uri(), wait_until="load")
+        table = page.locator("section.task[data-task='brain_age'] table.entries")
+
+        def encoders() -> list[str]:
+            return table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.encoder)")
+
+        assert encoders() == ["P", "Q", "R", "P"]                 # linear probe by rank, then fractions
+        header = table.locator("thead th", has_text="encoder")
+        header.click()
+        assert encoders() == ["P", "P", "Q", "R"]                 # by name, ascending (stable for the P's)
+        assert header.get_attribute("aria-sort") == "ascending"
+        header.click()
+        assert encoders() == ["R", "Q", "P", "P"]
+        table.locator("thead th", has_text="mae").click()          # numeric: 1.0 (P), 1.05, 1.0 (P frac), 3.0
+        assert encoders()[-1] == "R"
+
+        images = page.locator("img")
+        assert images.count() == 2
+        for i in range(images.count()):
+            img = images.nth(i)
+            assert img.is_visible()
+            assert img.evaluate("i => i.complete && i.naturalWidth") > 0
+
+        page.select_option("#filter-task", "brain_age")
+        assert page.locator("section.task[data-task='brain_age']").is_visible()
+        assert not page.locator("section.task[data-task='conversion']").is_visible()
+        page.select_option("#filter-task", "")
+        page.select_option("#filter-protocol", "fractions")
+        assert table.locator("tbody tr:not(.hidden)").evaluate_all("rows => rows.map(r => r.dataset.protocol)") \
+            == ["fractions"]
+        assert not page.locator("section.task[data-task='conversion']").is_visible()
+        assert "1 of 9 entries shown" in page.locator("#visible-count").inner_text()
+    assert errors == []
+    assert requests and all(u.startswith(("file:", "data:")) for u in requests), requests
