@@ -46,7 +46,7 @@ CONFIGS = {
 #: view pipeline of the SimCLR recipe, per configuration
 VIEW_CONFIGS = {
     "paper": SimCLRConfig("paper", (0, 0, 0, 0), 1, "brainiac-96", (48, 48, 48), projection_dim=128),
-    "small": SimCLRConfig("small", (0, 0, 0, 0), 1, "cpu-small", (48, 48, 48), projection_dim=128),
+    "small": SimCLRConfig("small", (0, 0, 0, 0), 1, "cpu-small", (58, 58, 58), projection_dim=128, rotation=0.1),
 }
 
 

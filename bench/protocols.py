@@ -62,6 +62,19 @@ def assemble_features(examples: Examples, embeddings: dict[int, np.ndarray]) -> 
             for rows in examples.rows]
 
 
+def with_sequence_summaries(examples: Examples, features: list[np.ndarray], encoder) -> list[np.ndarray]:
+    """Append an encoder's own learned history summaries to sequence examples' steps.
+
+    An encoder with ``sequence_features(embeddings (L, F), months (L,)) -> (L, F')`` (the
+    temporal SSL baseline) models a subject's variable-length scan history itself; the harness
+    then pools its output like any other features. Other encoders, and single-scan tasks, are
+    left as they are.
+    """
+    if not examples.spec.is_sequence or not hasattr(encoder, "sequence_features"):
+        return features
+    return [np.asarray(encoder.sequence_features(f, m), np.float32) for f, m in zip(features, examples.months)]
+
+
 def make_head(spec, seed: int):
     from bench import heads
 
@@ -144,18 +157,25 @@ def fit_and_score(ctx: Context, train_subjects: set[str] | None, seed: int, sett
     if len(train) == 0:
         raise MribenchError(f"{ctx.spec.name}: no training examples for setting {setting}")
     val = _mask(ctx, "val")
-    head = make_head(ctx.spec, seed)
-    head.fit(head_data(ctx, train, with_folds=True), head_data(ctx, val) if len(val) else None)
-    out = []
-    for split, idx in eval_indices(ctx).items():
-        data = head_data(ctx, idx)
-        pred = head.predict(data)
-        out.append(setting_score(ctx, idx, split, seed, setting, data.y, pred, {
-            "n_train_examples": int(len(train)),
-            "n_train_subjects": int(ctx.examples.table.iloc[train]["participant_id"].nunique()),
-            **getattr(head, "chosen", {})}))
-        if ctx.keep_predictions:
-            _keep(ctx, idx, split, seed, setting, data.y, pred)
+    import sklearn
+
+    from bench.heads import blas_single_thread
+
+    # small dense problems (see blas_single_thread); our own finite arrays, so scikit-learn's
+    # per-call argument validation (a third of a probe fit's time) is skipped
+    with blas_single_thread(), sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        head = make_head(ctx.spec, seed)
+        head.fit(head_data(ctx, train, with_folds=True), head_data(ctx, val) if len(val) else None)
+        out = []
+        for split, idx in eval_indices(ctx).items():
+            data = head_data(ctx, idx)
+            pred = head.predict(data)
+            out.append(setting_score(ctx, idx, split, seed, setting, data.y, pred, {
+                "n_train_examples": int(len(train)),
+                "n_train_subjects": int(ctx.examples.table.iloc[train]["participant_id"].nunique()),
+                **getattr(head, "chosen", {})}))
+            if ctx.keep_predictions:
+                _keep(ctx, idx, split, seed, setting, data.y, pred)
     return out
 
 
@@ -265,6 +285,9 @@ def run_protocol(name: str, ctx: Context) -> list[dict]:
               "finetune": finetune, "robustness": robustness}[name]
     except KeyError:
         raise MribenchError(f"unknown protocol '{name}'; choose from {', '.join(PROTOCOLS)}") from None
+    if ctx.features is not None and not ctx.extra.get("sequence_summaries"):
+        ctx.features = with_sequence_summaries(ctx.examples, ctx.features, ctx.encoder)
+        ctx.extra["sequence_summaries"] = True
     return fn(ctx)
 
 

@@ -21,8 +21,8 @@ import numpy as np
 from bench.errors import MribenchError
 from bench.perturbations import PERTURBATIONS, SEVERITIES, draw_parameters, perturb_scan
 from bench.progress import progress_bar
-from bench.protocols import EVAL_SPLITS, Context, _keep, _mask, assemble_features, eval_indices, head_data, \
-    make_head, seeds, setting_score
+from bench.protocols import (EVAL_SPLITS, Context, _keep, _mask, assemble_features, eval_indices, head_data,
+                             make_head, seeds, setting_score, with_sequence_summaries)
 
 #: Seed of the perturbation draws. Fixed (not the head seed) so that every head seed and every
 #: encoder sees the same perturbed scans and the embeddings are computed once.
@@ -83,7 +83,7 @@ def robustness(ctx: Context) -> list[dict]:
             features = list(ctx.features)
             for idx in eval_idx.values():
                 sub = ctx.examples.subset(np.isin(np.arange(len(ctx.examples)), idx))
-                for i, f in zip(idx, assemble_features(sub, emb)):
+                for i, f in zip(idx, with_sequence_summaries(sub, assemble_features(sub, emb), ctx.encoder)):
                     features[i] = f
             perturbed = dataclasses.replace(ctx, features=features)
             scores += _score_all(perturbed, heads, eval_idx, f"{name}@{severity}",

@@ -221,3 +221,26 @@ def test_committed_checkpoints_are_used_by_default(name):
     for f in (repo_root() / "splits" / "synth-default").glob("*.tsv"):
         t = pd.read_csv(f, sep="\t")
         assert not set(t.loc[t.split != "train", "participant_id"]) & set(card["pretraining_data"]["subjects"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dino2d", "temporal", "mae3d", "simclr_vit3d"])
+def test_every_ssl_baseline_pretrains_from_the_cli_and_its_weights_load(smoke, tmp_path, name):
+    """`bench pretrain` end to end for each recipe (two steps on the smoke cohort's pool)."""
+    from bench.cli import main
+    from bench.encoders import get_encoder
+    from bench.pretrain import pretraining_pool
+
+    out = tmp_path / name
+    assert main(["pretrain", "--encoder", name, "--profile", "smoke", "--steps", "2", "--batch-size", "2",
+                 "--out", str(out), "--no-progress"]) == 0
+    losses = pd.read_csv(out / "loss.tsv", sep="\t")["loss"]
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    card = json.loads((out / "encoder.json").read_text())
+    assert card["pretraining_data"]["subjects"] == pretraining_pool(smoke)
+    assert card["pretraining_data"]["command"].startswith(f"bench pretrain --encoder {name}")
+    encoder = get_encoder(name, weights=out / "encoder.pt")
+    assert encoder.checkpoint_hash() == card["checkpoint_sha256"]
+    with torch.inference_mode():
+        emb = encoder.embed(torch.randn(1, 1, 64, 64, 64))
+    assert emb.shape == (1, encoder.card.embed_dim) and torch.isfinite(emb).all()
