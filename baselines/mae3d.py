@@ -23,7 +23,6 @@ from torch import nn
 from baselines.recipe import PretrainedEncoder, Recipe
 from bench.encoders import EncoderCard, register_encoder
 from bench.encoders.api import load_strict, read_state_dict
-from bench.errors import MribenchError
 
 
 @dataclass(frozen=True)
@@ -94,12 +93,7 @@ class MAE3D(PretrainedEncoder):
     registry_name = "mae3d"
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
-        if config not in CONFIGS:
-            raise MribenchError(f"mae3d: unknown config '{config}'; choose from {', '.join(CONFIGS)}")
-        self.config = CONFIGS[config]
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            self.net = build(self.config).eval()
+        self._build(CONFIGS, config, build)
         sha, pretraining = self._load_weights(config, weights, lambda p: load_strict(self.net, read_state_dict(p), p),
                                               untrained_ok=untrained_ok)
         c = self.config

@@ -47,6 +47,15 @@ class PretrainedEncoder(Encoder):
     pretrained: bool = False
     _untrained_ok: bool = False
 
+    def _build(self, configs: dict, config: str, build: Callable[[object], nn.Module]) -> None:
+        """Set ``self.config`` and ``self.net`` (seeded, eval mode) for a named configuration."""
+        if config not in configs:
+            raise MribenchError(f"{self.registry_name}: unknown config '{config}'; choose from {', '.join(configs)}")
+        self.config = configs[config]
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.net = build(self.config).eval()
+
     def _load_weights(self, config: str, weights: str | Path | None, load: Callable[[Path], None], *,
                       untrained_ok: bool) -> tuple[str | None, dict]:
         """Find and ``load`` the weights; return (their SHA-256, the card's pretraining block).

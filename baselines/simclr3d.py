@@ -30,7 +30,6 @@ from baselines.random_init import resnet_feature_maps
 from baselines.recipe import PretrainedEncoder, Recipe
 from bench.encoders import EncoderCard, register_encoder
 from bench.encoders.api import load_strict, read_state_dict
-from bench.errors import MribenchError
 
 @dataclass(frozen=True)
 class SimCLRConfig:
@@ -136,12 +135,7 @@ class SimCLR3D(PretrainedEncoder):
     registry_name = "simclr3d"
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
-        if config not in CONFIGS:
-            raise MribenchError(f"simclr3d: unknown config '{config}'; choose from {', '.join(CONFIGS)}")
-        self.config = CONFIGS[config]
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            self.net = SimCLRNet(self.config).eval()
+        self._build(CONFIGS, config, SimCLRNet)
         # 3D-Neuro-SimCLR's release (``model_state_dict``, maybe ``module.``) or our own encoder.pt
         sha, pretraining = self._load_weights(
             config, weights, lambda p: load_strict(self.net, read_state_dict(p, weights_only=False), p),

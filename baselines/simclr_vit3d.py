@@ -93,12 +93,7 @@ class SimCLRViT3D(PretrainedEncoder):
     registry_name = "simclr_vit3d"
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
-        if config not in CONFIGS:
-            raise MribenchError(f"simclr_vit3d: unknown config '{config}'; choose from {', '.join(CONFIGS)}")
-        self.config = CONFIGS[config]
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            self.net = SimCLRViTNet(self.config).eval()
+        self._build(CONFIGS, config, SimCLRViTNet)
         sha, pretraining = self._load_weights(config, weights, self._load, untrained_ok=untrained_ok)
         c = self.config
         self.card = EncoderCard(

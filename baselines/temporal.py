@@ -225,12 +225,7 @@ class TemporalSSL(PretrainedEncoder):
     registry_name = "temporal"
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
-        if config not in CONFIGS:
-            raise MribenchError(f"temporal: unknown config '{config}'; choose from {', '.join(CONFIGS)}")
-        self.config = CONFIGS[config]
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            self.net = TemporalNet(self.config).eval()
+        self._build(CONFIGS, config, TemporalNet)
         sha, pretraining = self._load_weights(config, weights, lambda p: load_strict(self.net, read_state_dict(p), p),
                                               untrained_ok=untrained_ok)
         c = self.config

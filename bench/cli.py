@@ -251,7 +251,6 @@ def cmd_perturb_list(args: argparse.Namespace) -> int:
 # -- bench pretrain ----------------------------------------------------------------------------
 def cmd_pretrain(args: argparse.Namespace) -> int:
     import math
-    import shlex
 
     from baselines import ssl_methods
     from bench.pretrain import pretrain, pretraining_pool
