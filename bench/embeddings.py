@@ -3,23 +3,102 @@
 The cache key is (encoder checkpoint hash, scan content hash, input space, perturbation), so a
 linear-probe grid of fractions x seeds x few-shot draws embeds every scan exactly once, a
 re-run embeds nothing, and a changed scan file or a new checkpoint is embedded afresh.
+
+An embedding pass should cost what the encoder's forward passes cost (``bench perf`` measures
+both), so the pass
+
+* reads each preprocessed volume once, straight from its store entry, into a reused batch
+  buffer (pinned when the encoder is on a GPU), on a background thread that fills the next
+  batch, and writes the previous batch's embeddings, while the encoder runs on the current one
+  (perturbations are applied on that thread too);
+* runs the encoder under ``torch.inference_mode`` in the memory layout that is fastest for it
+  on a CPU (:func:`harness_forward`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from bench.atomic import atomic_write
 from bench.data.cohort import Cohort
-from bench.data.store import VolumeStore, content_sha256
+from bench.data.spaces import get_space
+from bench.data.store import VolumeStore, content_sha256, read_entry_into
+from bench.errors import ScanError
 from bench.progress import progress_bar
+
+#: Volumes per forward pass; ``bench perf`` measures the encoder's raw speed at the same size.
+DEFAULT_BATCH_SIZE = 8
+
+
+def prefers_channels_last(module: nn.Module) -> bool:
+    """True for networks built from overlapping 3D convolutions (ResNets, UNet encoders).
+
+    oneDNN's channels-last 3D convolutions are faster on a CPU: per 64^3 volume (batches of
+    eight, 2 cores, ``benchmarks/forward_layout.py``) the ``simclr3d`` ResNet-18 took 7-10 %
+    less time on an idle machine and up to 30 % less on a busy one, the ``random`` ResNet-10
+    10-20 % less, with embeddings equal to 6e-6 (relative 6e-7). A ViT's only convolution is
+    its patch embedding (kernel = stride), where the layout made ``mae3d`` 13-20 % slower and
+    ``simclr_vit3d`` no faster, so they keep the default layout.
+    """
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv3d)]
+    return any(any(k > s for k, s in zip(m.kernel_size, m.stride)) for m in convs)
+
+
+def encoder_device(encoder) -> torch.device:
+    """Where the encoder's weights live (CPU for encoders without a torch module)."""
+    module = encoder.module() if hasattr(encoder, "module") else None
+    first = next(module.parameters(), None) if module is not None else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def harness_forward(encoder) -> Iterator[Callable[[torch.Tensor], np.ndarray]]:
+    """Yield ``run(batch) -> (B, E) float32 array``: the forward pass the harness uses.
+
+    Inside the block the encoder's module (if it exposes one and :func:`prefers_channels_last`)
+    holds its 5D weights in channels-last layout and batches are converted to match; on exit the
+    weights go back to the layout they had, so fine-tuning or saving sees the encoder unchanged.
+    ``bench perf`` times this same function on random tensors as the encoder's raw speed.
+    """
+    module = encoder.module() if hasattr(encoder, "module") else None
+    device = encoder_device(encoder)
+    weights = [p for p in module.parameters() if p.dim() == 5] if module is not None else []
+    channels_last = (module is not None and device.type == "cpu" and prefers_channels_last(module)
+                     and all(p.is_contiguous() for p in weights))
+    layout = torch.channels_last_3d
+    if channels_last:
+        module.to(memory_format=layout)
+
+    def run(batch: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            if device.type != "cpu":  # from the pinned batch buffer, without blocking
+                batch = batch.to(device, non_blocking=True)
+            if channels_last:
+                batch = batch.contiguous(memory_format=layout)
+            return encoder.embed(batch).float().cpu().numpy()
+
+    try:
+        yield run
+    finally:
+        if channels_last:
+            module.to(memory_format=torch.contiguous_format)
 
 
 class EmbeddingCache:
-    """One small .npy per (encoder, space, perturbation, scan) under ``root``."""
+    """One small .npy per (encoder, space, perturbation, scan) under ``root``.
+
+    One file per scan, written atomically, rather than one array per encoder: concurrent jobs
+    (threads, processes, Dask workers) add scans without coordinating, a crash loses at most
+    the batch in flight, and reading the few hundred files a task needs costs well under 1 %
+    of the pass that wrote them.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -28,15 +107,20 @@ class EmbeddingCache:
     def _path(self, encoder_hash: str, space: str, perturbation: str, scan_hash: str) -> Path:
         return self.root / encoder_hash[:20] / space / perturbation / scan_hash[:2] / f"{scan_hash}.npy"
 
+    def _write(self, todo: list[tuple[int, Path]], vectors: list[np.ndarray]) -> None:
+        """Write embeddings to the cache, each file atomically (a crash leaves whole files only)."""
+        for (_, path), v in zip(todo, vectors):
+            atomic_write(path, lambda f, v=v: np.save(f, v))
+
     def _keep(self, todo: list[tuple[int, Path]], vectors, out: dict[int, np.ndarray]) -> None:
-        """Write freshly computed embeddings to the cache (atomically) and into ``out``."""
-        for (r, path), v in zip(todo, vectors):
-            atomic_write(path, lambda f, v=v: np.save(f, np.asarray(v, dtype=np.float32)))
-            out[r] = v
+        """Write freshly computed embeddings to the cache and into ``out``."""
+        vectors = [np.array(v, dtype=np.float32) for v in vectors]
+        self._write(todo, vectors)
+        out.update((r, v) for (r, _), v in zip(todo, vectors))
         self.computed += len(todo)
 
     def embed(self, encoder, cohort: Cohort, rows: np.ndarray, store: VolumeStore, *,
-              perturbation: str = "clean", transform=None, batch_size: int = 8,
+              perturbation: str = "clean", transform=None, batch_size: int = DEFAULT_BATCH_SIZE,
               progress: bool = True) -> dict[int, np.ndarray]:
         """Embeddings of cohort rows ``rows`` (cached ones are read, the rest computed in batches).
 
@@ -50,10 +134,11 @@ class EmbeddingCache:
         todo: list[tuple[int, Path]] = []
         for r in map(int, rows):
             path = self._path(enc_hash, space, perturbation, content_sha256(table.at[r, "path"]))
-            if path.is_file():
-                out[r] = np.load(path)
-            else:
+            cached = _read_cached(path)
+            if cached is None:
                 todo.append((r, path))
+            else:
+                out[r] = cached
         if not todo:
             return out
         with progress_bar(progress) as bar:
@@ -62,19 +147,69 @@ class EmbeddingCache:
                 self._keep(todo, encoder.embed_rows(table.loc[[r for r, _ in todo]], cohort), out)
                 bar.advance(task, len(todo))
                 return out
-            store.prefetch([table.at[r, "path"] for r, _ in todo], space, progress=False)
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start:start + batch_size]
-                vols = []
-                for r, _ in chunk:
-                    v = np.asarray(store.get(table.at[r, "path"], space), dtype=np.float32)
-                    vols.append(transform(v, table.loc[r]) if transform is not None else v)
-                batch = torch.from_numpy(np.stack(vols)).unsqueeze(1)
-                with torch.inference_mode():
-                    emb = encoder.embed(batch).float().cpu().numpy()
-                if emb.shape[0] != len(chunk) or not np.isfinite(emb).all():
-                    raise RuntimeError(f"encoder {encoder.card.name} returned shape {emb.shape} or "
-                                       f"non-finite values for scans {[table.at[r, 'path'] for r, _ in chunk]}")
-                self._keep(chunk, emb, out)
-                bar.advance(task, len(chunk))
+            self._embed_volumes(encoder, cohort, todo, store, transform, batch_size, out,
+                                lambda n: bar.advance(task, n))
         return out
+
+    def _embed_volumes(self, encoder, cohort: Cohort, todo: list[tuple[int, Path]], store: VolumeStore,
+                       transform, batch_size: int, out: dict[int, np.ndarray], advance) -> None:
+        """The pass itself: a background thread reads (and perturbs) batch n+1 and writes the
+        embeddings of batch n-1 while the encoder runs on batch n, so the encoder never waits
+        for the disk. Store entries are preprocessed up front (in parallel) only when missing;
+        a damaged entry met while reading is rebuilt by the store."""
+        table = cohort.table
+        space = get_space(encoder.card.input_space)
+        paths = [table.at[r, "path"] for r, _ in todo]
+        entries = [store.path_for(p, space) for p in paths]
+        missing = [p for p, e in zip(paths, entries) if not e.is_file()]
+        if missing:
+            store.prefetch(missing, space, progress=False)
+
+        def read(i: int, slot: np.ndarray) -> None:
+            try:
+                read_entry_into(entries[i], slot)
+            except (ValueError, OSError, EOFError, ScanError):  # damaged since: rebuild it
+                read_entry_into(store.ensure(paths[i], space), slot)
+
+        def load(chunk: list[int], buffer: torch.Tensor) -> torch.Tensor:
+            batch = buffer[:len(chunk)]
+            view = batch.numpy()
+            for slot, i in enumerate(chunk):
+                read(i, view[slot, 0])
+                if transform is not None:
+                    view[slot, 0] = transform(view[slot, 0].copy(), table.loc[todo[i][0]])
+            return batch
+
+        chunks = [list(range(s, min(s + batch_size, len(todo)))) for s in range(0, len(todo), batch_size)]
+        # two reused batch buffers, one filled while the other is in use; pinned for an encoder on a GPU
+        pin = encoder_device(encoder).type == "cuda"
+        buffers = [torch.empty((len(chunks[0]), 1, *space.shape), pin_memory=pin) for _ in range(2)]
+        writes = []
+        with harness_forward(encoder) as forward, ThreadPoolExecutor(max_workers=1) as background:
+            pending = background.submit(load, chunks[0], buffers[0])
+            for n, chunk in enumerate(chunks):
+                batch = pending.result()
+                if n + 1 < len(chunks):
+                    pending = background.submit(load, chunks[n + 1], buffers[(n + 1) % 2])
+                emb = forward(batch)
+                if emb.shape[0] != len(chunk) or not np.isfinite(emb).all():
+                    raise RuntimeError(f"encoder {encoder.card.name} returned shape {emb.shape} or non-finite "
+                                       f"values for scans {[paths[i] for i in chunk]}")
+                done = [todo[i] for i in chunk]
+                vectors = [np.array(v, dtype=np.float32) for v in emb]
+                writes.append(background.submit(self._write, done, vectors))
+                out.update((r, v) for (r, _), v in zip(done, vectors))
+                self.computed += len(done)
+                advance(len(done))
+            for w in writes:
+                w.result()  # a failed write is an error, not a silently missing cache entry
+
+
+def _read_cached(path: Path) -> np.ndarray | None:
+    """A cached embedding, or None when it is missing or unreadable (then it is recomputed)."""
+    try:
+        return np.load(path)
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError, EOFError):  # damaged by something other than us: redo it
+        return None

@@ -7,16 +7,20 @@ training folds (grouped by subject, so a subject's sessions never sit on both si
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
+import sklearn
 import torch
+from scipy.special import expit
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 from torch import nn
+
+from bench.solvers import binary_logistic_path, ridge_path
 
 
 @dataclass
@@ -26,6 +30,27 @@ class HeadData:
     months: list[np.ndarray] | None = None
     groups: np.ndarray | None = None       # subject id per example
     folds: np.ndarray | None = None        # inner-CV fold per example (from the split file)
+
+
+_BLAS_CONTROLLER = None
+
+
+def blas_single_thread():
+    """Context manager: numpy / scipy BLAS on one thread while heads are fitted and scored.
+
+    Probe heads solve hundreds of small dense problems (about a hundred rows, a few hundred
+    columns). At that size a second BLAS thread costs more in hand-offs than it saves, and on a
+    busy machine it waits for a free core at every call: a logistic fit took 12x longer with two
+    OpenBLAS threads than with one on a loaded 2-core machine. Results do not depend on it.
+    The controller that finds the BLAS libraries is built once (scanning the loaded libraries
+    takes ~10 ms with torch loaded); numpy's and scipy's are loaded by this module's imports.
+    """
+    global _BLAS_CONTROLLER
+    from threadpoolctl import ThreadpoolController
+
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _cv_folds(data: HeadData, n_max: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -42,22 +67,41 @@ class LogisticHead:
 
     Log-loss rather than accuracy: it is smooth in C and uses the probabilities the AUC is
     computed from, so small folds still rank C sensibly.
+
+    A probe grid fits this head hundreds of times (7 Cs x 5 folds + 1 per setting). Two-class
+    problems (every fold of a binary task, and folds of a multi-class task that hold two classes)
+    are solved exactly, all Cs of a fold at once (:class:`BinaryLogistic`); the earlier
+    scikit-learn L-BFGS fits stopped at ``tol=1e-4``, far from the optimum for large C, so C=10
+    and C=100 could rank differently. Three or more classes keep scikit-learn's multinomial fit.
+    Each fold is standardised once for all Cs, scikit-learn's per-call argument validation is
+    skipped (the inputs are ours and finite) and the fold log-loss is computed directly
+    (:func:`_log_loss`, the arithmetic of ``sklearn.metrics.log_loss``).
     """
 
     def __init__(self, n_classes: int, seed: int = 0, Cs=tuple(np.logspace(-4, 2, 7))):
         self.n_classes, self.seed, self.Cs = n_classes, seed, Cs
         self.chosen: dict = {}
 
+    def _model(self, z: np.ndarray, y: np.ndarray, C: float):
+        """Two classes: the exact optimum (:class:`BinaryLogistic`); more: scikit-learn's multinomial fit."""
+        classes = np.unique(y)
+        if len(classes) == 2:
+            return BinaryLogistic.fit(z, y, classes, [C])
+        return LogisticRegression(C=C, max_iter=2000, random_state=self.seed).fit(z, y)
+
     def _fit(self, x, y, C):
         scaler = StandardScaler().fit(x)
-        model = LogisticRegression(C=C, max_iter=2000, random_state=self.seed).fit(scaler.transform(x), y)
-        return scaler, model
+        return scaler, self._model(scaler.transform(x), y, C)
+
+    def _proba_z(self, model: LogisticRegression, z: np.ndarray) -> np.ndarray:
+        """Probabilities over all n_classes (a class absent from training gets ~0)."""
+        p = np.full((len(z), self.n_classes), 1e-6)
+        p[:, model.classes_] = model.predict_proba(z)
+        return p / p.sum(1, keepdims=True)
 
     def _proba(self, fitted, x) -> np.ndarray:
         scaler, model = fitted
-        p = np.full((len(x), self.n_classes), 1e-6)
-        p[:, model.classes_] = model.predict_proba(scaler.transform(x))
-        return p / p.sum(1, keepdims=True)
+        return self._proba_z(model, scaler.transform(x))
 
     def fit(self, train: HeadData, val: HeadData | None = None) -> "LogisticHead":
         x, y = np.asarray(train.x), np.asarray(train.y).astype(int)
@@ -66,23 +110,70 @@ class LogisticHead:
             self.chosen = {"C": None, "note": "single class in training data"}
             return self
         folds = [(tr, te) for tr, te in _cv_folds(train) if len(np.unique(y[tr])) >= 2]
-        if not folds or min(np.bincount(y)[np.unique(y)]) < 2:
-            C, note = 1.0, "too few examples for inner CV; fixed C"
-        else:
-            losses = []
-            for C in self.Cs:
-                loss = [log_loss(y[te], self._proba(self._fit(x[tr], y[tr], C), x[te]),
-                                 labels=range(self.n_classes)) for tr, te in folds]
-                losses.append(np.mean(loss))
-            C, note = float(self.Cs[int(np.argmin(losses))]), "inner CV (log-loss)"
-        self.fitted = self._fit(x, y, C)
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            if not folds or min(np.bincount(y)[np.unique(y)]) < 2:
+                C, note = 1.0, "too few examples for inner CV; fixed C"
+            else:
+                losses = np.stack([self._fold_losses(x[tr], y[tr], x[te], y[te]) for tr, te in folds], axis=1)
+                C, note = float(self.Cs[int(np.argmin([np.mean(row) for row in losses]))]), "inner CV (log-loss)"
+            self.fitted = self._fit(x, y, C)
         self.chosen = {"C": C, "note": note}
         return self
+
+    def _fold_losses(self, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray) -> np.ndarray:
+        """Held-out log-loss of every C on one inner fold (standardised on its training rows)."""
+        scaler = StandardScaler().fit(x_tr)
+        z_tr, z_te = scaler.transform(x_tr), scaler.transform(x_te)
+        classes = np.unique(y_tr)
+        if len(classes) != 2:
+            return np.array([_log_loss(y_te, self._proba_z(self._model(z_tr, y_tr, C), z_te)) for C in self.Cs])
+        path = BinaryLogistic.fit(z_tr, y_tr, classes, self.Cs)
+        return np.array([_log_loss(y_te, self._proba_z(path.at(i), z_te)) for i in range(len(self.Cs))])
 
     def predict(self, data: HeadData) -> np.ndarray:
         if self.fitted is None:
             return np.tile(self.constant / self.constant.sum(), (len(data.x), 1))
-        return self._proba(self.fitted, np.asarray(data.x))
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return self._proba(self.fitted, np.asarray(data.x))
+
+
+@dataclass
+class BinaryLogistic:
+    """L2-penalised two-class logistic regression solved exactly, for one C or a path of Cs.
+
+    Same objective as ``LogisticRegression(C=C)`` (see :func:`bench.solvers.binary_logistic_path`),
+    same ``classes_`` / ``predict_proba`` interface for one C, but the optimum itself rather than
+    L-BFGS's stop at ``tol=1e-4``, so the inner CV ranks each C by the model that C defines and
+    the final fit is that model.
+    """
+
+    classes_: np.ndarray
+    coef: np.ndarray        # (n_Cs, d)
+    intercept: np.ndarray   # (n_Cs,)
+
+    @classmethod
+    def fit(cls, z: np.ndarray, y: np.ndarray, classes: np.ndarray, Cs) -> "BinaryLogistic":
+        coef, intercept = binary_logistic_path(z, y == classes[1], Cs)
+        return cls(np.asarray(classes), coef, intercept)
+
+    def at(self, i: int) -> "BinaryLogistic":
+        return BinaryLogistic(self.classes_, self.coef[i:i + 1], self.intercept[i:i + 1])
+
+    def predict_proba(self, z: np.ndarray) -> np.ndarray:
+        positive = expit(np.asarray(z, float) @ self.coef[0] + self.intercept[0])
+        return np.stack([1 - positive, positive], axis=1)
+
+
+def _log_loss(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean negative log-likelihood of integer labels ``y`` under row-stochastic ``proba``.
+
+    The arithmetic of ``sklearn.metrics.log_loss(y, proba, labels=range(n_classes))``
+    (probabilities clipped to [eps, 1 - eps], then the mean of -log p[i, y_i]) without its
+    input checks and label binarisation, which cost more than the loss on a 20-row fold.
+    """
+    eps = np.finfo(proba.dtype).eps
+    p = np.clip(proba, eps, 1 - eps)[np.arange(len(y)), y]
+    return float(np.mean(-np.log(p)))
 
 
 class RidgeHead:
@@ -111,11 +202,10 @@ class RidgeHead:
             alpha = max(self.alphas)
             self.chosen = {"alpha": alpha, "note": "fewer than two training subjects: strongest alpha"}
         else:
-            errors = []
-            for a in self.alphas:
-                sq = [np.mean((Ridge(alpha=a).fit(z[tr], y[tr]).predict(z[te]) - y[te]) ** 2) for tr, te in folds]
-                errors.append(float(np.mean(sq)))
-            alpha = self.alphas[int(np.argmin(errors))]
+            # fold x alpha squared errors, every alpha from one factorisation per fold
+            sq = np.stack([np.mean((ridge_path(z[tr], y[tr], z[te], np.asarray(self.alphas)) - y[te]) ** 2, axis=1)
+                           for tr, te in folds], axis=1)
+            alpha = self.alphas[int(np.argmin(sq.mean(axis=1)))]
             self.chosen = {"alpha": alpha, "inner_cv_folds": len(folds)}
         self.model = Ridge(alpha=alpha).fit(z, y)
         return self
@@ -145,6 +235,8 @@ class CoxHead:
         z = pca.transform(scaler.transform(x))
         df = pd.DataFrame(z, columns=[f"z{i}" for i in range(dim)])
         df["time"], df["event"] = y[:, 0], y[:, 1]
+        if len(x) < 2 or not (y[:, 1] > 0).any():  # nothing to rank (lifelines returns NaN): constant risk
+            return scaler, pca, None, None
         for pen in [p for p in self.penalizers if p >= penalizer] + [10.0, 100.0]:
             try:
                 cph = CoxPHFitter(penalizer=pen).fit(df, "time", "event")
@@ -161,7 +253,8 @@ class CoxHead:
         if cph is None:
             return np.zeros(len(x))
         z = pca.transform(scaler.transform(x))
-        return np.asarray(cph.predict_log_partial_hazard(pd.DataFrame(z, columns=cph.params_.index))).ravel()
+        risk = np.asarray(cph.predict_log_partial_hazard(pd.DataFrame(z, columns=cph.params_.index))).ravel()
+        return risk if np.isfinite(risk).all() else np.zeros(len(x))  # a degenerate fit ranks nobody
 
     def fit(self, train: HeadData, val: HeadData | None = None) -> "CoxHead":
         from bench.metrics import c_index
@@ -201,6 +294,29 @@ def trajectory_features(x: np.ndarray, months: np.ndarray) -> np.ndarray:
     return np.concatenate([x[-1], slope, x.mean(0), [gap, -t[0], len(x)]])
 
 
+#: trajectory_features of each live feature array, by id (entries leave with their array)
+_POOLED: dict[int, tuple[weakref.ref, np.ndarray, np.ndarray]] = {}
+
+
+def _pooled_once(x: np.ndarray, months: np.ndarray) -> np.ndarray:
+    """:func:`trajectory_features`, computed once per example's feature array.
+
+    A probe grid pools the same examples in every setting (30 settings x train and test);
+    the harness never changes a feature array in place, so the pooled vector of an array that is
+    still alive (same object, same months) is reused.
+    """
+    hit = _POOLED.get(id(x))
+    if hit is not None and hit[0]() is x and np.array_equal(hit[1], months):
+        return hit[2]
+    pooled = trajectory_features(x, months)
+    try:
+        ref = weakref.ref(x, lambda _, key=id(x): _POOLED.pop(key, None))
+    except TypeError:  # not an ndarray: nothing to remember it by
+        return pooled
+    _POOLED[id(x)] = (ref, np.array(months), pooled)
+    return pooled
+
+
 class SequenceHead:
     """Time-aware head for variable-length scan sequences: trajectory pooling + a flat head.
 
@@ -215,7 +331,7 @@ class SequenceHead:
         self.chosen: dict = {}
 
     def _pooled(self, data: HeadData) -> HeadData:
-        x = np.stack([trajectory_features(xi, mi) for xi, mi in zip(data.x, data.months)])
+        x = np.stack([_pooled_once(xi, mi) for xi, mi in zip(data.x, data.months)])
         return HeadData(x=x, y=data.y, groups=data.groups, folds=data.folds)
 
     def fit(self, train: HeadData, val: HeadData | None = None) -> "SequenceHead":

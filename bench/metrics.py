@@ -255,6 +255,11 @@ def _boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[n
     if metric == "accuracy" and single:
         hit = (_as_labels(y_pred) == y_true.astype(int))[np.concatenate(members)]
         return hit[draws].mean(axis=1)
+    if metric in ("mae", "accuracy"):  # several rows per subject: row-weighted means, still vectorised
+        per_row = (np.abs(y_true.astype(float) - y_pred.astype(float)) if metric == "mae"
+                   else (_as_labels(y_pred) == y_true.astype(int)).astype(float))
+        weights = _row_weights(draws, members, len(y_true))
+        return (weights @ per_row) / weights.sum(axis=1)
     if metric == "auc":
         return _weighted_auc(y_true, y_pred, _row_weights(draws, members, len(y_true)))
     if metric == "balanced_accuracy":

@@ -90,7 +90,15 @@ class VolumeStore:
 
     def get(self, path: str | os.PathLike, space: InputSpace | str,
             kind: str = "image") -> np.ndarray:
-        """The scan resampled into ``space``, as a read-only memory-mapped array."""
+        """The scan resampled into ``space``, as a read-only memory-mapped array.
+
+        A hit opens the entry once (the map that validates it is the one returned).
+        """
+        space = _as_space(space)
+        array = _open_entry(self.path_for(path, space, kind))
+        if array is not None:
+            self._count(hit=True)
+            return array
         return np.load(self.ensure(path, space, kind), mmap_mode="r")
 
     def ensure(self, path: str | os.PathLike, space: InputSpace | str, kind: str = "image") -> Path:
@@ -155,19 +163,42 @@ def _preprocess(path: Path, space: InputSpace, kind: str) -> np.ndarray:
     return spaces.resample_to_space(volume, affine, space, kind=kind)
 
 
-def _is_valid_entry(entry: Path) -> bool:
-    """True when an entry exists and its .npy header is readable.
+def _open_entry(entry: Path) -> np.ndarray | None:
+    """The entry memory-mapped, or None when it is missing or its .npy header is unreadable.
 
     Atomic writes rule out half-written entries; this also survives one damaged by
-    something else (a disk error, a manual edit) by treating it as a miss.
+    something else (a disk error, a manual edit, a file cut short) by treating it as a miss.
     """
-    if not entry.is_file():
-        return False
     try:
-        np.load(entry, mmap_mode="r")
-    except (ValueError, OSError, EOFError):
-        return False
-    return True
+        return np.load(entry, mmap_mode="r")
+    except (ValueError, OSError, EOFError):  # FileNotFoundError is an OSError
+        return None
+
+
+def _is_valid_entry(entry: Path) -> bool:
+    """True when an entry exists and its .npy header is readable (see :func:`_open_entry`)."""
+    return _open_entry(entry) is not None
+
+
+def read_entry_into(entry: str | os.PathLike, out: np.ndarray) -> None:
+    """Read a store entry's voxels straight into ``out`` (e.g. one slot of a batch buffer).
+
+    One ``readinto`` from the file into the caller's memory, instead of mapping the file and
+    copying it twice (into a temporary array, then into the batch). An entry whose dtype, shape
+    or order differs from ``out`` is converted through :func:`numpy.load` instead.
+    """
+    fmt = np.lib.format
+    with open(entry, "rb") as f:
+        version = fmt.read_magic(f)
+        reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        shape, fortran, dtype = reader(f) if reader is not None else (None, None, None)
+        if (reader is not None and tuple(shape) == out.shape and dtype == out.dtype and not fortran
+                and out.flags.c_contiguous):
+            raw = out.reshape(-1).view(np.uint8)
+            if f.readinto(raw) != raw.size:
+                raise ScanError(f"{entry}: store entry is shorter than its header says; delete it to rebuild")
+            return
+    out[...] = np.load(entry, mmap_mode="r")
 
 
 def _atomic_save(entry: Path, array: np.ndarray) -> None:

@@ -1,0 +1,153 @@
+"""`bench perf` and the optimisations it measures: behaviour only (no timing assertions).
+
+The fast paths must give the answers of the code they replaced: the inner-CV solvers match
+scikit-learn, the channels-last forward matches the default layout, a store entry read into a
+batch buffer equals the entry, and a damaged cached embedding is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from bench.cli import main
+from bench.data.store import VolumeStore, read_entry_into
+from bench.embeddings import EmbeddingCache, harness_forward, prefers_channels_last
+from bench.heads import blas_single_thread
+from bench.solvers import binary_logistic_path, ridge_path
+
+
+# -- inner-CV solvers ---------------------------------------------------------------------------
+def test_ridge_path_is_sklearn_ridge_for_every_alpha():
+    rng = np.random.default_rng(0)
+    alphas = np.logspace(-3, 5, 17)
+    for n, d in ((30, 8), (12, 40)):  # more rows than columns, and fewer
+        z, z_test = rng.normal(size=(n, d)), rng.normal(size=(5, d))
+        y = 3 * z[:, 0] + rng.normal(size=n) + 10
+        want = np.stack([Ridge(alpha=a).fit(z, y).predict(z_test) for a in alphas])
+        np.testing.assert_allclose(ridge_path(z, y, z_test, alphas), want, rtol=1e-9, atol=1e-9)
+
+
+def test_binary_logistic_path_reaches_the_penalised_optimum():
+    """Same objective as LogisticRegression(C); compared with scikit-learn run to tol 1e-12."""
+    rng = np.random.default_rng(1)
+    Cs = np.logspace(-4, 2, 7)
+    for n, d in ((60, 10), (25, 90)):  # the second is separable: large C barely regularises it
+        z = rng.normal(size=(n, d))
+        y = (z[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(int)
+        coef, intercept = binary_logistic_path(z, y == 1, Cs)
+        for i in (1, 4, 6):  # C = 1e-3, 1, 100
+            with blas_single_thread():
+                ref = LogisticRegression(C=Cs[i], tol=1e-12, max_iter=100_000).fit(z, y).decision_function(z)
+            np.testing.assert_allclose(z @ coef[i] + intercept[i], ref, atol=1e-3 * (1 + np.abs(ref).max()))
+
+
+# -- embedding pass -----------------------------------------------------------------------------
+def test_channels_last_only_for_convolutional_networks():
+    resnet = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU())
+    patchify = torch.nn.Sequential(torch.nn.Conv3d(1, 4, kernel_size=8, stride=8))  # a ViT's patch embedding
+    assert prefers_channels_last(resnet) and not prefers_channels_last(patchify)
+    assert not prefers_channels_last(torch.nn.Linear(3, 3))
+
+
+def test_harness_forward_matches_the_plain_forward_and_restores_the_layout():
+    from bench.encoders import get_encoder
+
+    encoder = get_encoder("random")
+    x = torch.randn((2, 1, 16, 16, 16), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        plain = encoder.embed(x).numpy()
+    with harness_forward(encoder) as forward:
+        fast = forward(x)
+        assert encoder.module().net.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-5)
+    assert all(p.is_contiguous() for p in encoder.module().parameters())
+
+
+def test_read_entry_into_fills_a_batch_slot(tmp_path):
+    volume = np.random.default_rng(2).normal(size=(4, 5, 6)).astype(np.float32)
+    np.save(tmp_path / "v.npy", volume)
+    np.save(tmp_path / "f64.npy", volume.astype(np.float64))
+    batch = np.zeros((2, 1, 4, 5, 6), np.float32)
+    read_entry_into(tmp_path / "v.npy", batch[1, 0])
+    read_entry_into(tmp_path / "f64.npy", batch[0, 0])  # other dtype: converted, not reinterpreted
+    np.testing.assert_array_equal(batch[1, 0], volume)
+    np.testing.assert_allclose(batch[0, 0], volume)
+
+
+class _Mean:
+    """A stand-in encoder: the mean and max of each volume (no module, default layout)."""
+
+    def __init__(self):
+        from bench.encoders import EncoderCard
+
+        self.card = EncoderCard(name="mean", architecture="mean", n_parameters=0, embed_dim=2,
+                                input_space="cpu-small", ssl_method="none")
+        self.calls = 0
+
+    def checkpoint_hash(self) -> str:
+        return "0" * 64
+
+    def embed(self, volumes: torch.Tensor) -> torch.Tensor:
+        self.calls += len(volumes)
+        flat = volumes.flatten(1)
+        return torch.stack([flat.mean(1), flat.amax(1)], dim=1)
+
+
+def test_embedding_pass_batches_caches_and_recomputes_damaged_entries(tiny_cohort_dir, tmp_path):
+    from bench.data.bids import read_bids
+
+    cohort = read_bids(tiny_cohort_dir)
+    rows = np.arange(11)  # two full batches of 5 and one of 1
+    store, cache, encoder = VolumeStore(tmp_path / "store"), EmbeddingCache(tmp_path / "emb"), _Mean()
+    out = cache.embed(encoder, cohort, rows, store, batch_size=5, progress=False)
+    for r in rows:  # each row's embedding is its own volume's, whatever batch it was in
+        v = np.asarray(store.get(cohort.table.at[r, "path"], "cpu-small"))
+        np.testing.assert_allclose(out[r], [v.mean(), v.max()], rtol=1e-5, atol=1e-6)
+    assert encoder.calls == len(rows) and cache.computed == len(rows)
+    again = EmbeddingCache(tmp_path / "emb")
+    damaged = next((tmp_path / "emb").rglob("*.npy"))
+    damaged.write_bytes(b"not an array")
+    second = again.embed(encoder, cohort, rows, store, batch_size=5, progress=False)
+    assert again.computed == 1 and encoder.calls == len(rows) + 1
+    for r in rows:
+        np.testing.assert_allclose(second[r], out[r], rtol=1e-5, atol=1e-6)
+
+
+# -- the command --------------------------------------------------------------------------------
+def test_perf_refuses_what_it_cannot_measure(capsys):
+    assert main(["perf", "--task", "tumour_segmentation"]) == 2
+    assert "segmentation task" in capsys.readouterr().err
+    assert main(["perf", "--repeats", "0"]) == 2
+    assert "--repeats must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_perf_writes_every_figure(tmp_path, capsys):
+    """On the smoke cohort (shared with the harness tests), the smallest classification task."""
+    out = tmp_path / "perf.json"
+    assert main(["perf", "--encoder", "simclr3d", "--profile", "smoke", "--task", "tumour_marker",
+                 "--repeats", "1", "--workdir", str(tmp_path), "--json", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "embed_ratio (b)/(a)" in printed and "grid_ratio (d)/(b)" in printed
+    fig = json.loads(out.read_text())
+    assert fig["embed_ratio"] == pytest.approx(fig["forward_seconds"] / fig["embedding_pass_seconds"])
+    assert fig["grid_ratio"] == pytest.approx(fig["grid_seconds"] / fig["embedding_pass_seconds"])
+    assert fig["store_scans_per_s"] == pytest.approx(fig["n_scans"] / fig["embedding_pass_seconds"])
+    assert (fig["encoder"], fig["task"], fig["profile"], fig["input_space"]) == (
+        "simclr3d", "tumour_marker", "smoke", "cpu-small")
+    assert fig["n_scans"] == 24 and fig["n_examples"] == 12  # T2w + FLAIR of 12 sessions
+    # 5 fractions x 2 seeds + k = 1, 5, 10 x 2 draws (the smoke profile)
+    assert fig["grid_settings"] == 5 * 2 + 3 * 2
+    assert set(fig["grid_detail"]) == {"features", "fractions", "few_shot"}
+    for key in ("forward_seconds", "embedding_pass_seconds", "cold_seconds", "grid_seconds",
+                "embed_ratio", "grid_ratio"):
+        assert np.isfinite(fig[key]) and fig[key] > 0, key
+    peaks = fig["peak_rss_mib"]
+    assert peaks["process"] >= max(v for v in peaks.values() if v is not None) > 50
+    assert fig["machine"]["cores"] >= 1 and fig["machine"]["torch_threads"] >= 1
+    assert not list(tmp_path.glob("mribench-perf-*"))  # its private caches are removed
