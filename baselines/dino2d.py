@@ -223,8 +223,5 @@ class DINO2D(PretrainedEncoder):
             out.append(class_tokens(self.net, slices).mean(dim=0))
         return torch.stack(out)
 
-    def module(self) -> nn.Module:
-        return self.net
-
 
 DINOMethod.encoder_cls = DINO2D  # the encoder that loads what the recipe trains

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.networks.nets import MaskedAutoEncoderViT
-from torch import nn
 
 from baselines.recipe import PretrainedEncoder, Recipe
 from bench.encoders import EncoderCard, register_encoder
@@ -109,9 +108,6 @@ class MAE3D(PretrainedEncoder):
     def embed(self, volumes: torch.Tensor) -> torch.Tensor:
         self._require_weights()
         return encode(self.net, volumes)
-
-    def module(self) -> nn.Module:
-        return self.net
 
 
 MAEMethod.encoder_cls = MAE3D  # the encoder that loads what the recipe trains

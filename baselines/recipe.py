@@ -71,6 +71,14 @@ class PretrainedEncoder(Encoder):
         self.pretrained = True
         return file_sha256(path), pretraining_of(path)
 
+    def embed(self, volumes: torch.Tensor) -> torch.Tensor:
+        """The network's forward pass (encoders whose read-out differs override this)."""
+        self._require_weights()
+        return self.net(volumes)
+
+    def module(self) -> nn.Module:
+        return self.net
+
     def _require_weights(self) -> None:
         if not self.pretrained and not self._untrained_ok:
             raise MribenchError(f"{self.registry_name} ({self.config.name}) has no pretrained weights here: run "

@@ -150,16 +150,9 @@ class SimCLR3D(PretrainedEncoder):
             checkpoint_sha256=sha, reference="Kaczmarek et al., arXiv 2509.10620 (3D-Neuro-SimCLR)",
             supports_finetune=True, supports_segmentation=True)
 
-    def embed(self, volumes: torch.Tensor) -> torch.Tensor:
-        self._require_weights()
-        return self.net(volumes)
-
     def feature_maps(self, volumes: torch.Tensor) -> list[torch.Tensor]:
         self._require_weights()
         return self.net.features(volumes)
-
-    def module(self) -> nn.Module:
-        return self.net
 
 
 SimCLRMethod.encoder_cls = SimCLR3D  # the encoder that loads what the recipe trains

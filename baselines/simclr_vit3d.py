@@ -112,12 +112,5 @@ class SimCLRViT3D(PretrainedEncoder):
         else:  # our own pretraining: backbone + projector
             load_strict(self.net, raw, path)
 
-    def embed(self, volumes: torch.Tensor) -> torch.Tensor:
-        self._require_weights()
-        return self.net(volumes)
-
-    def module(self) -> nn.Module:
-        return self.net
-
 
 SimCLRViTMethod.encoder_cls = SimCLRViT3D  # the encoder that loads what the recipe trains

@@ -241,10 +241,6 @@ class TemporalSSL(PretrainedEncoder):
             reference="after Kaczmarek et al., arXiv 2509.10453 (SSL-AD); their code is not public",
             supports_finetune=True, supports_segmentation=True)
 
-    def embed(self, volumes: torch.Tensor) -> torch.Tensor:
-        self._require_weights()
-        return self.net(volumes)
-
     def feature_maps(self, volumes: torch.Tensor) -> list[torch.Tensor]:
         self._require_weights()
         return self.net.features(volumes)
@@ -265,9 +261,6 @@ class TemporalSSL(PretrainedEncoder):
                 years = torch.as_tensor((m[: i + 1] - m[i]) / 12.0, dtype=torch.float32)[None]
                 rows.append(self.net.sequence(z[None, : i + 1, :e], years)[0, -1].numpy())
         return np.concatenate([np.asarray(embeddings, np.float32), np.stack(rows)], axis=1)
-
-    def module(self) -> nn.Module:
-        return self.net
 
 
 TemporalMethod.encoder_cls = TemporalSSL  # the encoder that loads what the recipe trains
