@@ -159,15 +159,12 @@ def run_cross_cohort(encoder_spec: str, train: Side, test: Side, profile: Profil
     ctx_dst = side_context(dst, dst_split, test.cohort)
     src_t = ctx_src.examples.table
     train_idx = np.flatnonzero((src_t["split"] == "train").to_numpy())
-    val_idx = np.flatnonzero((src_t["split"] == "val").to_numpy())
     dst_t = ctx_dst.examples.table
     evaluate = {"test": np.flatnonzero((dst_t["split"] == "test").to_numpy()), "external": np.arange(len(dst_t))}
     evaluate = {k: v for k, v in evaluate.items() if len(v)}
     scores: list[dict] = []
     for seed in range(profile.seeds):
-        head = P.make_head(train_spec, seed)
-        head.fit(P.head_data(ctx_src, train_idx, with_folds=True),
-                 P.head_data(ctx_src, val_idx) if len(val_idx) else None)
+        head = P.fit_head(ctx_src, train_idx, seed)
         for split, idx in evaluate.items():
             data = P.head_data(ctx_dst, idx)
             pred = head.predict(data)

@@ -78,6 +78,9 @@ class LogisticHead:
     (:func:`_log_loss`, the arithmetic of ``sklearn.metrics.log_loss``).
     """
 
+    #: the fit is deterministic: L-BFGS and Newton ignore the seed (see protocols.fit_head)
+    uses_seed = False
+
     def __init__(self, n_classes: int, seed: int = 0, Cs=tuple(np.logspace(-4, 2, 7))):
         self.n_classes, self.seed, self.Cs = n_classes, seed, Cs
         self.chosen: dict = {}
@@ -186,6 +189,8 @@ class RidgeHead:
     is no CV and the strongest alpha is used.
     """
 
+    uses_seed = False
+
     def __init__(self, alphas=tuple(np.logspace(-3, 5, 17))):
         self.alphas = tuple(float(a) for a in alphas)
         self.chosen: dict = {}
@@ -220,6 +225,9 @@ class CoxHead:
     PCA first because a Cox fit on hundreds of dimensions with ~100 subjects does not converge;
     a failed fit falls back to the next stronger penalizer.
     """
+
+    #: scikit-learn's PCA may pick its randomised solver, seeded by ``seed``
+    uses_seed = True
 
     def __init__(self, seed: int = 0, penalizers=(0.01, 0.1, 1.0), max_dim: int = 16):
         self.seed, self.penalizers, self.max_dim = seed, penalizers, max_dim
@@ -329,6 +337,11 @@ class SequenceHead:
     def __init__(self, kind: str, n_outputs: int, seed: int = 0):
         self.kind, self.n_outputs, self.seed = kind, n_outputs, seed
         self.chosen: dict = {}
+
+    @property
+    def uses_seed(self) -> bool:
+        """Only the Cox model behind a survival sequence head depends on the seed."""
+        return self.kind not in ("classification", "regression")
 
     def _pooled(self, data: HeadData) -> HeadData:
         x = np.stack([_pooled_once(xi, mi) for xi, mi in zip(data.x, data.months)])

@@ -190,6 +190,26 @@ def _row_weights(draws: np.ndarray, members: list[np.ndarray], n_rows: int) -> n
     return counts[:, subject_of_row]
 
 
+def _weighted_pearson_r(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`pearson_r` on every bootstrap replicate at once: correlation with case weights.
+
+    Same conventions: NaN when a replicate has fewer than two rows or either side is constant
+    over the rows it holds (tested exactly, on the values, not on a rounded variance).
+    """
+    x, y = np.asarray(y_true, float), np.asarray(y_pred, float)
+    n = weights.sum(axis=1)
+    present = weights > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dx = x - (weights @ x / n)[:, None]
+        dy = y - (weights @ y / n)[:, None]
+        r = (weights * dx * dy).sum(axis=1) / np.sqrt((weights * dx ** 2).sum(axis=1) * (weights * dy ** 2).sum(axis=1))
+
+    def constant(v: np.ndarray) -> np.ndarray:
+        return np.where(present, v, np.inf).min(axis=1) == np.where(present, v, -np.inf).max(axis=1)
+
+    return np.where((n < 2) | constant(x) | constant(y), np.nan, np.clip(r, -1.0, 1.0))
+
+
 def _weighted_binary_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUC of ``score`` for ``positive`` under each row of ``weights`` (B, n), ties counted 1/2.
 
@@ -260,6 +280,8 @@ def _boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[n
                    else (_as_labels(y_pred) == y_true.astype(int)).astype(float))
         weights = _row_weights(draws, members, len(y_true))
         return (weights @ per_row) / weights.sum(axis=1)
+    if metric == "pearson_r":
+        return _weighted_pearson_r(y_true, y_pred, _row_weights(draws, members, len(y_true)))
     if metric == "auc":
         return _weighted_auc(y_true, y_pred, _row_weights(draws, members, len(y_true)))
     if metric == "balanced_accuracy":

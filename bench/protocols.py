@@ -49,6 +49,7 @@ class Context:
     embeddings: object = None                     # EmbeddingCache, for protocols that embed more scans
     progress: bool = False
     extra: dict = field(default_factory=dict)     # protocol-specific blocks of the record
+    fitted_heads: dict = field(default_factory=dict, repr=False)  # see fit_head
 
     @property
     def spec(self):
@@ -89,6 +90,26 @@ def make_head(spec, seed: int):
     if spec.kind == "survival":
         return heads.CoxHead(seed=seed)
     raise MribenchError(f"no probe head for task kind {spec.kind}")
+
+
+def fit_head(ctx: Context, train: np.ndarray, seed: int):
+    """The task's probe head for ``seed``, fitted on the training examples ``train``.
+
+    Most heads do not depend on the seed: the fractions protocol trains on the same nested
+    subset for every seed, and linear_probe / robustness on the whole training split, so the
+    same deterministic fit would be repeated once per seed (two thirds of a fractions grid).
+    A head that says ``uses_seed = False`` is fitted once per training set and context and
+    shared; the seeds still differ where they matter (bootstrap resamples, k-shot draws).
+    """
+    val = _mask(ctx, "val")
+    head = make_head(ctx.spec, seed)
+    key = (np.asarray(train).tobytes(), id(ctx.features)) if not getattr(head, "uses_seed", True) else None
+    if key is not None and key in ctx.fitted_heads:
+        return ctx.fitted_heads[key]
+    head.fit(head_data(ctx, train, with_folds=True), head_data(ctx, val) if len(val) else None)
+    if key is not None:
+        ctx.fitted_heads[key] = head
+    return head
 
 
 def head_data(ctx: Context, idx: np.ndarray, with_folds: bool = False):
@@ -156,7 +177,6 @@ def fit_and_score(ctx: Context, train_subjects: set[str] | None, seed: int, sett
     train = _mask(ctx, "train", train_subjects)
     if len(train) == 0:
         raise MribenchError(f"{ctx.spec.name}: no training examples for setting {setting}")
-    val = _mask(ctx, "val")
     import sklearn
 
     from bench.heads import blas_single_thread
@@ -164,8 +184,7 @@ def fit_and_score(ctx: Context, train_subjects: set[str] | None, seed: int, sett
     # small dense problems (see blas_single_thread); our own finite arrays, so scikit-learn's
     # per-call argument validation (a third of a probe fit's time) is skipped
     with blas_single_thread(), sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-        head = make_head(ctx.spec, seed)
-        head.fit(head_data(ctx, train, with_folds=True), head_data(ctx, val) if len(val) else None)
+        head = fit_head(ctx, train, seed)
         out = []
         for split, idx in eval_indices(ctx).items():
             data = head_data(ctx, idx)

@@ -21,8 +21,8 @@ import numpy as np
 from bench.errors import MribenchError
 from bench.perturbations import PERTURBATIONS, SEVERITIES, draw_parameters, perturb_scan
 from bench.progress import progress_bar
-from bench.protocols import (EVAL_SPLITS, Context, _keep, _mask, assemble_features, eval_indices, head_data,
-                             make_head, seeds, setting_score, with_sequence_summaries)
+from bench.protocols import (EVAL_SPLITS, Context, _keep, _mask, assemble_features, eval_indices, fit_head,
+                             head_data, seeds, setting_score, with_sequence_summaries)
 
 #: Seed of the perturbation draws. Fixed (not the head seed) so that every head seed and every
 #: encoder sees the same perturbed scans and the embeddings are computed once.
@@ -47,13 +47,10 @@ def robustness(ctx: Context) -> list[dict]:
                             "cannot change its embeddings, so robustness does not apply")
     if ctx.features is None or ctx.embeddings is None:
         raise MribenchError("robustness needs the clean embeddings and the embedding cache")
-    train, val = _mask(ctx, "train"), _mask(ctx, "val")
+    train = _mask(ctx, "train")
     if not len(train):
         raise MribenchError(f"{spec.name}: no training examples")
-    heads = {}
-    for seed in seeds(ctx):
-        head = make_head(spec, seed)
-        heads[seed] = head.fit(head_data(ctx, train, with_folds=True), head_data(ctx, val) if len(val) else None)
+    heads = {seed: fit_head(ctx, train, seed) for seed in seeds(ctx)}
 
     eval_idx = {split: sub for split, idx in eval_indices(ctx).items() if len(sub := one_per_subject(ctx, idx))}
     scores = _score_all(ctx, heads, eval_idx, "clean", {}, keep=True)

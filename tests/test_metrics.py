@@ -129,6 +129,21 @@ def test_vectorised_bootstrap_auc_equals_per_replicate_sklearn():
         np.testing.assert_allclose(fast, np.array(slow), rtol=1e-12, equal_nan=True)
 
 
+def test_vectorised_bootstrap_pearson_r_equals_per_replicate_corrcoef():
+    rng = np.random.default_rng(3)
+    n = 40
+    groups = rng.integers(0, 12, n)
+    members = M._subject_index(groups, n)
+    draws = M._replicates(len(members), 300, 4)
+    y = rng.normal(70, 8, n)
+    cases = [rng.normal(70, 8, n) + 0.5 * y, np.full(n, 71.5), np.where(groups < 2, 60.0, 80.0)]
+    for p in cases:  # informative, constant (NaN), constant in the replicates that miss groups 0-1
+        fast = M._boot_scores("pearson_r", y, p, draws, members)
+        slow = np.array([M.pearson_r(y[i], p[i]) for i in (np.concatenate([members[s] for s in d]) for d in draws)])
+        np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12, equal_nan=True)
+    assert np.isnan(M._boot_scores("pearson_r", y, cases[1], draws, members)).all()
+
+
 def test_vectorised_bootstrap_balanced_accuracy_equals_per_replicate_sklearn():
     rng = np.random.default_rng(1)
     n = 50

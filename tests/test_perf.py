@@ -46,6 +46,56 @@ def test_binary_logistic_path_reaches_the_penalised_optimum():
             np.testing.assert_allclose(z @ coef[i] + intercept[i], ref, atol=1e-3 * (1 + np.abs(ref).max()))
 
 
+def _fractions_records(tmp_path, name: str) -> dict:
+    from dataclasses import replace
+
+    from bench.data.sources import open_cohort
+    from bench.profiles import get_profile
+    from bench.results import load_record
+    from bench.runner import Runner
+
+    profile = replace(get_profile("smoke"), seeds=3, n_boot=20)
+    runner = Runner(open_cohort(None, profile="smoke", progress=False), profile, tmp_path / name, progress=False,
+                    cache_root=tmp_path / "cache")
+    records = {}
+    for result in runner.run("oracle", ["brain_age", "ad_diagnosis"], ["fractions"]):
+        record = load_record(result.path)
+        records[result.task] = ([(s.setting, s.seed, s.split, s.metrics) for s in record.scores], record.predictions)
+    return records
+
+
+@pytest.mark.slow
+def test_seed_independent_heads_are_fitted_once_per_training_set(tmp_path, monkeypatch):
+    """The fractions protocol trains every seed on the same nested subset: a deterministic head is
+    fitted once per subset (5, not 5 x 3 seeds), and the record is what refitting per seed gives."""
+    from bench import heads
+
+    fits = []
+    for cls in (heads.LogisticHead, heads.RidgeHead):
+        real = cls.fit
+        monkeypatch.setattr(cls, "fit", lambda self, *a, _real=real, **k: fits.append(type(self).__name__)
+                            or _real(self, *a, **k))
+    shared = _fractions_records(tmp_path, "shared")
+    assert fits.count("RidgeHead") == 5 and fits.count("LogisticHead") == 5
+    for cls in (heads.LogisticHead, heads.RidgeHead):
+        monkeypatch.setattr(cls, "uses_seed", True)  # as if the fit depended on the seed: refit per seed
+    fits.clear()
+    refitted = _fractions_records(tmp_path, "refitted")
+    assert fits.count("RidgeHead") == 15 and fits.count("LogisticHead") == 15
+    assert shared == refitted
+    seeds = {seed for scores, _ in shared.values() for _, seed, _, _ in scores}
+    assert seeds == {0, 1, 2}
+
+
+def test_only_the_cox_heads_depend_on_the_seed():
+    from bench import heads
+
+    assert not heads.LogisticHead(3).uses_seed and not heads.RidgeHead().uses_seed
+    assert heads.CoxHead().uses_seed
+    assert [heads.SequenceHead(kind, 2).uses_seed for kind in ("classification", "regression", "survival")] == \
+        [False, False, True]
+
+
 # -- embedding pass -----------------------------------------------------------------------------
 def test_channels_last_only_for_convolutional_networks():
     resnet = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU())

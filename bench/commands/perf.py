@@ -29,7 +29,8 @@ def register(sub) -> None:
                    help="rounds of (a) and (b) (and up to 3 of (d)); each figure is the median round "
                         "(default 5)")
     p.add_argument("--batch-size", type=int, default=None, help="volumes per forward pass (default: the harness's)")
-    p.add_argument("--workdir", default=None, help="where the temporary caches go (default: the system's temp)")
+    p.add_argument("--workdir", default=None, help="where the temporary caches go (default: a temporary folder in the cache "
+                        "folder, on the file system bench run writes its caches to)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_perf)
