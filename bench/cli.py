@@ -17,6 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.commands._args import add_cohort_args
 from bench.errors import MribenchError
 from bench.profiles import PROFILES
 
@@ -25,15 +26,6 @@ err_console = Console(stderr=True)
 
 #: Which subject column stratifies the split of each population.
 SPLIT_LABELS = {"ad": "trajectory", "tumour": "marker"}
-
-
-def _add_cohort_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cohort", default=None,
-                   help="BIDS folder or CSV/TSV manifest; default: the profile's synthetic cohort")
-    p.add_argument("--profile", default="default", choices=sorted(PROFILES),
-                   help="run profile (sets the synthetic cohort's size)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic cohort")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _add_executor_args(p: argparse.ArgumentParser) -> None:
@@ -442,10 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_data_synth)
     p = data.add_parser("info", help="summarise a cohort")
-    _add_cohort_args(p)
+    add_cohort_args(p)
     p.set_defaults(func=cmd_data_info)
     p = data.add_parser("check", help="load every scan and report each unusable one")
-    _add_cohort_args(p)
+    add_cohort_args(p)
     p.set_defaults(func=cmd_data_check)
     from bench.data.commands import add_data_commands
 
@@ -454,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     splits = sub.add_parser("splits", help="make and check patient-level split files").add_subparsers(
         dest="splits_command", required=True)
     p = splits.add_parser("make", help="write stratified patient-level split files + SHA-256")
-    _add_cohort_args(p)
+    add_cohort_args(p)
     p.add_argument("--population", action="append", help="sub-cohort(s) to split (default: each)")
     p.add_argument("--label", default=None, help="subject column to stratify by")
     p.add_argument("--external-site", default=None, help="site held out as 'external'")
@@ -463,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_splits_make)
     p = splits.add_parser("check", help="verify hashes, leakage and subjects of split files")
     p.add_argument("files", nargs="*", help="split TSVs (default: splits/<cohort>/*.tsv)")
-    _add_cohort_args(p)
+    add_cohort_args(p)
     p.set_defaults(func=cmd_splits_check)
 
     p = sub.add_parser("run", help="evaluate encoders on tasks under protocols; write result records")
@@ -477,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="leaderboard/results", help="results folder")
     p.add_argument("--overwrite", action="store_true", help="redo jobs whose record exists")
     p.add_argument("--no-predictions", action="store_true", help="leave per-subject predictions out")
-    _add_cohort_args(p)
+    add_cohort_args(p)
     _add_executor_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -495,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs); "
                         "--batch-size is the global batch, shared by them")
-    _add_cohort_args(p)
+    add_cohort_args(p)
     p.set_defaults(func=cmd_pretrain)
 
     perturb = sub.add_parser("perturb", help="inspect the robustness protocol's acquisition artefacts"
@@ -508,14 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="figure file (.png or .svg)")
     p.add_argument("--space", default="cpu-small", help="input space to show the scan in")
     p.add_argument("--perturbation-seed", type=int, default=0, help="seed of the parameter draws")
-    _add_cohort_args(p)
+    add_cohort_args(p)
     p.set_defaults(func=cmd_perturb_show)
     p = perturb.add_parser("list", help="the perturbations and their level per severity")
     p.set_defaults(func=cmd_perturb_list)
 
     p = sub.add_parser("list", help="list tasks, encoders, profiles or input spaces")
     p.add_argument("what", choices=("tasks", "encoders", "profiles", "spaces"))
-    _add_cohort_args(p)
+    add_cohort_args(p)
     p.set_defaults(func=cmd_list)
     _register_command_modules(sub)
     return parser
@@ -530,6 +522,8 @@ def _register_command_modules(sub) -> None:
     import bench.commands
 
     for info in sorted(pkgutil.iter_modules(bench.commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared helpers, not a command family
+            continue
         module = importlib.import_module(f"bench.commands.{info.name}")
         module.register(sub)
 

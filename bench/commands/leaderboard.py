@@ -19,7 +19,7 @@ FORMAT_CHOICES = ("all", "markdown", "html", "csv", "latex")
 
 
 def register(sub) -> None:
-    from bench.profiles import PROFILES
+    from bench.commands._args import add_cohort_args
 
     p = sub.add_parser("leaderboard", help="render the leaderboard from verified result records",
                        description="Verify every record under --results, rank each task (ties by a paired "
@@ -47,13 +47,10 @@ def register(sub) -> None:
     p.add_argument("--encoder", required=True, help="path/to/file.py:ClassName")
     p.add_argument("--weights", default=None, help="checkpoint passed to the encoder as weights=...")
     p.add_argument("--out", required=True, help="bundle folder")
-    p.add_argument("--profile", default="default", choices=sorted(PROFILES), help="run profile (default: default)")
     p.add_argument("--task", action="append", default=None, help="only these tasks (repeatable; default: all)")
     p.add_argument("--protocol", action="append", default=None,
                    help="only these protocols (repeatable; default: linear_probe fractions few_shot robustness)")
-    p.add_argument("--cohort", default=None, help="BIDS folder or manifest; default: the profile's synthetic cohort")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic cohort")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_cohort_args(p)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("verify", help="re-check result records against the repository",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from bench.profiles import PROFILES
+    from bench.commands._args import add_cohort_args
 
     p = sub.add_parser("perf", help="measure encoder vs harness throughput, the probe grid and memory",
                        description="(a) encoder forward on in-memory tensors, (b) harness embedding from "
@@ -21,10 +21,7 @@ def register(sub) -> None:
     p.add_argument("--encoder", default="simclr3d", help="registered name or path/to/file.py:ClassName")
     p.add_argument("--weights", default=None, help="checkpoint to load into the encoder")
     p.add_argument("--task", default="conversion", help="task whose scans and probe grid are measured")
-    p.add_argument("--profile", default="default", choices=sorted(PROFILES),
-                   help="run profile: cohort size, seeds, draws and bootstrap replicates of the grid")
-    p.add_argument("--cohort", default=None,
-                   help="BIDS folder or CSV/TSV manifest; default: the profile's synthetic cohort")
+    add_cohort_args(p, profile_help="run profile: cohort size, seeds, draws and bootstrap replicates of the grid")
     p.add_argument("--repeats", type=int, default=5,
                    help="rounds of (a) and (b) (and up to 3 of (d)); each figure is the median round "
                         "(default 5)")
@@ -32,7 +29,6 @@ def register(sub) -> None:
     p.add_argument("--workdir", default=None, help="where the temporary caches go (default: a temporary folder in the cache "
                         "folder, on the file system bench run writes its caches to)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_perf)
 
 
@@ -47,7 +43,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     check_request(args.task, args.repeats, args.batch_size)
     console, err = Console(), Console(stderr=True)
     log = None if args.no_progress else (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False))
-    cohort = open_cohort(args.cohort, profile=args.profile, progress=not args.no_progress)
+    cohort = open_cohort(args.cohort, profile=args.profile, seed=args.seed, progress=not args.no_progress)
     kwargs = {"weights": args.weights} if args.weights else {}
     result = measure(args.encoder, args.task, args.profile, cohort=cohort, repeats=args.repeats,
                      batch_size=args.batch_size, workdir=args.workdir, encoder_kwargs=kwargs, log=log)
