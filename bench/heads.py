@@ -226,8 +226,8 @@ class CoxHead:
     a failed fit falls back to the next stronger penalizer.
     """
 
-    #: scikit-learn's PCA may pick its randomised solver, seeded by ``seed``
-    uses_seed = True
+    #: the exact PCA and lifelines' Newton fit are deterministic (see protocols.fit_head)
+    uses_seed = False
 
     def __init__(self, seed: int = 0, penalizers=(0.01, 0.1, 1.0), max_dim: int = 16):
         self.seed, self.penalizers, self.max_dim = seed, penalizers, max_dim
@@ -239,7 +239,8 @@ class CoxHead:
 
         scaler = StandardScaler().fit(x)
         dim = max(1, min(self.max_dim, len(x) - 2, x.shape[1]))
-        pca = PCA(n_components=dim, random_state=self.seed).fit(scaler.transform(x))
+        # the exact solver: "auto" switches to a randomised, seed-dependent one above 500 x 500
+        pca = PCA(n_components=dim, svd_solver="full").fit(scaler.transform(x))
         z = pca.transform(scaler.transform(x))
         df = pd.DataFrame(z, columns=[f"z{i}" for i in range(dim)])
         df["time"], df["event"] = y[:, 0], y[:, 1]
@@ -338,10 +339,7 @@ class SequenceHead:
         self.kind, self.n_outputs, self.seed = kind, n_outputs, seed
         self.chosen: dict = {}
 
-    @property
-    def uses_seed(self) -> bool:
-        """Only the Cox model behind a survival sequence head depends on the seed."""
-        return self.kind not in ("classification", "regression")
+    uses_seed = False  # pooling is deterministic, and so is each flat head behind it
 
     def _pooled(self, data: HeadData) -> HeadData:
         x = np.stack([_pooled_once(xi, mi) for xi, mi in zip(data.x, data.months)])

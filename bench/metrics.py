@@ -190,6 +190,59 @@ def _row_weights(draws: np.ndarray, members: list[np.ndarray], n_rows: int) -> n
     return counts[:, subject_of_row]
 
 
+def _concordance(risk: np.ndarray) -> np.ndarray:
+    """(n, n): 1 where row i is predicted at higher risk than row j, 1/2 on ties, else 0."""
+    return (risk[:, None] > risk[None, :]) + 0.5 * (risk[:, None] == risk[None, :])
+
+
+def _pair_sums(weights: np.ndarray, left: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Per replicate b: sum over (i, j) of left[b, i] * pairs[i, j] * weights[b, j]."""
+    return (left * (weights @ pairs.T)).sum(axis=1)
+
+
+def _weighted_harrell_c(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`c_index` (lifelines' Harrell's C) on every replicate, a row drawn k times counting k times.
+
+    lifelines' admissible pairs: i had the event and j left later (event or censoring), or j was
+    censored at i's event time; tied risks count 1/2; events at the same time are not compared
+    (so neither are two copies of one row). NaN without an event or an admissible pair.
+    """
+    time, event = np.asarray(y_true, float)[:, 0], np.asarray(y_true, float)[:, 1] > 0
+    later = (time[None, :] > time[:, None]) | ((time[None, :] == time[:, None]) & ~event[None, :])
+    admissible = event[:, None] & later
+    num = _pair_sums(weights, weights, admissible * _concordance(np.asarray(y_pred, float)))
+    den = _pair_sums(weights, weights, admissible.astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _weighted_uno_c(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`uno_c` on every replicate: the censoring Kaplan-Meier and tau of each replicate.
+
+    The censoring survival G of a replicate is a product over the distinct times u_k of
+    (1 - censored at u_k / at risk at u_k), both counted with the replicate's multiplicities,
+    evaluated at each row's own time (the drop at that time included, as lifelines'
+    ``survival_function_at_times``); tau is the replicate's last event time.
+    """
+    time, event = np.asarray(y_true, float)[:, 0], np.asarray(y_true, float)[:, 1] > 0
+    risk = np.asarray(y_pred, float)
+    distinct = np.unique(time)
+    at = (time[:, None] == distinct[None, :])                                  # (n, K)
+    censored = weights @ (at & ~event[:, None]).astype(float)                 # (B, K)
+    at_risk = weights @ (time[:, None] >= distinct[None, :]).astype(float)    # (B, K)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        step = np.where(censored > 0, 1.0 - censored / np.where(at_risk > 0, at_risk, 1.0), 1.0)
+    g = np.clip(np.cumprod(step, axis=1)[:, np.searchsorted(distinct, time)], 1e-8, None)  # (B, n)
+    drawn_events = (weights > 0) & event[None, :]
+    tau = np.where(drawn_events, time[None, :], -np.inf).max(axis=1)
+    w = np.where(drawn_events & (time[None, :] < tau[:, None] + 1e-12), weights / g ** 2, 0.0)
+    earlier = time[:, None] < time[None, :]
+    num = _pair_sums(weights, w, earlier * _concordance(risk))
+    den = _pair_sums(weights, w, earlier.astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(drawn_events.any(axis=1) & (den > 0), num / np.where(den > 0, den, 1.0), np.nan)
+
+
 def _weighted_pearson_r(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """:func:`pearson_r` on every bootstrap replicate at once: correlation with case weights.
 
@@ -280,6 +333,10 @@ def _boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[n
                    else (_as_labels(y_pred) == y_true.astype(int)).astype(float))
         weights = _row_weights(draws, members, len(y_true))
         return (weights @ per_row) / weights.sum(axis=1)
+    if metric == "c_index":
+        return _weighted_harrell_c(y_true, y_pred, _row_weights(draws, members, len(y_true)))
+    if metric == "uno_c":
+        return _weighted_uno_c(y_true, y_pred, _row_weights(draws, members, len(y_true)))
     if metric == "pearson_r":
         return _weighted_pearson_r(y_true, y_pred, _row_weights(draws, members, len(y_true)))
     if metric == "auc":

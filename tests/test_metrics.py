@@ -144,6 +144,27 @@ def test_vectorised_bootstrap_pearson_r_equals_per_replicate_corrcoef():
     assert np.isnan(M._boot_scores("pearson_r", y, cases[1], draws, members)).all()
 
 
+def test_vectorised_bootstrap_c_indices_equal_per_replicate_lifelines():
+    """Harrell's C (lifelines) and Uno's C on each resample, with tied times (event and censored at
+    one time, two events at one time) and tied risks: the vectorised replicates equal the loop."""
+    rng = np.random.default_rng(5)
+    n = 36
+    groups = rng.integers(0, 14, n)
+    members = M._subject_index(groups, n)
+    draws = M._replicates(len(members), 200, 6)
+    time = rng.integers(1, 12, n).astype(float)       # few distinct times: many ties
+    event = (rng.random(n) < 0.5).astype(float)
+    y = np.stack([time, event], axis=1)
+    for risk in (np.round(rng.normal(size=n), 1), -time + rng.normal(0, 2, n)):
+        for metric, fn in (("c_index", M.c_index), ("uno_c", M.uno_c)):
+            fast = M._boot_scores(metric, y, risk, draws, members)
+            slow = np.array([fn(y[i], risk[i]) for i in (np.concatenate([members[s] for s in d]) for d in draws)])
+            np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12, equal_nan=True)
+    censored_only = np.stack([time, np.zeros(n)], axis=1)
+    assert np.isnan(M._boot_scores("c_index", censored_only, risk, draws, members)).all()
+    assert np.isnan(M._boot_scores("uno_c", censored_only, risk, draws, members)).all()
+
+
 def test_vectorised_bootstrap_balanced_accuracy_equals_per_replicate_sklearn():
     rng = np.random.default_rng(1)
     n = 50
