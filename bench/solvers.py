@@ -13,6 +13,10 @@ every strength is solved from it:
   rows (where the L2-penalised optimum lies), run to convergence. scikit-learn's L-BFGS stops
   at ``tol=1e-4``: close to this optimum for small C, visibly short of it for C >= 10.
 
+* the Cox model of lifelines' ``CoxPHFitter(penalizer)``: Newton's method on Efron's partial
+  likelihood, vectorised over event times (lifelines spends most of a fit summarising the
+  training table, which a probe never reads).
+
 The ridge head fits its final model with scikit-learn at the chosen alpha; the logistic head
 uses the exact binary solution for its final two-class model too, so that the model it keeps
 is the one its inner CV scored.
@@ -92,3 +96,84 @@ def binary_logistic_path(z_train: np.ndarray, positive: np.ndarray, Cs, *, tol: 
             t = np.where(ok, t, t / 2)
         theta, value = candidate, trial
     return theta[:, :r] @ v.T, theta[:, r]
+
+
+def cox_efron(z: np.ndarray, time: np.ndarray, event: np.ndarray, penalizer: float, *, tol: float = 1e-10,
+              max_iter: int = 50) -> np.ndarray | None:
+    """Coefficients of the L2-penalised Cox model that lifelines' ``CoxPHFitter(penalizer)`` fits.
+
+    Same model and optimum: Efron's partial likelihood for tied event times, on the columns
+    standardised by their mean and sample standard deviation (ddof 1), with the penalty
+    ``n * penalizer * ||beta||^2 / 2`` on those standardised coefficients. Returns ``beta`` on the
+    standardised scale (the log partial hazard of x is ``((x - mean) / std) @ beta``), or None
+    when Newton's method does not converge. lifelines itself spends most of a fit on summaries
+    of the training table the probe never reads; a probe grid fits this model about 80 times.
+    """
+    z = np.asarray(z, float)
+    n, d = z.shape
+    order = np.argsort(-np.asarray(time, float), kind="stable")         # latest exit first
+    x, t, e = z[order], np.asarray(time, float)[order], np.asarray(event, float)[order] > 0
+    event_times, group = np.unique(t[e], return_inverse=True)           # group of each event row
+    x_ev = x[e]
+    # rows at risk at an event time: every row up to the last one leaving at that time
+    last = np.searchsorted(-t, -event_times, side="right") - 1
+    size = np.bincount(group)
+    rank = np.empty(len(group), int)                                    # 0..m-1 within each tie group
+    for g in range(len(event_times)):
+        rank[group == g] = np.arange(size[g])
+    frac = rank / size[group]                                           # Efron's l / m
+    penalty = n * penalizer
+
+    def terms(beta: np.ndarray, derivatives: bool):
+        """Efron log partial likelihood, its gradient and its information matrix (minus the Hessian).
+
+        Per event row i of a tie group g: phi_i = R0(g) - frac_i D0(g), with R the sums over
+        the rows at risk and D over the group's events. The information's sum over groups of
+        the at-risk second moments, weighted by sum_i 1/phi_i, is one x^T diag(.) x: each row
+        collects the weights of every group it is at risk in (a suffix sum).
+        """
+        w = np.exp(x @ beta)
+        w_ev = w[e]
+        r0, r1 = np.cumsum(w), np.cumsum(w[:, None] * x, axis=0)
+        d0 = np.bincount(group, w_ev)
+        d1 = np.zeros((len(event_times), d))
+        np.add.at(d1, group, w_ev[:, None] * x_ev)
+        phi = r0[last[group]] - frac * d0[group]
+        ll = float((x_ev @ beta).sum() - np.log(phi).sum())
+        if not derivatives:
+            return ll, None, None
+        mean = (r1[last[group]] - frac[:, None] * d1[group]) / phi[:, None]
+        grad = x_ev.sum(axis=0) - mean.sum(axis=0)
+        at_last = np.zeros(n)
+        np.add.at(at_last, last, np.bincount(group, 1.0 / phi))
+        risk_weight = np.cumsum(at_last[::-1])[::-1]                     # sum over groups row j is at risk in
+        tie_weight = np.bincount(group, frac / phi)[group]
+        info = ((w * risk_weight)[:, None] * x).T @ x - ((w_ev * tie_weight)[:, None] * x_ev).T @ x_ev - mean.T @ mean
+        return ll, grad, info
+
+    beta = np.zeros(d)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        try:
+            ll, grad, info = terms(beta, True)
+            value = -ll + 0.5 * penalty * beta @ beta
+            for _ in range(max_iter):
+                g = -grad + penalty * beta
+                h = info + penalty * np.eye(d)
+                step = np.linalg.solve(h, g)
+                decrement = g @ step
+                if decrement <= tol * (1.0 + abs(value)):
+                    return beta
+                size = 1.0
+                while size > 1e-10:
+                    candidate = beta - size * step
+                    trial_ll = terms(candidate, False)[0]
+                    trial = -trial_ll + 0.5 * penalty * candidate @ candidate
+                    if trial <= value - 1e-4 * size * decrement:
+                        break
+                    size /= 2
+                beta = candidate
+                ll, grad, info = terms(beta, True)
+                value = -ll + 0.5 * penalty * beta @ beta
+        except (FloatingPointError, np.linalg.LinAlgError):
+            return None
+    return None
