@@ -117,11 +117,11 @@ def cox_efron(z: np.ndarray, time: np.ndarray, event: np.ndarray, penalizer: flo
     x_ev = x[e]
     # rows at risk at an event time: every row up to the last one leaving at that time
     last = np.searchsorted(-t, -event_times, side="right") - 1
-    size = np.bincount(group)
+    tie_size = np.bincount(group)
     rank = np.empty(len(group), int)                                    # 0..m-1 within each tie group
     for g in range(len(event_times)):
-        rank[group == g] = np.arange(size[g])
-    frac = rank / size[group]                                           # Efron's l / m
+        rank[group == g] = np.arange(tie_size[g])
+    frac = rank / tie_size[group]                                       # Efron's l / m
     penalty = n * penalizer
 
     def terms(beta: np.ndarray, derivatives: bool):
@@ -163,14 +163,13 @@ def cox_efron(z: np.ndarray, time: np.ndarray, event: np.ndarray, penalizer: flo
                 decrement = g @ step
                 if decrement <= tol * (1.0 + abs(value)):
                     return beta
-                size = 1.0
-                while size > 1e-10:
-                    candidate = beta - size * step
-                    trial_ll = terms(candidate, False)[0]
-                    trial = -trial_ll + 0.5 * penalty * candidate @ candidate
-                    if trial <= value - 1e-4 * size * decrement:
+                step_size = 1.0                                         # Armijo backtracking
+                while step_size > 1e-10:
+                    candidate = beta - step_size * step
+                    trial = -terms(candidate, False)[0] + 0.5 * penalty * candidate @ candidate
+                    if trial <= value - 1e-4 * step_size * decrement:
                         break
-                    size /= 2
+                    step_size /= 2
                 beta = candidate
                 ll, grad, info = terms(beta, True)
                 value = -ll + 0.5 * penalty * beta @ beta
