@@ -34,7 +34,6 @@ from torch import nn
 
 from baselines.recipe import PretrainedEncoder, Recipe
 from bench.encoders import EncoderCard, register_encoder
-from bench.encoders.api import load_strict, read_state_dict
 
 
 @dataclass(frozen=True)
@@ -202,8 +201,7 @@ class DINO2D(PretrainedEncoder):
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         self._build(CONFIGS, config, build_vit)
-        sha, pretraining = self._load_weights(config, weights, lambda p: load_strict(self.net, read_state_dict(p), p),
-                                              untrained_ok=untrained_ok)
+        sha, pretraining = self._load_weights(config, weights, untrained_ok=untrained_ok)
         c = self.config
         self.card = EncoderCard(
             name="dino2d" if config == "small" else f"dino2d-{config}",

@@ -21,7 +21,6 @@ from monai.networks.nets import MaskedAutoEncoderViT
 
 from baselines.recipe import PretrainedEncoder, Recipe
 from bench.encoders import EncoderCard, register_encoder
-from bench.encoders.api import load_strict, read_state_dict
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,7 @@ class MAE3D(PretrainedEncoder):
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         self._build(CONFIGS, config, build)
-        sha, pretraining = self._load_weights(config, weights, lambda p: load_strict(self.net, read_state_dict(p), p),
-                                              untrained_ok=untrained_ok)
+        sha, pretraining = self._load_weights(config, weights, untrained_ok=untrained_ok)
         c = self.config
         encoder_params = sum(p.numel() for n, p in self.net.named_parameters() if not n.startswith(("decoder", "mask")))
         self.card = EncoderCard(

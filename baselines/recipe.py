@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bench.encoders import Encoder
-from bench.encoders.api import file_sha256
+from bench.encoders.api import file_sha256, load_strict, read_state_dict
 from bench.errors import MribenchError
 
 #: committed checkpoints, ``<encoder>-<config>.pt`` with the card ``<encoder>-<config>.json`` beside it
@@ -56,10 +56,12 @@ class PretrainedEncoder(Encoder):
             torch.manual_seed(0)
             self.net = build(self.config).eval()
 
-    def _load_weights(self, config: str, weights: str | Path | None, load: Callable[[Path], None], *,
+    def _load_weights(self, config: str, weights: str | Path | None, load: Callable[[Path], None] | None = None, *,
                       untrained_ok: bool) -> tuple[str | None, dict]:
         """Find and ``load`` the weights; return (their SHA-256, the card's pretraining block).
 
+        ``load`` defaults to a strict load of the file's state dict into ``self.net`` (what
+        ``bench pretrain`` writes); published checkpoints with their own layout pass their own.
         ``untrained_ok`` lets a card be built without weights (``bench list encoders``, recipes).
         """
         self._untrained_ok = untrained_ok
@@ -67,7 +69,10 @@ class PretrainedEncoder(Encoder):
         if path is None:
             self.pretrained = False
             return None, {"cohort": None, "subjects": []}
-        load(path)
+        if load is None:
+            load_strict(self.net, read_state_dict(path), path)
+        else:
+            load(path)
         self.pretrained = True
         return file_sha256(path), pretraining_of(path)
 

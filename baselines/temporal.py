@@ -41,7 +41,6 @@ from torch import nn
 from baselines.random_init import resnet_feature_maps
 from baselines.recipe import PretrainedEncoder, Recipe
 from bench.encoders import EncoderCard, register_encoder
-from bench.encoders.api import load_strict, read_state_dict
 from bench.errors import MribenchError
 
 
@@ -226,8 +225,7 @@ class TemporalSSL(PretrainedEncoder):
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         self._build(CONFIGS, config, TemporalNet)
-        sha, pretraining = self._load_weights(config, weights, lambda p: load_strict(self.net, read_state_dict(p), p),
-                                              untrained_ok=untrained_ok)
+        sha, pretraining = self._load_weights(config, weights, untrained_ok=untrained_ok)
         c = self.config
         self.card = EncoderCard(
             name="temporal" if config == "small" else f"temporal-{config}",
