@@ -101,11 +101,11 @@ def fit_head(ctx: Context, train: np.ndarray, seed: int):
     A head that says ``uses_seed = False`` is fitted once per training set and context and
     shared; the seeds still differ where they matter (bootstrap resamples, k-shot draws).
     """
-    val = _mask(ctx, "val")
     head = make_head(ctx.spec, seed)
     key = (np.asarray(train).tobytes(), id(ctx.features)) if not getattr(head, "uses_seed", True) else None
     if key is not None and key in ctx.fitted_heads:
         return ctx.fitted_heads[key]
+    val = _mask(ctx, "val")
     head.fit(head_data(ctx, train, with_folds=True), head_data(ctx, val) if len(val) else None)
     if key is not None:
         ctx.fitted_heads[key] = head

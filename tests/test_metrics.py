@@ -107,6 +107,19 @@ def test_paired_bootstrap():
     assert better["delta"] > 0.3 and better["p_value"] < 0.01
 
 
+def _per_replicate(fn, y, p, draws, members) -> np.ndarray:
+    """``fn`` on each bootstrap resample, one at a time: what the vectorised replicates must equal."""
+    import warnings
+
+    out = []
+    for d in draws:
+        idx = np.concatenate([members[s] for s in d])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out.append(fn(y[idx], p[idx]))
+    return np.array(out)
+
+
 def test_vectorised_bootstrap_auc_equals_per_replicate_sklearn():
     """The rank-based replicate AUC must give exactly what sklearn gives on each resample."""
     rng = np.random.default_rng(0)
@@ -122,11 +135,7 @@ def test_vectorised_bootstrap_auc_equals_per_replicate_sklearn():
     draws = M._replicates(len(members), 200, 1)
     for y, p in cases:
         fast = M._boot_scores("auc", y, p, draws, members)
-        slow = []
-        for d in draws:
-            idx = np.concatenate([members[s] for s in d])
-            slow.append(M.auc(y[idx], p[idx]))
-        np.testing.assert_allclose(fast, np.array(slow), rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(fast, _per_replicate(M.auc, y, p, draws, members), rtol=1e-12, equal_nan=True)
 
 
 def test_vectorised_bootstrap_pearson_r_equals_per_replicate_corrcoef():
@@ -139,8 +148,8 @@ def test_vectorised_bootstrap_pearson_r_equals_per_replicate_corrcoef():
     cases = [rng.normal(70, 8, n) + 0.5 * y, np.full(n, 71.5), np.where(groups < 2, 60.0, 80.0)]
     for p in cases:  # informative, constant (NaN), constant in the replicates that miss groups 0-1
         fast = M._boot_scores("pearson_r", y, p, draws, members)
-        slow = np.array([M.pearson_r(y[i], p[i]) for i in (np.concatenate([members[s] for s in d]) for d in draws)])
-        np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(fast, _per_replicate(M.pearson_r, y, p, draws, members), rtol=1e-10, atol=1e-12,
+                                   equal_nan=True)
     assert np.isnan(M._boot_scores("pearson_r", y, cases[1], draws, members)).all()
 
 
@@ -158,8 +167,8 @@ def test_vectorised_bootstrap_c_indices_equal_per_replicate_lifelines():
     for risk in (np.round(rng.normal(size=n), 1), -time + rng.normal(0, 2, n)):
         for metric, fn in (("c_index", M.c_index), ("uno_c", M.uno_c)):
             fast = M._boot_scores(metric, y, risk, draws, members)
-            slow = np.array([fn(y[i], risk[i]) for i in (np.concatenate([members[s] for s in d]) for d in draws)])
-            np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12, equal_nan=True)
+            np.testing.assert_allclose(fast, _per_replicate(fn, y, risk, draws, members), rtol=1e-10, atol=1e-12,
+                                       equal_nan=True)
     censored_only = np.stack([time, np.zeros(n)], axis=1)
     assert np.isnan(M._boot_scores("c_index", censored_only, risk, draws, members)).all()
     assert np.isnan(M._boot_scores("uno_c", censored_only, risk, draws, members)).all()
@@ -173,13 +182,7 @@ def test_vectorised_bootstrap_balanced_accuracy_equals_per_replicate_sklearn():
     draws = M._replicates(len(members), 200, 2)
     for y, p in [(rng.integers(0, 3, n), rng.dirichlet([1, 1, 1], n)), (rng.integers(0, 2, n), rng.random((n, 2)))]:
         fast = M._boot_scores("balanced_accuracy", y, p, draws, members)
-        slow = []
-        for d in draws:
-            idx = np.concatenate([members[s] for s in d])
-            with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
-                __import__("warnings").simplefilter("ignore")
-                slow.append(M.balanced_accuracy(y[idx], p[idx]))
-        np.testing.assert_allclose(fast, np.array(slow), rtol=1e-12)
+        np.testing.assert_allclose(fast, _per_replicate(M.balanced_accuracy, y, p, draws, members), rtol=1e-12)
 
 
 def test_ridge_head_tunes_alpha_over_subjects_not_sessions():
