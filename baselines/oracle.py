@@ -15,9 +15,11 @@ from bench.encoders import Encoder, EncoderCard, register_encoder
 from bench.errors import MribenchError
 
 #: The latents that generated the image (nuisances such as head size are left out: a ceiling
-#: should not need to learn to ignore them from a few dozen subjects).
-FEATURES = ("stage", "hippocampus", "ventricles", "gm", "tumour_core_ml", "tumour_oedema_ml",
-            "marker", "T1w", "T2w", "FLAIR")
+#: should not need to learn to ignore them from a few dozen subjects). The biological age
+#: (chronological age plus the subject's brain-age gap) is what the ageing effects were drawn
+#: from, so the oracle's brain-age error is the gap itself.
+FEATURES = ("stage", "hippocampus", "ventricles", "gm", "wm", "biological_age", "tumour_core_ml",
+            "tumour_oedema_ml", "marker", "T1w", "T2w", "FLAIR")
 
 
 @register_encoder("oracle")
@@ -26,7 +28,7 @@ class Oracle(Encoder):
         self.card = EncoderCard(
             name="oracle", architecture="ground-truth latents", n_parameters=0, embed_dim=len(FEATURES),
             input_space="cpu-small", ssl_method="oracle", supports_finetune=False,
-            supports_segmentation=True)
+            supports_segmentation=True, version="2")
 
     def embed(self, volumes: torch.Tensor) -> torch.Tensor:
         raise MribenchError("the oracle reads the synthetic cohort's latents, not voxels")
@@ -42,8 +44,12 @@ class Oracle(Encoder):
             raise MribenchError(f"ground truth has no row for {missing[0]}")
         g = gt.loc[keys]
         icv = g["icv_ml"].to_numpy(float)
+        if "biological_age" not in g.columns:
+            raise MribenchError("the oracle needs a v2 synthetic cohort (ground truth without biological_age); "
+                                "regenerate it with `bench data synth --force`")
         cols = [g["stage"], 1000 * g["hippocampus_ml"] / icv, 1000 * g["ventricles_ml"] / icv,
-                g["gm_ml"] / icv, g.get("tumour_core_ml", pd.Series(0.0, index=g.index)).fillna(0.0),
+                g["gm_ml"] / icv, g["wm_ml"] / icv, g["biological_age"],
+                g.get("tumour_core_ml", pd.Series(0.0, index=g.index)).fillna(0.0),
                 g.get("tumour_oedema_ml", pd.Series(0.0, index=g.index)).fillna(0.0),
                 g["marker"].clip(lower=0)]
         seq = rows["sequence"].to_numpy()

@@ -3,14 +3,13 @@ loads and vouches for the weights a recipe produced."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from bench.encoders import Encoder
+from bench.encoders import Encoder, EncoderCard
 from bench.encoders.api import file_sha256, load_strict, read_state_dict
 from bench.errors import MribenchError
 
@@ -18,8 +17,15 @@ from bench.errors import MribenchError
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
+#: ``--weights init``: the encoder's own seeded random initialisation, the fair floor of its
+#: pretraining (same architecture, width and read-out; registered as ``<encoder>@init``)
+INIT = "init"
+
+
 def resolve_weights(encoder: str, config: str, weights: str | Path | None) -> Path | None:
     """The weights to load: the given file, else the committed ``weights/<encoder>-<config>.pt``."""
+    if weights == INIT:
+        return None
     if weights is None:
         committed = WEIGHTS_DIR / f"{encoder}-{config}.pt"
         return committed if committed.is_file() else None
@@ -30,10 +36,19 @@ def resolve_weights(encoder: str, config: str, weights: str | Path | None) -> Pa
 
 
 def pretraining_of(weights: Path) -> dict:
-    """The pretraining block of the card that ``bench pretrain`` writes beside its weights."""
+    """The pretraining block of the card that ``bench pretrain`` writes beside its weights (read with
+    the bounds of records: the card travels with weights from anywhere)."""
+    from bench.results import read_bounded_json
+
     card_file = weights.with_suffix(".json")
     empty = {"cohort": None, "subjects": []}
-    return json.loads(card_file.read_text()).get("pretraining_data", empty) if card_file.is_file() else empty
+    if not card_file.is_file():
+        return empty
+    card = read_bounded_json(card_file, "encoder card")
+    block = card.get("pretraining_data", empty) if isinstance(card, dict) else None
+    if not isinstance(block, dict):
+        raise MribenchError(f"{card_file}: the card's 'pretraining_data' is not a JSON object; fix or remove the card")
+    return block
 
 
 class PretrainedEncoder(Encoder):
@@ -45,7 +60,23 @@ class PretrainedEncoder(Encoder):
 
     registry_name: str
     pretrained: bool = False
+    init_floor: bool = False
     _untrained_ok: bool = False
+
+    @property
+    def card(self) -> EncoderCard:
+        return self._card
+
+    @card.setter
+    def card(self, card: EncoderCard) -> None:
+        """The init floor reports itself as ``<name>@init`` with no pretraining data and no
+        checkpoint, so its records and cached embeddings are never taken for the pretrained
+        encoder's (the harness keys both by the weights it hashes itself)."""
+        if self.init_floor and not card.name.endswith("@" + INIT):
+            card = card.model_copy(update={
+                "name": f"{card.name}@{INIT}", "ssl_method": f"none: seeded random init ({card.ssl_method})",
+                "pretraining_data": {"cohort": None, "subjects": []}, "checkpoint_sha256": None})
+        self._card = card
 
     def _build(self, configs: dict, config: str, build: Callable[[object], nn.Module]) -> None:
         """Set ``self.config`` and ``self.net`` (seeded, eval mode) for a named configuration."""
@@ -65,6 +96,9 @@ class PretrainedEncoder(Encoder):
         ``untrained_ok`` lets a card be built without weights (``bench list encoders``, recipes).
         """
         self._untrained_ok = untrained_ok
+        if weights == INIT:  # the seeded initialisation _build made is the model
+            self.init_floor, self._untrained_ok, self.pretrained = True, True, False
+            return None, {"cohort": None, "subjects": []}
         path = resolve_weights(self.registry_name, config, weights)
         if path is None:
             self.pretrained = False

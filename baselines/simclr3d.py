@@ -29,7 +29,6 @@ from torch import nn
 from baselines.random_init import resnet_feature_maps
 from baselines.recipe import PretrainedEncoder, Recipe
 from bench.encoders import EncoderCard, register_encoder
-from bench.encoders.api import load_strict, read_state_dict
 
 @dataclass(frozen=True)
 class SimCLRConfig:
@@ -41,12 +40,17 @@ class SimCLRConfig:
     projection_dim: int = 64
     temperature: float = 0.5
     rotation: float = 0.3                # largest random rotation about each axis, radians
+    queue_size: int = 0                  # memory queue of past projections used as extra negatives (0: none)
 
 
 CONFIGS = {
     "paper": SimCLRConfig("paper", (64, 128, 256, 512), 1, "simclr-paper", (30, 40, 40)),
-    "small": SimCLRConfig("small", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58), rotation=0.1),
+    "small": SimCLRConfig("small", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58), rotation=0.1,
+                          queue_size=512),
 }
+# Why ``small`` keeps a queue: on 2 CPU cores a batch is 8 volumes, so NT-Xent sees 14 negatives
+# per view and its loss stays near chance; the queue adds the last 512 projections (64 steps of
+# both views) as negatives, MoCo-style (He et al. 2020) without the momentum encoder.
 # Why ``small`` has milder views than the paper: every synthetic subject is warped from the one
 # MNI template, so brains differ far less than real ones. With the paper's views (crops down to
 # 75 % per side, rotations up to 0.3 rad) two views of one cpu-small scan correlate 0.26 voxel-
@@ -75,14 +79,54 @@ class SimCLRNet(nn.Module):
         return resnet_feature_maps(self.encoder, x)
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Normalised-temperature cross entropy over 2B views: each view's positive is its pair."""
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
+            queue: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised-temperature cross entropy over 2B views: each view's positive is its pair, the
+    other 2B - 2 views and the rows of ``queue`` (normalised past projections, no gradient) are
+    its negatives."""
     z = nn.functional.normalize(torch.cat([z1, z2]), dim=1)
     sim = z @ z.T / temperature
     n = len(z1)
     sim.fill_diagonal_(float("-inf"))
+    if queue is not None and len(queue):
+        sim = torch.cat([sim, z @ queue.T / temperature], dim=1)
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
     return nn.functional.cross_entropy(sim, target)
+
+
+class ProjectionQueue(nn.Module):
+    """A FIFO of the most recent normalised projections, kept as buffers so that a resumed
+    pretraining run (``last.pt`` holds the recipe's network state) continues with the same
+    negatives an uninterrupted run would have."""
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        self.register_buffer("items", torch.zeros(size, dim))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("head", torch.zeros((), dtype=torch.long))
+
+    def negatives(self) -> torch.Tensor:
+        """The queued projections (only the filled part, oldest first is not guaranteed)."""
+        return self.items[: int(self.filled)]
+
+    @torch.no_grad()
+    def push(self, z: torch.Tensor) -> None:
+        """Enqueue ``z`` (normalised, detached), overwriting the oldest entries."""
+        z = nn.functional.normalize(z.detach(), dim=1)
+        size = len(self.items)
+        for row in z[-size:]:
+            self.items[int(self.head)] = row
+            self.head.fill_((int(self.head) + 1) % size)
+        self.filled.fill_(min(size, int(self.filled) + len(z)))
+
+
+class SimCLRTraining(nn.Module):
+    """What pretraining updates and resumes: the network and, when configured, its queue."""
+
+    def __init__(self, net: SimCLRNet, queue: ProjectionQueue | None):
+        super().__init__()
+        self.net = net
+        self.queue = queue
 
 
 def make_views(config: SimCLRConfig, shape: tuple[int, int, int]):
@@ -111,7 +155,17 @@ class SimCLRMethod(Recipe):
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.net = SimCLRNet(self.config)
+        self._attach_queue()
         self._views = None
+
+    def _attach_queue(self) -> None:
+        """Wrap ``self.net`` with the config's memory queue (if any): what pretraining updates."""
+        queue = (ProjectionQueue(self.config.queue_size, self.config.projection_dim)
+                 if self.config.queue_size else None)
+        self.training = SimCLRTraining(self.net, queue)
+
+    def network(self) -> nn.Module:
+        return self.training
 
     def loss(self, batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         if self._views is None:
@@ -125,7 +179,13 @@ class SimCLRMethod(Recipe):
             views.append(torch.stack(out))
         z1 = self.net.projector(self.net(views[0]))
         z2 = self.net.projector(self.net(views[1]))
-        return nt_xent(z1, z2, self.config.temperature)
+        queue = self.training.queue
+        # a copy: pushing below overwrites the queue in place, which the backward pass must not see
+        negatives = None if queue is None else queue.negatives().clone()
+        loss = nt_xent(z1, z2, self.config.temperature, negatives)
+        if queue is not None:
+            queue.push(torch.cat([z1, z2]))
+        return loss
 
 
 @register_encoder("simclr3d")
@@ -136,17 +196,18 @@ class SimCLR3D(PretrainedEncoder):
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         self._build(CONFIGS, config, SimCLRNet)
-        # 3D-Neuro-SimCLR's release (``model_state_dict``, maybe ``module.``) or our own encoder.pt
-        sha, pretraining = self._load_weights(
-            config, weights, lambda p: load_strict(self.net, read_state_dict(p, weights_only=False), p),
-            untrained_ok=untrained_ok)
+        # 3D-Neuro-SimCLR's release (``model_state_dict``, maybe ``module.``) or our own encoder.pt: the
+        # default strict load reads either, with weights_only=True (a .tar of tensors and plain containers)
+        sha, pretraining = self._load_weights(config, weights, untrained_ok=untrained_ok)
         self.card = EncoderCard(
             name="simclr3d" if config == "small" else f"simclr3d-{config}",
             architecture=f"MONAI 3D ResNet-18 (widths {'-'.join(map(str, self.config.widths))}, "
                          f"stem stride {self.config.stem_stride})",
             n_parameters=sum(p.numel() for n, p in self.net.named_parameters() if n.startswith("encoder.")),
             embed_dim=self.config.widths[-1], input_space=self.config.input_space,
-            ssl_method="SimCLR (NT-Xent, temperature 0.5)", pretraining_data=pretraining,
+            ssl_method="SimCLR (NT-Xent, temperature 0.5" + (f", {self.config.queue_size}-projection memory queue)"
+                                                             if self.config.queue_size else ")"),
+            pretraining_data=pretraining,
             checkpoint_sha256=sha, reference="Kaczmarek et al., arXiv 2509.10620 (3D-Neuro-SimCLR)",
             supports_finetune=True, supports_segmentation=True)
 

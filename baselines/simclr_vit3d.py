@@ -24,7 +24,7 @@ from torch import nn
 from baselines.recipe import PretrainedEncoder
 from baselines.simclr3d import SimCLRConfig, SimCLRMethod
 from bench.encoders import EncoderCard, register_encoder
-from bench.encoders.api import load_strict
+from bench.encoders.api import load_strict, load_torch_file
 from bench.errors import MribenchError
 
 @dataclass(frozen=True)
@@ -85,6 +85,7 @@ class SimCLRViTMethod(SimCLRMethod):
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.net = SimCLRViTNet(self.vit_config, self.config.projection_dim)
+        self._attach_queue()
         self._views = None
 
 
@@ -106,11 +107,15 @@ class SimCLRViT3D(PretrainedEncoder):
             reference="Tak et al., Nature Neuroscience 2026 (BrainIAC)", supports_finetune=True)
 
     def _load(self, path: Path) -> None:
-        raw = torch.load(path, map_location="cpu", weights_only=False)  # read once: BrainIAC.ckpt is large
+        # read once (BrainIAC.ckpt is large), tensors and plain containers only (weights_only=True)
+        raw = load_torch_file(path)
         if isinstance(raw, dict) and "state_dict" in raw:  # BrainIAC's Lightning release: the backbone only
             load_strict(self.net.backbone, brainiac_backbone(raw["state_dict"], path), path)
-        else:  # our own pretraining: backbone + projector
+        elif isinstance(raw, dict):  # our own pretraining: backbone + projector
             load_strict(self.net, raw, path)
+        else:
+            raise MribenchError(f"{path}: not a state dict (a dict of tensors, or a Lightning checkpoint with "
+                                f"'state_dict'); it holds a {type(raw).__name__}")
 
 
 SimCLRViTMethod.encoder_cls = SimCLRViT3D  # the encoder that loads what the recipe trains

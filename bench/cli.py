@@ -7,9 +7,11 @@ fix, with exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.commands._args import add_cohort_args
+from bench.commands._args import add_cohort_args, positive_int
 from bench.errors import MribenchError
 from bench.profiles import PROFILES
 
@@ -25,7 +27,12 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 #: Which subject column stratifies the split of each population.
-SPLIT_LABELS = {"ad": "trajectory", "tumour": "marker"}
+SPLIT_LABELS = {"ad": "trajectory", "tumour": "marker", "healthy": "age"}
+#: (val, test) fractions of each population's non-external subjects. Every population gives its
+#: test split a third of its subjects: the power analysis of docs/calibration.md needs that many
+#: test subjects to tell encoders apart.
+SPLIT_FRACTIONS = {"ad": (0.15, 0.35), "healthy": (0.15, 0.35), "tumour": (0.15, 0.35)}
+DEFAULT_FRACTIONS = (0.15, 0.2)
 
 
 def _add_executor_args(p: argparse.ArgumentParser) -> None:
@@ -69,7 +76,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     generate(cfg, out, workers=args.workers, progress=not args.no_progress, force=args.force)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    console.print(f"wrote {out}: {cfg.n_ad} ageing/AD + {cfg.n_tumour} tumour subjects at "
+    console.print(f"wrote {out}: {cfg.n_ad} ageing/AD + {cfg.n_healthy} healthy + {cfg.n_tumour} tumour subjects at "
                   f"{cfg.resolution} mm, {size / 1e6:.0f} MB in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -96,27 +103,25 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     skipped = cohort.metadata.get("skipped_files", [])
     table.add_row("skipped files", str(len(skipped)))
     console.print(table)
+    split_dir = _default_split_dir(cohort.name)
+    if not args.no_power and split_dir.is_dir():
+        _print_power(cohort, split_dir, args.power_sims)
     return 0
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    """Load every scan once, reporting every unusable file rather than stopping at the first."""
-    from bench.data.volumes import load_scan
-    from bench.progress import progress_bar
+    """Every scan through the sanity gate (:mod:`bench.data.sanity`), reporting every unusable file
+    (one line each) rather than stopping at the first; warnings (oblique affines) are listed too."""
+    from bench.data.sanity import gate_report
 
     cohort = _cohort(args)
-    problems = []
-    with progress_bar(not args.no_progress) as bar:
-        task = bar.add_task("checking scans", total=len(cohort))
-        for path in cohort.table["path"]:
-            try:
-                load_scan(path)
-            except MribenchError as e:
-                problems.append(str(e))
-            bar.advance(task)
+    problems, notes = gate_report(cohort, progress=not args.no_progress)
     for p in problems:
-        err_console.print(f"[red]error[/red] {p}", highlight=False)
-    console.print(f"{cohort.name}: {len(cohort)} scans checked, {len(problems)} problem(s)")
+        err_console.print(f"[red]error[/red] {p}", highlight=False, soft_wrap=True)
+    for n in notes:
+        err_console.print(f"[yellow]warning[/yellow] {n}", highlight=False, soft_wrap=True)
+    console.print(f"{cohort.name}: {len(cohort)} scans checked, {len(problems)} problem(s)"
+                  + (f", {len(notes)} warning(s)" if notes else ""))
     return 1 if problems else 0
 
 
@@ -136,6 +141,7 @@ def cmd_splits_make(args: argparse.Namespace) -> int:
     populations = args.population or (sorted(subjects["population"].dropna().unique())
                                       if "population" in subjects.columns else ["all"])
     out_dir = Path(args.out) if args.out else _default_split_dir(cohort.name)
+    _refuse_overwrite([out_dir / f"{pop}.tsv" for pop in populations], args.force)
     external = args.external_site
     if external is None and cohort.name.startswith("synth"):
         external = EXTERNAL_SITE
@@ -147,13 +153,64 @@ def cmd_splits_make(args: argparse.Namespace) -> int:
         held_out = external if external in set(subj["site"]) else None
         if external and held_out is None:
             console.print(f"note: {pop} has no subject at site {external}; no external split")
-        df = make_split(subj, seed=args.split_seed, label=label, external_site=held_out)
+        val_frac, test_frac = SPLIT_FRACTIONS.get(pop, DEFAULT_FRACTIONS)
+        df = make_split(subj, seed=args.split_seed, label=label, external_site=held_out,
+                        val_frac=val_frac, test_frac=test_frac)
         path = out_dir / f"{pop}.tsv"
         digest = write_split(df, path)
         counts = df["split"].value_counts().to_dict()
         console.print(f"wrote {path} (sha256 {digest[:12]}): " +
                       ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test", "external")))
+    if not args.no_power:
+        _print_power(cohort, out_dir, args.power_sims)
     return 0
+
+
+def _add_power_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-power", action="store_true", help="skip the per-task power table")
+    p.add_argument("--power-sims", type=int, default=100,
+                   help="simulated replicates per AUC gap of the power table (default 100)")
+
+
+def _print_power(cohort, split_dir: Path, n_sim: int) -> None:
+    """Per task of this cohort: test / external counts and the smallest AUC gap the paired
+    bootstrap detects at 80 % power on the test split (bench.power states the model)."""
+    from bench.power import task_power
+    from bench.splits import load_split
+    from bench.tasks import list_tasks
+
+    table = Table(title=f"power of the test splits ({split_dir})")
+    table.add_column("task", no_wrap=True)
+    for col in ("test examples", "test subjects", "external examples", "external subjects",
+                "test classes", "AUC gap at 80 % power"):
+        table.add_column(col)
+    kind = "synth" if cohort.name.startswith("synth") else cohort.name
+    for name, spec in list_tasks().items():
+        if spec.cohort != kind:
+            continue
+        path = split_dir / Path(spec.split.replace("{cohort}/", ""))
+        if not path.is_file():
+            continue
+        try:
+            p = task_power(spec, cohort, load_split(path).table, n_sim=n_sim)
+        except MribenchError as e:
+            err_console.print(f"note: {name}: {e}", highlight=False)
+            continue
+        c = p.counts
+        gap = "-" if p.gap is None else ("not found" if p.gap != p.gap else f"{p.gap:.2f}")
+        table.add_row(name, str(c.test_examples), str(c.test_subjects), str(c.external_examples),
+                      str(c.external_subjects), ", ".join(f"{k}: {v}" for k, v in c.test_classes.items()),
+                      gap + (f" ({p.proxy})" if p.proxy and p.gap is not None else ""))
+    console.print(table)
+
+
+def _refuse_overwrite(paths: list[Path], force: bool) -> None:
+    """Split files are fixed once made (records carry their hashes): replacing one takes --force."""
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        raise MribenchError(f"{existing[0]} exists" + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "")
+                            + "; records are checked against existing split files: pass --force to overwrite, "
+                              "or --out DIR to write elsewhere")
 
 
 def cmd_splits_check(args: argparse.Namespace) -> int:
@@ -182,15 +239,15 @@ def cmd_splits_check(args: argparse.Namespace) -> int:
 def _resolve_scan(args: argparse.Namespace):
     """(volume in the space, subject, session, sequence) for --scan: a NIfTI file or a cohort scan id."""
     from bench.data.bids import parse_bids_name
+    from bench.data.sanity import load_gated_scan
     from bench.data.spaces import get_space, resample_to_space
-    from bench.data.volumes import load_scan
 
     space = get_space(args.space)
     path = Path(args.scan)
     if path.is_file():
         parsed = parse_bids_name(path.name)
         entities, suffix = parsed if parsed else ({}, "")
-        volume, affine = load_scan(path)
+        volume, affine = load_gated_scan(path)
         return (resample_to_space(volume, affine, space), f"sub-{entities.get('sub', path.name)}",
                 f"ses-{entities.get('ses', 'none')}", suffix)
     cohort = _cohort(args)
@@ -316,17 +373,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the grid; every job is attempted, and the exit status is 1 when any of them failed."""
     from dataclasses import replace
 
+    from bench.commands._args import results_folder
+    from bench.encoders.features import run_options
     from bench.executors import make_executor
     from bench.locks import cache_lock
     from bench.profiles import get_profile
     from bench.runner import Runner, check_protocols
+    from bench.tasks import check_task_args
 
     protocols = args.protocol or ["linear_probe"]
     check_protocols(protocols)
+    check_task_args(args.task)           # before the cohort, which can take minutes to generate
+    results_folder(args.results)
     if args.weights and len(args.encoder) > 1:
         raise MribenchError("--weights applies to one encoder; run one --encoder at a time with it")
+    kwargs = {"weights": args.weights} if args.weights else {}
+    kwargs |= run_options(args.encoder, args.features, args.name, args.weights)  # --encoder features: its table
     profile = get_profile(args.profile)
-    if args.seeds:
+    if args.seeds is not None:
         profile = replace(profile, seeds=args.seeds)
     with cache_lock(f"cohort-{args.profile}-seed{args.seed}"):  # two runs must not generate one cohort twice
         cohort = _cohort(args)
@@ -339,7 +403,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                         overwrite=args.overwrite, keep_predictions=not args.no_predictions, executor=executor,
                         keep_going=True, command=args.command_line)
         start = time.perf_counter()
-        kwargs = {"weights": args.weights} if args.weights else {}
         where = executor.describe()
         results = runner.run_grid(args.encoder, args.task, protocols, encoder_kwargs=kwargs)
     table = Table(title=f"bench run: {', '.join(args.encoder)} on {cohort.name} ({profile.name} profile, {where})")
@@ -366,54 +429,90 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "encoders":
         from bench.encoders import get_encoder, list_encoders
 
-        table = Table(title="encoders")
-        for col in ("encoder", "architecture", "parameters", "embed dim", "input space", "SSL method"):
-            table.add_column(col)
+        rows = []
         for name in list_encoders():
-            card = get_encoder(name).card
-            table.add_row(name, card.architecture, f"{card.n_parameters:,}", str(card.embed_dim),
-                          card.input_space, card.ssl_method)
-        console.print(table)
-        return 0
-    if args.what == "profiles":
-        table = Table(title="run profiles")
-        for col in ("profile", "AD subjects", "tumour subjects", "resolution", "what for"):
-            table.add_column(col)
-        for p in PROFILES.values():
-            table.add_row(p.name, str(p.synth_ad_subjects), str(p.synth_tumour_subjects),
-                          f"{p.synth_resolution} mm", p.description)
+            try:
+                card = get_encoder(name).card
+            except MribenchError as e:  # an encoder that needs arguments (features: --features PATH)
+                rows.append([name, str(e), None, None, None, None])
+                continue
+            rows.append([name, card.architecture, card.n_parameters, card.embed_dim, card.input_space, card.ssl_method])
+        _print_listing(args, "encoders", ["encoder", "architecture", "parameters", "embed dim", "input space",
+                                          "SSL method"], rows)
+    elif args.what == "profiles":
+        _print_listing(args, "run profiles",
+                       ["profile", "AD subjects", "healthy subjects", "tumour subjects", "resolution (mm)",
+                        "what for"],
+                       [[p.name, p.synth_ad_subjects, p.synth_healthy_subjects, p.synth_tumour_subjects,
+                         p.synth_resolution, p.description]
+                        for p in PROFILES.values()])
     else:
         from bench.data.spaces import SPACES
 
-        table = Table(title="input spaces")
-        for col in ("space", "shape", "spacing", "description"):
-            table.add_column(col)
-        for s in SPACES.values():
-            table.add_row(s.name, "x".join(map(str, s.shape)), f"{s.spacing_mm} mm", s.description)
-    console.print(table)
+        _print_listing(args, "input spaces", ["space", "shape", "spacing (mm)", "description"],
+                       [[s.name, "x".join(map(str, s.shape)), s.spacing_mm, s.description] for s in SPACES.values()])
     return 0
+
+
+def _print_listing(args: argparse.Namespace, title: str, columns: list[str], rows: list[list], note: str = "") -> None:
+    """A listing: a table on a terminal; whole values, tab-separated, when stdout is not a terminal
+    (a table there is cut to 80 columns and names become ``ad_dia…``); a JSON list with ``--json``."""
+    if args.json:
+        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2))
+        return
+    cells = [["-" if v is None else f"{v:,}" if isinstance(v, int) and v >= 10_000 else str(v) for v in row]
+             for row in rows]
+    if not console.is_terminal:
+        print("\n".join("\t".join(row) for row in [columns, *cells]))
+        return
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow="fold")  # wrap, never cut, a name that does not fit
+    for row in cells:
+        table.add_row(*row)
+    console.print(table, highlight=False)
+    if note:
+        console.print(note, highlight=False)
+
+
+def _existing_cohort(args: argparse.Namespace):
+    """The cohort named by --cohort, or the profile's synthetic cohort if it is already generated;
+    None otherwise. Listing never generates data (the default cohort takes minutes)."""
+    from bench.data.bids import read_bids
+    from bench.data.sources import synth_dir, synth_name
+    from bench.data.synth.generate import SynthConfig, is_complete
+
+    if args.cohort and args.cohort != "synth":
+        return _cohort(args)
+    folder = synth_dir(args.profile, args.seed)
+    if is_complete(folder, SynthConfig.from_profile(args.profile, seed=args.seed)):
+        return read_bids(folder, name=synth_name(args.profile))  # read, never (re)generate
+    return None
 
 
 def _list_tasks(args: argparse.Namespace) -> int:
     from bench.runner import prepare_task
     from bench.tasks import list_tasks
 
-    cohort = _cohort(args)
-    table = Table(title=f"tasks on {cohort.name}")
-    for col in ("task", "version", "kind", "cohort", "train", "val", "test", "external", "main score"):
-        table.add_column(col)
+    cohort = _existing_cohort(args)
+    splits = ("train", "val", "test", "external")
+    rows = []
     for name, spec in list_tasks().items():
-        try:
-            examples, _ = prepare_task(spec, cohort)
-            n = examples.table.groupby("split")["participant_id"].nunique()
-            counts = [str(int(n.get(s, 0))) for s in ("train", "val", "test", "external")]
-        except MribenchError as e:
-            counts = ["n/a"] * 4
-            err_console.print(f"{name}: {e}", highlight=False)
+        counts: list = []
+        if cohort is not None:
+            try:
+                examples, _ = prepare_task(spec, cohort)
+                n = examples.table.groupby("split")["participant_id"].nunique()
+                counts = [int(n.get(s, 0)) for s in splits]
+            except MribenchError as e:
+                counts = [None] * 4
+                err_console.print(f"{name}: {e}", highlight=False, soft_wrap=True)
         arrow = "up" if spec.higher_is_better else "down"
-        table.add_row(name, str(spec.version), spec.kind, spec.cohort, *counts, f"{spec.main_score} ({arrow})")
-    console.print(table)
-    console.print("(subjects per split)")
+        rows.append([name, spec.version, spec.kind, spec.cohort, *counts, f"{spec.main_score} ({arrow})"])
+    columns = ["task", "version", "kind", "cohort", *(splits if cohort is not None else ()), "main score"]
+    note = ("(subjects per split)" if cohort is not None else
+            f"(subjects per split: give --cohort, or generate the {args.profile} cohort with `bench data synth`)")
+    _print_listing(args, f"tasks on {cohort.name}" if cohort is not None else "tasks", columns, rows, note)
     return 0
 
 
@@ -435,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_synth)
     p = data.add_parser("info", help="summarise a cohort")
     add_cohort_args(p)
+    _add_power_args(p)
     p.set_defaults(func=cmd_data_info)
     p = data.add_parser("check", help="load every scan and report each unusable one")
     add_cohort_args(p)
@@ -452,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--external-site", default=None, help="site held out as 'external'")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--out", default=None, help="folder (default: splits/<cohort>/)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing split files (committed ones are what every record is checked against)")
+    _add_power_args(p)
     p.set_defaults(func=cmd_splits_make)
     p = splits.add_parser("check", help="verify hashes, leakage and subjects of split files")
     p.add_argument("files", nargs="*", help="split TSVs (default: splits/<cohort>/*.tsv)")
@@ -464,8 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", action="append", required=True, help="task name (repeatable)")
     p.add_argument("--protocol", action="append", default=None,
                    help="linear_probe (default), fractions, few_shot, finetune, robustness (repeatable)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: profile's)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="seeds per setting, >= 1 (default: profile's)")
     p.add_argument("--weights", default=None, help="checkpoint for the encoder (e.g. a published one)")
+    p.add_argument("--features", default=None, metavar="PATH",
+                   help="--encoder features: precomputed per-scan features (.tsv, .csv, .parquet, .npz) keyed by "
+                        "participant_id, session_id[, sequence]")
+    p.add_argument("--name", default=None,
+                   help="--encoder features: encoder name of the records (default: features-<file stem>)")
     p.add_argument("--results", default="leaderboard/results", help="results folder")
     p.add_argument("--overwrite", action="store_true", help="redo jobs whose record exists")
     p.add_argument("--no-predictions", action="store_true", help="leave per-subject predictions out")
@@ -507,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list tasks, encoders, profiles or input spaces")
     p.add_argument("what", choices=("tasks", "encoders", "profiles", "spaces"))
+    p.add_argument("--json", action="store_true", help="print a JSON list (one object per row)")
     add_cohort_args(p)
     p.set_defaults(func=cmd_list)
     _register_command_modules(sub)
@@ -528,12 +637,28 @@ def _register_command_modules(sub) -> None:
         module.register(sub)
 
 
+def _one_line_warnings(previous):
+    """A ``warnings.showwarning`` that prints mribench's own warnings (a scan's oblique affine...)
+    as one line, and hands every other warning to ``previous``."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        from bench.data.sanity import ScanWarning
+
+        if issubclass(category, ScanWarning):
+            err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # what the user typed, for provenance (records, cards): main(argv) from a test or script too
     args.command_line = " ".join(["bench", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores the default display when main() returns
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return int(args.func(args) or 0)
     except MribenchError as e:
         err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         return 2

@@ -117,7 +117,6 @@ def run_cross_cohort(encoder_spec: str, train: Side, test: Side, profile: Profil
     from bench.embeddings import EmbeddingCache
     from bench.encoders import get_encoder
     from bench.paths import cache_home
-    from bench.results import record_exists
     from bench.runner import prepare_task
 
     train_spec, test_spec = get_task(train.task), get_task(test.task)
@@ -128,7 +127,7 @@ def run_cross_cohort(encoder_spec: str, train: Side, test: Side, profile: Profil
                             "needs --train-site and --test-site, and they must differ")
     encoder = get_encoder(encoder_spec, **(encoder_kwargs or {}))
     path = record_file(results_dir, encoder.card.name, train_spec, train, test)
-    if record_exists(path) and not overwrite:
+    if not overwrite and _done(path, encoder, train_spec, test_spec, test, profile):
         return CrossResult(path, "skipped (exists)")
     start = time.perf_counter()
     root = cache_root or cache_home()
@@ -212,6 +211,24 @@ def _side_info(side: Side, spec: TaskSpec, ctx, role: str) -> dict:
             | ({"all": int(t["participant_id"].nunique())} if role == "test" else {})}
 
 
+def _done(path: Path, encoder, train_spec: TaskSpec, test_spec: TaskSpec, test: Side, profile: Profile) -> bool:
+    """True when ``path`` holds this transfer's result (skip it); a one-line error when it holds
+    another run's (other weights, cohort, profile or seeds), as for ``bench run``."""
+    from bench.encoders.api import weights_sha256
+    from bench.results import existing_record_matches
+    from bench.runner import cohort_sha256, profile_settings, split_file
+    from bench.splits import file_sha256
+
+    if not path.is_file():
+        return False
+    split = split_file(test_spec, test.cohort.name)
+    return existing_record_matches(path, {
+        "encoder": encoder.card.name, "weights": weights_sha256(encoder), "cohort": test.cohort.name,
+        "cohort hash": cohort_sha256(test.cohort), "profile": profile.name,
+        "profile settings": profile_settings(profile), "seeds": list(range(profile.seeds)),
+        "task hash": train_spec.sha256, "split hash": file_sha256(split) if split.is_file() else None})
+
+
 def _record(train_spec: TaskSpec, test_spec: TaskSpec, encoder, ctx_src, ctx_dst, train: Side, test: Side,
             profile: Profile, scores: list[dict], start: float, excluded: dict):
     from bench.results import ResultRecord, collect_provenance, summarise
@@ -222,16 +239,21 @@ def _record(train_spec: TaskSpec, test_spec: TaskSpec, encoder, ctx_src, ctx_dst
     overlap = card.overlap(evaluated, cohort=test.cohort.name)
     flags = [f"pretraining_overlap: {len(overlap)} evaluated subject(s) were in the encoder's pretraining data, "
              f"e.g. {sorted(overlap)[0]}"] if overlap else []
+    from bench.encoders.api import weights_sha256
+    from bench.runner import cohort_sha256, profile_settings
+
     provenance = collect_provenance(
         task_spec_sha256=train_spec.sha256, split_sha256=ctx_dst.split.sha256,
         split_file=_display(ctx_dst.split.path),
-        cohort={"name": test.cohort.name, "n_scans": len(test.cohort)},
+        cohort={"name": test.cohort.name, "n_scans": len(test.cohort), "root_hash": cohort_sha256(test.cohort)},
         encoder_card=card.model_dump(mode="json"), checkpoint_sha256=encoder.checkpoint_hash(),
+        weights_sha256=weights_sha256(encoder),
         config={"profile": profile.name, "protocol": PROTOCOL, "n_boot": profile.n_boot,
+                "profile_settings": profile_settings(profile),
                 "train": _side_info(train, train_spec, ctx_src, "train"),
                 "test": _side_info(test, test_spec, ctx_dst, "test"),
                 "excluded_examples": excluded},
-        seeds=sorted({s["seed"] for s in scores}), wall_time_s=time.perf_counter() - start,
+        seeds=list(range(profile.seeds)), wall_time_s=time.perf_counter() - start,
         command=" ".join(shlex.quote(a) for a in sys.argv))
     return ResultRecord.model_validate({
         "encoder": card.name, "task": train_spec.name, "task_version": train_spec.version, "protocol": PROTOCOL,

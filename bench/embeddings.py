@@ -1,8 +1,11 @@
 """Frozen-encoder embeddings, computed once per scan and cached on disk.
 
-The cache key is (encoder checkpoint hash, scan content hash, input space, perturbation), so a
-linear-probe grid of fractions x seeds x few-shot draws embeds every scan exactly once, a
-re-run embeds nothing, and a changed scan file or a new checkpoint is embedded afresh.
+The cache key is (encoder key, scan content hash, input space, perturbation), so a linear-probe
+grid of fractions x seeds x few-shot draws embeds every scan exactly once, a re-run embeds
+nothing, and a changed scan file or a new checkpoint is embedded afresh. The encoder key
+(:func:`encoder_key`) binds what really computes the embeddings: the hash of the weights the
+encoder holds, the hash of the code that defines it and its configuration; never a hash its card
+merely declares, which any file encoder could copy to be served (or to poison) another's cache.
 
 An embedding pass should cost what the encoder's forward passes cost (``bench perf`` measures
 both), so the pass
@@ -18,6 +21,7 @@ both), so the pass
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,6 +95,20 @@ def harness_forward(encoder) -> Iterator[Callable[[torch.Tensor], np.ndarray]]:
             module.to(memory_format=torch.contiguous_format)
 
 
+def encoder_key(encoder) -> str:
+    """The cache key of an encoder: SHA-256 of (weights actually loaded, code, card and config).
+
+    A file encoder that copies another's card (checkpoint hash included) has other code, so it
+    neither reads nor writes that encoder's entries; an edited ``embed()`` or network is another
+    key, so stale embeddings are never served; an unchanged encoder keeps its key from run to run
+    (its weights are hashed once per encoder object, its source files once per process).
+    """
+    from bench.encoders.api import code_sha256, config_fingerprint, weights_sha256
+
+    parts = ("mribench-embedding-key/1", weights_sha256(encoder), code_sha256(encoder), config_fingerprint(encoder))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 class EmbeddingCache:
     """One small .npy per (encoder, space, perturbation, scan) under ``root``.
 
@@ -127,7 +145,7 @@ class EmbeddingCache:
         ``transform(volume, row) -> volume`` applies a perturbation before the encoder; its name
         must be in ``perturbation`` so perturbed and clean embeddings never share a key.
         """
-        enc_hash = encoder.checkpoint_hash()
+        enc_hash = encoder_key(encoder)
         space = encoder.card.input_space
         table = cohort.table
         out: dict[int, np.ndarray] = {}

@@ -3,7 +3,8 @@
 Each example's steps (sessions) and input sequences go through the same encoder; a sequence is
 pooled as [mean of steps, last step, months since the previous scan, months spanned], so
 variable lengths and irregular gaps are seen by the head. Each seed trains a fresh copy of
-the encoder, so seeds are independent and the registered encoder is never modified.
+the encoder, so seeds are independent and the registered encoder is never modified. A progress
+bar per seed (epochs, with the last validation loss) shows unless ``--no-progress``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from bench.errors import MribenchError
+from bench.progress import progress_bar
 from bench.protocols import Context, _keep, _mask, eval_indices, example_volumes, seeds, setting_score
 
 
@@ -87,7 +89,8 @@ def _one_seed(ctx: Context, vols: list[torch.Tensor], seed: int) -> list[dict]:
     train, val = _mask(ctx, "train"), _mask(ctx, "val")
     y_train = ex.labels()[train]
     stats = (float(np.mean(y_train)), float(np.std(y_train) or 1.0)) if spec.kind == "regression" else (0.0, 1.0)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), progress_bar(ctx.progress) as bar:
+        task = bar.add_task(f"fine-tuning {spec.name} seed {seed}", total=ctx.profile.finetune_epochs)
         torch.manual_seed(seed)
         model = FinetuneModel(copy.deepcopy(ctx.encoder.module()), ctx.encoder.card.embed_dim,
                               len(spec.input.sequences), n_out)
@@ -106,11 +109,13 @@ def _one_seed(ctx: Context, vols: list[torch.Tensor], seed: int) -> list[dict]:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            bar.advance(task)
             if not len(val):
                 continue
             model.eval()
             with torch.no_grad():
                 vloss = float(_loss(ctx, _predict(model, ctx, vols, val), _targets(ctx, val, stats)))
+            bar.update(task, description=f"fine-tuning {spec.name} seed {seed} (val loss {vloss:.4f})")
             if vloss < best - 1e-4:
                 best, best_state, bad = vloss, copy.deepcopy(model.state_dict()), 0
             else:

@@ -110,11 +110,19 @@ def write_failure(results_dir: str | Path, job: Job, error: BaseException) -> Pa
 
 
 def read_failure(path: str | Path) -> dict | None:
-    """The marker's content, or None when there is none (or it is unreadable: treated as absent)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The marker's content, or None when there is none (or it is unreadable or not a JSON object:
+    treated as absent). Read with the bounds of records, so a crafted marker cannot stop
+    ``bench status``."""
+    from bench.errors import MribenchError
+    from bench.results import read_bounded_json
+
+    if not Path(path).is_file():
         return None
+    try:
+        marker = read_bounded_json(path, "failure marker")
+    except MribenchError:
+        return None
+    return marker if isinstance(marker, dict) else None
 
 
 def clear_failure(results_dir: str | Path, job: Job) -> None:

@@ -3,6 +3,18 @@
 Library implementations where they exist (scikit-learn, lifelines, MONAI); the bootstrap
 resamples *subjects* (all rows of a subject together), because a subject's sessions are not
 independent and treating them as such would give CIs that are too narrow.
+
+Conventions shared by every metric and its vectorised bootstrap (one rule each, so a point
+estimate and its CI can never disagree on what they measure):
+
+- binary AUC: the positive class is the *largest* label (scikit-learn's rule), decided on the
+  whole sample; a 1-D score or the second column of (n, 2) probabilities scores it;
+- predictions must be finite: :func:`compute`, :func:`bootstrap_ci` and :func:`paired_bootstrap`
+  refuse NaN / Inf with :class:`NonFinitePrediction` naming the row (the harness checks once more,
+  naming the example, in :func:`bench.protocols.setting_score`); the bare metric functions assume
+  finite input;
+- a metric that is undefined on a sample (one class, no event) is NaN, and a bootstrap replicate
+  where it is undefined is dropped and counted (``n_dropped``).
 """
 
 from __future__ import annotations
@@ -13,6 +25,22 @@ from typing import Callable
 
 import numpy as np
 from sklearn import metrics as skm
+
+from bench.errors import MribenchError
+
+#: HD95 of BraTS when a structure is missed (empty prediction, non-empty truth) or invented: the
+#: diagonal of its 240 x 240 x 155 grid at 1 mm. :func:`hd95_per_subject` uses the diagonal of the
+#: scored volume in the metric's units, which is this number on the BraTS grid.
+BRATS_HD95_PENALTY_MM = 373.13
+
+
+class NonFinitePrediction(MribenchError):
+    """A prediction is NaN or Inf: no metric is computed (each would fail in its own way)."""
+
+
+class MetricWarning(UserWarning):
+    """A metric is undefined on the evaluated sample for a reason the record should show
+    (e.g. a class absent from the test split); the value is NaN and this says why."""
 
 
 @dataclass(frozen=True)
@@ -28,23 +56,76 @@ def _as_labels(y_pred: np.ndarray) -> np.ndarray:
     return y_pred.argmax(1) if y_pred.ndim == 2 else y_pred.astype(int)
 
 
+def binary_positive(y_true) -> np.ndarray:
+    """Which rows are positive for a binary AUC: those with the largest label (scikit-learn's rule).
+
+    Shared by :func:`auc` and its vectorised bootstrap, so that labels {1, 2} mean the same thing
+    to both (2 is positive). More than two labels with a single score column is an error.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    labels = np.unique(y_true)
+    if len(labels) > 2:
+        raise ValueError(f"binary AUC with labels {labels.tolist()}: give (n, C) class probabilities "
+                         "for more than two classes")
+    return y_true == labels[-1] if len(labels) else np.zeros(0, bool)
+
+
+def _binary_score(y_pred: np.ndarray) -> np.ndarray | None:
+    """The positive class's score of a binary prediction (1-D scores or (n, 2) probabilities)."""
+    if y_pred.ndim == 1:
+        return y_pred
+    return y_pred[:, 1] if y_pred.shape[1] == 2 else None
+
+
 def auc(y_true, y_pred) -> float:
     """Binary AUC (scores or (n, 2) probabilities) or macro one-vs-rest AUC for (n, C) probabilities.
 
-    NaN, not an exception, when the sample holds a single class (a bootstrap replicate can).
+    Binary: the largest label is the positive class (:func:`binary_positive`). NaN, not an
+    exception, when the sample holds a single class (a bootstrap replicate can).
     """
     y_true = np.asarray(y_true).astype(int)
     y_pred = np.asarray(y_pred, dtype=float)
     present = np.unique(y_true)
     if len(present) < 2:
         return float("nan")
-    if y_pred.ndim == 1:
-        return float(skm.roc_auc_score(y_true, y_pred))
-    if y_pred.shape[1] == 2:
-        return float(skm.roc_auc_score(y_true, y_pred[:, 1]))
+    score = _binary_score(y_pred)
+    if score is not None:
+        return float(skm.roc_auc_score(binary_positive(y_true), score))
     # macro OvR over the classes present in this sample
     scores = [skm.roc_auc_score(y_true == c, y_pred[:, c]) for c in present]
     return float(np.mean(scores))
+
+
+def _class_matrix(y_true, y_pred, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integer labels that index the columns of an (n, C) probability matrix, C >= 2."""
+    y_true = np.asarray(y_true).astype(int)
+    y_pred = np.asarray(y_pred, dtype=float)
+    if y_pred.ndim != 2 or y_pred.shape[1] < 2:
+        raise ValueError(f"{metric} needs (n, C) class probabilities, got shape {y_pred.shape}")
+    if len(y_true) and (y_true.min() < 0 or y_true.max() >= y_pred.shape[1]):
+        raise ValueError(f"{metric}: labels {np.unique(y_true).tolist()} are not column indices of "
+                         f"{y_pred.shape[1]} class probabilities")
+    return y_true, y_pred
+
+
+def mauc(y_true, y_pred) -> float:
+    """Hand & Till's (2001) multi-class AUC M: the mean over class pairs {i, j} of
+    (A(i|j) + A(j|i)) / 2, A(i|j) being the AUC of column i separating class i from class j on the
+    examples of those two classes only.
+
+    Unlike the one-vs-rest macro AUC it does not depend on class prevalence. It equals
+    scikit-learn's ``roc_auc_score(y, p, multi_class="ovo", average="macro")``. The columns of
+    ``y_pred`` are the classes (labels are their indices); every class must be present: when one is
+    absent, M is undefined and the result is NaN with a :class:`MetricWarning` naming the absent
+    classes, not a silent average over the pairs that remain.
+    """
+    y_true, y_pred = _class_matrix(y_true, y_pred, "mauc")
+    absent = sorted(set(range(y_pred.shape[1])) - set(np.unique(y_true).tolist()))
+    if absent:
+        warnings.warn(MetricWarning(f"mauc undefined: class(es) {absent} of {y_pred.shape[1]} absent "
+                                    f"from the {len(y_true)} scored example(s)"), stacklevel=2)
+        return float("nan")
+    return float(_weighted_mauc(y_true, y_pred, np.ones((1, len(y_true))))[0])
 
 
 def balanced_accuracy(y_true, y_pred) -> float:
@@ -80,9 +161,16 @@ def c_index(y_true, y_pred) -> float:
 
 
 def uno_c(y_true, y_pred, tau: float | None = None) -> float:
-    """Uno's IPCW C-index: Harrell's pairs weighted by 1/G(t_i)^2, G = KM survival of censoring.
+    """Uno's IPCW C-index (Uno et al. 2011): Harrell's pairs weighted by 1/G(t_i)^2, G = the
+    Kaplan-Meier survival of censoring, evaluated at t_i (its drop at t_i included).
 
     Less dependent on the censoring distribution than Harrell's; equals it without censoring.
+    Pairs (i, j) count when i had an event at t_i < ``tau`` and j was seen longer: t_j > t_i, or
+    t_j == t_i with j censored (censoring at an event's time is taken to follow the event, as in
+    Harrell's C here and in scikit-survival); two events at one time are not compared. Tied risks
+    count one half. Only events strictly before ``tau`` count (Uno's truncation, so an event at
+    exactly tau is out); ``tau=None`` truncates nothing. Tasks with a horizon pass it as tau
+    (:func:`bench.protocols.metric_params`).
     """
     from lifelines import KaplanMeierFitter
 
@@ -91,14 +179,13 @@ def uno_c(y_true, y_pred, tau: float | None = None) -> float:
     risk = np.asarray(y_pred, float)
     if event.sum() == 0:
         return float("nan")
-    tau = time[event].max() if tau is None else tau
     km = KaplanMeierFitter().fit(time, event_observed=~event)
     g = km.survival_function_at_times(time).to_numpy()  # G(t_i); evaluated just after t_i
     g = np.clip(g, 1e-8, None)
-    w = np.where(event & (time < tau + 1e-12), 1.0 / g ** 2, 0.0)
-    comparable = (time[:, None] < time[None, :]) & (w[:, None] > 0)
-    conc = (risk[:, None] > risk[None, :]) + 0.5 * (risk[:, None] == risk[None, :])
-    num = (w[:, None] * comparable * conc).sum()
+    counted = event if tau is None else event & (time < tau)
+    w = np.where(counted, 1.0 / g ** 2, 0.0)
+    comparable = _uno_pairs(time, event) & (w[:, None] > 0)
+    num = (w[:, None] * comparable * _concordance(risk)).sum()
     den = (w[:, None] * comparable).sum()
     return float(num / den) if den > 0 else float("nan")
 
@@ -119,8 +206,22 @@ def dice_per_subject(y_true, y_pred) -> np.ndarray:
     return np.array(out)
 
 
+def hd95_penalty(shape: tuple[int, ...], spacing: float = 1.0) -> float:
+    """HD95 given to a missed (or invented) structure: the volume's diagonal in the metric's units.
+
+    BraTS's convention (373.13 mm, the diagonal of its 240 x 240 x 155 grid at 1 mm, see
+    :data:`BRATS_HD95_PENALTY_MM`) carried to any grid: no prediction can be further off.
+    """
+    return float(spacing * np.sqrt(np.sum(np.square(np.asarray(shape, float)))))
+
+
 def hd95_per_subject(y_true, y_pred, spacing: float = 1.0) -> np.ndarray:
-    """95th-percentile symmetric Hausdorff distance of the whole foreground, per subject (MONAI)."""
+    """95th-percentile symmetric Hausdorff distance of the whole foreground, per subject (MONAI).
+
+    A subject whose prediction is empty while its truth is not (a missed tumour), or the reverse,
+    gets :func:`hd95_penalty` instead of NaN: dropping it would let missing a tumour improve the
+    mean. A subject with neither (nothing to find, nothing found) is NaN, left out of the mean.
+    """
     import torch
     from monai.metrics import compute_hausdorff_distance
 
@@ -129,14 +230,27 @@ def hd95_per_subject(y_true, y_pred, spacing: float = 1.0) -> np.ndarray:
         y_true, y_pred = y_true[None], y_pred[None]
     out = []
     for t, p in zip(y_true, y_pred):
-        if not (t > 0).any() or not (p > 0).any():
+        has_truth, has_pred = bool((t > 0).any()), bool((p > 0).any())
+        if not has_truth and not has_pred:
             out.append(np.nan)
+            continue
+        if has_truth != has_pred:
+            out.append(hd95_penalty(t.shape, spacing))
             continue
         tt = torch.from_numpy((t > 0)[None, None].astype(np.float32))
         pp = torch.from_numpy((p > 0)[None, None].astype(np.float32))
         d = compute_hausdorff_distance(pp, tt, percentile=95, spacing=spacing)
         out.append(float(d.item()))
     return np.array(out)
+
+
+def missed_structures(y_true, y_pred) -> int:
+    """Subjects whose truth has foreground and whose prediction has none (scored with the penalty)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim == 3:
+        y_true, y_pred = y_true[None], y_pred[None]
+    axes = tuple(range(1, y_true.ndim))
+    return int(np.sum((y_true > 0).any(axis=axes) & ~(y_pred > 0).any(axis=axes)))
 
 
 def dice(y_true, y_pred) -> float:
@@ -150,6 +264,7 @@ def hd95(y_true, y_pred, spacing: float = 1.0) -> float:
 
 METRICS: dict[str, MetricSpec] = {m.name: m for m in (
     MetricSpec("auc", auc, True, "classification"),
+    MetricSpec("mauc", mauc, True, "classification"),
     MetricSpec("balanced_accuracy", balanced_accuracy, True, "classification"),
     MetricSpec("accuracy", accuracy, True, "classification"),
     MetricSpec("mae", mae, False, "regression"),
@@ -164,8 +279,29 @@ METRICS: dict[str, MetricSpec] = {m.name: m for m in (
 PER_SUBJECT = {"dice": dice_per_subject, "hd95": hd95_per_subject}
 
 
-def compute(names, y_true, y_pred) -> dict[str, float]:
-    return {n: METRICS[n].fn(y_true, y_pred) for n in names}
+def check_finite_predictions(y_pred, labels=None) -> None:
+    """Refuse NaN / Inf predictions, naming the first bad row (by ``labels[row]`` when given).
+
+    The one rule for non-finite predictions: left alone, AUC, MAE and Harrell's C raise their own
+    errors, Pearson's r turns NaN and Uno's C or balanced accuracy return a plausible number.
+    """
+    y_pred = np.asarray(y_pred)
+    if y_pred.dtype.kind in "biu" or not y_pred.size:  # labels (segmentation): always finite
+        return
+    y_pred = y_pred.astype(float, copy=False)
+    bad = ~np.isfinite(y_pred.reshape(len(y_pred), -1)).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        name = f"example {labels[first]}" if labels is not None else f"row {first}"
+        raise NonFinitePrediction(f"{int(bad.sum())} prediction(s) are NaN or Inf, first for {name} "
+                                  f"({np.asarray(y_pred)[first].tolist()}); the encoder or head emitted "
+                                  "non-finite values, so nothing was scored")
+
+
+def compute(names, y_true, y_pred, params: dict[str, dict] | None = None) -> dict[str, float]:
+    """Every named metric on one sample; ``params[name]`` are extra keyword arguments (uno_c's tau)."""
+    check_finite_predictions(y_pred)
+    return {n: METRICS[n].fn(y_true, y_pred, **(params or {}).get(n, {})) for n in names}
 
 
 def _subject_index(groups, n: int) -> list[np.ndarray]:
@@ -216,13 +352,21 @@ def _weighted_harrell_c(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndar
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _weighted_uno_c(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """:func:`uno_c` on every replicate: the censoring Kaplan-Meier and tau of each replicate.
+def _uno_pairs(time: np.ndarray, event: np.ndarray) -> np.ndarray:
+    """(n, n): 1 where j was seen longer than i's time: t_j > t_i, or t_j == t_i with j censored
+    (only rows i with an event are ever weighted, so two events at one time are not compared)."""
+    return (time[None, :] > time[:, None]) | ((time[None, :] == time[:, None]) & ~event[None, :])
+
+
+def _weighted_uno_c(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray,
+                    tau: float | None = None) -> np.ndarray:
+    """:func:`uno_c` on every replicate: the censoring Kaplan-Meier of each replicate, one tau.
 
     The censoring survival G of a replicate is a product over the distinct times u_k of
     (1 - censored at u_k / at risk at u_k), both counted with the replicate's multiplicities,
     evaluated at each row's own time (the drop at that time included, as lifelines'
-    ``survival_function_at_times``); tau is the replicate's last event time.
+    ``survival_function_at_times``). Pairs and truncation as in :func:`uno_c`: events at
+    t < tau (all, when tau is None), partners seen longer (censored at the same time included).
     """
     time, event = np.asarray(y_true, float)[:, 0], np.asarray(y_true, float)[:, 1] > 0
     risk = np.asarray(y_pred, float)
@@ -233,14 +377,13 @@ def _weighted_uno_c(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray)
     with np.errstate(invalid="ignore", divide="ignore"):
         step = np.where(censored > 0, 1.0 - censored / np.where(at_risk > 0, at_risk, 1.0), 1.0)
     g = np.clip(np.cumprod(step, axis=1)[:, np.searchsorted(distinct, time)], 1e-8, None)  # (B, n)
-    drawn_events = (weights > 0) & event[None, :]
-    tau = np.where(drawn_events, time[None, :], -np.inf).max(axis=1)
-    w = np.where(drawn_events & (time[None, :] < tau[:, None] + 1e-12), weights / g ** 2, 0.0)
-    earlier = time[:, None] < time[None, :]
-    num = _pair_sums(weights, w, earlier * _concordance(risk))
-    den = _pair_sums(weights, w, earlier.astype(float))
+    counted = event if tau is None else event & (time < tau)
+    w = np.where((weights > 0) & counted[None, :], weights / g ** 2, 0.0)
+    later = _uno_pairs(time, event)
+    num = _pair_sums(weights, w, later * _concordance(risk))
+    den = _pair_sums(weights, w, later.astype(float))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(drawn_events.any(axis=1) & (den > 0), num / np.where(den > 0, den, 1.0), np.nan)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def _weighted_pearson_r(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -283,19 +426,39 @@ def _weighted_binary_auc(positive: np.ndarray, score: np.ndarray, weights: np.nd
 
 
 def _weighted_auc(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """:func:`auc` on every bootstrap replicate at once (same conventions: NaN for one class,
-    macro one-vs-rest over the classes present in the replicate)."""
+    """:func:`auc` on every bootstrap replicate at once (same conventions: the largest label of the
+    whole sample is positive, NaN for one class, macro one-vs-rest over the classes present)."""
     y_true = y_true.astype(int)
     y_pred = np.asarray(y_pred, dtype=float)
-    if y_pred.ndim == 1 or y_pred.shape[1] == 2:
-        score = y_pred if y_pred.ndim == 1 else y_pred[:, 1]
-        return _weighted_binary_auc(y_true == 1, score, weights)
+    score = _binary_score(y_pred)
+    if score is not None:
+        return _weighted_binary_auc(binary_positive(y_true), score, weights)
     per_class = np.stack([_weighted_binary_auc(y_true == c, y_pred[:, c], weights)
                           for c in range(y_pred.shape[1])], axis=1)
     # A replicate with only one class present has no finite per-class AUC: NaN, as in auc().
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(per_class, axis=1)
+
+
+def _weighted_mauc(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`mauc` on every replicate: per class pair, the two weighted AUCs on the pair's rows.
+
+    A replicate missing a class has an undefined pair, so its M is NaN (dropped, counted), never
+    an average over the pairs that remain.
+    """
+    y_true, y_pred = _class_matrix(y_true, y_pred, "mauc")
+    pair_scores = []
+    for i in range(y_pred.shape[1]):
+        for j in range(i + 1, y_pred.shape[1]):
+            rows = (y_true == i) | (y_true == j)
+            if not rows.any():
+                pair_scores.append(np.full(len(weights), np.nan))
+                continue
+            a_ij = _weighted_binary_auc(y_true[rows] == i, y_pred[rows, i], weights[:, rows])
+            a_ji = _weighted_binary_auc(y_true[rows] == j, y_pred[rows, j], weights[:, rows])
+            pair_scores.append((a_ij + a_ji) / 2)
+    return np.mean(np.stack(pair_scores, axis=1), axis=1)
 
 
 def _weighted_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -313,9 +476,12 @@ def _weighted_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, weights:
         return np.nanmean(np.stack(recalls, axis=1), axis=1)
 
 
-def _boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[np.ndarray]) -> np.ndarray:
-    """Metric on each bootstrap replicate (rows of subject indices)."""
+def _boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[np.ndarray],
+                 params: dict | None = None) -> np.ndarray:
+    """Metric on each bootstrap replicate (rows of subject indices); ``params``: the metric's
+    keyword arguments (uno_c's tau), the same as for the point estimate."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    params = params or {}
     if metric in PER_SUBJECT:
         per_row = PER_SUBJECT[metric](y_true, y_pred)
         per_subject = np.array([np.nanmean(per_row[m]) if np.isfinite(per_row[m]).any() else np.nan
@@ -336,11 +502,13 @@ def _boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[n
     if metric == "c_index":
         return _weighted_harrell_c(y_true, y_pred, _row_weights(draws, members, len(y_true)))
     if metric == "uno_c":
-        return _weighted_uno_c(y_true, y_pred, _row_weights(draws, members, len(y_true)))
+        return _weighted_uno_c(y_true, y_pred, _row_weights(draws, members, len(y_true)), **params)
     if metric == "pearson_r":
         return _weighted_pearson_r(y_true, y_pred, _row_weights(draws, members, len(y_true)))
     if metric == "auc":
         return _weighted_auc(y_true, y_pred, _row_weights(draws, members, len(y_true)))
+    if metric == "mauc":
+        return _weighted_mauc(y_true, y_pred, _row_weights(draws, members, len(y_true)))
     if metric == "balanced_accuracy":
         return _weighted_balanced_accuracy(y_true, y_pred, _row_weights(draws, members, len(y_true)))
     fn = METRICS[metric].fn
@@ -349,20 +517,24 @@ def _boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[n
         warnings.simplefilter("ignore")
         for b, draw in enumerate(draws):  # AUC / C-index / balanced accuracy: a loop over replicates
             idx = np.concatenate([members[s] for s in draw])
-            out[b] = fn(y_true[idx], y_pred[idx])
+            out[b] = fn(y_true[idx], y_pred[idx], **params)
     return out
 
 
 def bootstrap_ci(metric: str, y_true, y_pred, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-                 groups=None) -> dict:
-    """Point estimate and percentile bootstrap (1 - alpha) CI, resampling subjects (``groups``)."""
+                 groups=None, params: dict | None = None) -> dict:
+    """Point estimate and percentile bootstrap (1 - alpha) CI, resampling subjects (``groups``).
+
+    ``params``: the metric's keyword arguments (uno_c's tau), used for the point and every replicate.
+    """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    point = METRICS[metric].fn(y_true, y_pred)
+    check_finite_predictions(y_pred)
+    point = METRICS[metric].fn(y_true, y_pred, **(params or {}))
     members = _subject_index(groups, len(y_true))
     if len(members) < 2:
         return {"point": float(point), "low": float("nan"), "high": float("nan"), "se": float("nan"),
                 "n": len(members), "n_dropped": 0}
-    boots = _boot_scores(metric, y_true, y_pred, _replicates(len(members), n_boot, seed), members)
+    boots = _boot_scores(metric, y_true, y_pred, _replicates(len(members), n_boot, seed), members, params)
     ok = boots[np.isfinite(boots)]
     if not len(ok):
         return {"point": float(point), "low": float("nan"), "high": float("nan"), "se": float("nan"),
@@ -373,20 +545,23 @@ def bootstrap_ci(metric: str, y_true, y_pred, *, n_boot: int = 1000, seed: int =
 
 
 def paired_bootstrap(metric: str, y_true, pred_a, pred_b, *, n_boot: int = 1000, seed: int = 0,
-                     groups=None) -> dict:
+                     groups=None, params: dict | None = None) -> dict:
     """Paired test of two predictors on the same subjects: delta = score(a) - score(b).
 
     Both are scored on the same resampled subject sets. The two-sided p-value is
     2 * min(P(delta* <= 0), P(delta* >= 0)) over replicates, clipped to 1.
     """
     y_true = np.asarray(y_true)
+    check_finite_predictions(pred_a)
+    check_finite_predictions(pred_b)
     members = _subject_index(groups, len(y_true))
     draws = _replicates(len(members), n_boot, seed)
-    a = _boot_scores(metric, y_true, pred_a, draws, members)
-    b = _boot_scores(metric, y_true, pred_b, draws, members)
+    a = _boot_scores(metric, y_true, pred_a, draws, members, params)
+    b = _boot_scores(metric, y_true, pred_b, draws, members, params)
     delta = a - b
     delta = delta[np.isfinite(delta)]
-    point = METRICS[metric].fn(y_true, np.asarray(pred_a)) - METRICS[metric].fn(y_true, np.asarray(pred_b))
+    fn, kwargs = METRICS[metric].fn, params or {}
+    point = fn(y_true, np.asarray(pred_a), **kwargs) - fn(y_true, np.asarray(pred_b), **kwargs)
     if not len(delta):
         return {"delta": float(point), "low": float("nan"), "high": float("nan"), "p_value": float("nan"),
                 "n": len(members)}

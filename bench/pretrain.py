@@ -96,6 +96,65 @@ def _atomic_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)
 
 
+# -- last.pt: the resumable state, without pickled Python objects ----------------------------------
+#: ``format`` of the JSON part of ``last.pt``; bump when the layout changes
+STATE_FORMAT = "mribench-pretrain-state/1"
+
+
+def _rng_json(state: dict) -> dict:
+    """A numpy bit generator's state as JSON-ready data (PCG64's is ints already; others hold arrays)."""
+    return {k: _rng_json(v) if isinstance(v, dict) else ({"ndarray": v.tolist(), "dtype": str(v.dtype)}
+                                                         if isinstance(v, np.ndarray) else v)
+            for k, v in state.items()}
+
+
+def _rng_from_json(state: dict) -> dict:
+    return {k: (np.asarray(v["ndarray"], dtype=v["dtype"]) if set(v) == {"ndarray", "dtype"}
+                else _rng_from_json(v)) if isinstance(v, dict) else v for k, v in state.items()}
+
+
+def write_pretrain_state(path: Path, *, step: int, network: dict, optimiser: dict, numpy_rng: dict,
+                         torch_rng: torch.Tensor, losses: list[float], ranks: list[dict] | None = None) -> None:
+    """Write ``last.pt`` atomically: tensors (weights, optimiser moments, torch RNG states as uint8
+    tensors) and plain containers only, with everything else (step, losses, numpy generator states,
+    process count) as one JSON string inside, so :func:`read_pretrain_state` loads it with
+    ``weights_only=True`` and a checkpoint can never carry code."""
+    meta = {"format": STATE_FORMAT, "step": int(step), "losses": [float(x) for x in losses],
+            "numpy_rng": _rng_json(numpy_rng), "world_size": len(ranks) if ranks else 1,
+            "ranks_numpy_rng": [_rng_json(r["numpy_rng"]) for r in ranks or []]}
+    tensors = {"network": network, "optimiser": optimiser, "torch_rng": torch_rng,
+               "ranks_torch_rng": [r["torch_rng"] for r in ranks or []],
+               "ranks_cuda_rng": [r.get("cuda_rng") for r in ranks or []]}
+    _atomic_torch_save({"meta": json.dumps(meta), **tensors}, path)
+
+
+def read_pretrain_state(path: Path) -> dict:
+    """``last.pt`` as the training loop uses it (step, network, optimiser, numpy_rng, torch_rng,
+    losses, world_size and, under DDP, each rank's streams in ``ranks``), loaded with
+    ``weights_only=True``; anything else in the file is a one-line error."""
+    from bench.encoders.api import load_torch_file
+
+    raw = load_torch_file(path, "pretraining checkpoint")
+    if isinstance(raw, dict) and "meta" not in raw and {"step", "network", "numpy_rng"} <= set(raw):
+        return raw  # the layout before STATE_FORMAT: plain containers too, so it loaded just as safely
+    try:
+        meta = json.loads(raw["meta"])
+        if meta.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
+        state = {"step": int(meta["step"]), "losses": list(meta["losses"]), "network": raw["network"],
+                 "optimiser": raw["optimiser"], "numpy_rng": _rng_from_json(meta["numpy_rng"]),
+                 "torch_rng": raw["torch_rng"], "world_size": int(meta["world_size"])}
+        ranks = [{"numpy_rng": _rng_from_json(n), "torch_rng": t} for n, t in
+                 zip(meta["ranks_numpy_rng"], raw["ranks_torch_rng"], strict=True)]
+        for r, cuda in zip(ranks, raw["ranks_cuda_rng"]):
+            if cuda is not None:
+                r["cuda_rng"] = cuda
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        raise MribenchError(f"{path}: not a pretraining checkpoint of this mribench ({type(e).__name__}: {e}); "
+                            "start a new run with --out") from None
+    return {**state, **({"ranks": ranks} if ranks else {})}
+
+
 def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int = 8, lr: float = 3e-4,
              seed: int = 0, out_dir: Path | None = None, resume: bool = False, checkpoint_every: int = 50,
              progress: bool = True, store: VolumeStore | None = None, command: str = "") -> PretrainResult:
@@ -107,6 +166,10 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     if occupied and not resume:
         raise MribenchError(f"{out_dir} already holds a pretraining run; pass --resume to continue it "
                             "or --out for a new folder")
+    if resume and not last.is_file():
+        raise MribenchError(f"--resume: no checkpoint at {last}")
+    # read (and vetted) before any preprocessing, so a bad checkpoint costs nothing
+    state = read_pretrain_state(last) if resume else None
     out_dir.mkdir(parents=True, exist_ok=True)
     pool = pretraining_pool(cohort)
     t = cohort.table
@@ -127,16 +190,13 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     own_rng = rng if not info.enabled else np.random.default_rng((seed, info.rank))
     torch.manual_seed(seed if not info.enabled else int(np.random.SeedSequence((seed, info.rank)).generate_state(1)[0]))
     start_step, losses = 0, []
-    if resume and last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+    if state is not None:
         net.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         start_step, losses = int(state["step"]), list(state["losses"])
         _restore_rank_state(state, info, own_rng, last)
-    elif resume:
-        raise MribenchError(f"--resume: no checkpoint at {last}")
 
     log = out_dir / "loss.tsv"
     if info.is_main and start_step == 0:
@@ -181,11 +241,9 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
             if step % checkpoint_every == 0 or step == steps:
                 ranks = ddp.all_gather_objects(info, _rank_state(own_rng)) if info.enabled else None
                 if info.is_main:  # one writer; every rank's random streams go into it
-                    _atomic_torch_save({"step": step, "network": net.state_dict(),
-                                        "optimiser": optimiser.state_dict(),
-                                        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                                        "losses": losses,
-                                        **({"world_size": info.world_size, "ranks": ranks} if ranks else {})}, last)
+                    write_pretrain_state(last, step=step, network=net.state_dict(),
+                                         optimiser=optimiser.state_dict(), numpy_rng=rng.bit_generator.state,
+                                         torch_rng=torch.get_rng_state(), losses=losses, ranks=ranks)
             bar.update(task, advance=1, description=f"pretraining {method.name} (loss {losses[-1]:.3f})")
 
     encoder_path = out_dir / "encoder.pt"
@@ -197,6 +255,10 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
         card = method.card(pool, cohort.name, steps)
         card["checkpoint_sha256"] = file_sha256(encoder_path)
         card.setdefault("pretraining_data", {})["command"] = command
+        trained = time.perf_counter() - begin
+        card["pretraining_data"].update({  # what the run cost, for whoever wants to reproduce it
+            "batch_size": batch, "wall_time_s": round(trained, 1), "steps_this_run": steps - start_step,
+            "volumes_per_s": round((steps - start_step) * batch / trained, 2) if trained > 0 else None})
         if info.enabled:
             card["pretraining_data"]["processes"] = info.world_size
         _atomic_text(card_path, json.dumps(card, indent=2, sort_keys=True) + "\n")

@@ -24,18 +24,21 @@ class Profile:
     finetune_epochs: int = 20     # upper bound; early stopping on val ends sooner
     segmentation_steps: int = 400  # decoder optimiser steps (batches of 4); early stopping on val
     pretrain_steps: int = 400      # SSL optimiser steps of `bench pretrain` unless --steps/--epochs
+    synth_healthy_subjects: int = 0  # healthy lifespan population (one T1w each: brain age)
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("smoke", 96, 12, 2, "tiny cohort, few steps: tests and CI, seconds",
+        Profile("smoke", 80, 12, 2, "tiny cohort, few steps: tests and CI, seconds",
                 seeds=2, n_boot=200, few_shot_draws=2, finetune_epochs=2, segmentation_steps=150,
-                pretrain_steps=20),
-        Profile("default", 240, 80, 2, "the embedded default: minutes on 2 CPU cores"),
+                pretrain_steps=20, synth_healthy_subjects=40),
+        # default: sized by the power analysis of `bench splits make` (docs/calibration.md)
+        Profile("default", 520, 160, 2, "the embedded default: minutes on 2 CPU cores",
+                synth_healthy_subjects=880),
         Profile("full", 2000, 400, 1, "paper scale at 1 mm, for GPUs", seeds=5, n_boot=2000,
                 few_shot_draws=10, finetune_epochs=100, segmentation_steps=3000,
-                pretrain_steps=50000),
+                pretrain_steps=50000, synth_healthy_subjects=2000),
     )
 }
 

@@ -58,9 +58,19 @@ class Context:
 
 # -- features and heads -------------------------------------------------------------------------
 def assemble_features(examples: Examples, embeddings: dict[int, np.ndarray]) -> list[np.ndarray]:
-    """Per example an (L, S*E) array: each step's input sequences' embeddings concatenated."""
-    return [np.stack([np.concatenate([embeddings[int(r)] for r in step]) for step in rows])
-            for rows in examples.rows]
+    """Per example an (L, S*E) array: each step's input sequences' embeddings concatenated.
+
+    An embedding with NaN / Inf fails here, naming the example, rather than inside a head.
+    """
+    features = [np.stack([np.concatenate([embeddings[int(r)] for r in step]) for step in rows])
+                for rows in examples.rows]
+    for i, f in enumerate(features):
+        if not np.isfinite(f).all():
+            raise M.NonFinitePrediction(
+                f"task {examples.spec.name}: the encoder's embedding of example "
+                f"{examples.table['example_id'].iloc[i]} holds {int(np.size(f) - np.isfinite(f).sum())} "
+                "NaN / Inf value(s); fix the encoder (or its weights) before evaluating it")
+    return features
 
 
 def with_sequence_summaries(examples: Examples, features: list[np.ndarray], encoder) -> list[np.ndarray]:
@@ -132,12 +142,22 @@ def head_data(ctx: Context, idx: np.ndarray, with_folds: bool = False):
     return HeadData(x=x, months=months, y=y, groups=sub["participant_id"].to_numpy(), folds=folds)
 
 
+def metric_params(spec) -> dict[str, dict]:
+    """Keyword arguments the task gives its metrics: a survival task's ``label.horizon_months`` is
+    Uno's C truncation time tau (only events before the horizon count; see :func:`bench.metrics.uno_c`)."""
+    if spec.kind == "survival" and spec.label.horizon_months is not None and "uno_c" in spec.metrics:
+        return {"uno_c": {"tau": float(spec.label.horizon_months)}}
+    return {}
+
+
 def score_predictions(spec, y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
                       n_boot: int, seed: int) -> tuple[dict, dict]:
     """Point metrics and bootstrap CIs (subjects resampled) for every metric of the task."""
     values, cis = {}, {}
+    params = metric_params(spec)
     for name in spec.metrics:
-        ci = M.bootstrap_ci(name, y_true, y_pred, n_boot=n_boot, seed=seed, groups=groups)
+        ci = M.bootstrap_ci(name, y_true, y_pred, n_boot=n_boot, seed=seed, groups=groups,
+                            params=params.get(name))
         values[name] = _finite(ci["point"])
         cis[name] = {k: _finite(ci[k]) if isinstance(ci[k], float) else ci[k]
                      for k in ("point", "low", "high", "se", "n")}
@@ -146,9 +166,25 @@ def score_predictions(spec, y_true: np.ndarray, y_pred: np.ndarray, groups: np.n
 
 def setting_score(ctx: Context, idx: np.ndarray, split: str, seed: int, setting: str,
                   y_true: np.ndarray, y_pred: np.ndarray, params: dict) -> dict:
-    """One scored (setting, seed, split) entry of a record, with CIs over its subjects."""
-    groups = ctx.examples.table.iloc[idx]["participant_id"].to_numpy()
-    values, cis = score_predictions(ctx.spec, y_true, y_pred, groups, ctx.profile.n_boot, seed)
+    """One scored (setting, seed, split) entry of a record, with CIs over its subjects.
+
+    Predictions are checked once here, before any metric: a NaN / Inf fails the job naming the
+    example. A metric left undefined for a reason (e.g. mauc with a class absent from the split)
+    says why in ``params['metric_warnings']``.
+    """
+    import warnings
+
+    table = ctx.examples.table.iloc[idx]
+    M.check_finite_predictions(y_pred, labels=table["example_id"].to_numpy())
+    groups = table["participant_id"].to_numpy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", M.MetricWarning)
+        values, cis = score_predictions(ctx.spec, y_true, y_pred, groups, ctx.profile.n_boot, seed)
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, M.MetricWarning)})
+    for w in caught:  # anything else goes on as it would have
+        if not issubclass(w.category, M.MetricWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    params = {**params, **({"metric_warnings": notes} if notes else {})}
     return {"setting": setting, "seed": seed, "split": split, "metrics": values, "ci": cis,
             "n_subjects": int(len(set(groups))), "n_examples": int(len(idx)),
             "params": {k: _jsonable(v) for k, v in params.items()}}

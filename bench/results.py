@@ -3,7 +3,10 @@
 A record is what the leaderboard ingests and what a reader trusts, so it is schema-validated
 (unknown keys are errors, not silently dropped), written atomically (an interrupted run leaves
 either the old file or none, never half a file, so resume can redo exactly what is missing),
-and carries the provenance needed to reproduce or distrust the numbers.
+and carries the provenance needed to reproduce or distrust the numbers. Its identity
+(:func:`record_identity`: encoder, weights hash, cohort and its hash, profile, seeds, task and
+split hashes) is what decides whether a rerun may skip it. Records are read only through
+:func:`load_record`, which bounds size and nesting before parsing (:func:`read_bounded_json`).
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ class Provenance(_Strict):
     cohort: CohortInfo
     encoder_card: dict[str, Any]
     checkpoint_sha256: str
+    #: SHA-256 of the weights the harness saw loaded (the module's state dict; the card for an encoder
+    #: without one), computed by the harness rather than declared; None in records written before it
+    weights_sha256: str | None = None
     config: dict[str, Any]
     seeds: list[int]
     libraries: dict[str, str]
@@ -260,6 +266,67 @@ def collect_provenance(*, wall_time_s: float = 0.0, started_at: datetime | str |
     return Provenance.model_validate(fields)
 
 
+# -------------------------------------------------------------------------------------------- identity
+#: What a record's numbers are a function of, besides the code: two runs that differ in any of
+#: these are two results, and one must not be taken for the other. (Task version, protocol and
+#: encoder name are in the record's path already.)
+IDENTITY_FIELDS: tuple[str, ...] = ("encoder", "weights", "cohort", "cohort hash", "profile", "profile settings",
+                                    "seeds", "task hash", "split hash")
+
+
+def record_identity(record: ResultRecord) -> dict[str, Any]:
+    """The identity of an existing record, read from its provenance (fields it predates are None)."""
+    p = record.provenance
+    return {"encoder": record.encoder, "weights": p.weights_sha256, "cohort": p.cohort.name,
+            "cohort hash": p.cohort.root_hash, "profile": p.config.get("profile"),
+            "profile settings": p.config.get("profile_settings"), "seeds": list(p.seeds),
+            "task hash": p.task_spec_sha256, "split hash": p.split_sha256}
+
+
+def _shown(value: Any) -> str:
+    """A value of an identity field, short enough for a one-line error (hashes to 12 characters)."""
+    if value is None:
+        return "none"
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value):
+        return value[:12]
+    if isinstance(value, list):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def identity_differences(existing: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """Each field that differs, as ``field old -> new`` (for a dict, only the keys that differ)."""
+    out = []
+    for field in IDENTITY_FIELDS:
+        old, new = existing.get(field), requested.get(field)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            changed = ", ".join(f"{k} {_shown(old.get(k))} -> {_shown(new.get(k))}" for k in keys)
+            out.append(f"{field} ({changed})")
+        else:
+            out.append(f"{field} {_shown(old)} -> {_shown(new)}")
+    return out
+
+
+def existing_record_matches(path: str | Path, requested: Mapping[str, Any]) -> bool:
+    """Whether the job of ``path`` is done: True when a valid record with the requested identity is
+    there (skip it), False when none or an unreadable one is (run it). A valid record of another
+    run (other weights, cohort, profile, seeds, task or split) is a one-line ``MribenchError``:
+    skipping would report that run's numbers as this one's, and replacing it silently would lose them.
+    """
+    try:
+        record = load_record(path)
+    except MribenchError:
+        return False
+    differences = identity_differences(record_identity(record), requested)
+    if differences:
+        raise MribenchError(f"{path}: holds the result of another run ({'; '.join(differences)}); rerun with "
+                            "--overwrite to replace it, or write to another folder with --results DIR")
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- paths
 
 
@@ -348,14 +415,59 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def load_record(path: str | Path) -> ResultRecord:
-    """Read and validate one record; any problem is a one-line ``MribenchError`` naming the file."""
+#: Largest record file read (bytes). A smoke record is tens of KB and a full-profile record with
+#: every per-example prediction a few MB; a bigger file is refused before it is read into memory.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: Deepest nesting of ``[`` / ``{`` in a record. Records nest about 6 deep; Python's JSON parser
+#: recurses once per level and dies with RecursionError near 1000, so depth is checked first.
+MAX_JSON_DEPTH = 64
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def json_depth(text: str) -> int:
+    """Deepest bracket nesting of a JSON text, brackets inside strings not counted.
+
+    Vectorised (strings removed by one regex, then a cumulative sum over the bracket characters),
+    so checking a multi-MB record costs milliseconds. A malformed text may be over-counted; it
+    would not parse anyway.
+    """
+    brackets = re.sub(r"[^\[\]{}]+", "", _JSON_STRING.sub("", text))
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
+def read_bounded_json(path: str | Path, what: str = "JSON file", *, max_bytes: int = MAX_RECORD_BYTES,
+                      max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a JSON file nobody vouches for (records, failure markers, cards): its size is checked
+    before it is read and its nesting depth before it is parsed, so a crafted file is a one-line
+    ``MribenchError`` naming it, never a MemoryError or RecursionError that stops the command."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # ValueError covers JSONDecodeError and UnicodeDecodeError
-        raise MribenchError(f"{path}: not a readable result record ({_one_line(e)}); "
-                            "delete it or rerun the job") from None
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise MribenchError(f"{path}: not a readable {what} ({size} bytes, more than the {max_bytes} allowed); "
+                                "delete it or rerun the job")
+        text = path.read_text(encoding="utf-8")
+        depth = json_depth(text)
+        if depth > max_depth:
+            raise MribenchError(f"{path}: not a readable {what} (nested {depth} deep, more than the {max_depth} "
+                                "allowed); delete it or rerun the job")
+        return json.loads(text)
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise MribenchError(f"{path}: not a readable {what} ({_one_line(e)}); delete it or rerun the job") from None
+
+
+def load_record(path: str | Path) -> ResultRecord:
+    """Read and validate one record; any problem is a one-line ``MribenchError`` naming the file.
+
+    Every reader of records (``bench run``'s resume, ``status``, ``verify``, ``leaderboard``)
+    comes through here, and so through :func:`read_bounded_json`."""
+    path = Path(path)
+    data = read_bounded_json(path, "result record")
     try:
         return ResultRecord.model_validate(data)
     except ValidationError as e:

@@ -2,7 +2,10 @@
 
 Resumable and safe to run twice at once, by construction:
 
-- a job whose record already exists (and validates) is skipped;
+- a job whose record already exists (and validates) is skipped when the record is this run's
+  result: same identity (the weights hash the harness computed, cohort hash, profile, seeds, task
+  and split hashes, :func:`job_identity`); a record of another run makes the run refuse with a
+  one-line error naming the fields that differ, never skip to that run's numbers;
 - a job runs under a file lock (:mod:`bench.locks`), so two ``bench run`` processes (or Dask
   workers) on one results folder never compute or write the same record; a job another process
   holds is put off to the end of the grid, and then skipped if that process wrote it;
@@ -29,7 +32,7 @@ import numpy as np
 
 from bench.data.cohort import Cohort
 from bench.data.store import VolumeStore
-from bench.embeddings import EmbeddingCache
+from bench.embeddings import EmbeddingCache, encoder_key
 from bench.errors import MribenchError
 from bench.jobs import (Job, clear_failure, ensure_state_dir, expand_grid, remove_stale_temporaries,
                         write_failure)
@@ -167,15 +170,14 @@ def run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool = Tru
     with try_lock(job.lock_path(results_dir), wait=wait) as acquired:
         if not acquired:
             return JobResult(**base, status=BUSY)
-        from bench.results import record_exists
-
-        if not settings.overwrite and record_exists(record):  # written meanwhile by another run
-            clear_failure(results_dir, job)
-            return JobResult(**base, status=SKIPPED)
-        remove_stale_temporaries(record)
         start = time.perf_counter()
         try:
             ws = workspace or process_workspace(settings.cache_root)
+            # written meanwhile by another run: skipped if it is this run's result, refused if not
+            if not settings.overwrite and record_done(record, job, ws, settings, cohort):
+                clear_failure(results_dir, job)
+                return JobResult(**base, status=SKIPPED)
+            remove_stale_temporaries(record)
             main, ci = _compute(job, settings, cohort, ws, record, start)
         except Exception as e:
             write_failure(results_dir, job, e)
@@ -185,6 +187,71 @@ def run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool = Tru
                              error=" ".join(f"{type(e).__name__}: {e}".split()))
         clear_failure(results_dir, job)
         return JobResult(**base, status="done", main_score=main, ci=ci, seconds=time.perf_counter() - start)
+
+
+def cohort_sha256(cohort: Cohort) -> str:
+    """SHA-256 of the cohort table (every row's ids, labels and covariates; file paths relative to
+    the cohort's root, so the same cohort generated or copied elsewhere has the same hash). Scan
+    contents are not read: the embedding cache keys each scan by its bytes. Kept on the object."""
+    memo = getattr(cohort, "_mribench_sha256", None)
+    if memo is not None:
+        return memo
+    import hashlib
+
+    table = cohort.table.copy()
+    root = Path(cohort.root).resolve() if cohort.root is not None else None
+    for column in [c for c in table.columns if c == "path" or c.endswith("_path")]:
+        table[column] = [_relative_to(p, root) for p in table[column]]
+    table = table.reindex(sorted(table.columns), axis=1)
+    table = table.sort_values([c for c in ("participant_id", "session_id", "sequence", "path") if c in table])
+    digest = hashlib.sha256(table.to_csv(index=False, lineterminator="\n").encode()).hexdigest()
+    try:
+        cohort._mribench_sha256 = digest
+    except AttributeError:
+        pass
+    return digest
+
+
+def _relative_to(path, root: Path | None) -> str:
+    """A table path as the cohort's identity sees it: relative to its root, else the file name."""
+    if not isinstance(path, str) or not path:
+        return "" if path is None or (isinstance(path, float) and np.isnan(path)) else str(path)
+    try:
+        return str(Path(path).resolve().relative_to(root)) if root is not None else Path(path).name
+    except ValueError:
+        return Path(path).name
+
+
+def profile_settings(profile: Profile) -> dict[str, int]:
+    """The profile's knobs that change a harness result (seeds are an identity field of their own;
+    the synthetic-cohort sizes are the cohort's identity)."""
+    return {"n_boot": profile.n_boot, "few_shot_draws": profile.few_shot_draws,
+            "finetune_epochs": profile.finetune_epochs, "segmentation_steps": profile.segmentation_steps}
+
+
+def job_identity(job: Job, encoder, settings: RunSettings, cohort: Cohort) -> dict[str, Any]:
+    """The identity (:data:`bench.results.IDENTITY_FIELDS`) the record of ``job`` would have if it ran
+    now: the weights the encoder object holds, the cohort, profile, seeds, task and split hashes."""
+    from bench.encoders.api import weights_sha256
+    from bench.splits import file_sha256
+
+    spec = get_task(job.task)
+    split = split_file(spec, cohort.name, settings.splits_root)
+    return {"encoder": encoder.card.name, "weights": weights_sha256(encoder), "cohort": cohort.name,
+            "cohort hash": cohort_sha256(cohort), "profile": settings.profile.name,
+            "profile settings": profile_settings(settings.profile), "seeds": list(range(settings.profile.seeds)),
+            "task hash": spec.sha256, "split hash": file_sha256(split) if split.is_file() else None}
+
+
+def record_done(record: Path, job: Job, ws: Workspace, settings: RunSettings, cohort: Cohort) -> bool:
+    """True when ``record`` holds this job's result already (skip it); False when it must run;
+    a ``MribenchError`` when it holds another run's result (see
+    :func:`bench.results.existing_record_matches`)."""
+    from bench.results import existing_record_matches
+
+    if not record.is_file():
+        return False
+    return existing_record_matches(record, job_identity(job, ws.encoder(job), settings, cohort))
 
 
 def _compute(job: Job, settings: RunSettings, cohort: Cohort, ws: Workspace, record: Path,
@@ -200,9 +267,13 @@ def _compute(job: Job, settings: RunSettings, cohort: Cohort, ws: Workspace, rec
     ctx = Context(examples, split, cohort=cohort, encoder=encoder, profile=settings.profile,
                   keep_predictions=settings.keep_predictions, store=ws.store, embeddings=ws.embeddings,
                   progress=settings.progress)
+    if not (hasattr(encoder, "embed_rows") and needs_embeddings(job.protocol, spec)):  # it reads voxels
+        from bench.data.sanity import check_scans
+
+        check_scans(cohort, ctx.examples.scan_rows())  # the scan sanity gate's header checks, before embedding
     if needs_embeddings(job.protocol, spec):
         # one process embeds a task's scans while its other protocols' jobs wait, then read the cache
-        lock = settings.cache_root / "locks" / "embed" / f"{encoder.checkpoint_hash()[:20]}-{safe_name(spec.name)}.lock"
+        lock = settings.cache_root / "locks" / "embed" / f"{encoder_key(encoder)[:20]}-{safe_name(spec.name)}.lock"
         with try_lock(lock, wait=True):
             emb = ws.embeddings.embed(encoder, cohort, ctx.examples.scan_rows(), ws.store, progress=settings.progress)
         ctx.features = assemble_features(ctx.examples, emb)
@@ -221,14 +292,18 @@ def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: l
     overlap = card.overlap(evaluated, cohort=cohort.name)
     flags = [f"pretraining_overlap: {len(overlap)} evaluated subject(s) were in the encoder's "
              f"pretraining data, e.g. {sorted(overlap)[0]}"] if overlap else []
+    from bench.encoders.api import weights_sha256
+
     provenance = collect_provenance(
         task_spec_sha256=spec.sha256, split_sha256=ctx.split.sha256,
         split_file=_display_path(ctx.split.path),
-        cohort={"name": cohort.name, "n_scans": len(cohort)},
+        cohort={"name": cohort.name, "n_scans": len(cohort), "root_hash": cohort_sha256(cohort)},
         encoder_card=card.model_dump(mode="json"), checkpoint_sha256=encoder.checkpoint_hash(),
+        weights_sha256=weights_sha256(encoder),
         config={"profile": settings.profile.name, "protocol": protocol, "n_boot": settings.profile.n_boot,
-                "excluded_examples": ctx.examples.excluded},
-        seeds=sorted({s["seed"] for s in scores}), wall_time_s=time.perf_counter() - start,
+                "profile_settings": profile_settings(settings.profile), "excluded_examples": ctx.examples.excluded},
+        # the seeds asked for (every protocol scores each), which is what a rerun is compared with
+        seeds=list(range(settings.profile.seeds)), wall_time_s=time.perf_counter() - start,
         command=settings.command,
     )
     return ResultRecord.model_validate({
@@ -258,9 +333,13 @@ class Runner:
                  overwrite: bool = False, keep_predictions: bool = True, cache_root: Path | None = None,
                  executor=None, keep_going: bool = False, splits_root: Path | None = None,
                  command: str | None = None):
+        check_seeds(profile.seeds)
+        results_dir = Path(results_dir)
+        if results_dir.exists() and not results_dir.is_dir():
+            raise MribenchError(f"results folder {results_dir} is a file; give a folder for the result records")
         self.cohort = cohort
         self.profile = profile
-        self.results_dir = Path(results_dir)
+        self.results_dir = results_dir
         self.progress = progress
         self.overwrite = overwrite
         self.keep_predictions = keep_predictions
@@ -312,21 +391,32 @@ class Runner:
         return self.run_jobs(self.jobs(encoder_specs, tasks, protocols, encoder_kwargs))
 
     def run_jobs(self, jobs: list[Job]) -> list[JobResult]:
-        """Run the jobs whose record is missing; jobs held by another process go last, waited for."""
-        from bench.results import record_exists
+        """Run the jobs whose record is missing; jobs held by another process go last, waited for.
 
+        An existing record of the same run (same identity: weights, cohort, profile, seeds, task and
+        split hashes) is skipped; one of another run makes the whole run refuse, before any job
+        starts, with a one-line error naming the fields that differ.
+        """
         self.workspace.prepared.clear()  # split files are re-read (and re-verified) once per run
         settings = self.settings()
         ensure_state_dir(self.results_dir)
         done: dict[str, JobResult] = {}
-        todo = []
+        todo, refused = [], []
         for job in jobs:
             record = job.record_path(self.results_dir)
-            if not self.overwrite and record_exists(record):
+            try:
+                exists = not self.overwrite and record_done(record, job, self.workspace, settings, self.cohort)
+            except MribenchError as e:
+                refused.append(str(e))
+                continue
+            if exists:
                 clear_failure(self.results_dir, job)  # (left if a run died between record and clean-up)
                 done[job.key] = JobResult(job.encoder_name, job.task, job.protocol, record, SKIPPED, key=job.key)
             else:
                 todo.append(job)
+        if refused:
+            more = f" (+{len(refused) - 1} more job(s) like it)" if len(refused) > 1 else ""
+            raise MribenchError(refused[0] + more)
         by_key = {job.key: job for job in todo}
         for wait in (False, True):
             results = self.executor.map(run_job, todo, {"wait": wait},
@@ -364,6 +454,12 @@ def _display_path(path: Path) -> str:
         return str(Path(path).resolve().relative_to(repo_root()))
     except ValueError:
         return Path(path).name
+
+
+def check_seeds(seeds) -> None:
+    """At least one seed: with none, a job writes a record without scores that verifies and blocks its slot."""
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise MribenchError(f"seeds must be a whole number >= 1, got {seeds!r}")
 
 
 def check_protocols(protocols: list[str]) -> None:

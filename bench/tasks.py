@@ -51,7 +51,7 @@ class InputSpec(_Strict):
 class LabelSpec(_Strict):
     type: LabelType
     classes: list[str] | None = None          # class names in index order (classification)
-    horizon_months: float | None = None       # conversion within this horizon
+    horizon_months: float | None = None       # conversion within this horizon; survival: Uno's C tau
     index_diagnosis: str | None = None        # sessions eligible as the index visit
 
 
@@ -85,6 +85,8 @@ class TaskSpec(_Strict):
             raise ValueError("classification tasks need label.classes")
         if self.label.type == "conversion" and not self.label.horizon_months:
             raise ValueError("a conversion label needs horizon_months")
+        if self.label.horizon_months is not None and not self.label.horizon_months > 0:
+            raise ValueError(f"label.horizon_months must be > 0, got {self.label.horizon_months}")
         if self.kind == "sequence_classification" and not self.is_sequence:
             raise ValueError("kind sequence_classification needs a sequence input mode")
         return self
@@ -139,6 +141,37 @@ def list_tasks() -> dict[str, TaskSpec]:
             raise MribenchError(f"{path}: spec name '{spec.name}' differs from its {what} '{key}'")
         out[key] = spec
     return out
+
+
+def check_task_args(names: list[str]) -> list[TaskSpec]:
+    """The specs ``bench run --task`` names, checked before any work (opening a cohort can take minutes).
+
+    A name must be a task under tasks/. A YAML path is accepted only when it is the spec registered
+    under its own name (same content): jobs, workers and records find a task by name, so a spec
+    elsewhere would be replaced by another, or not found, in every job.
+    """
+    known = list_tasks()
+    listing = ", ".join(known)
+    specs = []
+    for name in names:
+        if name in known:
+            specs.append(known[name])
+            continue
+        path = Path(name)
+        if path.suffix not in (".yaml", ".yml"):
+            raise MribenchError(f"unknown task '{name}'; known: {listing}")
+        if not path.is_file():
+            raise MribenchError(f"--task {name}: no such file, nor a known task; known: {listing}")
+        spec = load_task_file(path)
+        registered = known.get(spec.name)
+        if registered is None or registered.sha256 != spec.sha256:
+            why = "no task of that name" if registered is None else "a different spec of that name"
+            raise MribenchError(f"--task {name}: its spec '{spec.name}' is not the one under {tasks_dir()} ({why} "
+                                f"there); tasks are looked up by name in every job: put it at "
+                                f"{tasks_dir() / (spec.name + '.yaml')} (a new version if it changes what is "
+                                f"measured); known: {listing}")
+        specs.append(spec)
+    return specs
 
 
 def get_task(name: str) -> TaskSpec:

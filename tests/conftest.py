@@ -13,7 +13,7 @@ import pytest
 
 from bench.data.synth.generate import SynthConfig, generate
 
-TINY = SynthConfig(seed=0, n_ad=8, n_tumour=3, resolution=2)
+TINY = SynthConfig(seed=0, n_ad=8, n_tumour=3, resolution=2, n_healthy=3)
 
 
 _NETGUARD_DIR = Path(__file__).resolve().parent / "netguard"
@@ -72,7 +72,7 @@ def tiny_splits_root(tiny_cohort_dir, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("splits")
     assert main(["splits", "make", "--cohort", str(tiny_cohort_dir), "--out", str(root / tiny_cohort_dir.name),
-                 "--no-progress"]) == 0
+                 "--no-progress", "--no-power"]) == 0
     return root
 
 

@@ -2,7 +2,7 @@
 
 Real data cannot be downloaded here, so each builder writes a handful of subjects in the
 release's published layout with its published column names (sources in each docstring), tiny
-16^3 volumes sampled from the MNI152 template that nilearn ships, and the messy parts real
+20^3 volumes sampled from the MNI152 template that nilearn ships, and the messy parts real
 releases have: duplicate visits, missing diagnoses, visits without scans, scans without visits,
 repeat scans, series that are not used. Every builder is deterministic (fixed seeds, gzip
 without timestamps), so the same miniature has the same bytes and shares embedding caches.
@@ -21,8 +21,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-SHAPE = (16, 16, 16)
-SPACING = 12.0                      # mm: 16 voxels cover the 192 mm of a brain's bounding box
+SHAPE = (20, 20, 20)
+SPACING = 10.0                      # mm: 20 voxels cover the brain's bounding box (the sanity gate's largest voxel)
 CENTER = np.array([0.0, -17.0, 5.0])  # MNI brain centre shared with bench.data.spaces
 
 
@@ -48,7 +48,7 @@ def _template() -> np.ndarray:
 
 
 def write_nifti(path: Path, seed: int, *, gz: bool = True, atrophy: float = 0.0) -> Path:
-    """A template-like 16^3 scan: subject scale, noise, optional global darkening (``atrophy``)."""
+    """A template-like 20^3 scan: subject scale, noise, optional global darkening (``atrophy``)."""
     rng = np.random.default_rng(seed)
     vol = _template() * (1.0 + 0.1 * rng.standard_normal()) * (1.0 - atrophy)
     vol = (vol + 0.02 * rng.standard_normal(SHAPE)).astype(np.float32)

@@ -130,15 +130,15 @@ def test_grid_is_one_job_per_record_and_knows_its_files(tmp_path):
     jobs = expand_grid([("random", "random", {}), ("f.py:Enc", "my enc", {"weights": "w.pt"})],
                        [get_task("brain_age"), get_task("tumour_segmentation"), get_task("brain_age")],
                        ["linear_probe", "finetune", "linear_probe"])
-    assert [j.key for j in jobs[:4]] == ["random/brain_age@v1/linear_probe", "random/brain_age@v1/finetune",
-                                        "random/tumour_segmentation@v1/linear_probe",
-                                        "random/tumour_segmentation@v1/finetune"]
+    assert [j.key for j in jobs[:4]] == ["random/brain_age@v2/linear_probe", "random/brain_age@v2/finetune",
+                                        "random/tumour_segmentation@v2/linear_probe",
+                                        "random/tumour_segmentation@v2/finetune"]
     assert len(jobs) == 8 and len({j.key for j in jobs}) == 8
     assert [j.trains_network for j in jobs[:4]] == [False, True, True, True]
     mine = jobs[4]
-    assert mine.encoder_kwargs == (("weights", "w.pt"),) and mine.key == "my-enc/brain_age@v1/linear_probe"
-    assert mine.record_path(tmp_path) == tmp_path / "my-enc" / "brain_age@v1" / "linear_probe.json"
-    assert mine.lock_path(tmp_path) == tmp_path / ".jobs" / "my-enc" / "brain_age@v1" / "linear_probe.lock"
+    assert mine.encoder_kwargs == (("weights", "w.pt"),) and mine.key == "my-enc/brain_age@v2/linear_probe"
+    assert mine.record_path(tmp_path) == tmp_path / "my-enc" / "brain_age@v2" / "linear_probe.json"
+    assert mine.lock_path(tmp_path) == tmp_path / ".jobs" / "my-enc" / "brain_age@v2" / "linear_probe.lock"
     assert mine.failure_path(tmp_path).name == "linear_probe.failed"
     import pickle
 

@@ -127,7 +127,7 @@ def test_record_provenance_and_headline(smoke, profile, tmp_path):
     prov = record.provenance
     assert prov.task_spec_sha256 == spec.sha256
     assert prov.split_sha256 == file_sha256(spec.split_path("synth-smoke"))
-    assert prov.split_file == "splits/synth-smoke/ad.tsv"
+    assert prov.split_file == "splits/synth-smoke/healthy.tsv"  # brain_age v2: the healthy population
     assert prov.checkpoint_sha256 == get_encoder("oracle").checkpoint_hash()
     assert {"torch", "numpy", "scikit-learn"} <= set(prov.libraries)
     assert record.main_score_name == "mae" and record.higher_is_better is False
@@ -156,7 +156,9 @@ def test_resume_after_crash_writes_exactly_the_missing_records(smoke, profile, t
     r = Runner(smoke, profile, tmp_path / "res", progress=False, cache_root=tmp_path / "cache")
     with pytest.raises(KeyboardInterrupt):
         r.run("oracle", ["brain_age", "ad_diagnosis"], ["linear_probe", "fractions"])
-    paths = {j: record_path(tmp_path / "res", "oracle", j[0], 1, j[1]) for j in jobs}
+    from bench.tasks import get_task
+
+    paths = {j: record_path(tmp_path / "res", "oracle", j[0], get_task(j[0]).version, j[1]) for j in jobs}
     assert paths[jobs[0]].is_file() and paths[jobs[1]].is_file() and not paths[jobs[2]].exists()
     assert not list((tmp_path / "res").rglob("*.tmp"))
     before = {j: p.stat().st_mtime_ns for j, p in paths.items() if p.exists()}
@@ -183,7 +185,7 @@ def test_submitted_encoder_from_a_file_runs_from_the_cli(smoke, tmp_path, capsys
     code = main(["run", "--encoder", f"{enc}:MeanIntensity", "--task", "brain_age", "--profile", "smoke",
                  "--results", str(results), "--no-progress", "--seeds", "1"])
     assert code == 0
-    record = json.loads((results / "mean-intensity" / "brain_age@v1" / "linear_probe.json").read_text())
+    record = json.loads((results / "mean-intensity" / "brain_age@v2" / "linear_probe.json").read_text())
     assert record["encoder"] == "mean-intensity" and record["main_score"] is not None
     assert "brain_age" in capsys.readouterr().out
 

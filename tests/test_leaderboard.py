@@ -246,7 +246,7 @@ def test_outputs_match_the_records(tmp_path):
 
     md = (out / "README.md").read_text()
     assert "| P | 1 | 1.00 (3) | 1 | 1 | 1 |" in md                      # overall: Borda 1, mean rank 1.00
-    assert "| 3 | R | linear probe | 3.000 (3.000-3.000) | p < 0.001 | 10 | v1 |" in md
+    assert "| 3 | R | linear probe | 3.000 (3.000-3.000) | p < 0.001 | 10 | v2 |" in md
     assert "![label efficiency of P on brain_age" in md
     page = (out / "index.html").read_text()
     assert "http://" not in page and "https://" not in page and "default-src 'none'" in page
@@ -286,7 +286,7 @@ def _tamper(path: Path, edit) -> Path:
                  id="split_hash"),
     pytest.param(lambda d: d["provenance"].update(task_spec_sha256="e" * 64),
                  "task spec hash eeeeeeeeeeee does not match", id="task_hash"),
-    pytest.param(lambda d: d.update(task_version=9), "record is brain_age@v9 but tasks/ defines v1", id="version"),
+    pytest.param(lambda d: d.update(task_version=9), "record is brain_age@v9 but tasks/ defines v2", id="version"),
     pytest.param(lambda d: d["predictions"][0].update(participant_id="sub-9999"),
                  "outside the split file's test split", id="subject"),
     pytest.param(lambda d: d.update(surprise=1), "invalid result record at 'surprise'", id="schema"),

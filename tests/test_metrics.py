@@ -165,8 +165,9 @@ def test_vectorised_bootstrap_c_indices_equal_per_replicate_lifelines():
     event = (rng.random(n) < 0.5).astype(float)
     y = np.stack([time, event], axis=1)
     for risk in (np.round(rng.normal(size=n), 1), -time + rng.normal(0, 2, n)):
-        for metric, fn in (("c_index", M.c_index), ("uno_c", M.uno_c)):
-            fast = M._boot_scores(metric, y, risk, draws, members)
+        for metric, params in (("c_index", {}), ("uno_c", {}), ("uno_c", {"tau": 6.0})):  # tau: a task's horizon
+            fast = M._boot_scores(metric, y, risk, draws, members, params)
+            fn = lambda yy, pp, m=metric, kw=params: M.METRICS[m].fn(yy, pp, **kw)  # noqa: E731
             np.testing.assert_allclose(fast, _per_replicate(fn, y, risk, draws, members), rtol=1e-10, atol=1e-12,
                                        equal_nan=True)
     censored_only = np.stack([time, np.zeros(n)], axis=1)

@@ -9,6 +9,8 @@ lost any rank's state would log another number.
 
 from __future__ import annotations
 
+import copy
+
 import json
 
 import numpy as np
@@ -21,7 +23,7 @@ from bench.data.sources import open_cohort
 from bench.data.store import VolumeStore
 from bench.errors import MribenchError
 from bench.paths import cache_home
-from bench.pretrain import pretrain, pretraining_pool
+from bench.pretrain import pretrain, pretraining_pool, read_pretrain_state
 
 pytestmark = pytest.mark.slow
 SEED, BATCH, WORLD = 3, 4, 2
@@ -44,8 +46,9 @@ def expected_step_loss(method: SimCLRMethod, paths: list[str], shared_rng: np.ra
         torch.set_rng_state(torch_states[rank])
         x = torch.from_numpy(np.stack([np.asarray(store.get(paths[i], method.input_space), np.float32)
                                        for i in pick[rank::WORLD]]))[:, None]
+        own = copy.deepcopy(method)  # each rank has its own memory queue (DDP syncs it from rank 0 per step)
         with torch.no_grad():
-            losses.append(float(method.loss(x, rank_rngs[rank])))
+            losses.append(float(own.loss(x, rank_rngs[rank])))
     return float(np.mean(losses))
 
 
@@ -62,7 +65,7 @@ def test_pretrain_on_two_gloo_processes_checkpoints_and_resumes_exactly(tiny_coh
     printed = capfd.readouterr().out
     assert "simclr3d in 2 processes (torchrun, gloo)" in printed
     assert printed.count("pretrained simclr3d") == 1  # rank 0 reports, rank 1 stays quiet
-    step2 = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    step2 = read_pretrain_state(out / "last.pt")
     assert step2["step"] == 2 and step2["world_size"] == WORLD and len(step2["ranks"]) == WORLD
     assert step2["ranks"][0]["numpy_rng"] != step2["ranks"][1]["numpy_rng"]  # one view stream per rank
     before = logged_losses(out)
@@ -86,7 +89,7 @@ def test_pretrain_on_two_gloo_processes_checkpoints_and_resumes_exactly(tiny_coh
     assert len(after) == 4 and after[:2] == before
     # step 3, from the step-2 checkpoint: weights, the shared stream and each rank's streams
     method = SimCLRMethod("small", seed=SEED)
-    method.net.load_state_dict(step2["network"])
+    method.network().load_state_dict(step2["network"])  # the network and its memory queue
     shared = np.random.default_rng(0)
     shared.bit_generator.state = step2["numpy_rng"]
     rank_rngs = []
@@ -97,7 +100,7 @@ def test_pretrain_on_two_gloo_processes_checkpoints_and_resumes_exactly(tiny_coh
     step3 = expected_step_loss(method, paths, shared, rank_rngs, [s["torch_rng"] for s in step2["ranks"]])
     assert after[2] == pytest.approx(step3, rel=1e-4)
 
-    final = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    final = read_pretrain_state(out / "last.pt")
     assert final["step"] == 4 and final["losses"] == pytest.approx(after, abs=1e-6)
     card = json.loads((out / "encoder.json").read_text())
     assert card["pretraining_data"]["processes"] == WORLD

@@ -18,10 +18,11 @@ from bench.errors import ScanError
 TINY = InputSpace("tiny", (16, 16, 16), 6.0, (0.0, -17.0, 5.0), description="tests only")
 
 
-def write_scan(path: Path, seed: int = 0, shape: tuple[int, int, int] = (20, 24, 20)) -> Path:
+def write_scan(path: Path, seed: int = 0, shape: tuple[int, int, int] = (40, 48, 40)) -> Path:
+    """A 4 mm scan centred on the MNI brain (the sanity gate wants most of the brain box covered)."""
     rng = np.random.default_rng(seed)
     affine = np.diag([4.0, 4.0, 4.0, 1.0])
-    affine[:3, 3] = [-40, -60, -35]
+    affine[:3, 3] = np.array([0.0, -17.0, 5.0]) - 4.0 * (np.asarray(shape) - 1) / 2
     nib.save(nib.Nifti1Image(rng.random(shape).astype(np.float32) + 1, affine), str(path))
     return path
 

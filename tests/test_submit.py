@@ -119,7 +119,8 @@ CHECK_FAILURES = {  # encoder class -> the one line `bench submit` must stop wit
     "Float64": "API check 'output' failed: embed returned dtype torch.float64; expected torch.float32",
     "Crashes": "API check 'output' failed: embed raised RuntimeError on a (2, 1, 64, 64, 64) batch",
     "NoReference": "API check 'card' failed: 'reference' is empty",
-    "TakenName": "API check 'card' failed: name 'random' is taken by a registered encoder",
+    # refused when the file encoder is loaded, before the API checks (bench.encoders.api.reserved_names)
+    "TakenName": "the card name 'random' is reserved for the registered encoder of that name",
 }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from bench.commands._args import positive_int
     from bench.profiles import PROFILES
 
     p = sub.add_parser("cross-cohort", help="out-of-distribution probe: train on one cohort / site, test on another")
@@ -20,7 +21,7 @@ def register(sub) -> None:
                    help="the same task on the test cohort, e.g. oasis3/ad_diagnosis (default: --task)")
     p.add_argument("--test-site", default=None, help="score only this site's subjects")
     p.add_argument("--weights", default=None, help="checkpoint for the encoder")
-    p.add_argument("--seeds", type=int, default=None, help="seeds (default: the profile's)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="seeds, >= 1 (default: the profile's)")
     p.add_argument("--results", default="leaderboard/results", help="results folder")
     p.add_argument("--overwrite", action="store_true", help="redo the pair if its record exists")
     p.add_argument("--no-predictions", action="store_true", help="leave per-subject predictions out")
@@ -35,12 +36,16 @@ def cmd_cross_cohort(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from bench.commands._args import results_folder
     from bench.cross_cohort import Side, run_cross_cohort
     from bench.data.sources import open_cohort
     from bench.profiles import get_profile
+    from bench.tasks import check_task_args
 
+    check_task_args([args.task] + ([args.test_task] if args.test_task else []))  # before the cohorts
+    results_folder(args.results)
     profile = get_profile(args.profile)
-    if args.seeds:
+    if args.seeds is not None:
         profile = replace(profile, seeds=args.seeds)
 
     def cohort(spec):

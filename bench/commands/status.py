@@ -69,7 +69,7 @@ def collect_status(results: str | Path, encoders: list[str] | None = None, tasks
 
     results = Path(results)
     if not results.is_dir():
-        raise MribenchError(f"{results}: no such results folder")
+        raise MribenchError(f"{results}: {'a file, not a' if results.exists() else 'no such'} results folder")
     found = _found(results)
     if encoders:
         from bench.encoders import get_encoder

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.data.cohort import Cohort
+from bench.data.cohort import Cohort, checked_numeric
 from bench.errors import CohortError
 
 ANAT_SUFFIXES = ("T1w", "T2w", "FLAIR", "PDw", "T2starw")
 _ENTITY = re.compile(r"([a-zA-Z]+)-([a-zA-Z0-9]+)")
 _MONTH_LABEL = re.compile(r"^ses-M(\d+)$", re.IGNORECASE)
 _SEX = {"f": "F", "female": "F", "m": "M", "male": "M"}
-SUBJECT_COLUMNS = ("population", "risk_factor", "conversion_month", "marker", "survival_months",
-                   "event", "site", "diagnosis")
+SUBJECT_COLUMNS = ("population", "risk_factor", "conversion_month", "followup_months", "marker",
+                   "survival_months", "event", "site", "diagnosis")
 
 
 def parse_bids_name(name: str) -> tuple[dict[str, str], str] | None:
@@ -41,12 +41,20 @@ def parse_bids_name(name: str) -> tuple[dict[str, str], str] | None:
     return (entities, suffix) if "sub" in entities else None
 
 
-def _read_tsv(path: Path) -> pd.DataFrame:
+def _read_tsv(path: Path, rows_needed: bool = False) -> pd.DataFrame:
+    """A BIDS TSV (``n/a`` = missing); an empty file, or no rows where ``rows_needed``, is an error."""
     try:
-        return pd.read_csv(path, sep="\t", na_values=["n/a", "NA", ""], keep_default_na=False,
-                           dtype={"participant_id": str, "session_id": str})
+        df = pd.read_csv(path, sep="\t", na_values=["n/a", "NA", ""], keep_default_na=False,
+                         dtype={"participant_id": str, "session_id": str})
+    except pd.errors.EmptyDataError:
+        raise CohortError(f"{path}: empty file; it needs a header line and one row per "
+                          f"{'participant' if path.name == 'participants.tsv' else 'session'}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise CohortError(f"{path}: not a readable TSV ({e}); fix the file") from None
+    if rows_needed and df.empty:
+        raise CohortError(f"{path}: no rows below the header; add one row per "
+                          f"{'participant' if path.name == 'participants.tsv' else 'session'} or remove the file")
+    return df
 
 
 def _participants(root: Path) -> pd.DataFrame:
@@ -54,7 +62,7 @@ def _participants(root: Path) -> pd.DataFrame:
     if not path.is_file():
         raise CohortError(f"{root}: no participants.tsv; a BIDS dataset needs one "
                           "(participant_id, age, sex[, site, diagnosis...])")
-    df = _read_tsv(path)
+    df = _read_tsv(path, rows_needed=True)
     if "participant_id" not in df.columns:
         raise CohortError(f"{path}: no participant_id column")
     df["participant_id"] = df["participant_id"].astype(str).str.strip()
@@ -64,6 +72,7 @@ def _participants(root: Path) -> pd.DataFrame:
     for col in ("age", "sex"):
         if col not in df.columns:
             raise CohortError(f"{path}: no '{col}' column; add it (age in years at baseline, sex F/M)")
+    df["age"] = checked_numeric(df["age"], "age", df["participant_id"], str(path), required=False)
     df["sex"] = df["sex"].map(lambda v: _SEX.get(str(v).strip().lower(), str(v)))
     return df.set_index("participant_id")
 
@@ -72,12 +81,16 @@ def _sessions(subject_dir: Path, sub: str) -> pd.DataFrame | None:
     path = subject_dir / f"{sub}_sessions.tsv"
     if not path.is_file():
         return None
-    df = _read_tsv(path)
+    df = _read_tsv(path, rows_needed=True)
     if "session_id" not in df.columns:
         raise CohortError(f"{path}: no session_id column")
     dup = df.loc[df["session_id"].duplicated(), "session_id"]
     if len(dup):
         raise CohortError(f"{path}: session {dup.iloc[0]} is listed twice; keep one row per session")
+    labels = sub + " " + df["session_id"].astype(str)
+    for col in ("months_from_baseline", "age"):  # empty cells fall back (see _months); bad ones are errors
+        if col in df.columns:
+            df[col] = checked_numeric(df[col], col, labels, str(path), required=False)
     return df.set_index("session_id")
 
 

@@ -48,6 +48,15 @@ OPTIONAL_COLUMNS: dict[str, str] = {
 SEQUENCES = ("T1w", "T2w", "FLAIR")
 DIAGNOSES = ("CN", "MCI", "AD")
 
+#: What a numeric column may hold: (lowest, highest, why), finite in any case. An age outside
+#: 0-120 is a data-entry error (months typed as years, a sentinel such as -1 or 999) that would
+#: skew brain age and every age covariate; months since the first session cannot be negative.
+VALUE_RANGES: dict[str, tuple[float, float, str]] = {
+    "age": (0.0, 120.0, "an age must be a finite number of years within 0-120: fix the value "
+                        "(or leave it empty where unknown)"),
+    "months_from_baseline": (0.0, np.inf, "months since the subject's first session must be finite and >= 0"),
+}
+
 
 @dataclass
 class Cohort:
@@ -106,10 +115,12 @@ class Cohort:
                       self.root, self.ground_truth, dict(self.metadata))
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Load row ``index`` as (float32 volume, 4x4 affine), with the checks of load_scan."""
-        from bench.data.volumes import load_scan
+        """Load row ``index`` as (float32 volume, 4x4 affine) through the scan sanity gate
+        (:func:`bench.data.sanity.load_gated_scan`), an error naming the subject and session."""
+        from bench.data.sanity import load_gated_scan, scan_label
 
-        return load_scan(self.table.loc[index, "path"])
+        row = self.table.loc[index]
+        return load_gated_scan(row["path"], scan_label(row))
 
     def require_labels(self, columns: list[str] | tuple[str, ...], population: str | None = None) -> None:
         """Fail, naming the subjects, when any scan of the (sub-)cohort lacks a needed label.
@@ -141,6 +152,32 @@ def scan_ids(table: pd.DataFrame) -> pd.Series:
     return parts + "_" + table["sequence"].astype(str)
 
 
+def checked_numeric(values: pd.Series, column: str, labels: pd.Series, where: str,
+                    required: bool) -> pd.Series:
+    """``values`` parsed as floats, checked for what ``column`` can hold (:data:`VALUE_RANGES`).
+
+    An empty cell is NaN unless ``required``; a cell that is not a number, an empty required cell
+    or a value out of range raises :class:`CohortError` ``<where>: <label> has ...`` naming the
+    first offending row by its ``labels`` entry (subject, or subject and session).
+    """
+    raw = values.reset_index(drop=True)
+    labels = labels.reset_index(drop=True)
+    numbers = pd.to_numeric(raw, errors="coerce").astype(float)
+    empty = raw.isna() | raw.astype(str).str.strip().isin(["", "nan", "NaN"])
+    unparsed = numbers.isna() & (~empty | required)
+    if unparsed.any():
+        i = int(np.flatnonzero(unparsed)[0])
+        got = "empty" if empty[i] else f"got {str(raw[i])!r}"
+        raise CohortError(f"{where}: {labels[i]} has no numeric '{column}' ({got}); fill in a number")
+    if column in VALUE_RANGES:
+        lo, hi, why = VALUE_RANGES[column]
+        bad = numbers.notna() & ~(np.isfinite(numbers) & (numbers >= lo) & (numbers <= hi))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise CohortError(f"{where}: {labels[i]} has {column} {numbers[i]:g}; {why}")
+    return pd.Series(numbers.to_numpy(), index=values.index)
+
+
 def validate_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
     """Check the schema and consistency of a cohort table; return it with normalised dtypes.
 
@@ -150,18 +187,15 @@ def validate_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
     if missing:
         raise CohortError(f"{source}: missing required column(s) {missing}; "
                           f"a cohort table needs {list(REQUIRED_COLUMNS)}")
+    if table.empty:
+        raise CohortError(f"{source}: the cohort table has no rows; it needs one row per scan")
     t = table.copy()
     for col in ("participant_id", "session_id", "sequence", "path", "site"):
         t[col] = t[col].astype(str)
     t["sex"] = t["sex"].where(t["sex"].isna(), t["sex"].astype(str))  # unknown sex stays missing
-    for col in ("months_from_baseline", "age"):
-        given = t[col].notna() if col == "age" else pd.Series(True, index=t.index)  # age may be unknown
-        t[col] = pd.to_numeric(t[col], errors="coerce")
-        bad = t[t[col].isna() & given]
-        if len(bad):
-            r = bad.iloc[0]
-            raise CohortError(f"{source}: {r.participant_id} {r.session_id} has no numeric "
-                              f"'{col}'; fill it in")
+    labels = t["participant_id"] + " " + t["session_id"]
+    for col in ("months_from_baseline", "age"):  # age may be unknown, months may not
+        t[col] = checked_numeric(t[col], col, labels, source, required=col != "age")
     bad_sex = t[t["sex"].notna() & ~t["sex"].isin(["F", "M"])]
     if len(bad_sex):
         r = bad_sex.iloc[0]

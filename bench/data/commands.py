@@ -32,6 +32,14 @@ def add_data_commands(data) -> None:
                    help="ADNI / OASIS-3: largest gap between a scan and its clinical visit (default 90 / 180)")
     p.set_defaults(func=cmd_data_import)
 
+    p = data.add_parser("calibrate", help="measure a synthetic cohort's population quantities beside their "
+                                          "published values (the docs' calibration table)")
+    from bench.commands._args import add_cohort_args
+
+    add_cohort_args(p)
+    p.add_argument("--markdown", default=None, metavar="FILE", help="also write the table as markdown")
+    p.set_defaults(func=cmd_data_calibrate)
+
     p = data.add_parser("prepare", help="raw scans -> N4-corrected, MNI-registered, brain-masked, normalised "
                                         "scans with a QC figure each (resumable)")
     p.add_argument("--in", dest="inp", required=True, help="folder of raw NIfTI scans (searched recursively)")
@@ -72,3 +80,27 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     for failure in summary.failed:
         console.print(f"[red]failed[/red] {failure}", highlight=False, soft_wrap=True)
     return 1 if summary.failed else 0
+
+
+def cmd_data_calibrate(args: argparse.Namespace) -> int:
+    """Print every calibrated quantity: published value and band, citation, synthetic value."""
+    from rich.table import Table
+
+    from bench.data.sources import open_cohort
+    from bench.data.synth.calibrate import markdown_table, measure, read_truth
+
+    cohort = open_cohort(args.cohort, profile=args.profile, seed=args.seed, progress=not args.no_progress)
+    rows = measure(*read_truth(cohort.root))
+    table = Table(title=f"calibration of {cohort.name} ({cohort.root})")
+    for col in ("quantity", "published (band)", "synth", "n", "within"):
+        table.add_column(col)
+    for r in rows:
+        t = r.target
+        table.add_row(t.quantity, f"{t.value:g} {t.unit} ({t.low:g} to {t.high:g})", f"{r.synth:.2f}", str(r.n),
+                      "yes" if r.within else "[red]no[/red]")
+    console.print(table)
+    console.print(f"{sum(r.within for r in rows)} of {len(rows)} quantities within their published band")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(rows) + "\n")
+        console.print(f"wrote {args.markdown}")
+    return 0

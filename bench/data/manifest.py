@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.data.cohort import REQUIRED_COLUMNS, Cohort
+from bench.data.cohort import REQUIRED_COLUMNS, Cohort, validate_table
 from bench.errors import CohortError
 
 
@@ -22,11 +22,20 @@ def read_manifest(path: str | Path, name: str | None = None) -> Cohort:
     try:
         table = pd.read_csv(path, sep=sep, na_values=["n/a", "NA", ""], keep_default_na=False,
                             dtype={"participant_id": str, "session_id": str, "site": str})
+    except pd.errors.EmptyDataError:
+        raise CohortError(f"{path}: empty file; a manifest needs a header {list(REQUIRED_COLUMNS)} and one "
+                          "row per scan") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise CohortError(f"{path}: not a readable {'TSV' if sep == chr(9) else 'CSV'} ({e})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise CohortError(f"{path}: missing column(s) {missing}; a manifest needs {list(REQUIRED_COLUMNS)}")
+    if table.empty:
+        raise CohortError(f"{path}: no rows below the header; a manifest needs one row per scan")
+    for r in table.itertuples():
+        if not isinstance(r.path, str) or not r.path.strip():
+            raise CohortError(f"{path}: {r.participant_id} {r.session_id} has an empty path; give the scan's "
+                              "file (absolute or relative to the manifest) or remove the row")
     for col in ("path", "mask_path", "seg_path"):
         if col in table.columns:
             table[col] = [str((path.parent / p).resolve()) if isinstance(p, str) else p
@@ -35,4 +44,5 @@ def read_manifest(path: str | Path, name: str | None = None) -> Cohort:
         if not Path(r.path).is_file():
             raise CohortError(f"{path}: {r.participant_id} {r.session_id} points to {r.path}, "
                               "which does not exist; fix the path or remove the row")
+    validate_table(table, source=str(path))  # values checked here, so errors name the manifest file
     return Cohort(table, name=name or path.stem, root=path.parent, metadata={"source": "manifest"})

@@ -21,7 +21,7 @@ import numpy as np
 from bench.atomic import atomic_write
 from bench.data import spaces
 from bench.data.spaces import KINDS, InputSpace, get_space
-from bench.data.volumes import load_label, load_scan
+from bench.data.volumes import load_label
 from bench.errors import ScanError
 from bench.progress import progress_bar
 
@@ -158,8 +158,14 @@ def _check_kind(kind: str) -> None:
 
 
 def _preprocess(path: Path, space: InputSpace, kind: str) -> np.ndarray:
-    """Load and resample one scan; looked up on the module so tests can count calls."""
-    volume, affine = load_label(path) if kind == "label" else load_scan(path)
+    """Load and resample one scan; looked up on the module so tests can count calls.
+
+    Images pass the scan sanity gate (:mod:`bench.data.sanity`) first, so a scan that would reach
+    the encoder as zeros (empty, tiny, out of the field of view...) fails here, naming the file.
+    """
+    from bench.data.sanity import load_gated_scan
+
+    volume, affine = load_label(path) if kind == "label" else load_gated_scan(path)
     return spaces.resample_to_space(volume, affine, space, kind=kind)
 
 

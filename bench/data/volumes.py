@@ -51,15 +51,37 @@ def load_label(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_checked(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read header and data and apply every check shared by scans and labels."""
+    img, shape, affine = open_checked(path)
+    return read_checked(path, img, shape), affine
+
+
+def open_checked(path: str | os.PathLike) -> tuple[nib.spatialimages.SpatialImage, tuple[int, int, int], np.ndarray]:
+    """Parse the header only and check it: (image with lazy voxels, 3D shape, affine).
+
+    The stored type and the decompressed size are checked here, before any voxel is read, so a
+    small .nii.gz whose header declares 1000^3 voxels is refused instead of allocating gigabytes
+    (:func:`bench.data.sanity.check_header`).
+    """
+    from bench.data.sanity import check_header
+
+    path = Path(path)
     if not path.is_file():
         raise ScanError(f"{path}: file not found; check the path in the cohort table or "
                         "manifest (or re-run the download / generation step)")
     img = _open(path)
+    check_header(path, img.header)
     shape = _checked_shape(path, tuple(int(n) for n in img.shape))
     affine = _checked_affine(path, img.affine)
+    return img, shape, affine
+
+
+def read_checked(path: str | os.PathLike, img: nib.spatialimages.SpatialImage,
+                 shape: tuple[int, int, int]) -> np.ndarray:
+    """The voxels of an image from :func:`open_checked`, as finite float32 of ``shape``."""
+    path = Path(path)
     data = _read_data(path, img).reshape(shape)
     _check_finite(path, data)
-    return data, affine
+    return data
 
 
 def _one_line(exc: BaseException) -> str:

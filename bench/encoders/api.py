@@ -10,9 +10,15 @@ the baselines use exactly the same path.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
+import marshal
+import os
+import pickle
+import re
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Iterable
@@ -74,20 +80,123 @@ class Encoder:
         raise NotImplementedError
 
     def checkpoint_hash(self) -> str:
-        """Identity of the weights, the key of embedding caches."""
-        if self.card.checkpoint_sha256:
-            return self.card.checkpoint_sha256
-        if hasattr(self, "module"):
-            h = hashlib.sha256()
-            for name, tensor in sorted(self.module().state_dict().items()):
-                h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            return h.hexdigest()
-        return hashlib.sha256(self.card.model_dump_json().encode()).hexdigest()
+        """The checkpoint hash the encoder reports: its card's ``checkpoint_sha256`` (the SHA-256 of
+        the weight file) when it states one, else :func:`weights_sha256`. Recorded as provenance
+        only: a card is text anybody can write, so the harness keys caches (:func:`code_sha256`,
+        :func:`bench.embeddings.encoder_key`) and identifies records by :func:`weights_sha256`,
+        which it computes itself, whatever this method returns."""
+        return self.card.checkpoint_sha256 or weights_sha256(self)
+
+
+# -- what an encoder really is: weights, code, configuration ---------------------------------------
+#: attribute under which an encoder object keeps the hash of its weights (computed once per object)
+_WEIGHTS_MEMO = "_mribench_weights_sha256"
+#: SHA-256 of source files, by (path, size, mtime_ns): a run hashes each file once
+_FILE_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def _module_of(encoder) -> torch.nn.Module | None:
+    """The encoder's torch module when it exposes one (``module()``), else None."""
+    get = getattr(encoder, "module", None)
+    module = get() if callable(get) else None
+    return module if isinstance(module, torch.nn.Module) else None
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    """The raw bytes of a tensor of any dtype (bfloat16 has no numpy twin, so view it as bytes)."""
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's state dict: every entry's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        h.update(name.encode() + b"\0")
+        if isinstance(value, torch.Tensor):
+            h.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            h.update(_tensor_bytes(value))
+        else:  # extra state of a custom module
+            h.update(repr(value).encode())
+    return h.hexdigest()
+
+
+def weights_sha256(encoder) -> str:
+    """SHA-256 of the weights the encoder object really holds: its module's state dict (hashed once
+    per object, at its first use; the harness fine-tunes copies, never the object itself). For an
+    encoder without a torch module (handcrafted features, the oracle) it is the hash of its card,
+    since nothing else there can be checked. Never the ``checkpoint_sha256`` a card declares alone.
+    """
+    memo = getattr(encoder, "__dict__", {}).get(_WEIGHTS_MEMO)
+    if memo is not None:
+        return memo
+    module = _module_of(encoder)
+    if module is not None:
+        digest = state_dict_sha256(module)
+    else:
+        digest = hashlib.sha256(b"card:" + encoder.card.model_dump_json().encode()).hexdigest()
+    try:
+        setattr(encoder, _WEIGHTS_MEMO, digest)
+    except (AttributeError, TypeError):  # __slots__ or a frozen object: hashed again next time
+        pass
+    return digest
+
+
+def _file_sha256(path: str) -> str:
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _FILE_MEMO:
+        with open(path, "rb") as f:
+            _FILE_MEMO[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _FILE_MEMO[key]
+
+
+def _class_code(cls: type) -> str:
+    """A fingerprint of the code that defines ``cls``: its module's source file (so helper
+    functions beside the class count too), or, for a class whose file cannot be found (defined
+    in a notebook or by ``exec``), the bytecode of its own functions."""
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    if path and os.path.isfile(path):
+        return f"{cls.__module__}.{cls.__qualname__}:{_file_sha256(os.path.abspath(path))}"
+    h = hashlib.sha256()
+    for name, value in sorted(vars(cls).items()):
+        code = getattr(getattr(value, "__func__", value), "__code__", None)
+        if code is not None:
+            h.update(name.encode() + marshal.dumps(code))
+    return f"{cls.__module__}.{cls.__qualname__}:code:{h.hexdigest()}"
+
+
+def code_sha256(encoder) -> str:
+    """SHA-256 of the code that computes the encoder's embeddings: the source files defining its
+    class and base classes, and every class of its torch module tree (ours, MONAI's, torch's), so
+    an edited ``embed()`` or network is a different encoder. Code the encoder calls in other files
+    (helpers imported from elsewhere) is not covered."""
+    classes = set(type(encoder).__mro__)
+    module = _module_of(encoder)
+    if module is not None:
+        classes |= {c for m in module.modules() for c in type(m).__mro__}
+    parts = sorted(_class_code(c) for c in classes if c.__module__ != "builtins")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def config_fingerprint(encoder) -> str:
+    """The encoder's configuration as text: its card (JSON) and its ``config`` attribute when that is
+    a dataclass or plain data (the baselines keep their named configuration there)."""
+    config = getattr(encoder, "config", None)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        shown = repr(config)
+    elif isinstance(config, (dict, list, tuple, str, int, float, bool)) or config is None:
+        shown = json.dumps(config, sort_keys=True, default=str)
+    else:  # an object whose repr may hold a memory address: not a stable key
+        shown = type(config).__qualname__
+    return encoder.card.model_dump_json() + "\n" + shown
 
 
 _REGISTRY: dict[str, Callable[..., Encoder]] = {}
 _LOADED = False
+#: names registered by the baselines and the entry points: a file encoder's card may not take them
+_BUILTIN: frozenset[str] = frozenset()
 
 
 def register_encoder(name: str):
@@ -104,7 +213,7 @@ def register_encoder(name: str):
 
 
 def _load_builtin() -> None:
-    global _LOADED
+    global _LOADED, _BUILTIN
     if _LOADED:
         return
     _LOADED = True
@@ -113,6 +222,7 @@ def _load_builtin() -> None:
     for ep in entry_points(group="mribench.encoders"):
         if ep.name not in _REGISTRY:
             _REGISTRY[ep.name] = ep.load()
+    _BUILTIN = frozenset(_REGISTRY)
 
 
 def list_encoders() -> list[str]:
@@ -128,10 +238,38 @@ def _from_file(spec: str, **kwargs) -> Encoder:
     module_name = "mribench_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    # registered like any import, so the code fingerprint (code_sha256) finds the file it came from
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
     if not hasattr(module, cls_name):
         raise MribenchError(f"{path}: no class '{cls_name}'")
-    return getattr(module, cls_name)(**kwargs)
+    encoder = getattr(module, cls_name)(**kwargs)
+    _refuse_reserved_name(encoder, path)
+    return encoder
+
+
+def reserved_names() -> set[str]:
+    """Names of the built-in and installed encoders, as record folders spell them (lower case)."""
+    from bench.results import safe_name
+
+    _load_builtin()
+    return {safe_name(n).lower() for n in _BUILTIN}
+
+
+def _refuse_reserved_name(encoder, path: Path) -> None:
+    """A file encoder may not call itself after a registered encoder: its records would sit in, and
+    be taken for, that encoder's (``random``, ``simclr3d``...)."""
+    from bench.results import safe_name
+
+    card = getattr(encoder, "card", None)
+    name = getattr(card, "name", None)
+    if isinstance(name, str) and safe_name(name).lower() in reserved_names():
+        raise MribenchError(f"{path}: the card name '{name}' is reserved for the registered encoder of that "
+                            "name; give your encoder's card another name")
 
 
 def get_encoder(spec: str, **kwargs) -> Encoder:
@@ -149,10 +287,44 @@ def get_encoder(spec: str, **kwargs) -> Encoder:
     return encoder
 
 
-def read_state_dict(path: str | Path, *, weights_only: bool = True) -> dict[str, torch.Tensor]:
+def load_torch_file(path: str | Path, what: str = "checkpoint"):
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, never code.
+
+    Unpickling anything else can run arbitrary code (a ``__reduce__`` is a function call), so a
+    file that needs other Python objects (a Lightning checkpoint with hyper-parameter objects, a
+    whole pickled model) is refused with a one-line error that says how to get a loadable file;
+    an unreadable file is a one-line error too, never a traceback.
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MribenchError(f"{path}: {what} not found") from None
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise MribenchError(
+                f"{path}: refused: the {what} holds a Python object ({found.group(1)}), not only tensors and plain "
+                "containers, and loading it could run code; if you trust the file, re-save only its tensors "
+                "(e.g. torch.save(model.state_dict(), 'weights.pt')) and pass that") from None
+        raise MribenchError(f"{path}: refused: not a {what} of tensors and plain containers "
+                            f"({_first_reason(e)}); re-save it with torch.save(state_dict, ...)") from None
+    except Exception as e:  # truncated zip, random bytes, a text file...
+        raise MribenchError(f"{path}: not a readable torch {what} ({type(e).__name__}: {_first_reason(e)})") from None
+
+
+def _first_reason(e: BaseException) -> str:
+    """The informative line of a (possibly long, multi-line) torch error message."""
+    text = str(e)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    line = found.group(1) if found else next((ln for ln in text.splitlines() if ln.strip()), "")
+    return " ".join(line.split())[:200] or "empty file"
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A checkpoint's state dict: bare, or under ``model_state_dict`` (the common training-script
-    layout), with DataParallel's ``module.`` prefixes removed."""
-    state = torch.load(path, map_location="cpu", weights_only=weights_only)
+    layout), with DataParallel's ``module.`` prefixes removed. Loaded with ``weights_only=True``."""
+    state = load_torch_file(path)
     if isinstance(state, dict) and "model_state_dict" in state:
         state = state["model_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
@@ -188,9 +360,13 @@ def load_checkpoint_encoder(checkpoint: str | Path, card: str | Path) -> Encoder
     weights; the checkpoint's SHA-256 must match the card's when the card states one.
     """
     checkpoint, card = Path(checkpoint), Path(card)
+    from bench.results import read_bounded_json
+
     try:
-        meta = EncoderCard.model_validate(json.loads(card.read_text()))
-    except Exception as e:  # pydantic or JSON errors
+        meta = EncoderCard.model_validate(read_bounded_json(card, "encoder card"))
+    except MribenchError:
+        raise
+    except Exception as e:  # pydantic errors
         raise MribenchError(f"{card}: invalid encoder card ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
     digest = file_sha256(checkpoint)
     if meta.checkpoint_sha256 and meta.checkpoint_sha256 != digest:

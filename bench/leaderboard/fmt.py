@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from bench.leaderboard.ranking import Comparison, Ranked
+
+#: Markdown's inline metacharacters in text a record supplies: backslash, code spans, ``*``
+#: emphasis, link and image brackets, strikethrough, headings, and ``@`` (e-mail autolinks).
+#: ``_`` is left alone: it is common in names (``simclr_vit3d``) and inside a word is not emphasis.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]~!#@])")
+#: Characters a spreadsheet reads as the start of a formula (OWASP's list, with line breaks).
+_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 PROTOCOL_LABELS = {"linear_probe": "linear probe", "finetune": "fine-tune", "fractions": "fractions (100 %)",
                    "few_shot": "few-shot (k = 10)", "robustness": "robustness (clean)"}
@@ -56,3 +65,24 @@ def rank(r: Ranked) -> str:
 
 def short_flags(r: Ranked) -> str:
     return "pretraining overlap" if r.entry.overlap else ""
+
+
+def md(text: object) -> str:
+    """Text from a record (encoder, cohort, artefact names, refusal reasons) made inert in markdown:
+    one line (control characters and line breaks become spaces), no HTML (``<``, ``>``, ``&`` as
+    entities), no code span, emphasis, link or image (their characters backslash-escaped), and no
+    bare-URL autolink (``://`` and ``www.`` broken by an escape). A table cell's ``|`` is escaped
+    by the table writer, which every cell goes through."""
+    line = " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", str(text)).split())
+    line = line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    line = _MD_SPECIAL.sub(r"\\\1", line)
+    return line.replace("://", "\\://").replace("www.", "www\\.")
+
+
+def csv_cell(value: object) -> object:
+    """A CSV value that a spreadsheet cannot run: text starting with ``=``, ``+``, ``-``, ``@``, a
+    tab or a line break gets a leading apostrophe (shown as text, OWASP's advice); numbers and
+    booleans are written as they are, so they stay numbers."""
+    if isinstance(value, str) and value.startswith(_CSV_FORMULA):
+        return "'" + value
+    return value

@@ -1,4 +1,7 @@
-"""``leaderboard/results.csv``: one row per verified entry, every number the tables show, unrounded."""
+"""``leaderboard/results.csv``: one row per verified entry, every number the tables show, unrounded.
+
+Text cells that a spreadsheet would read as a formula (``=``, ``+``, ``-``, ``@``, tab, line break
+first) start with an apostrophe instead (:func:`bench.leaderboard.fmt.csv_cell`)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import csv
 import io
 from pathlib import Path
 
+from bench.leaderboard import fmt
 from bench.leaderboard.board import Board
 
 COLUMNS = ("cohort", "task", "task_version", "protocol", "encoder", "metric", "higher_is_better", "main_score",
@@ -32,7 +36,8 @@ def csv_rows(board: Board) -> list[dict[str, object]]:
                 "split_sha256": prov.split_sha256, "task_spec_sha256": prov.task_spec_sha256,
                 "record": e.source,
             })
-    return [{k: ("" if v is None else v) for k, v in row.items()} for row in rows]
+    # text from records cannot start a spreadsheet formula; numbers stay numbers (fmt.csv_cell)
+    return [{k: ("" if v is None else fmt.csv_cell(v)) for k, v in row.items()} for row in rows]
 
 
 def render_csv(board: Board, out_dir: str | Path) -> Path:

@@ -1,4 +1,9 @@
-"""``leaderboard/README.md``: the board as GitHub-flavoured markdown, plots linked relatively."""
+"""``leaderboard/README.md``: the board as GitHub-flavoured markdown, plots linked relatively.
+
+Every string a record supplies (encoder and cohort names, artefact names, refusal reasons, file
+names) goes through :func:`bench.leaderboard.fmt.md` and every table cell through :func:`_cell`,
+so a hostile card can neither break the tables nor add HTML, links or images to the page.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from bench.leaderboard.plots import Plot
 
 
 def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A table cell: one line, with ``|`` escaped so it cannot open another column."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _table(header: list[str], rows: list[list[object]], align: str | None = None) -> list[str]:
@@ -43,21 +49,21 @@ def method_notes(board: Board) -> list[str]:
 
 
 def _overall(summary: Overall, plots: list[Plot], several: bool) -> list[str]:
-    out = ["## Overall" + (f" ({summary.cohort})" if several else ""), ""]
+    out = ["## Overall" + (f" ({fmt.md(summary.cohort)})" if several else ""), ""]
     out.append(f"Each task's headline protocol (linear probe unless the task says otherwise), "
-               f"{len(summary.tasks)} task(s) on cohort `{summary.cohort}`."
+               f"{len(summary.tasks)} task(s) on cohort {fmt.md(summary.cohort)}."
                + (f" Left out (no headline-protocol records): {', '.join(summary.left_out)}."
                   if summary.left_out else ""))
     out.append("")
     header = ["encoder", "Borda", "mean rank (tasks)"] + summary.tasks
-    rows = [[r.encoder, "-" if r.borda is None else r.borda,
+    rows = [[fmt.md(r.encoder), "-" if r.borda is None else r.borda,
              f"{fmt.num(r.mean_rank, 2)} ({r.n_tasks})"] + ["-" if r.ranks[t] is None else r.ranks[t]
                                                            for t in summary.tasks] for r in summary.rows]
     out += _table(header, rows, "lrr" + "r" * len(summary.tasks))
     out += ["", "**Critical difference.** " + cd_text(summary), ""]
     for p in plots:
         if p.kind == "critical_difference" and p.cohort == summary.cohort:
-            out += [f"![{p.alt}]({p.png})", ""]
+            out += [f"![{fmt.md(p.alt)}]({p.png})", ""]
     return out
 
 
@@ -65,8 +71,8 @@ def cd_text(summary: Overall) -> str:
     cd = summary.cd
     if not cd.computed:
         return cd.note[:1].upper() + cd.note[1:] + "."
-    ranks = ", ".join(f"{e} {r:.2f}" for e, r in sorted(cd.mean_ranks.items(), key=lambda kv: (kv[1], kv[0])))
-    pairs = ("; pairs further apart than the CD: " + ", ".join(f"{a} vs {b}" for a, b in cd.different)
+    ranks = ", ".join(f"{fmt.md(e)} {r:.2f}" for e, r in sorted(cd.mean_ranks.items(), key=lambda kv: (kv[1], kv[0])))
+    pairs = ("; pairs further apart than the CD: " + ", ".join(f"{fmt.md(a)} vs {fmt.md(b)}" for a, b in cd.different)
              if cd.different else "; no pair of encoders is further apart than the CD")
     text = (f"Friedman chi2 = {cd.chi2:.2f} (k = {len(cd.encoders)} encoders, N = {cd.n_tasks} tasks), "
             f"p = {cd.p_value:.3g}; Nemenyi CD = {cd.cd:.2f} at alpha = {cd.alpha}; mean ranks: {ranks}{pairs}.")
@@ -77,7 +83,7 @@ def cd_text(summary: Overall) -> str:
 
 def _task(table: TaskTable, board: Board, plots: list[Plot]) -> list[str]:
     direction = "higher" if table.higher_is_better else "lower"
-    out = [f"## {table.task} v{table.version} ({table.cohort})", "", table.description, "",
+    out = [f"## {fmt.md(table.task)} v{table.version} ({fmt.md(table.cohort)})", "", table.description, "",
            f"Main score `{table.metric}` ({direction} is better); headline protocol "
            f"{fmt.protocol_label(table.headline_protocol)}.", ""]
     header = ["rank", "encoder", "protocol", f"{table.metric} (95 % CI)", "vs best", "n test", "task",
@@ -85,7 +91,7 @@ def _task(table: TaskTable, board: Board, plots: list[Plot]) -> list[str]:
     rows = []
     for r in table.rows:
         e = r.entry
-        rows.append([fmt.rank(r), e.encoder, fmt.protocol_label(e.protocol), fmt.score_with_ci(r),
+        rows.append([fmt.rank(r), fmt.md(e.encoder), fmt.protocol_label(e.protocol), fmt.score_with_ci(r),
                      fmt.comparison(r.vs_best, board.n_boot), "-" if e.n_test_subjects is None else e.n_test_subjects,
                      f"v{e.record.task_version}", f"`{e.split_sha_short}`", fmt.short_flags(r)])
     out += _table(header, rows, "rllllrlll")
@@ -93,12 +99,12 @@ def _task(table: TaskTable, board: Board, plots: list[Plot]) -> list[str]:
         out += ["", "Robustness (test split; score / clean averaged over every artefact and severity, "
                     "1 = unaffected):", ""]
         out += _table(["encoder", f"clean {table.metric}", "robustness score", "worst artefact (mean drop)"],
-                      [[r.encoder, fmt.num(r.clean), fmt.num(r.robustness_score),
-                        "-" if r.worst is None else f"{r.worst} ({100 * r.worst_drop:.1f} %)"]
+                      [[fmt.md(r.encoder), fmt.num(r.clean), fmt.num(r.robustness_score),
+                        "-" if r.worst is None else f"{fmt.md(r.worst)} ({100 * r.worst_drop:.1f} %)"]
                        for r in table.robustness], "lrrl")
     mine = [p for p in plots if p.task == table.task and p.cohort == table.cohort]
     if mine:
-        out += [""] + [f"![{p.alt}]({p.png})" for p in mine]
+        out += [""] + [f"![{fmt.md(p.alt)}]({p.png})" for p in mine]
     return out + [""]
 
 
@@ -109,7 +115,7 @@ def render_markdown(board: Board, out_dir: str | Path) -> Path:
     lines = ["# mribench leaderboard", "",
              f"Rendered by `bench leaderboard` from {len(board.entries)} verified result record(s) in "
              f"`{board.results_label}/` ({len(board.encoders)} encoders, {len({t.task for t in board.tables})} "
-             f"tasks, cohort {', '.join(f'`{c}`' for c in board.cohorts)}); {len(board.refused)} refused. "
+             f"tasks, cohort {', '.join(fmt.md(c) for c in board.cohorts)}); {len(board.refused)} refused. "
              "The same board as a sortable, filterable page: [index.html](index.html); as CSV: "
              "[results.csv](results.csv).", ""]
     if board.note:
@@ -121,7 +127,8 @@ def render_markdown(board: Board, out_dir: str | Path) -> Path:
     for table in board.tables:
         lines += _task(table, board, board.plots)
     if board.refused:
-        lines += ["## Refused records", ""] + [f"- `{r.source}`: {r.reason}" for r in board.refused] + [""]
+        lines += ["## Refused records", ""]
+        lines += [f"- {fmt.md(r.source)}: {fmt.md(r.reason)}" for r in board.refused] + [""]
     lines += ["## How to read this", ""] + method_notes(board) + [""]
     path = out_dir / "README.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -96,7 +96,9 @@ def verify_record(record: ResultRecord) -> list[str]:
     problems += split_problems
     problems += _check_consistency(record)
     if record.predictions:
-        problems += _check_predictions(record, split_subjects)
+        from bench.protocols import metric_params
+
+        problems += _check_predictions(record, split_subjects, metric_params(spec))
     return problems
 
 
@@ -227,8 +229,10 @@ def _stack(values: Iterable[Any]) -> np.ndarray:
     return np.asarray(list(values), dtype=float)
 
 
-def _check_predictions(record: ResultRecord, split_subjects: dict[str, set[str]] | None) -> list[str]:
-    """Recompute every score that has predictions from them; check their subjects are the split's."""
+def _check_predictions(record: ResultRecord, split_subjects: dict[str, set[str]] | None,
+                       params: dict[str, dict] | None = None) -> list[str]:
+    """Recompute every score that has predictions from them (with the task's metric arguments,
+    e.g. Uno's tau, as the harness did); check their subjects are the split's."""
     from bench.metrics import METRICS
 
     groups: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
@@ -263,9 +267,10 @@ def _check_predictions(record: ResultRecord, split_subjects: dict[str, set[str]]
         for name, value in score.metrics.items():
             if name not in METRICS or name in ("dice", "hd95"):
                 continue  # segmentation predictions are summaries, not the voxels the metric needs
-            if _close(value, _metric_value(name, y_true, y_pred), TOLERANCE):
+            kwargs = (params or {}).get(name)
+            if _close(value, _metric_value(name, y_true, y_pred, kwargs), TOLERANCE):
                 continue
-            low, high = _metric_range(name, y_true, y_pred)
+            low, high = _metric_range(name, y_true, y_pred, kwargs)
             if value is None and low is None:
                 continue
             if value is None or low is None or not (low - TOLERANCE <= value <= high + TOLERANCE):
@@ -283,7 +288,8 @@ _ROUNDING = 5e-7
 _NUDGE = 1e-9
 
 
-def _metric_range(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float | None, float | None]:
+def _metric_range(name: str, y_true: np.ndarray, y_pred: np.ndarray,
+                  kwargs: dict | None = None) -> tuple[float | None, float | None]:
     """(lowest, highest) value of metric ``name`` that the rounded predictions are compatible with.
 
     Predictions are stored rounded to 6 decimals (each off by at most :data:`_ROUNDING`), which
@@ -301,27 +307,27 @@ def _metric_range(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[fl
     Returns (None, None) where the metric is undefined on these predictions.
     """
     if name == "pearson_r":
-        value = _metric_value(name, y_true, y_pred)
+        value = _metric_value(name, y_true, y_pred, kwargs)
         spread = float(np.linalg.norm(y_pred - y_pred.mean())) if y_pred.size else 0.0
         slack = 2.0 * _ROUNDING * math.sqrt(len(y_pred)) / spread if spread > 0 else 2.0
         return (None, None) if value is None else (value - slack, value + slack)
     if name == "mae":
-        value = _metric_value(name, y_true, y_pred)
+        value = _metric_value(name, y_true, y_pred, kwargs)
         return (None, None) if value is None else (value - _ROUNDING, value + _ROUNDING)
     nudge = _nudge(name, y_true, y_pred)
     candidates = (y_pred, y_pred + nudge, y_pred - nudge) if np.any(nudge) else (y_pred,)
-    values = [v for v in (_metric_value(name, y_true, c) for c in candidates) if v is not None]
+    values = [v for v in (_metric_value(name, y_true, c, kwargs) for c in candidates) if v is not None]
     return (min(values), max(values)) if values else (None, None)
 
 
-def _metric_value(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> float | None:
+def _metric_value(name: str, y_true: np.ndarray, y_pred: np.ndarray, kwargs: dict | None = None) -> float | None:
     """The harness's metric on these predictions; None where it is undefined (NaN, as recorded)."""
     from bench.metrics import METRICS
 
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one-class samples: the harness recorded None, and so do we
         try:
-            v = float(METRICS[name].fn(y_true, y_pred))
+            v = float(METRICS[name].fn(y_true, y_pred, **(kwargs or {})))
         except (ValueError, IndexError, ZeroDivisionError):
             return None
     return v if math.isfinite(v) else None
@@ -329,7 +335,7 @@ def _metric_value(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> float | 
 
 def _nudge(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """A direction that breaks every tie in favour of the right answer (zero where none is needed)."""
-    kind = {"auc": "class", "balanced_accuracy": "class", "accuracy": "class",
+    kind = {"auc": "class", "mauc": "class", "balanced_accuracy": "class", "accuracy": "class",
             "c_index": "survival", "uno_c": "survival"}.get(name)
     if kind == "class":
         labels = y_true.astype(int)

@@ -29,11 +29,13 @@ import torch
 
 from bench import __version__
 from bench.data.synth.anatomy import load_anatomy
-from bench.data.synth.latents import (EXTERNAL_SITE, Subject, draw_ad_subject, draw_tumour_subject)
-from bench.data.synth.render import Renderer, ventricular_expansion
+from bench.data.synth import effects as fx
+from bench.data.synth.latents import (EXTERNAL_SITE, SITES, STREAM_MEASURE, Subject, _rng, draw_ad_subject,
+                                      draw_healthy_subject, draw_tumour_subject)
+from bench.data.synth.render import Renderer, structure_state
 from bench.profiles import get_profile
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: calibrated effects, individual anatomy, healthy lifespan population
 DONE_MARKER = "dataset_description.json"
 TUMOUR_SEQUENCES = ("T1w", "T2w", "FLAIR")
 
@@ -46,20 +48,27 @@ class SynthConfig:
     n_ad: int = 240
     n_tumour: int = 80
     resolution: int = 2
+    n_healthy: int = 0
 
     @classmethod
     def from_profile(cls, profile: str, seed: int = 0, subjects: int | None = None,
                      resolution: int | None = None) -> "SynthConfig":
         p = get_profile(profile)
-        n_ad, n_tumour = p.synth_ad_subjects, p.synth_tumour_subjects
-        if subjects is not None:  # keep the profile's ad:tumour proportion
-            n_tumour = max(2, round(subjects * n_tumour / (n_ad + n_tumour)))
-            n_ad = max(2, subjects - n_tumour)
-        return cls(seed=seed, n_ad=n_ad, n_tumour=n_tumour,
+        n_ad, n_healthy, n_tumour = p.synth_ad_subjects, p.synth_healthy_subjects, p.synth_tumour_subjects
+        if subjects is not None:  # keep the profile's ad:healthy:tumour proportions
+            total = n_ad + n_healthy + n_tumour
+            n_tumour = max(2, round(subjects * n_tumour / total))
+            n_healthy = max(2, round(subjects * n_healthy / total)) if n_healthy else 0
+            n_ad = max(2, subjects - n_tumour - n_healthy)
+        return cls(seed=seed, n_ad=n_ad, n_tumour=n_tumour, n_healthy=n_healthy,
                    resolution=resolution if resolution is not None else p.synth_resolution)
 
+    @property
+    def n_subjects(self) -> int:
+        return self.n_ad + self.n_healthy + self.n_tumour
+
     def as_dict(self) -> dict:
-        return {"seed": self.seed, "n_ad": self.n_ad, "n_tumour": self.n_tumour,
+        return {"seed": self.seed, "n_ad": self.n_ad, "n_healthy": self.n_healthy, "n_tumour": self.n_tumour,
                 "resolution": self.resolution, "generator_version": GENERATOR_VERSION}
 
 
@@ -76,6 +85,8 @@ def draw_subjects(config: SynthConfig, renderer: Renderer) -> list[Subject]:
     centres = tumour_candidate_centres(renderer)
     subjects = [draw_ad_subject(config.seed, i) for i in range(config.n_ad)]
     subjects += [draw_tumour_subject(config.seed, config.n_ad + i, centres) for i in range(config.n_tumour)]
+    first_healthy = config.n_ad + config.n_tumour  # after the v1 populations: their ids stay put
+    subjects += [draw_healthy_subject(config.seed, first_healthy + i) for i in range(config.n_healthy)]
     return subjects
 
 
@@ -94,6 +105,7 @@ def _subject_rows(subject: Subject) -> tuple[dict, list[dict]]:
         "site": subject.site, "population": subject.population,
         "risk_factor": subject.risk_factor if subject.population == "ad" else np.nan,
         "conversion_month": round(subject.conversion_month, 2),
+        "followup_months": subject.followup_months if subject.population == "ad" else np.nan,
         "marker": subject.marker if subject.population == "tumour" else np.nan,
         "survival_months": subject.survival_months if subject.population == "tumour" else np.nan,
         "event": subject.event if subject.population == "tumour" else np.nan,
@@ -107,7 +119,7 @@ def _subject_rows(subject: Subject) -> tuple[dict, list[dict]]:
 def render_subject(renderer: Renderer, subject: Subject, config: SynthConfig, out: Path) -> list[dict]:
     """Write every session of one subject; return its ground-truth rows (one per scan)."""
     field = renderer.subject_field(subject, config.seed)
-    sequences = TUMOUR_SEQUENCES if subject.population == "tumour" else ("T1w",)
+    sequences = _sequences(subject)
     sub = subject.participant_id
     rows = []
     for vi, visit in enumerate(subject.visits):
@@ -121,20 +133,54 @@ def render_subject(renderer: Renderer, subject: Subject, config: SynthConfig, ou
         if rendered.tumour_labels is not None:
             _save(rendered.tumour_labels, renderer.affine, deriv / f"{sub}_{ses}_dseg.nii.gz")
         stage = subject.stage(visit.month)
+        state = structure_state(subject, visit.month)
         for seq in sequences:
             rows.append({
-                "participant_id": sub, "session_id": ses, "sequence": seq,
+                "participant_id": sub, "session_id": ses, "sequence": seq, "population": subject.population,
                 "months_from_baseline": visit.month, "age": round(subject.age(visit.month), 3),
+                "biological_age": round(state.biological_age, 3), "brain_age_gap": subject.brain_age_gap,
+                "ageing_rate": subject.ageing_rate,
                 "stage": round(stage, 5), "diagnosis": subject.diagnosis(visit.month),
-                "onset_years": subject.onset_years, "rate": subject.rate,
+                "baseline_dx": subject.baseline_dx, "onset_years": subject.onset_years, "rate": subject.rate,
                 "mci_month_true": subject.mci_month_true, "ad_month_true": subject.ad_month_true,
-                "ventricle_expansion_mm": ventricular_expansion(stage, subject.age(visit.month),
-                                                                subject.ventricle_var),
-                "head_scale": subject.head_scale, "site": subject.site, "marker": subject.marker,
+                "conversion_month": subject.conversion_month, "followup_months": subject.last_known_month,
+                "hippocampus_log_volume": sum(state.hippocampus_log_volume) / 2,
+                "ventricle_log_volume": state.ventricle_log_volume, "gm_loss": state.gm_loss,
+                "wm_loss": state.wm_loss, "head_scale": subject.head_scale, "sex": subject.sex,
+                "site": subject.site, "marker": subject.marker,
                 "survival_true": subject.survival_true, "censor_time": subject.censor_time,
                 **{k: round(v, 4) for k, v in rendered.measures.items()},
             })
     return rows
+
+
+def _sequences(subject: Subject) -> tuple[str, ...]:
+    return TUMOUR_SEQUENCES if subject.population == "tumour" else ("T1w",)
+
+
+#: Structures a segmentation tool reports, in the column order of volumes.tsv.
+MEASURED_STRUCTURES = ("hippocampus_ml", "ventricles_ml", "gm_ml", "wm_ml", "csf_ml", "icv_ml")
+
+
+def measured_volumes(truth: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """What a segmentation tool (FreeSurfer-like) would report for each scan: the true volumes
+    with a site bias per structure and a scan-level test-retest error (``effects.py``), no
+    latents. The sequences of one session share one measurement (segmented on the T1w)."""
+    site_rng = _rng(seed, STREAM_MEASURE, 10 ** 7)
+    site_bias = {s.name: dict(zip(MEASURED_STRUCTURES, np.exp(site_rng.normal(0, fx.SITE_BIAS_CV,
+                                                                             len(MEASURED_STRUCTURES)))))
+                 for s in SITES}
+    sessions = truth.drop_duplicates(["participant_id", "session_id"])
+    noise = {}
+    for i, r in enumerate(sessions.itertuples(index=False)):
+        rng = _rng(seed, STREAM_MEASURE, int(r.participant_id.split("-")[1]) * 100 + int(r.session_id[5:]))
+        noise[(r.participant_id, r.session_id)] = {
+            k: float(np.exp(rng.normal(0, fx.MEASUREMENT_CV[k]))) for k in MEASURED_STRUCTURES}
+    out = truth[["participant_id", "session_id", "sequence"]].copy()
+    for k in MEASURED_STRUCTURES:
+        out[k] = [round(v * site_bias[site][k] * noise[(p, ses)][k], 2) for v, site, p, ses in
+                  zip(truth[k], truth["site"], truth["participant_id"], truth["session_id"])]
+    return out
 
 
 def _write_tables(subjects: list[Subject], out: Path) -> None:
@@ -167,7 +213,7 @@ def generate(config: SynthConfig, out: Path, *, workers: int = 2, progress: bool
         renderer = Renderer(load_anatomy(config.resolution), config.resolution)
         subjects = draw_subjects(config, renderer)
         _write_tables(subjects, tmp)
-        n_scans = sum(len(s.visits) * (3 if s.population == "tumour" else 1) for s in subjects)
+        n_scans = sum(len(s.visits) * len(_sequences(s)) for s in subjects)
         rows: dict[int, list[dict]] = {}
         with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
             task = bar.add_task("synth: rendering scans", total=n_scans)
@@ -178,6 +224,8 @@ def generate(config: SynthConfig, out: Path, *, workers: int = 2, progress: bool
         truth = pd.DataFrame([r for i in sorted(rows) for r in rows[i]])
         truth.to_csv(tmp / "derivatives" / "synth" / "ground_truth.tsv", sep="\t", index=False,
                      na_rep="n/a", float_format="%.6g", lineterminator="\n")
+        measured_volumes(truth, config.seed).to_csv(
+            tmp / "derivatives" / "synth" / "volumes.tsv", sep="\t", index=False, lineterminator="\n")
         description = {
             "Name": "mribench synthetic longitudinal cohort", "BIDSVersion": "1.9.0",
             "DatasetType": "raw", "GeneratedBy": [{"Name": "mribench", "Version": __version__}],

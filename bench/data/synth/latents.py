@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.data.synth import effects as fx
+
 #: Random-stream ids, so each kind of draw has its own independent generator.
-STREAM_SUBJECT, STREAM_ANATOMY, STREAM_SCAN = 0, 1, 2
+STREAM_SUBJECT, STREAM_ANATOMY, STREAM_SCAN, STREAM_INDIVIDUAL, STREAM_MEASURE = 0, 1, 2, 3, 4
 
 NOMINAL_VISIT_MONTHS = (0, 6, 12, 24, 36, 48)
-
 
 @dataclass(frozen=True)
 class Site:
@@ -54,7 +55,7 @@ class Subject:
 
     index: int
     participant_id: str
-    population: str            # 'ad' or 'tumour'
+    population: str            # 'ad' (ageing / Alzheimer's), 'healthy' (lifespan) or 'tumour'
     sex: str
     age0: float                # age at baseline, years
     site: str
@@ -66,8 +67,17 @@ class Subject:
     risk_factor: int = 0
     threshold_mci: float = math.nan
     threshold_ad: float = math.nan
-    hippocampus_var: float = 0.0    # individual anatomy of the structures (no disease)
-    ventricle_var: float = 0.0
+    baseline_dx: str | None = None  # diagnosis group the subject was drawn from
+    followup_months: float = math.nan  # last month of clinical follow-up (beyond the last scan)
+    # individual anatomy and ageing (every population): see bench.data.synth.effects
+    brain_age_gap: float = 0.0      # biological minus chronological age at baseline, years
+    ageing_rate: float = 1.0        # biological years per calendar year
+    hippocampus_size: float = 0.0   # log-volume deviation of both hippocampi
+    hippocampus_asym: float = 0.0   # log-volume deviation, left minus right / 2
+    ventricle_size: float = 0.0     # log-volume deviation of the lateral ventricles
+    ventricle_asym_mm: float = 0.0  # wall depth, left minus right / 2
+    gm_thickness: float = 0.0       # relative cortical thickness deviation
+    wm_size: float = 0.0            # relative white-matter deviation
     # tumour model (population 'tumour')
     marker: int = -1
     tumour: dict = field(default_factory=dict)
@@ -83,11 +93,24 @@ class Subject:
         return 1.0 / (1.0 + math.exp(-self.rate * (t - self.onset_years)))
 
     def diagnosis(self, month: float) -> str | None:
-        """CN / MCI / AD from the stage with this subject's (noisy) thresholds; monotone in time."""
+        """CN / MCI / AD from the stage with this subject's (noisy) thresholds; monotone in time.
+        The healthy lifespan population is CN; the tumour sub-cohort has no such diagnosis."""
+        if self.population == "healthy":
+            return "CN"
         if self.population != "ad":
             return None
         s = self.stage(month)
         return "AD" if s >= self.threshold_ad else "MCI" if s >= self.threshold_mci else "CN"
+
+    def stage_burden(self, month: float, power: float, steps: int = 48) -> float:
+        """Years-weighted disease burden since baseline: the integral of stage^power over
+        [0, month] (trapezoid rule; the stage is smooth), which drives atrophy that keeps going
+        after the stage saturates."""
+        if self.population != "ad" or month <= 0:
+            return 0.0
+        t = np.linspace(0.0, month, steps + 1)
+        s = 1.0 / (1.0 + np.exp(-self.rate * (t / 12.0 - self.onset_years)))
+        return float(np.trapezoid(s ** power, t / 12.0))
 
     def _crossing_month(self, threshold: float) -> float:
         return 12.0 * (self.onset_years + math.log(threshold / (1 - threshold)) / self.rate)
@@ -108,9 +131,15 @@ class Subject:
         Subjects already AD at baseline did not convert under observation.
         """
         m = self.ad_month_true
-        if self.population != "ad" or m <= 0 or m > self.visits[-1].month:
+        if self.population != "ad" or m <= 0 or m > self.last_known_month:
             return math.nan
         return m
+
+    @property
+    def last_known_month(self) -> float:
+        """Last month the diagnosis is known: the last scan or later clinical follow-up."""
+        last = self.visits[-1].month
+        return last if math.isnan(self.followup_months) else max(last, self.followup_months)
 
     @property
     def survival_months(self) -> float:
@@ -122,6 +151,11 @@ class Subject:
 
     def age(self, month: float) -> float:
         return self.age0 + month / 12.0
+
+    def biological_age(self, month: float) -> float:
+        """The age the brain looks: chronological age at baseline plus the individual gap,
+        advancing at the individual ageing rate."""
+        return self.age0 + self.brain_age_gap + self.ageing_rate * month / 12.0
 
 
 def participant_label(index: int) -> str:
@@ -141,14 +175,15 @@ def _site(rng: np.random.Generator) -> str:
     return SITES[int(rng.choice(len(SITES), p=w / w.sum()))].name
 
 
-def _visits(rng: np.random.Generator) -> list[Visit]:
+def _visits(rng: np.random.Generator, nominal_months: tuple[int, ...] = NOMINAL_VISIT_MONTHS,
+            dropout_month: float | None = None) -> list[Visit]:
     """Irregular visits: jitter around nominal months, random misses, dropout after a time."""
-    dropout_month = rng.exponential(90.0)
+    dropout_month = rng.exponential(90.0) if dropout_month is None else dropout_month
     visits = [Visit(session_label(0), 0.0)]
-    for nominal in NOMINAL_VISIT_MONTHS[1:]:
+    for nominal in nominal_months[1:]:
         if nominal > dropout_month:
             break
-        if rng.random() < 0.12:  # missed visit
+        if rng.random() < fx.MISSED_VISIT_P:  # missed visit
             continue
         month = float(np.clip(nominal + rng.normal(0, 0.12 * nominal ** 0.5 + 0.4),
                               visits[-1].month + 2.0, None))
@@ -156,25 +191,80 @@ def _visits(rng: np.random.Generator) -> list[Visit]:
     return visits
 
 
+def _individual(seed: int, index: int) -> dict[str, float]:
+    """Individual anatomy and ageing latents (own random stream, every population)."""
+    rng = _rng(seed, STREAM_INDIVIDUAL, index)
+    return {
+        "brain_age_gap": float(rng.normal(0, fx.BRAIN_AGE_GAP_SD)),
+        "ageing_rate": float(np.exp(rng.normal(0, fx.AGEING_RATE_LOG_SD))),
+        "hippocampus_size": float(rng.normal(0, fx.HIPPO_SIZE_LOG_SD)),
+        "hippocampus_asym": float(rng.normal(0, fx.HIPPO_ASYMMETRY_LOG_SD)),
+        "ventricle_size": float(rng.normal(0, fx.VENT_SIZE_LOG_SD)),
+        "ventricle_asym_mm": float(rng.normal(0, fx.VENT_ASYMMETRY_MM)),
+        "gm_thickness": float(np.clip(rng.normal(0, fx.GM_THICKNESS_SD), -0.12, 0.12)),
+        "wm_size": float(np.clip(rng.normal(0, fx.WM_SIZE_SD), -0.1, 0.1)),
+    }
+
+
+def _head_scale(rng: np.random.Generator, sex: str) -> float:
+    """Linear head size: ICV differs about 12 % between the sexes and 7 % within (CV)."""
+    return float(np.clip(rng.normal(1.0 + (0.02 if sex == "M" else -0.02), 0.024), 0.92, 1.08))
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def _baseline_stage(rng: np.random.Generator, dx: str, th_mci: float, th_ad: float) -> float:
+    """A baseline stage inside the diagnosis' band, uniform on the logit scale."""
+    lo, hi = {"CN": (0.004, th_mci * 0.95), "MCI": (th_mci, th_ad), "AD": (th_ad, 0.93)}[dx]
+    return 1.0 / (1.0 + math.exp(-rng.uniform(_logit(lo), _logit(hi))))
+
+
 def draw_ad_subject(seed: int, index: int) -> Subject:
-    """A subject of the ageing / Alzheimer's sub-cohort (longitudinal, T1w at every visit)."""
+    """A subject of the ageing / Alzheimer's sub-cohort (longitudinal, T1w at every MRI visit).
+
+    The baseline diagnosis is drawn with ADNI-1's mix, then a baseline stage inside that
+    diagnosis' band and a progression rate; clinical follow-up continues after the last MRI
+    (``followup_months``), as ADNI's clinical visits do.
+    """
     rng = _rng(seed, STREAM_SUBJECT, index)
-    sex = "F" if rng.random() < 0.55 else "M"
-    age0 = float(rng.uniform(58, 86))
-    group = rng.choice(3, p=[0.35, 0.45, 0.20])  # future-stable, prodromal, already ill
-    onset = float([rng.uniform(6, 30), rng.uniform(-1.0, 4.0), rng.uniform(-7.0, -1.5)][group])
-    risk = int(rng.random() < 0.3)
-    onset -= 2.0 * risk  # the risk factor brings the disease forward
+    groups = list(fx.BASELINE_MIX)
+    dx = groups[int(rng.choice(len(groups), p=np.array([fx.BASELINE_MIX[g] for g in groups])))]
+    sex = "F" if rng.random() < fx.FEMALE_SHARE[dx] else "M"
+    mean, sd, lo, hi = fx.AD_POPULATION_AGE
+    age0 = float(np.clip(rng.normal(mean, sd), lo, hi))
+    th_mci = float(np.clip(rng.normal(*fx.THRESHOLD_MCI), 0.05, 0.25))
+    th_ad = float(np.clip(rng.normal(*fx.THRESHOLD_AD), 0.5, 0.8))
+    risk = int(rng.random() < fx.RISK_SHARE[dx])
+    rate = float(fx.STAGE_RATE_MEDIAN[dx] * np.exp(rng.normal(0, fx.STAGE_RATE_LOG_SD))
+                 * (fx.RISK_RATE_FACTOR if risk else 1.0))
+    s0 = _baseline_stage(rng, dx, th_mci, th_ad)
+    study_end = float(rng.uniform(*fx.STUDY_END_MONTHS))
+    followup = float(min(rng.exponential(fx.DROPOUT_MEAN_MONTHS), study_end))
+    site = _site(rng)
+    head = _head_scale(rng, sex)
+    visits = _visits(rng, fx.MRI_VISIT_MONTHS, dropout_month=followup)
     return Subject(
         index=index, participant_id=participant_label(index), population="ad", sex=sex,
-        age0=round(age0, 2), site=_site(rng),
-        head_scale=float(np.clip(rng.normal(1.0 + (0.025 if sex == "M" else -0.015), 0.025), 0.93, 1.07)),
-        visits=_visits(rng), onset_years=onset,
-        rate=float(np.exp(rng.uniform(np.log(0.15), np.log(1.2)))),  # slow and fast progressors
-        risk_factor=risk,
-        threshold_mci=float(np.clip(rng.normal(0.12, 0.03), 0.05, 0.25)),
-        threshold_ad=float(np.clip(rng.normal(0.65, 0.04), 0.5, 0.8)),
-        hippocampus_var=float(rng.normal(0, 0.03)), ventricle_var=float(rng.normal(0, 0.5)),
+        age0=round(age0, 2), site=site, head_scale=head, visits=visits,
+        onset_years=-_logit(s0) / rate, rate=rate, risk_factor=risk,
+        threshold_mci=th_mci, threshold_ad=th_ad, baseline_dx=dx,
+        followup_months=round(max(followup, visits[-1].month), 2),
+        **_individual(seed, index),
+    )
+
+
+def draw_healthy_subject(seed: int, index: int) -> Subject:
+    """A cognitively normal adult of the lifespan sub-cohort: one T1w session (brain age)."""
+    rng = _rng(seed, STREAM_SUBJECT, index)
+    sex = "F" if rng.random() < fx.HEALTHY_FEMALE_SHARE else "M"
+    age0 = float(rng.uniform(*fx.HEALTHY_AGE_RANGE))
+    site = _site(rng)
+    return Subject(
+        index=index, participant_id=participant_label(index), population="healthy", sex=sex,
+        age0=round(age0, 2), site=site, head_scale=_head_scale(rng, sex),
+        visits=[Visit(session_label(0), 0.0)], baseline_dx="CN", **_individual(seed, index),
     )
 
 
@@ -210,4 +300,5 @@ def draw_tumour_subject(seed: int, index: int, candidate_centres: np.ndarray) ->
         head_scale=float(np.clip(rng.normal(1.0 + (0.025 if sex == "M" else -0.015), 0.025), 0.93, 1.07)),
         visits=[Visit(session_label(0), 0.0)], marker=marker, tumour=tumour,
         survival_true=round(survival, 2), censor_time=round(float(rng.uniform(6, 72)), 2),
+        **_individual(seed, index),
     )

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from bench.data.synth import effects as fx
 from bench.data.synth.anatomy import CHANNELS, Anatomy, output_grid
 from bench.data.synth.latents import (SITE_BY_NAME, STREAM_ANATOMY, STREAM_SCAN, Subject, _rng)
 
@@ -32,19 +33,70 @@ MUTANT_FLAIR_CORE = 0.36
 HIPPOCAMPUS_RADIUS_MM = 9.0
 
 
-def hippocampal_contraction(stage: float, age: float, individual: float) -> float:
-    """Radial contraction strength of each hippocampus (volume falls ~ (1+a)^-3)."""
-    return 0.16 * stage + 0.002 * max(age - 60.0, 0.0) + individual
+def _ramp(x: float, start: float) -> float:
+    return max(x - start, 0.0)
 
 
-def ventricular_expansion(stage: float, age: float, individual: float) -> float:
-    """How far (mm) the ventricle wall has moved outward, replacing tissue by CSF."""
-    return 2.5 * stage + 0.06 * max(age - 55.0, 0.0) + individual
+def hippocampal_log_volume(bio_age: float, stage: float, size: float) -> float:
+    """Log of the hippocampal volume relative to the template: ageing (accelerating after 40),
+    Alzheimer's stage and individual size (parameters and sources: ``effects.py``)."""
+    ageing = fx.HIPPO_AGE_LINEAR * _ramp(bio_age, 20.0) + fx.HIPPO_AGE_QUADRATIC * _ramp(bio_age, 40.0) ** 2
+    return -ageing - fx.HIPPO_STAGE * stage ** fx.HIPPO_STAGE_POWER + size
 
 
-def grey_matter_loss(stage: float, age: float) -> float:
+#: Radial strengths and the template hippocampus' log-volume under each (measured once by
+#: :meth:`Renderer._hippocampus_volume_table`): the Gaussian field scales only the structure's
+#: core, so the response is weaker than (1 + a)^-3.
+_CONTRACTIONS = np.linspace(-0.45, 1.2, 34)
+
+
+def hippocampal_contraction(log_volume: float, table: tuple[np.ndarray, np.ndarray]) -> float:
+    """Radial contraction strength that scales the hippocampus' volume by exp(log_volume)."""
+    strengths, log_volumes = table
+    return float(np.interp(-log_volume, -log_volumes, strengths))
+
+
+def ventricle_log_volume(bio_age: float, stage: float, size: float) -> float:
+    """Log of the lateral-ventricle volume relative to the template's (young adult) ventricles."""
+    def growth(age: float) -> float:
+        return fx.VENT_AGE_LINEAR * _ramp(age, fx.TEMPLATE_AGE) + fx.VENT_AGE_QUADRATIC * _ramp(age, 45.0) ** 2
+    return growth(bio_age) + fx.VENT_STAGE * stage + size
+
+
+def grey_matter_loss(bio_age: float, stage: float) -> float:
     """Fraction of grey matter replaced by CSF (cortical thinning) with age and disease."""
-    return float(np.clip(0.004 * max(age - 55.0, 0.0) + 0.07 * stage, 0.0, 0.5))
+    ageing = fx.GM_AGE_LINEAR * _ramp(bio_age, 20.0) + fx.GM_AGE_QUADRATIC * _ramp(bio_age, 50.0) ** 2
+    return float(np.clip(1.0 - math.exp(-ageing) + fx.GM_STAGE * stage, 0.0, 0.6))
+
+
+def white_matter_loss(bio_age: float) -> float:
+    """Fraction of white matter lost (negative: gained) relative to the young-adult template:
+    white matter matures into the 40s and is lost after mid-life."""
+    growth = fx.WM_GROWTH * (min(max(bio_age, 20.0), 45.0) - fx.TEMPLATE_AGE)
+    return float(np.clip(fx.WM_AGE_LINEAR * _ramp(bio_age, 55.0) - growth, -0.15, 0.4))
+
+
+@dataclass(frozen=True)
+class StructureState:
+    """The structure-level latents of one visit (recorded in the ground truth)."""
+
+    biological_age: float
+    hippocampus_log_volume: tuple[float, float]  # left, right
+    ventricle_log_volume: float
+    gm_loss: float
+    wm_loss: float
+
+
+def structure_state(subject: Subject, month: float) -> StructureState:
+    bio = subject.biological_age(month)
+    stage = subject.stage(month)
+    burden = subject.stage_burden(month, fx.DRIFT_POWER)
+    h = hippocampal_log_volume(bio, stage, subject.hippocampus_size) - fx.HIPPO_DRIFT * burden
+    return StructureState(
+        biological_age=bio,
+        hippocampus_log_volume=(h + subject.hippocampus_asym, h - subject.hippocampus_asym),
+        ventricle_log_volume=ventricle_log_volume(bio, stage, subject.ventricle_size) + fx.VENT_DRIFT * burden,
+        gm_loss=grey_matter_loss(bio, stage), wm_loss=white_matter_loss(bio))
 
 
 @dataclass
@@ -88,6 +140,47 @@ class Renderer:
         u = (self.world - (lo + hi) / 2) / ((hi - lo) / 2)
         x, y, z = u.unbind(-1)
         self.bias_basis = torch.stack([x, y, z, x * x, y * y, z * z, x * y, x * z, y * z])
+        self.side = torch.tanh(self.world[..., 0] / 3.0)  # -1 left ... +1 right of the midline
+        self._depths, self._log_volumes = self._ventricle_volume_table()
+        self._hippocampus_table = self._hippocampus_volume_table()
+
+    def _hippocampus_volume_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Template hippocampal log-volume (relative) under each radial strength, measured by
+        warping the template's hippocampus channel in a box around each side."""
+        an = self.anatomy
+        src = torch.from_numpy(an.hippocampus)[None, None]
+        sizes = torch.tensor(an.hippocampus.shape, dtype=torch.float32)
+        to_grid = torch.diag(2 / (sizes - 1)).flip(0) @ self.src_inv[:3, :3]
+        offset = (2 * self.src_inv[:3, 3] / (sizes - 1) - 1).flip(0)
+        vols = []
+        for a in _CONTRACTIONS:
+            total = 0.0
+            for side in ("left", "right"):
+                c = self.centroids[f"hippocampus_{side}"]
+                box = self._box(c, 3.5 * HIPPOCAMPUS_RADIUS_MM)
+                x = self.world[box]
+                d = x - c
+                w = torch.exp(-(d * d).sum(-1, keepdim=True) / (2 * HIPPOCAMPUS_RADIUS_MM ** 2))
+                grid = (x + float(a) * d * w) @ to_grid.T + offset
+                total += float(F.grid_sample(src, grid[None], mode="bilinear", align_corners=True).sum())
+            vols.append(total)
+        vols = np.array(vols)
+        return _CONTRACTIONS, np.log(vols / np.interp(0.0, _CONTRACTIONS, vols))
+
+    def _ventricle_volume_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Template ventricle volume as a function of wall depth (mm), relative to depth 0, so
+        a target log-volume can be turned into the depth that renders it."""
+        an = self.anatomy
+        dist = torch.from_numpy(an.ventricle_distance)
+        brain = torch.from_numpy(an.brain)
+        depths = np.linspace(-6.0, 24.0, 61)
+        vols = np.array([float((torch.sigmoid((d - dist) / 0.7) * brain).sum()) for d in depths])
+        return depths, np.log(vols / np.interp(0.0, depths, vols))
+
+    def ventricle_depth(self, log_volume: float, head_scale: float) -> float:
+        """Wall depth (mm, in template units) giving ventricles exp(log_volume) x the template's.
+        The subject's head scale enlarges everything, so it is not counted twice."""
+        return float(np.interp(log_volume, self._log_volumes, self._depths))
 
     # -- geometry -----------------------------------------------------------------------
     def _smooth_noise(self, rng: np.random.Generator, coarse: tuple[int, int, int], channels: int) -> torch.Tensor:
@@ -106,7 +199,8 @@ class Renderer:
                @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
         linear = rot * subject.head_scale * (1 + rng.normal(0, 0.015, size=3))  # slight anisotropy
         linear_inv = torch.from_numpy(np.linalg.inv(linear)).float()
-        disp = (self._smooth_noise(rng, (6, 7, 6), 3) * 2.5).permute(1, 2, 3, 0)  # mm
+        disp = sum(self._smooth_noise(rng, coarse, 3) * amplitude_mm
+                   for coarse, amplitude_mm in fx.WARP_SCALES).permute(1, 2, 3, 0)  # mm, coarse + fine
         # world (mm, output grid) -> normalised grid_sample coordinates, (k, j, i) order
         sizes = torch.tensor(self.source.shape[2:], dtype=torch.float32)
         to_grid = torch.diag(2 / (sizes - 1)).flip(0) @ self.src_inv[:3, :3]
@@ -138,12 +232,12 @@ class Renderer:
 
     def warp(self, subject: Subject, field: "SubjectField", month: float) -> torch.Tensor:
         """Sample the anatomy channels for one visit: (C, D, H, W) on the output grid."""
-        age, stage = subject.age(month), subject.stage(month)
+        state = structure_state(subject, month)
         grid = field.base_grid.clone()
-        a_h = hippocampal_contraction(stage, age, subject.hippocampus_var)
-        for side in ("left", "right"):
+        for side, log_volume in zip(("left", "right"), state.hippocampus_log_volume):
             c = self._to_subject(self.centroids[f"hippocampus_{side}"], field.linear_inv)
-            self._add_radial(grid, field, c, HIPPOCAMPUS_RADIUS_MM * subject.head_scale, a_h)
+            self._add_radial(grid, field, c, HIPPOCAMPUS_RADIUS_MM * subject.head_scale,
+                             hippocampal_contraction(log_volume, self._hippocampus_table))
         if subject.tumour:
             c = self._to_subject(torch.tensor(subject.tumour["centre_mm"], dtype=torch.float32),
                                  field.linear_inv)
@@ -179,12 +273,13 @@ class Renderer:
         month = subject.visits[visit_index].month
         ch = dict(zip(CHANNELS, self.warp(subject, field, month)))
         brain = ch["gm"] + ch["wm"] + ch["csf"]
-        stage, age = subject.stage(month), subject.age(month)
-        loss = grey_matter_loss(stage, age)
-        depth = ventricular_expansion(stage, age, subject.ventricle_var)
+        state = structure_state(subject, month)
+        depth = self.ventricle_depth(state.ventricle_log_volume, subject.head_scale)
+        depth = depth + subject.ventricle_asym_mm * self.side  # left/right asymmetry
         ventricles = torch.sigmoid((depth - ch["ventricle_distance"]) / 0.7) * brain
-        gm = ch["gm"] * (1 - loss) * (1 - ventricles)
-        wm = ch["wm"] * (1 - ventricles)
+        wm = (ch["wm"] * (1 - ventricles) * (1 - state.wm_loss) * (1 + subject.wm_size)).clamp_min(0)
+        gm = ch["gm"] * (1 - state.gm_loss) * (1 - ventricles) * (1 + subject.gm_thickness)
+        gm = torch.minimum(gm, (brain - wm).clamp_min(0))
         csf = brain - gm - wm
         measures = {
             "hippocampus_ml": float(ch["hippocampus"].sum()) * self.voxel_ml,

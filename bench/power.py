@@ -1,0 +1,139 @@
+"""Power of a task's test split: how large a difference between two encoders it can detect.
+
+A benchmark whose test split cannot tell a 0.10 AUC gap from noise ranks encoders by luck.
+``bench splits make`` and ``bench data info`` print, per task, the test and external counts
+and the smallest AUC gap the paired bootstrap detects at 80 % power, simulated on the split's
+real examples: its subjects (examples of one subject are resampled together), its class
+balance and its number of examples per subject.
+
+Simulation model (stated so a reviewer can disagree with it): two encoders score every test
+example by a binormal model, ``score = delta * y + sqrt(rho) * u + sqrt(1 - rho) * e``, where
+``delta = sqrt(2) * Phi^-1(AUC)`` gives each encoder its AUC, ``u`` is shared by both encoders
+(they read the same scans: correlation ``rho`` = 0.5) and carries a subject effect (examples of
+one subject are alike: intra-subject correlation 0.5), and ``e`` is each encoder's own noise.
+Encoder A has AUC ``base`` (0.80), B has ``base - gap``; a replicate counts as detected when
+the paired bootstrap (``bench.metrics.paired_bootstrap``) gives p < 0.05.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+from bench import metrics
+
+BASE_AUC = 0.80
+ENCODER_CORRELATION = 0.5
+SUBJECT_CORRELATION = 0.5
+GAPS = (0.04, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20, 0.25)
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """Examples and subjects of a task on its test and external splits."""
+
+    test_examples: int
+    test_subjects: int
+    external_examples: int
+    external_subjects: int
+    test_classes: dict[str, int]
+
+
+def counts(examples, task_labels: np.ndarray | None = None) -> SplitCounts:
+    """Counts from a task's examples table (columns ``split``, ``participant_id``, ``label``)."""
+    t = examples[examples["split"] == "test"]
+    e = examples[examples["split"] == "external"]
+    classes = {}
+    if "label" in t.columns and t["label"].nunique() <= 10:
+        classes = {str(k): int(v) for k, v in t["label"].value_counts().sort_index().items()}
+    return SplitCounts(len(t), t["participant_id"].nunique(), len(e), e["participant_id"].nunique(), classes)
+
+
+def _simulate_scores(y: np.ndarray, auc_value: float, shared: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    delta = np.sqrt(2.0) * norm.ppf(auc_value)
+    own = rng.standard_normal(len(y))
+    return delta * y + np.sqrt(ENCODER_CORRELATION) * shared + np.sqrt(1 - ENCODER_CORRELATION) * own
+
+
+def _shared_noise(subject_codes: np.ndarray, n_subjects: int, rng: np.random.Generator) -> np.ndarray:
+    per_subject = rng.standard_normal(n_subjects)[subject_codes]
+    return np.sqrt(SUBJECT_CORRELATION) * per_subject + np.sqrt(1 - SUBJECT_CORRELATION) * rng.standard_normal(
+        len(subject_codes))
+
+
+def detection_power(y: np.ndarray, subjects: np.ndarray, gap: float, *, base: float = BASE_AUC,
+                    n_sim: int = 200, n_boot: int = 400, seed: int = 0) -> float:
+    """Share of simulated replicates in which the paired bootstrap detects ``gap`` (p < 0.05)."""
+    y = np.asarray(y).astype(int)
+    codes = np.unique(np.asarray(subjects), return_inverse=True)[1]
+    n_subjects = int(codes.max()) + 1
+    rng = np.random.default_rng([seed, int(round(gap * 1000))])
+    hits = 0
+    for i in range(n_sim):
+        shared = _shared_noise(codes, n_subjects, rng)
+        a = _simulate_scores(y, base, shared, rng)
+        b = _simulate_scores(y, base - gap, shared, rng)
+        p = metrics.paired_bootstrap("auc", y, a, b, n_boot=n_boot, seed=i, groups=codes)["p_value"]
+        hits += p < 0.05
+    return hits / n_sim
+
+
+def smallest_detectable_gap(y: np.ndarray, subjects: np.ndarray, *, power: float = 0.8,
+                            n_sim: int = 200, seed: int = 0) -> tuple[float, dict[float, float]]:
+    """The smallest gap of :data:`GAPS` detected with at least ``power`` (NaN if none), and the
+    power at every gap tried."""
+    tried: dict[float, float] = {}
+    for gap in GAPS:
+        tried[gap] = detection_power(y, subjects, gap, n_sim=n_sim, seed=seed)
+        if tried[gap] >= power:
+            return gap, tried
+    return float("nan"), tried
+
+
+def binary_labels(examples) -> np.ndarray | None:
+    """0/1 labels of a binary task's examples, or None for other tasks (the largest label is
+    the positive class, as in ``bench.metrics.auc``)."""
+    labels = examples["label"]
+    values = sorted(labels.dropna().unique())
+    if len(values) != 2:
+        return None
+    return (labels.to_numpy() == values[-1]).astype(int)
+
+
+@dataclass(frozen=True)
+class TaskPower:
+    task: str
+    counts: SplitCounts
+    gap: float | None           # smallest detectable AUC gap at 80 % power (None: not a classification)
+    proxy: str = ""             # how a multi-class task was reduced to a binary one
+
+
+def task_power(spec, cohort, split_table, *, n_sim: int = 100, seed: int = 0) -> TaskPower:
+    """Counts and detectable AUC gap of one task on ``cohort`` with the given split table."""
+    from bench.tasks import attach_split, build_examples
+
+    examples = attach_split(build_examples(spec, cohort), split_table, str(spec.split))
+    table = examples.table.copy()
+    if "y" in table.columns:
+        table["label"] = table["y"]
+    c = counts(table)
+    names = list(spec.label.classes or [])
+    if names and c.test_classes:  # class indices -> the task's class names
+        c = SplitCounts(c.test_examples, c.test_subjects, c.external_examples, c.external_subjects,
+                        {names[int(float(k))] if int(float(k)) < len(names) else k: v
+                         for k, v in c.test_classes.items()})
+    if spec.kind not in ("classification", "sequence_classification") or "y" not in table.columns:
+        return TaskPower(spec.name, c, None)
+    test = table[table["split"] == "test"]
+    y = binary_labels(test.assign(label=test["y"]))
+    proxy = ""
+    if y is None:  # multi-class: the last class (e.g. AD) against the rest
+        y = (test["y"].to_numpy() == test["y"].max()).astype(int)
+        proxy = f"{spec.label.classes[-1] if spec.label.classes else 'last class'} vs rest"
+    if y.min() == y.max():
+        return TaskPower(spec.name, c, float("nan"), proxy)
+    gap, _ = smallest_detectable_gap(y, test["participant_id"].to_numpy(), n_sim=n_sim, seed=seed)
+    return TaskPower(spec.name, c, gap, proxy)

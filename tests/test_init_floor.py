@@ -1,0 +1,37 @@
+"""The init floor: each SSL encoder at its own seeded random initialisation (issue: reference
+encoders that learn). Same architecture, embed dim and read-out as the pretrained encoder,
+different weights, a name of its own, and no pretraining data claimed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from baselines import ssl_methods
+from bench.encoders import get_encoder
+from bench.encoders.api import weights_sha256
+
+
+@pytest.mark.parametrize("name", sorted(ssl_methods()))
+def test_init_floor_matches_architecture_and_differs_in_weights(name):
+    pretrained = get_encoder(name)
+    floor = get_encoder(f"{name}@init")
+    assert floor.card.name == f"{name}@init"
+    assert floor.card.architecture == pretrained.card.architecture
+    assert floor.card.embed_dim == pretrained.card.embed_dim
+    assert floor.card.n_parameters == pretrained.card.n_parameters
+    assert floor.card.pretraining_data == {"cohort": None, "subjects": []}
+    assert floor.card.checkpoint_sha256 is None and pretrained.card.checkpoint_sha256
+    assert type(floor.module()) is type(pretrained.module())
+    assert weights_sha256(floor) != weights_sha256(pretrained)
+
+
+def test_init_floor_is_seeded_and_the_same_as_weights_init():
+    a, b = get_encoder("simclr3d@init"), get_encoder("simclr3d", weights="init")
+    assert b.card.name == "simclr3d@init"
+    x = torch.randn(2, 1, 64, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ea, eb = a.embed(x), b.embed(x)
+        ep = get_encoder("simclr3d").embed(x)
+    assert torch.equal(ea, eb)  # one seeded initialisation
+    assert ea.shape == ep.shape and not torch.allclose(ea, ep)

@@ -1,0 +1,49 @@
+"""Mechanics of the SSL recipe changes: the memory queue of simclr3d's small config."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from baselines.simclr3d import ProjectionQueue, SimCLRMethod, nt_xent
+
+
+def test_queue_is_a_fifo_of_normalised_projections():
+    q = ProjectionQueue(size=5, dim=2)
+    assert len(q.negatives()) == 0
+    q.push(torch.tensor([[3.0, 0.0], [0.0, 2.0]]))
+    assert torch.allclose(q.negatives(), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    q.push(torch.arange(1, 9, dtype=torch.float32).reshape(4, 2))  # 6 pushed into 5 slots
+    assert len(q.negatives()) == 5 and int(q.head) == 1
+    # the oldest row (slot 0) was overwritten by the newest
+    assert torch.allclose(q.items[0], nn.functional.normalize(torch.tensor([7.0, 8.0]), dim=0))
+
+
+def test_queue_rows_are_extra_negatives_in_nt_xent():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    queue = nn.functional.normalize(torch.randn(6, 4, generator=g), dim=1)
+    t = 0.5
+    z = nn.functional.normalize(torch.cat([z1, z2]), dim=1)
+    logits = torch.cat([z @ z.T / t, z @ queue.T / t], dim=1)
+    logits[torch.arange(6), torch.arange(6)] = float("-inf")
+    target = torch.tensor([3, 4, 5, 0, 1, 2])
+    expected = nn.functional.cross_entropy(logits, target)
+    assert torch.allclose(nt_xent(z1, z2, t, queue), expected)
+    assert nt_xent(z1, z2, t, queue) > nt_xent(z1, z2, t)  # more negatives, higher loss
+    assert torch.allclose(nt_xent(z1, z2, t, queue[:0]), nt_xent(z1, z2, t))
+
+
+def test_recipe_fills_the_queue_and_resumes_it_from_its_state():
+    method = SimCLRMethod("small", seed=0)
+    assert method.config.queue_size > 0
+    state = method.network().state_dict()
+    assert "queue.items" in state and "net.encoder.conv1.weight" in state
+    assert set(method.encoder_state()) == set(method.net.state_dict())  # the queue is not the encoder's
+    batch = torch.rand(2, 1, 64, 64, 64, generator=torch.Generator().manual_seed(1))
+    import numpy as np
+    method.loss(batch, np.random.default_rng(0))
+    assert int(method.network().queue.filled) == 4
+    again = SimCLRMethod("small", seed=0)
+    again.network().load_state_dict(method.network().state_dict())
+    assert torch.equal(again.network().queue.negatives(), method.network().queue.negatives())
