@@ -105,7 +105,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     console.print(table)
     split_dir = _default_split_dir(cohort.name)
     if not args.no_power and split_dir.is_dir():
-        _print_power(cohort, split_dir, args.power_sims)
+        _print_power(args, cohort, split_dir)
     return 0
 
 
@@ -162,46 +162,44 @@ def cmd_splits_make(args: argparse.Namespace) -> int:
         console.print(f"wrote {path} (sha256 {digest[:12]}): " +
                       ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test", "external")))
     if not args.no_power:
-        _print_power(cohort, out_dir, args.power_sims)
+        _print_power(args, cohort, out_dir)
     return 0
 
 
 def _add_power_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-power", action="store_true", help="skip the per-task power table")
-    p.add_argument("--power-sims", type=int, default=100,
+    p.add_argument("--power-sims", type=positive_int, default=100,
                    help="simulated replicates per AUC gap of the power table (default 100)")
 
 
-def _print_power(cohort, split_dir: Path, n_sim: int) -> None:
+def _print_power(args: argparse.Namespace, cohort, split_dir: Path) -> None:
     """Per task of this cohort: test / external counts and the smallest AUC gap the paired
     bootstrap detects at 80 % power on the test split (bench.power states the model)."""
     from bench.power import task_power
-    from bench.splits import load_split
+    from bench.runner import split_file
     from bench.tasks import list_tasks
 
-    table = Table(title=f"power of the test splits ({split_dir})")
-    table.add_column("task", no_wrap=True)
-    for col in ("test examples", "test subjects", "external examples", "external subjects",
-                "test classes", "AUC gap at 80 % power"):
-        table.add_column(col)
+    rows = []
     kind = "synth" if cohort.name.startswith("synth") else cohort.name
     for name, spec in list_tasks().items():
         if spec.cohort != kind:
             continue
-        path = split_dir / Path(spec.split.replace("{cohort}/", ""))
+        path = split_file(spec, split_dir.name, split_dir.parent)  # split_dir holds this cohort's files
         if not path.is_file():
             continue
         try:
-            p = task_power(spec, cohort, load_split(path).table, n_sim=n_sim)
+            p = task_power(spec, cohort, path, n_sim=args.power_sims)
         except MribenchError as e:
             err_console.print(f"note: {name}: {e}", highlight=False)
             continue
         c = p.counts
         gap = "-" if p.gap is None else ("not found" if p.gap != p.gap else f"{p.gap:.2f}")
-        table.add_row(name, str(c.test_examples), str(c.test_subjects), str(c.external_examples),
-                      str(c.external_subjects), ", ".join(f"{k}: {v}" for k, v in c.test_classes.items()),
-                      gap + (f" ({p.proxy})" if p.proxy and p.gap is not None else ""))
-    console.print(table)
+        rows.append([name, c.test_examples, c.test_subjects, c.external_examples, c.external_subjects,
+                     ", ".join(f"{k}: {v}" for k, v in c.test_classes.items()),
+                     gap + (f" ({p.proxy})" if p.proxy and p.gap is not None else "")])
+    _print_listing(args, f"power of the test splits ({split_dir})",
+                   ["task", "test examples", "test subjects", "external examples", "external subjects",
+                    "test classes", "AUC gap at 80 % power"], rows)
 
 
 def _refuse_overwrite(paths: list[Path], force: bool) -> None:
@@ -457,7 +455,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _print_listing(args: argparse.Namespace, title: str, columns: list[str], rows: list[list], note: str = "") -> None:
     """A listing: a table on a terminal; whole values, tab-separated, when stdout is not a terminal
     (a table there is cut to 80 columns and names become ``ad_dia…``); a JSON list with ``--json``."""
-    if args.json:
+    if getattr(args, "json", False):  # commands whose listing is not their main output have no --json
         print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2))
         return
     cells = [["-" if v is None else f"{v:,}" if isinstance(v, int) and v >= 10_000 else str(v) for v in row]

@@ -17,7 +17,9 @@ the paired bootstrap (``bench.metrics.paired_bootstrap``) gives p < 0.05.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import norm
@@ -41,13 +43,14 @@ class SplitCounts:
     test_classes: dict[str, int]
 
 
-def counts(examples, task_labels: np.ndarray | None = None) -> SplitCounts:
-    """Counts from a task's examples table (columns ``split``, ``participant_id``, ``label``)."""
-    t = examples[examples["split"] == "test"]
-    e = examples[examples["split"] == "external"]
+def counts(table, class_names: Sequence[str] = ()) -> SplitCounts:
+    """Counts from a task's examples table (``split``, ``participant_id``; class indices ``y``,
+    shown by ``class_names``, for classification tasks)."""
+    t = table[table["split"] == "test"]
+    e = table[table["split"] == "external"]
     classes = {}
-    if "label" in t.columns and t["label"].nunique() <= 10:
-        classes = {str(k): int(v) for k, v in t["label"].value_counts().sort_index().items()}
+    if class_names and "y" in t.columns:
+        classes = {class_names[int(k)]: int(v) for k, v in t["y"].value_counts().sort_index().items()}
     return SplitCounts(len(t), t["participant_id"].nunique(), len(e), e["participant_id"].nunique(), classes)
 
 
@@ -93,16 +96,6 @@ def smallest_detectable_gap(y: np.ndarray, subjects: np.ndarray, *, power: float
     return float("nan"), tried
 
 
-def binary_labels(examples) -> np.ndarray | None:
-    """0/1 labels of a binary task's examples, or None for other tasks (the largest label is
-    the positive class, as in ``bench.metrics.auc``)."""
-    labels = examples["label"]
-    values = sorted(labels.dropna().unique())
-    if len(values) != 2:
-        return None
-    return (labels.to_numpy() == values[-1]).astype(int)
-
-
 @dataclass(frozen=True)
 class TaskPower:
     task: str
@@ -111,27 +104,21 @@ class TaskPower:
     proxy: str = ""             # how a multi-class task was reduced to a binary one
 
 
-def task_power(spec, cohort, split_table, *, n_sim: int = 100, seed: int = 0) -> TaskPower:
-    """Counts and detectable AUC gap of one task on ``cohort`` with the given split table."""
-    from bench.tasks import attach_split, build_examples
+def task_power(spec, cohort, split_path: Path, *, n_sim: int = 100, seed: int = 0) -> TaskPower:
+    """Counts and detectable AUC gap of one task on ``cohort`` with the split file at ``split_path``."""
+    from bench.runner import examples_with_split
 
-    examples = attach_split(build_examples(spec, cohort), split_table, str(spec.split))
-    table = examples.table.copy()
-    if "y" in table.columns:
-        table["label"] = table["y"]
-    c = counts(table)
-    names = list(spec.label.classes or [])
-    if names and c.test_classes:  # class indices -> the task's class names
-        c = SplitCounts(c.test_examples, c.test_subjects, c.external_examples, c.external_subjects,
-                        {names[int(float(k))] if int(float(k)) < len(names) else k: v
-                         for k, v in c.test_classes.items()})
+    examples, _ = examples_with_split(spec, cohort, split_path)
+    table = examples.table
+    c = counts(table, spec.label.classes or ())
     if spec.kind not in ("classification", "sequence_classification") or "y" not in table.columns:
         return TaskPower(spec.name, c, None)
     test = table[table["split"] == "test"]
-    y = binary_labels(test.assign(label=test["y"]))
+    # the largest label is the positive class, as in bench.metrics.auc; a multi-class task is
+    # reduced to its last class (e.g. AD) against the rest
+    y = (test["y"].to_numpy() == test["y"].max()).astype(int)
     proxy = ""
-    if y is None:  # multi-class: the last class (e.g. AD) against the rest
-        y = (test["y"].to_numpy() == test["y"].max()).astype(int)
+    if test["y"].nunique() != 2:
         proxy = f"{spec.label.classes[-1] if spec.label.classes else 'last class'} vs rest"
     if y.min() == y.max():
         return TaskPower(spec.name, c, float("nan"), proxy)

@@ -133,8 +133,13 @@ def split_file(spec: TaskSpec, cohort_name: str, splits_root: Path | None = None
 
 def prepare_task(spec: TaskSpec, cohort: Cohort, splits_root: Path | None = None) -> tuple[Examples, Split]:
     """Examples of the task on the cohort, each tagged with its subject's split."""
+    return examples_with_split(spec, cohort, split_file(spec, cohort.name, splits_root))
+
+
+def examples_with_split(spec: TaskSpec, cohort: Cohort, path: Path) -> tuple[Examples, Split]:
+    """Examples of the task on the cohort, tagged from the split file at ``path`` (verified)."""
     examples = build_examples(spec, cohort)
-    split = load_split(split_file(spec, cohort.name, splits_root), cohort.subjects()["participant_id"].tolist())
+    split = load_split(path, cohort.subjects()["participant_id"].tolist())
     attach_split(examples, split.table, str(split.path))
     return examples, split
 

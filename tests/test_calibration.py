@@ -92,3 +92,29 @@ def test_markdown_table_marks_rows_outside_their_band():
     rows = [Row(TARGETS[0], TARGETS[0].high + 1, 10), Row(TARGETS[1], TARGETS[1].value, 10)]
     lines = markdown_table(rows).splitlines()
     assert lines[2].endswith("| no |") and lines[3].endswith("| yes |")
+
+
+def test_power_simulation_detects_a_large_gap_and_rarely_a_tiny_one():
+    from bench.power import detection_power
+
+    subjects = np.repeat(np.arange(80), 2)          # two examples per subject, resampled together
+    y = np.tile([0, 1], 80)
+    assert detection_power(y, subjects, 0.25, n_sim=40) >= 0.8
+    assert detection_power(y, subjects, 0.01, n_sim=40) <= 0.25
+
+
+def test_splits_make_prints_each_tasks_counts_and_detectable_gap(smoke_root, tmp_path, capsys):
+    from bench.cli import main
+
+    out = tmp_path / "synth-smoke"
+    assert main(["splits", "make", "--profile", "smoke", "--out", str(out), "--power-sims", "10",
+                 "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()  # not a terminal: whole values, tab-separated
+    header = next(line.split("\t") for line in lines if line.startswith("task\t"))
+    assert header[-1] == "AUC gap at 80 % power"
+    rows = {line.split("\t")[0]: line.split("\t") for line in lines if "\t" in line}
+    assert rows["ad_diagnosis"][-1].endswith("(AD vs rest)") and rows["brain_age"][-1] == "-"
+    assert rows["conversion"][5].startswith("stable: ")
+    with pytest.raises(SystemExit) as exit_info:  # a power table of no replicates is a usage error
+        main(["splits", "make", "--profile", "smoke", "--out", str(out), "--power-sims", "0", "--force"])
+    assert exit_info.value.code == 2

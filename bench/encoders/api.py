@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.errors import MribenchError
-from bench.splits import file_sha256  # noqa: F401  (re-exported: encoders hash their weights with it)
+from bench.splits import file_sha256  # also re-exported: encoders hash their weights with it
 
 
 class EncoderCard(BaseModel):
@@ -146,8 +146,7 @@ def _file_sha256(path: str) -> str:
     st = os.stat(path)
     key = (path, st.st_size, st.st_mtime_ns)
     if key not in _FILE_MEMO:
-        with open(path, "rb") as f:
-            _FILE_MEMO[key] = hashlib.file_digest(f, "sha256").hexdigest()
+        _FILE_MEMO[key] = file_sha256(path)
     return _FILE_MEMO[key]
 
 

@@ -172,7 +172,7 @@ def measured_volumes(truth: pd.DataFrame, seed: int) -> pd.DataFrame:
                  for s in SITES}
     sessions = truth.drop_duplicates(["participant_id", "session_id"])
     noise = {}
-    for i, r in enumerate(sessions.itertuples(index=False)):
+    for r in sessions.itertuples(index=False):
         rng = _rng(seed, STREAM_MEASURE, int(r.participant_id.split("-")[1]) * 100 + int(r.session_id[5:]))
         noise[(r.participant_id, r.session_id)] = {
             k: float(np.exp(rng.normal(0, fx.MEASUREMENT_CV[k]))) for k in MEASURED_STRUCTURES}

@@ -17,8 +17,6 @@ from bench.data.synth import effects as fx
 #: Random-stream ids, so each kind of draw has its own independent generator.
 STREAM_SUBJECT, STREAM_ANATOMY, STREAM_SCAN, STREAM_INDIVIDUAL, STREAM_MEASURE = 0, 1, 2, 3, 4
 
-NOMINAL_VISIT_MONTHS = (0, 6, 12, 24, 36, 48)
-
 @dataclass(frozen=True)
 class Site:
     """A scanner: its intensity scale, contrast (gamma), bias field, noise and blur."""
@@ -175,10 +173,8 @@ def _site(rng: np.random.Generator) -> str:
     return SITES[int(rng.choice(len(SITES), p=w / w.sum()))].name
 
 
-def _visits(rng: np.random.Generator, nominal_months: tuple[int, ...] = NOMINAL_VISIT_MONTHS,
-            dropout_month: float | None = None) -> list[Visit]:
-    """Irregular visits: jitter around nominal months, random misses, dropout after a time."""
-    dropout_month = rng.exponential(90.0) if dropout_month is None else dropout_month
+def _visits(rng: np.random.Generator, nominal_months: tuple[int, ...], dropout_month: float) -> list[Visit]:
+    """Irregular visits: jitter around nominal months, random misses, none after ``dropout_month``."""
     visits = [Visit(session_label(0), 0.0)]
     for nominal in nominal_months[1:]:
         if nominal > dropout_month:

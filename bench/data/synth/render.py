@@ -134,6 +134,10 @@ class Renderer:
         self.centre = torch.tensor(anatomy.affine[:3, :3] @ ((np.array(anatomy.gm.shape) - 1) / 2)
                                    + anatomy.affine[:3, 3], dtype=torch.float32)
         self.src_inv = torch.from_numpy(np.linalg.inv(anatomy.affine)).float()
+        # world mm -> grid_sample's normalised coordinates of the template, (k, j, i) order
+        sizes = torch.tensor(self.source.shape[2:], dtype=torch.float32)
+        self.to_grid = torch.diag(2 / (sizes - 1)).flip(0) @ self.src_inv[:3, :3]
+        self.grid_offset = (2 * self.src_inv[:3, 3] / (sizes - 1) - 1).flip(0)
         self.centroids = {k: torch.tensor(v, dtype=torch.float32) for k, v in anatomy.centroids().items()}
         # normalised coordinates for polynomial bias fields
         lo, hi = self.world.reshape(-1, 3).min(0).values, self.world.reshape(-1, 3).max(0).values
@@ -147,11 +151,7 @@ class Renderer:
     def _hippocampus_volume_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Template hippocampal log-volume (relative) under each radial strength, measured by
         warping the template's hippocampus channel in a box around each side."""
-        an = self.anatomy
-        src = torch.from_numpy(an.hippocampus)[None, None]
-        sizes = torch.tensor(an.hippocampus.shape, dtype=torch.float32)
-        to_grid = torch.diag(2 / (sizes - 1)).flip(0) @ self.src_inv[:3, :3]
-        offset = (2 * self.src_inv[:3, 3] / (sizes - 1) - 1).flip(0)
+        src = torch.from_numpy(self.anatomy.hippocampus)[None, None]
         vols = []
         for a in _CONTRACTIONS:
             total = 0.0
@@ -161,7 +161,7 @@ class Renderer:
                 x = self.world[box]
                 d = x - c
                 w = torch.exp(-(d * d).sum(-1, keepdim=True) / (2 * HIPPOCAMPUS_RADIUS_MM ** 2))
-                grid = (x + float(a) * d * w) @ to_grid.T + offset
+                grid = (x + float(a) * d * w) @ self.to_grid.T + self.grid_offset
                 total += float(F.grid_sample(src, grid[None], mode="bilinear", align_corners=True).sum())
             vols.append(total)
         vols = np.array(vols)
@@ -177,9 +177,9 @@ class Renderer:
         vols = np.array([float((torch.sigmoid((d - dist) / 0.7) * brain).sum()) for d in depths])
         return depths, np.log(vols / np.interp(0.0, depths, vols))
 
-    def ventricle_depth(self, log_volume: float, head_scale: float) -> float:
+    def ventricle_depth(self, log_volume: float) -> float:
         """Wall depth (mm, in template units) giving ventricles exp(log_volume) x the template's.
-        The subject's head scale enlarges everything, so it is not counted twice."""
+        The subject's head scale enlarges the warped ventricles as well, so it does not enter here."""
         return float(np.interp(log_volume, self._log_volumes, self._depths))
 
     # -- geometry -----------------------------------------------------------------------
@@ -201,13 +201,9 @@ class Renderer:
         linear_inv = torch.from_numpy(np.linalg.inv(linear)).float()
         disp = sum(self._smooth_noise(rng, coarse, 3) * amplitude_mm
                    for coarse, amplitude_mm in fx.WARP_SCALES).permute(1, 2, 3, 0)  # mm, coarse + fine
-        # world (mm, output grid) -> normalised grid_sample coordinates, (k, j, i) order
-        sizes = torch.tensor(self.source.shape[2:], dtype=torch.float32)
-        to_grid = torch.diag(2 / (sizes - 1)).flip(0) @ self.src_inv[:3, :3]
-        grid_offset = (2 * self.src_inv[:3, 3] / (sizes - 1) - 1).flip(0)
         atlas = (self.world - self.centre) @ linear_inv.T + self.centre + disp
-        base = atlas @ to_grid.T + grid_offset
-        return SubjectField(linear_inv=linear_inv, offset_to_grid=to_grid @ linear_inv, base_grid=base)
+        base = atlas @ self.to_grid.T + self.grid_offset
+        return SubjectField(linear_inv=linear_inv, offset_to_grid=self.to_grid @ linear_inv, base_grid=base)
 
     def _box(self, centre: torch.Tensor, half_mm: float) -> tuple[slice, slice, slice]:
         """Voxel slices of the output grid within ``half_mm`` of ``centre``."""
@@ -274,7 +270,7 @@ class Renderer:
         ch = dict(zip(CHANNELS, self.warp(subject, field, month)))
         brain = ch["gm"] + ch["wm"] + ch["csf"]
         state = structure_state(subject, month)
-        depth = self.ventricle_depth(state.ventricle_log_volume, subject.head_scale)
+        depth = self.ventricle_depth(state.ventricle_log_volume)
         depth = depth + subject.ventricle_asym_mm * self.side  # left/right asymmetry
         ventricles = torch.sigmoid((depth - ch["ventricle_distance"]) / 0.7) * brain
         wm = (ch["wm"] * (1 - ventricles) * (1 - state.wm_loss) * (1 + subject.wm_size)).clamp_min(0)
