@@ -1,0 +1,86 @@
+"""The harness reproduces the reference grid recorded before issue 18's redesign, number for number.
+
+``tests/data/reference_grid.json.gz`` was taken at commit 975bcbb (the last commit before the
+protocols, target kinds, encoder capabilities and registries became declared objects) with
+``tests/reference_grid.py`` (see its docstring for the command and what is canonicalised). This
+test re-runs the grid with the current code on the smoke cohort and compares every record:
+scores, CIs, predictions, robustness blocks and the provenance that identifies the computation;
+a job that failed or was refused then must fail or be refused the same way now.
+
+By default the ``quick`` jobs run (every protocol, every kind of encoder, every target kind and
+input mode, and the refusals; about two minutes on two cores); ``MRIBENCH_REFERENCE=full`` runs
+the wider grid too.
+
+One field was added since: each score's ``params`` now carries its setting's structured
+parameters (``fraction`` for ``fractions``, ``k`` for ``few_shot``; robustness had its
+``perturbation`` / ``severity`` already), which the reference lacks; they are checked against the
+setting's label and then left out of the comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import reference_grid as R  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+FIXTURE = Path(__file__).parent / "data" / "reference_grid.json.gz"
+ADDED_PARAMS = {"fractions": ("fraction",), "few_shot": ("k",)}
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return R.load(FIXTURE)
+
+
+def _without_added(entry: dict, protocol: str) -> dict:
+    """The record with the setting parameters added since the reference, after checking them."""
+    from bench.protocols import get_protocol
+
+    record = entry.get("record")
+    if record is None:
+        return entry
+    for score in record["scores"]:
+        for key in ADDED_PARAMS.get(protocol, ()):
+            parsed = get_protocol(protocol).setting_params(score["setting"])
+            assert score["params"].pop(key) == parsed[key], (score["setting"], key)
+    return entry
+
+
+def test_the_grid_matches_the_reference(reference, tmp_path):
+    from bench.data.sources import open_cohort
+    from bench.paths import cache_home
+
+    full = os.environ.get("MRIBENCH_REFERENCE") == "full"
+    jobs = R.grid(full)
+    assert {f"{e}/{t}/{p}" for e, t, p, _ in jobs} <= set(reference)
+    cohort = open_cohort(None, profile="smoke", progress=False)
+    got = R.run(cohort, tmp_path / "results", cache_home(), jobs)
+    problems = []
+    for key, new in got.items():
+        ref = reference[key]
+        new = _without_added(new, key.rsplit("/", 1)[1])
+        if ref["status"] != new["status"] or ref.get("error_type") != new.get("error_type"):
+            problems.append(f"{key}: {ref['status']} ({ref.get('error', '')}) -> {new['status']} ({new.get('error', '')})")
+            continue
+        problems += [f"{key}{d}" for d in R.differences(ref.get("record"), new.get("record"))]
+    assert not problems, "\n".join(problems[:40])
+
+
+def test_the_quick_grid_covers_every_protocol_encoder_kind_and_target_kind():
+    from bench.kinds import KINDS
+    from bench.protocols import PROTOCOLS
+    from bench.tasks import get_task
+
+    quick = R.grid(full=False)
+    assert {p for _, _, p, _ in quick} == set(PROTOCOLS)
+    assert {get_task(t).target.name for _, t, _, _ in quick} == set(KINDS)
+    assert {get_task(t).is_sequence for _, t, _, _ in quick} == {True, False}
+    assert {e for e, _, _, _ in quick} >= {"random", "oracle", "volumes", "intensity", "features", "simclr3d@init",
+                                           "temporal@init", "supervised"}
