@@ -1,14 +1,20 @@
 """Heads trained on frozen embeddings: logistic, ridge, Cox, a time-aware sequence head, and a
 light segmentation decoder.
 
-Flat heads choose their regularisation by inner cross-validation over the split file's
-training folds (grouped by subject, so a subject's sessions never sit on both sides).
+Every probe head is a :class:`Head`: ``fit`` / ``predict`` over :class:`HeadData`, the
+regularisation it chose (``chosen``, recorded in each score's params) and whether its fit
+depends on the seed (``uses_seed``). Which head a task gets is its target kind's choice
+(:meth:`bench.kinds.TargetKind.probe_head`). Flat heads choose their regularisation by inner
+cross-validation over the split file's training folds (grouped by subject, so a subject's
+sessions never sit on both sides).
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import sklearn
@@ -30,6 +36,20 @@ class HeadData:
     months: list[np.ndarray] | None = None
     groups: np.ndarray | None = None       # subject id per example
     folds: np.ndarray | None = None        # inner-CV fold per example (from the split file)
+
+
+@runtime_checkable
+class Head(Protocol):
+    """What the protocols need of a probe head."""
+
+    #: False when the fit is the same for every seed (then it is fitted once and shared)
+    uses_seed: bool
+    #: the regularisation the fit chose (e.g. ``{"C": 0.1, "note": ...}``), recorded with each score
+    chosen: dict
+
+    def fit(self, train: HeadData, val: HeadData | None = None) -> "Head": ...
+
+    def predict(self, data: HeadData) -> np.ndarray: ...
 
 
 _BLAS_CONTROLLER = None
@@ -344,8 +364,9 @@ class SequenceHead:
     (AUC 0.82 vs 0.63 on the default cohort's oracle latents), which over-fitted.
     """
 
-    def __init__(self, kind: str, n_outputs: int, seed: int = 0):
-        self.kind, self.n_outputs, self.seed = kind, n_outputs, seed
+    def __init__(self, flat: Callable[[], Head], n_outputs: int, seed: int = 0):
+        """``flat`` makes the (unfitted) flat head of the task's kind, fitted on the pooled features."""
+        self.flat, self.n_outputs, self.seed = flat, n_outputs, seed
         self.chosen: dict = {}
 
     uses_seed = False  # pooling is deterministic, and so is each flat head behind it
@@ -355,12 +376,7 @@ class SequenceHead:
         return HeadData(x=x, y=data.y, groups=data.groups, folds=data.folds)
 
     def fit(self, train: HeadData, val: HeadData | None = None) -> "SequenceHead":
-        if self.kind == "classification":
-            self.head = LogisticHead(self.n_outputs, self.seed)
-        elif self.kind == "regression":
-            self.head = RidgeHead()
-        else:
-            self.head = CoxHead(self.seed)
+        self.head = self.flat()
         self.head.fit(self._pooled(train))
         self.chosen = {"pooling": "last+slope+mean+gaps", **self.head.chosen}
         return self

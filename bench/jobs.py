@@ -41,14 +41,16 @@ class Job:
     protocol: str
     encoder_kwargs: tuple[tuple[str, Any], ...] = ()   # e.g. (("weights", "w.pt"),)
     trains_network: bool = False          # fine-tuning or a segmentation decoder: wants a GPU
+    options: tuple[tuple[str, Any], ...] = ()          # protocol options, e.g. (("test_site", "S2"),)
+    stem: str = ""                        # record file name (without .json) when not the protocol's
 
     @property
     def key(self) -> str:
-        """``encoder/task@vN/protocol``: unique within a results folder."""
-        return f"{safe_name(self.encoder_name)}/{safe_name(self.task)}@v{self.task_version}/{self.protocol}"
+        """``encoder/task@vN/<protocol or stem>``: unique within a results folder."""
+        return f"{safe_name(self.encoder_name)}/{safe_name(self.task)}@v{self.task_version}/{self.stem or self.protocol}"
 
     def record_path(self, results_dir: str | Path) -> Path:
-        return record_path(results_dir, self.encoder_name, self.task, self.task_version, self.protocol)
+        return record_path(results_dir, self.encoder_name, self.task, self.task_version, self.stem or self.protocol)
 
     def lock_path(self, results_dir: str | Path) -> Path:
         return _state_path(results_dir, self.key, ".lock")
@@ -73,19 +75,30 @@ def ensure_state_dir(results_dir: str | Path) -> Path:
     return folder
 
 
-def expand_grid(encoders: Iterable[tuple[str, str, dict]], tasks: Iterable, protocols: Iterable[str]) -> list[Job]:
+def expand_grid(encoders: Iterable[tuple[str, str, dict]], tasks: Iterable, protocols: Iterable[str],
+                options: dict | None = None, cohort_name: str = "") -> list[Job]:
     """Jobs of encoders x tasks x protocols, in that nesting order (the order results are reported).
 
     ``encoders`` are (spec, card name, constructor kwargs); ``tasks`` are :class:`~bench.tasks.TaskSpec`.
+    ``options`` go to the jobs of the protocols that take them (those that name a record of their
+    own from them and the cohort, :attr:`bench.protocols.Protocol.record_name`).
     """
+    from bench.protocols import get_protocol
+
     # a task or protocol named twice is one job (Dask would also merge their identical task keys)
     tasks = list({t.name: t for t in tasks}.values())
-    protocols = list(dict.fromkeys(protocols))
+    protocols = [get_protocol(p) for p in dict.fromkeys(protocols)]
     encoders = list({(spec, tuple(sorted(kw.items()))): (spec, name, kw) for spec, name, kw in encoders}.values())
-    return [Job(encoder=spec, encoder_name=name, task=t.name, task_version=t.version, protocol=p,
-                encoder_kwargs=tuple(sorted(kwargs.items())),
-                trains_network=p == "finetune" or t.kind == "segmentation")
-            for spec, name, kwargs in encoders for t in tasks for p in protocols]
+    jobs = []
+    for spec, name, kwargs in encoders:
+        for t in tasks:
+            for p in protocols:
+                opts = dict(options or {}) if p.record_name is not None else {}
+                jobs.append(Job(encoder=spec, encoder_name=name, task=t.name, task_version=t.version,
+                                protocol=p.name, encoder_kwargs=tuple(sorted(kwargs.items())),
+                                trains_network=p.trains(t), options=tuple(sorted(opts.items())),
+                                stem=p.record_name(cohort_name, opts) if p.record_name is not None else ""))
+    return jobs
 
 
 # ----------------------------------------------------------------------------------------- failures

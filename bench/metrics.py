@@ -11,7 +11,7 @@ estimate and its CI can never disagree on what they measure):
   whole sample; a 1-D score or the second column of (n, 2) probabilities scores it;
 - predictions must be finite: :func:`compute`, :func:`bootstrap_ci` and :func:`paired_bootstrap`
   refuse NaN / Inf with :class:`NonFinitePrediction` naming the row (the harness checks once more,
-  naming the example, in :func:`bench.protocols.setting_score`); the bare metric functions assume
+  naming the example, in :func:`bench.protocols.context.setting_score`); the bare metric functions assume
   finite input;
 - a metric that is undefined on a sample (one class, no event) is NaN, and a bootstrap replicate
   where it is undefined is dropped and counted (``n_dropped``).
@@ -170,7 +170,7 @@ def uno_c(y_true, y_pred, tau: float | None = None) -> float:
     Harrell's C here and in scikit-survival); two events at one time are not compared. Tied risks
     count one half. Only events strictly before ``tau`` count (Uno's truncation, so an event at
     exactly tau is out); ``tau=None`` truncates nothing. Tasks with a horizon pass it as tau
-    (:func:`bench.protocols.metric_params`).
+    (:meth:`bench.kinds.TargetKind.metric_params`).
     """
     from lifelines import KaplanMeierFitter
 
@@ -304,7 +304,7 @@ def compute(names, y_true, y_pred, params: dict[str, dict] | None = None) -> dic
     return {n: METRICS[n].fn(y_true, y_pred, **(params or {}).get(n, {})) for n in names}
 
 
-def _subject_index(groups, n: int) -> list[np.ndarray]:
+def subject_index(groups, n: int) -> list[np.ndarray]:
     if groups is None:
         return [np.array([i]) for i in range(n)]
     groups = np.asarray(groups)
@@ -312,7 +312,7 @@ def _subject_index(groups, n: int) -> list[np.ndarray]:
     return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
 
 
-def _replicates(n_subjects: int, n_boot: int, seed: int) -> np.ndarray:
+def replicates(n_subjects: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n_subjects, size=(n_boot, n_subjects))
 
 
@@ -476,7 +476,7 @@ def _weighted_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, weights:
         return np.nanmean(np.stack(recalls, axis=1), axis=1)
 
 
-def _boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[np.ndarray],
+def boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[np.ndarray],
                  params: dict | None = None) -> np.ndarray:
     """Metric on each bootstrap replicate (rows of subject indices); ``params``: the metric's
     keyword arguments (uno_c's tau), the same as for the point estimate."""
@@ -530,11 +530,11 @@ def bootstrap_ci(metric: str, y_true, y_pred, *, n_boot: int = 1000, seed: int =
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     check_finite_predictions(y_pred)
     point = METRICS[metric].fn(y_true, y_pred, **(params or {}))
-    members = _subject_index(groups, len(y_true))
+    members = subject_index(groups, len(y_true))
     if len(members) < 2:
         return {"point": float(point), "low": float("nan"), "high": float("nan"), "se": float("nan"),
                 "n": len(members), "n_dropped": 0}
-    boots = _boot_scores(metric, y_true, y_pred, _replicates(len(members), n_boot, seed), members, params)
+    boots = boot_scores(metric, y_true, y_pred, replicates(len(members), n_boot, seed), members, params)
     ok = boots[np.isfinite(boots)]
     if not len(ok):
         return {"point": float(point), "low": float("nan"), "high": float("nan"), "se": float("nan"),
@@ -554,10 +554,10 @@ def paired_bootstrap(metric: str, y_true, pred_a, pred_b, *, n_boot: int = 1000,
     y_true = np.asarray(y_true)
     check_finite_predictions(pred_a)
     check_finite_predictions(pred_b)
-    members = _subject_index(groups, len(y_true))
-    draws = _replicates(len(members), n_boot, seed)
-    a = _boot_scores(metric, y_true, pred_a, draws, members, params)
-    b = _boot_scores(metric, y_true, pred_b, draws, members, params)
+    members = subject_index(groups, len(y_true))
+    draws = replicates(len(members), n_boot, seed)
+    a = boot_scores(metric, y_true, pred_a, draws, members, params)
+    b = boot_scores(metric, y_true, pred_b, draws, members, params)
     delta = a - b
     delta = delta[np.isfinite(delta)]
     fn, kwargs = METRICS[metric].fn, params or {}

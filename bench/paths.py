@@ -28,3 +28,11 @@ def splits_root() -> Path:
     if os.environ.get("MRIBENCH_SPLITS"):
         return Path(os.environ["MRIBENCH_SPLITS"]).expanduser()
     return repo_root() / "splits"
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """Repo-relative when inside the checkout (records carry no machine-specific paths), else the name."""
+    try:
+        return str(Path(path).resolve().relative_to(repo_root()))
+    except ValueError:
+        return Path(path).name

@@ -40,8 +40,13 @@ import numpy as np
 
 from bench.errors import MribenchError
 
-#: The linear-probe grid of (d): every fraction and every few-shot draw (few-shot only with classes).
-GRID_PROTOCOLS = ("fractions", "few_shot")
+
+def grid_protocols(spec, encoder) -> tuple[str, ...]:
+    """The linear-probe grid of (d): the protocols registered as probe grids (every fraction, every
+    few-shot draw) that apply to ``spec`` and ``encoder`` (few-shot only with classes)."""
+    from bench.protocols import all_protocols
+
+    return tuple(p.name for p in all_protocols() if p.probe_grid and p.supports(spec, encoder) is None)
 
 #: Rounds of (d) at most: the grid takes longer than a pass and varies less.
 GRID_ROUNDS = 3
@@ -237,11 +242,10 @@ def grid_pass(ctx_factory: Callable[[], object], protocols: tuple[str, ...]) -> 
     The process's memo of scan content hashes is cleared first, so the look-up costs what it
     costs a fresh ``bench run`` on a warm cache.
     """
-    from bench.data import store
-    from bench.protocols import assemble_features, run_protocol
+    from bench.data.store import clear_hash_memo
+    from bench.protocols.context import assemble_features, run_protocol
 
-    with store._HASH_MEMO_LOCK:
-        store._HASH_MEMO.clear()
+    clear_hash_memo()
     detail: dict[str, float] = {}
     settings = 0
     # the protocols' warnings (k larger than a class, one label in a bootstrap sample) are about
@@ -259,7 +263,7 @@ def grid_pass(ctx_factory: Callable[[], object], protocols: tuple[str, ...]) -> 
             start = time.perf_counter()
             scores = run_protocol(name, ctx)
             detail[name] = time.perf_counter() - start
-            settings += len({(s["setting"], s["seed"]) for s in scores})
+            settings += len({(s.setting, s.seed) for s in scores})
     return took, detail, settings
 
 
@@ -271,7 +275,7 @@ def check_request(task: str, repeats: int, batch_size: int | None = None) -> Non
         raise MribenchError(f"--repeats must be at least 1, got {repeats}")
     if batch_size is not None and batch_size < 1:
         raise MribenchError(f"--batch-size must be at least 1, got {batch_size}")
-    if get_task(task).kind == "segmentation":
+    if not get_task(task).target.uses_embeddings:
         raise MribenchError(f"{task} is a segmentation task: its probe trains a decoder on feature maps, "
                             "not a linear head on embeddings; pick another --task")
 
@@ -303,9 +307,8 @@ def measure(encoder_spec: str = "simclr3d", task: str = "conversion", profile: s
     from bench.data.sources import open_cohort
     from bench.data.store import VolumeStore
     from bench.embeddings import DEFAULT_BATCH_SIZE, EmbeddingCache
-    from bench.encoders import get_encoder
     from bench.profiles import get_profile
-    from bench.protocols import Context
+    from bench.protocols.context import Context
     from bench.runner import prepare_task
     from bench.tasks import get_task
 
@@ -314,42 +317,21 @@ def measure(encoder_spec: str = "simclr3d", task: str = "conversion", profile: s
     batch_size = batch_size or DEFAULT_BATCH_SIZE
     prof = get_profile(profile)
     spec = get_task(task)
-    encoder = get_encoder(encoder_spec, **(encoder_kwargs or {}))
-    if hasattr(encoder, "embed_rows") or getattr(encoder, "finetune_only", False):
-        raise MribenchError(f"encoder {encoder.card.name} has no frozen forward pass over volumes to measure")
+    encoder = _measured_encoder(encoder_spec, encoder_kwargs)
     if cohort is None:
         cohort = open_cohort(None, profile=profile, progress=False)
     examples, split = prepare_task(spec, cohort)
     rows = examples.scan_rows()
     if not len(rows):
         raise MribenchError(f"task {task} has no examples on cohort {cohort.name}")
-    protocols = tuple(p for p in GRID_PROTOCOLS
-                      if p != "few_shot" or spec.kind in ("classification", "sequence_classification"))
+    protocols = grid_protocols(spec, encoder)
     peaks: list[PhasePeak] = []
     rounds: list[dict[str, float]] = []
     if workdir is None:  # the file system bench run writes its caches to (see perf_workdir)
         workdir = perf_workdir()
     tmp = Path(tempfile.mkdtemp(prefix="mribench-perf-", dir=workdir))
     try:
-        say(f"(c) embedding {len(rows)} scans from raw NIfTI, empty caches")
-        with _phase("cold", peaks):
-            cold = embedding_pass(encoder, cohort, rows, VolumeStore(tmp / "store"), tmp / "emb-cold")
-        fwd, warm = [], []
-
-        def phase_a() -> None:
-            with _phase("forward", peaks):
-                fwd.append(forward_pass(encoder, len(rows), batch_size))
-
-        def phase_b() -> None:
-            with _phase("store", peaks):
-                warm.append(embedding_pass(encoder, cohort, rows, VolumeStore(tmp / "store"), tmp / "emb"))
-
-        for r in range(repeats):  # a-b, b-a, a-b...: a drift in load favours neither
-            say(f"round {r + 1}/{repeats}: (a) encoder forward, (b) embedding from the store")
-            for run in ((phase_a, phase_b) if r % 2 == 0 else (phase_b, phase_a)):
-                run()
-            rounds.append({"forward_seconds": fwd[-1].wall, "forward_cpu_seconds": fwd[-1].cpu,
-                           "store_seconds": warm[-1].wall, "store_cpu_seconds": warm[-1].cpu})
+        cold, fwd, warm = _passes(encoder, cohort, rows, tmp, repeats, batch_size, peaks, rounds, say)
 
         def make_ctx() -> Context:
             return Context(examples, split, cohort=cohort, encoder=encoder, profile=prof,
@@ -372,6 +354,46 @@ def measure(encoder_spec: str = "simclr3d", task: str = "conversion", profile: s
         n_scans=len(rows), n_examples=len(examples.table), batch_size=batch_size, repeats=repeats,
         forward=_median(fwd, key=lambda t: t.wall), store=_median(warm, key=lambda t: t.wall), cold=cold, grid=grid,
         grid_detail=detail, grid_settings=settings, rounds=rounds, peaks=peaks, machine=machine_info())
+
+
+def _measured_encoder(encoder_spec: str, encoder_kwargs: dict | None):
+    """The encoder to measure: one with a frozen forward pass over volumes."""
+    from bench.encoders import get_encoder
+    from bench.encoders.api import capabilities
+
+    encoder = get_encoder(encoder_spec, **(encoder_kwargs or {}))
+    caps = capabilities(encoder)
+    if caps.latent or caps.finetune_only:
+        raise MribenchError(f"encoder {encoder.card.name} has no frozen forward pass over volumes to measure")
+    return encoder
+
+
+def _passes(encoder, cohort, rows, tmp: Path, repeats: int, batch_size: int, peaks: list, rounds: list,
+            say: Callable[[str], None]) -> tuple[Took, list[Took], list[Took]]:
+    """Phase (c) once, then ``repeats`` alternating rounds of (a) and (b) (a-b, b-a, a-b...: a drift
+    in load favours neither): the cold pass, and the forward and store passes of every round."""
+    from bench.data.store import VolumeStore
+
+    say(f"(c) embedding {len(rows)} scans from raw NIfTI, empty caches")
+    with _phase("cold", peaks):
+        cold = embedding_pass(encoder, cohort, rows, VolumeStore(tmp / "store"), tmp / "emb-cold")
+    fwd, warm = [], []
+
+    def phase_a() -> None:
+        with _phase("forward", peaks):
+            fwd.append(forward_pass(encoder, len(rows), batch_size))
+
+    def phase_b() -> None:
+        with _phase("store", peaks):
+            warm.append(embedding_pass(encoder, cohort, rows, VolumeStore(tmp / "store"), tmp / "emb"))
+
+    for r in range(repeats):
+        say(f"round {r + 1}/{repeats}: (a) encoder forward, (b) embedding from the store")
+        for run in ((phase_a, phase_b) if r % 2 == 0 else (phase_b, phase_a)):
+            run()
+        rounds.append({"forward_seconds": fwd[-1].wall, "forward_cpu_seconds": fwd[-1].cpu,
+                       "store_seconds": warm[-1].wall, "store_cpu_seconds": warm[-1].cpu})
+    return cold, fwd, warm
 
 
 def _median(items: list, key: Callable):

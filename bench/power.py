@@ -111,7 +111,7 @@ def task_power(spec, cohort, split_path: Path, *, n_sim: int = 100, seed: int = 
     examples, _ = examples_with_split(spec, cohort, split_path)
     table = examples.table
     c = counts(table, spec.label.classes or ())
-    if spec.kind not in ("classification", "sequence_classification") or "y" not in table.columns:
+    if not spec.target.has_classes or "y" not in table.columns:
         return TaskPower(spec.name, c, None)
     test = table[table["split"] == "test"]
     # the largest label is the positive class, as in bench.metrics.auc; a multi-class task is

@@ -35,7 +35,6 @@ SCHEMA_VERSION = 1
 LIBRARIES: tuple[str, ...] = ("torch", "numpy", "scikit-learn", "monai", "nibabel", "lifelines", "pandas",
                               "scipy")
 
-Protocol = Literal["linear_probe", "finetune", "fractions", "few_shot", "robustness", "cross_cohort"]
 EvalSplit = Literal["test", "external"]
 
 
@@ -56,7 +55,11 @@ class CI(_Strict):
 
 
 class SettingScore(_Strict):
-    """Metrics of one (setting, seed, split), e.g. ``fraction=0.1`` / seed 2 / ``test``."""
+    """Metrics of one (setting, seed, split), e.g. ``fraction=0.1`` / seed 2 / ``test``.
+
+    ``setting`` is the setting's label; its structured parameters (``{"fraction": 0.1}``) are in
+    ``params`` beside what the fit chose, in records written since settings were structured (read
+    older ones with :meth:`bench.protocols.Protocol.params_of`)."""
 
     setting: str
     seed: int
@@ -138,7 +141,7 @@ class ResultRecord(_Strict):
     encoder: str
     task: str
     task_version: int
-    protocol: Protocol
+    protocol: str
     main_score_name: str
     main_score: float | None
     higher_is_better: bool
@@ -150,6 +153,15 @@ class ResultRecord(_Strict):
     provenance: Provenance
     #: robustness protocol only: score per perturbation x severity, relative drops, parameters
     robustness: dict[str, Any] | None = None
+
+    @field_validator("protocol")
+    @classmethod
+    def _registered_protocol(cls, v: str) -> str:
+        from bench.protocols import PROTOCOLS
+
+        if v not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {v!r}; registered: {', '.join(PROTOCOLS)}")
+        return v
 
 
 # --------------------------------------------------------------------------------------------- summary

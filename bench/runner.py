@@ -17,6 +17,12 @@ Resumable and safe to run twice at once, by construction:
 
 Jobs run where the executor puts them (:mod:`bench.executors`): in this process (``local``, the
 default) or on Dask workers. :func:`run_job` is the unit of work either way.
+
+The runner knows no protocol by name: it asks each job's :class:`~bench.protocols.Protocol`
+whether it applies (``supports``, checked before any scan is read), whether it needs the frozen
+embeddings, which setting is the headline and which blocks go into the record. A job's protocol
+options (cross_cohort's target cohort, task and sites) travel in the job; the record then
+describes the side it scored (:class:`~bench.protocols.context.Scored`).
 """
 
 from __future__ import annotations
@@ -40,12 +46,10 @@ from bench.locks import try_lock
 from bench.paths import cache_home
 from bench.paths import splits_root as default_splits_root
 from bench.profiles import Profile
-from bench.protocols import Context, assemble_features, needs_embeddings, run_protocol
+from bench.protocols import get_protocol
+from bench.protocols.context import Context, Prepared, assemble_features, run_protocol, scored_side
 from bench.splits import Split, load_split
 from bench.tasks import Examples, TaskSpec, attach_split, build_examples, get_task
-
-HEADLINE_SETTING = {"linear_probe": "full", "fractions": "fraction=1", "few_shot": "k=10",
-                    "finetune": "full", "robustness": "clean"}
 
 SKIPPED = "skipped (exists)"
 BUSY = "busy (another run holds it)"
@@ -144,31 +148,26 @@ def examples_with_split(spec: TaskSpec, cohort: Cohort, path: Path) -> tuple[Exa
     return examples, split
 
 
-def headline(spec: TaskSpec, protocol: str, scores: list[dict]) -> tuple[float | None, tuple]:
+def headline(spec: TaskSpec, protocol: str, scores: list) -> tuple[float | None, tuple]:
     """Mean over seeds of the main metric on the test split at the protocol's headline setting."""
-    setting = HEADLINE_SETTING.get(protocol, "full")
-    rows = [s for s in scores if s["setting"] == setting and s["split"] == "test"]
-    vals = [s["metrics"][spec.main_score] for s in rows if s["metrics"].get(spec.main_score) is not None]
-    if not vals:
-        return None, (None, None)
-    lows = [s["ci"][spec.main_score]["low"] for s in rows if s["ci"][spec.main_score]["low"] is not None]
-    highs = [s["ci"][spec.main_score]["high"] for s in rows if s["ci"][spec.main_score]["high"] is not None]
-    return (float(np.mean(vals)), (float(np.mean(lows)) if lows else None,
-                                   float(np.mean(highs)) if highs else None))
+    return get_protocol(protocol).headline_score(spec, scores)
 
 
 # ------------------------------------------------------------------------------------------- one job
 
 
 def run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool = True,
-            workspace: Workspace | None = None, reraise: bool = False) -> JobResult:
+            workspace: Workspace | None = None, reraise: bool = False,
+            cohorts: dict[str, Cohort] | None = None) -> JobResult:
     """Produce the record of ``job`` unless it exists; the unit of work of every executor.
 
     Holds the job's lock throughout. ``wait=False`` returns a ``busy`` result at once when another
     process holds it (the caller retries at the end). A failure is written to the job's marker
     and returned as a ``failed`` result, or raised again with ``reraise``. KeyboardInterrupt and
     other non-``Exception`` exits pass through untouched: they are not the job's fault.
+    ``cohorts`` holds, by name, the other cohorts the job's options name (a cross-cohort target).
     """
+    cohorts = {cohort.name: cohort, **(cohorts or {})}
     results_dir = settings.results_dir
     record = job.record_path(results_dir)
     base = dict(encoder=job.encoder_name, task=job.task, protocol=job.protocol, path=record, key=job.key)
@@ -179,11 +178,11 @@ def run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool = Tru
         try:
             ws = workspace or process_workspace(settings.cache_root)
             # written meanwhile by another run: skipped if it is this run's result, refused if not
-            if not settings.overwrite and record_done(record, job, ws, settings, cohort):
+            if not settings.overwrite and record_done(record, job, ws, settings, cohort, cohorts):
                 clear_failure(results_dir, job)
                 return JobResult(**base, status=SKIPPED)
             remove_stale_temporaries(record)
-            main, ci = _compute(job, settings, cohort, ws, record, start)
+            main, ci = _compute(job, settings, cohort, ws, record, start, cohorts)
         except Exception as e:
             write_failure(results_dir, job, e)
             if reraise:
@@ -234,21 +233,34 @@ def profile_settings(profile: Profile) -> dict[str, int]:
             "finetune_epochs": profile.finetune_epochs, "segmentation_steps": profile.segmentation_steps}
 
 
-def job_identity(job: Job, encoder, settings: RunSettings, cohort: Cohort) -> dict[str, Any]:
+def scored_task(job: Job, cohort: Cohort, cohorts: dict[str, Cohort] | None = None) -> tuple[TaskSpec, Cohort]:
+    """The task and cohort a job's record scores: its own, or those its options name (``test_task``,
+    ``test_cohort``: a cross-cohort transfer scores another cohort's split)."""
+    opts = dict(job.options)
+    target = opts.get("test_cohort")
+    if target is not None and target not in (cohorts or {}):
+        raise MribenchError(f"job {job.key} scores cohort {target}, which this run was not given")
+    return get_task(opts.get("test_task") or job.task), (cohorts[target] if target is not None else cohort)
+
+
+def job_identity(job: Job, encoder, settings: RunSettings, cohort: Cohort,
+                 cohorts: dict[str, Cohort] | None = None) -> dict[str, Any]:
     """The identity (:data:`bench.results.IDENTITY_FIELDS`) the record of ``job`` would have if it ran
-    now: the weights the encoder object holds, the cohort, profile, seeds, task and split hashes."""
+    now: the weights the encoder object holds, the scored cohort, profile, seeds, task and split hashes."""
     from bench.encoders.api import weights_sha256
     from bench.splits import file_sha256
 
     spec = get_task(job.task)
-    split = split_file(spec, cohort.name, settings.splits_root)
-    return {"encoder": encoder.card.name, "weights": weights_sha256(encoder), "cohort": cohort.name,
-            "cohort hash": cohort_sha256(cohort), "profile": settings.profile.name,
+    scored_spec, scored = scored_task(job, cohort, cohorts)
+    split = split_file(scored_spec, scored.name, settings.splits_root)
+    return {"encoder": encoder.card.name, "weights": weights_sha256(encoder), "cohort": scored.name,
+            "cohort hash": cohort_sha256(scored), "profile": settings.profile.name,
             "profile settings": profile_settings(settings.profile), "seeds": list(range(settings.profile.seeds)),
             "task hash": spec.sha256, "split hash": file_sha256(split) if split.is_file() else None}
 
 
-def record_done(record: Path, job: Job, ws: Workspace, settings: RunSettings, cohort: Cohort) -> bool:
+def record_done(record: Path, job: Job, ws: Workspace, settings: RunSettings, cohort: Cohort,
+                cohorts: dict[str, Cohort] | None = None) -> bool:
     """True when ``record`` holds this job's result already (skip it); False when it must run;
     a ``MribenchError`` when it holds another run's result (see
     :func:`bench.results.existing_record_matches`)."""
@@ -256,57 +268,83 @@ def record_done(record: Path, job: Job, ws: Workspace, settings: RunSettings, co
 
     if not record.is_file():
         return False
-    return existing_record_matches(record, job_identity(job, ws.encoder(job), settings, cohort))
+    return existing_record_matches(record, job_identity(job, ws.encoder(job), settings, cohort, cohorts))
 
 
 def _compute(job: Job, settings: RunSettings, cohort: Cohort, ws: Workspace, record: Path,
-             start: float) -> tuple[float | None, tuple]:
-    from bench.results import safe_name, write_record
+             start: float, cohorts: dict[str, Cohort] | None = None) -> tuple[float | None, tuple]:
+    from bench.results import write_record
 
     spec = get_task(job.task)
     if spec.version != job.task_version:
         raise MribenchError(f"task {spec.name} is at version {spec.version} here but the job asked for "
                             f"v{job.task_version}: the worker runs other code than the client")
+    protocol = get_protocol(job.protocol)
     encoder = ws.encoder(job)
+    reason = protocol.supports(spec, encoder)
+    if reason:  # before any scan is read
+        raise MribenchError(reason)
     examples, split = ws.prepare(spec, cohort, settings.splits_root)
     ctx = Context(examples, split, cohort=cohort, encoder=encoder, profile=settings.profile,
                   keep_predictions=settings.keep_predictions, store=ws.store, embeddings=ws.embeddings,
-                  progress=settings.progress)
-    if not (hasattr(encoder, "embed_rows") and needs_embeddings(job.protocol, spec)):  # it reads voxels
-        from bench.data.sanity import check_scans
-
-        check_scans(cohort, ctx.examples.scan_rows())  # the scan sanity gate's header checks, before embedding
-    if needs_embeddings(job.protocol, spec):
-        # one process embeds a task's scans while its other protocols' jobs wait, then read the cache
-        lock = settings.cache_root / "locks" / "embed" / f"{encoder_key(encoder)[:20]}-{safe_name(spec.name)}.lock"
-        with try_lock(lock, wait=True):
-            emb = ws.embeddings.embed(encoder, cohort, ctx.examples.scan_rows(), ws.store, progress=settings.progress)
-        ctx.features = assemble_features(ctx.examples, emb)
+                  progress=settings.progress, options=_options(job, cohort, cohorts, ws, settings))
+    _prepare_features(ctx, protocol, settings, ws)
     scores = run_protocol(job.protocol, ctx)
     write_record(build_record(spec, job.protocol, encoder, ctx, scores, start, settings, cohort), record)
     return headline(spec, job.protocol, scores)
 
 
-def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: list[dict], start: float,
+def _options(job: Job, cohort: Cohort, cohorts: dict[str, Cohort] | None, ws: Workspace,
+             settings: RunSettings) -> dict[str, Any]:
+    """The job's protocol options, with the scored task prepared on its cohort as ``target`` when
+    they name another one (see :func:`scored_task`)."""
+    opts = dict(job.options)
+    if "test_cohort" in opts:
+        spec, scored = scored_task(job, cohort, cohorts)
+        opts["target"] = Prepared(scored, *ws.prepare(spec, scored, settings.splits_root))
+    return opts
+
+
+def _prepare_features(ctx: Context, protocol, settings: RunSettings, ws: Workspace) -> None:
+    """The scan sanity gate for encoders that read voxels, then the frozen embeddings if the protocol
+    needs them (one process embeds a task's scans while its other jobs wait, then read the cache)."""
+    from bench.encoders.api import capabilities
+    from bench.results import safe_name
+
+    spec, encoder, cohort = ctx.spec, ctx.encoder, ctx.cohort
+    embeds = protocol.embeds(spec)
+    if not (capabilities(encoder).latent and embeds):  # it reads voxels
+        from bench.data.sanity import check_scans
+
+        check_scans(cohort, ctx.examples.scan_rows())  # the scan sanity gate's header checks, before embedding
+    if embeds:
+        lock = settings.cache_root / "locks" / "embed" / f"{encoder_key(encoder)[:20]}-{safe_name(spec.name)}.lock"
+        with try_lock(lock, wait=True):
+            emb = ws.embeddings.embed(encoder, cohort, ctx.examples.scan_rows(), ws.store, progress=settings.progress)
+        ctx.features = assemble_features(ctx.examples, emb)
+
+
+def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: list, start: float,
                  settings: RunSettings, cohort: Cohort):
+    """The record of a job: scores, summary, flags, predictions and provenance of the scored side."""
+    from bench.encoders.api import weights_sha256
+    from bench.paths import display_path
     from bench.results import ResultRecord, collect_provenance, summarise
 
-    main, _ = headline(spec, protocol, scores)
+    proto = get_protocol(protocol)
+    main, _ = proto.headline_score(spec, scores)
     card = encoder.card
-    evaluated = set(ctx.examples.subjects("test")) | set(ctx.examples.subjects("external"))
-    overlap = card.overlap(evaluated, cohort=cohort.name)
+    scored = scored_side(ctx)
+    overlap = card.overlap(scored.evaluated, cohort=scored.cohort.name)
     flags = [f"pretraining_overlap: {len(overlap)} evaluated subject(s) were in the encoder's "
              f"pretraining data, e.g. {sorted(overlap)[0]}"] if overlap else []
-    from bench.encoders.api import weights_sha256
-
     provenance = collect_provenance(
-        task_spec_sha256=spec.sha256, split_sha256=ctx.split.sha256,
-        split_file=_display_path(ctx.split.path),
-        cohort={"name": cohort.name, "n_scans": len(cohort), "root_hash": cohort_sha256(cohort)},
+        task_spec_sha256=spec.sha256, split_sha256=scored.split.sha256, split_file=display_path(scored.split.path),
+        cohort={"name": scored.cohort.name, "n_scans": len(scored.cohort), "root_hash": cohort_sha256(scored.cohort)},
         encoder_card=card.model_dump(mode="json"), checkpoint_sha256=encoder.checkpoint_hash(),
         weights_sha256=weights_sha256(encoder),
         config={"profile": settings.profile.name, "protocol": protocol, "n_boot": settings.profile.n_boot,
-                "profile_settings": profile_settings(settings.profile), "excluded_examples": ctx.examples.excluded},
+                "profile_settings": profile_settings(settings.profile), **scored.config},
         # the seeds asked for (every protocol scores each), which is what a rerun is compared with
         seeds=list(range(settings.profile.seeds)), wall_time_s=time.perf_counter() - start,
         command=settings.command,
@@ -314,11 +352,9 @@ def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: l
     return ResultRecord.model_validate({
         "encoder": card.name, "task": spec.name, "task_version": spec.version, "protocol": protocol,
         "main_score_name": spec.main_score, "main_score": main,
-        "higher_is_better": spec.higher_is_better, "headline_setting": HEADLINE_SETTING[protocol],
-        "scores": scores, "summary": summarise(scores), "flags": flags,
-        "predictions": ctx.predictions if settings.keep_predictions else None,
-        "provenance": provenance,
-        **({"robustness": ctx.extra["robustness"]} if "robustness" in ctx.extra else {}),
+        "higher_is_better": spec.higher_is_better, "headline_setting": proto.headline,
+        "scores": scores, "summary": summarise(scores), "flags": flags, "predictions": scored.predictions,
+        "provenance": provenance, **{k: ctx.extra[k] for k in proto.extra_blocks if k in ctx.extra},
     })
 
 
@@ -332,17 +368,20 @@ class Runner:
     process) decides where jobs run. ``keep_going=False`` (the library default) stops at the first
     failing job and raises its error, after writing its failure marker; ``bench run`` passes
     ``keep_going=True`` so the rest of the grid completes and the failures are reported at the end.
+    ``cohorts`` are other cohorts jobs may score (a cross-cohort transfer's target), by name in the
+    jobs' options.
     """
 
     def __init__(self, cohort: Cohort, profile: Profile, results_dir: Path, *, progress: bool = True,
                  overwrite: bool = False, keep_predictions: bool = True, cache_root: Path | None = None,
                  executor=None, keep_going: bool = False, splits_root: Path | None = None,
-                 command: str | None = None):
+                 command: str | None = None, cohorts: list[Cohort] = ()):
         check_seeds(profile.seeds)
         results_dir = Path(results_dir)
         if results_dir.exists() and not results_dir.is_dir():
             raise MribenchError(f"results folder {results_dir} is a file; give a folder for the result records")
         self.cohort = cohort
+        self.cohorts = {c.name: c for c in cohorts if c.name != cohort.name}
         self.profile = profile
         self.results_dir = results_dir
         self.progress = progress
@@ -369,31 +408,35 @@ class Runner:
                            command=self.command)
 
     def run(self, encoder_spec: str, tasks: list[str], protocols: list[str],
-            encoder_kwargs: dict | None = None) -> list[JobResult]:
+            encoder_kwargs: dict | None = None, options: dict | None = None) -> list[JobResult]:
         """Every job of one encoder x ``tasks`` x ``protocols``; results in grid order."""
-        return self.run_grid([encoder_spec], tasks, protocols, encoder_kwargs)
+        return self.run_grid([encoder_spec], tasks, protocols, encoder_kwargs, options)
 
     def jobs(self, encoder_specs: list[str], tasks: list[str], protocols: list[str],
-             encoder_kwargs: dict | None = None) -> list[Job]:
+             encoder_kwargs: dict | None = None, options: dict | None = None) -> list[Job]:
         """The grid as jobs. Instantiates each encoder here (its card names the records, and a bad
-        encoder should fail before anything is submitted) and keeps it for in-process jobs."""
+        encoder should fail before anything is submitted) and keeps it for in-process jobs.
+        ``options`` are protocol options (those a protocol requires, e.g. cross_cohort's target)."""
         import bench.encoders
+        from bench.encoders.api import capabilities
+        from bench.protocols import check_protocols
 
+        check_protocols(protocols, options)
         specs = [get_task(t) for t in tasks]  # an unknown task fails before any work
         encoders = []
         for spec in encoder_specs:
             encoder = bench.encoders.get_encoder(spec, **(encoder_kwargs or {}))
-            if getattr(encoder, "finetune_only", False) and set(protocols) - {"finetune"}:
+            if capabilities(encoder).finetune_only and set(protocols) - {"finetune"}:
                 raise MribenchError(f"encoder {encoder.card.name} is trained from scratch on each task: use "
                                     f"--protocol finetune (got {', '.join(sorted(set(protocols) - {'finetune'}))})")
             kwargs = dict(encoder_kwargs or {})
             self.workspace.encoders[(spec, tuple(sorted(kwargs.items())))] = encoder
             encoders.append((spec, encoder.card.name, kwargs))
-        return expand_grid(encoders, specs, protocols)
+        return expand_grid(encoders, specs, protocols, options, cohort_name=self.cohort.name)
 
     def run_grid(self, encoder_specs: list[str], tasks: list[str], protocols: list[str],
-                 encoder_kwargs: dict | None = None) -> list[JobResult]:
-        return self.run_jobs(self.jobs(encoder_specs, tasks, protocols, encoder_kwargs))
+                 encoder_kwargs: dict | None = None, options: dict | None = None) -> list[JobResult]:
+        return self.run_jobs(self.jobs(encoder_specs, tasks, protocols, encoder_kwargs, options))
 
     def run_jobs(self, jobs: list[Job]) -> list[JobResult]:
         """Run the jobs whose record is missing; jobs held by another process go last, waited for.
@@ -410,7 +453,8 @@ class Runner:
         for job in jobs:
             record = job.record_path(self.results_dir)
             try:
-                exists = not self.overwrite and record_done(record, job, self.workspace, settings, self.cohort)
+                exists = not self.overwrite and record_done(record, job, self.workspace, settings, self.cohort,
+                                                            {self.cohort.name: self.cohort, **self.cohorts})
             except MribenchError as e:
                 refused.append(str(e))
                 continue
@@ -425,7 +469,8 @@ class Runner:
         by_key = {job.key: job for job in todo}
         for wait in (False, True):
             results = self.executor.map(run_job, todo, {"wait": wait},
-                                        shared={"settings": settings, "cohort": self.cohort},
+                                        shared={"settings": settings, "cohort": self.cohort,
+                                                "cohorts": self.cohorts},
                                         local={"workspace": self.workspace, "reraise": not self.keep_going})
             for job, outcome in results:
                 result = outcome if isinstance(outcome, JobResult) else self._lost(job, outcome)
@@ -446,30 +491,8 @@ class Runner:
                          f"failed: {type(error).__name__}", error=" ".join(f"{type(error).__name__}: {error}".split()),
                          key=job.key)
 
-    def build_record(self, spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: list[dict],
-                     start: float):
-        return build_record(spec, protocol, encoder, ctx, scores, start, self.settings(), self.cohort)
-
-
-def _display_path(path: Path) -> str:
-    """Repo-relative when inside the checkout, so records carry no machine-specific paths."""
-    from bench.paths import repo_root
-
-    try:
-        return str(Path(path).resolve().relative_to(repo_root()))
-    except ValueError:
-        return Path(path).name
-
 
 def check_seeds(seeds) -> None:
     """At least one seed: with none, a job writes a record without scores that verifies and blocks its slot."""
     if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
         raise MribenchError(f"seeds must be a whole number >= 1, got {seeds!r}")
-
-
-def check_protocols(protocols: list[str]) -> None:
-    from bench.protocols import PROTOCOLS
-
-    bad = [p for p in protocols if p not in PROTOCOLS]
-    if bad:
-        raise MribenchError(f"unknown protocol(s) {bad}; choose from {', '.join(PROTOCOLS)}")

@@ -18,13 +18,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from bench.data.cohort import Cohort
 from bench.errors import MribenchError
 from bench.paths import repo_root, splits_root
 
-Kind = Literal["classification", "sequence_classification", "regression", "survival", "segmentation"]
 LabelType = Literal["diagnosis", "conversion", "diagnosis_change", "time_to_conversion", "age",
                     "survival", "marker", "sequence", "segmentation"]
 InputMode = Literal["scan", "session", "sequence_to_index", "whole_sequence"]
@@ -60,7 +59,7 @@ class TaskSpec(_Strict):
     version: int
     description: str
     cohort: str                                # cohort family the task is defined on ('synth')
-    kind: Kind
+    kind: str                                  # a target kind (bench.kinds); 'sequence_classification' = classification
     population: Population
     input: InputSpec
     label: LabelSpec
@@ -69,6 +68,15 @@ class TaskSpec(_Strict):
     higher_is_better: bool
     split: str                                 # split file under splits/; '{cohort}' = cohort name
     headline: str = "linear_probe"             # protocol whose full-label score is main_score
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        from bench.kinds import kind_names
+
+        if v not in kind_names():
+            raise ValueError(f"unknown kind {v!r}; known: {', '.join(kind_names())}")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "TaskSpec":
@@ -81,7 +89,7 @@ class TaskSpec(_Strict):
             raise ValueError(f"main_score '{self.main_score}' is not among metrics {self.metrics}")
         if METRICS[self.main_score].higher_is_better != self.higher_is_better:
             raise ValueError(f"higher_is_better contradicts metric '{self.main_score}'")
-        if self.kind in ("classification", "sequence_classification") and not self.label.classes:
+        if self.target.has_classes and not self.label.classes:
             raise ValueError("classification tasks need label.classes")
         if self.label.type == "conversion" and not self.label.horizon_months:
             raise ValueError("a conversion label needs horizon_months")
@@ -96,6 +104,13 @@ class TaskSpec(_Strict):
         """Hash of the resolved content (not the file's bytes: comments and key order don't count)."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def target(self):
+        """The task's target kind (:class:`bench.kinds.TargetKind`): labels, head, fine-tune loss."""
+        from bench.kinds import target_kind
+
+        return target_kind(self.kind)
 
     @property
     def is_sequence(self) -> bool:
@@ -210,9 +225,7 @@ class Examples:
                         [self.rows[i] for i in idx], [self.months[i] for i in idx], dict(self.excluded))
 
     def labels(self) -> np.ndarray:
-        if self.spec.kind == "survival":
-            return self.table[["time", "event"]].to_numpy(float)
-        return self.table["y"].to_numpy()
+        return self.spec.target.labels(self.table)
 
     def scan_rows(self) -> np.ndarray:
         """Every cohort row any example reads (each once)."""
@@ -266,120 +279,147 @@ def _require_column(cohort: Cohort, column: str, spec: TaskSpec) -> None:
                             "lacks; add it to participants.tsv / sessions.tsv (or the manifest)")
 
 
+class _Collector:
+    """Examples as they are built: one record, cohort rows and months per example, and the
+    excluded ones counted by reason."""
+
+    def __init__(self, spec: TaskSpec):
+        self.row_cols = [f"row_{s}" for s in spec.input.sequences]
+        self.records: list[dict] = []
+        self.rows: list[np.ndarray] = []
+        self.months: list[np.ndarray] = []
+        self.excluded: dict[str, int] = {}
+
+    def add(self, sub: str, steps: pd.DataFrame, **label) -> None:
+        last = steps.iloc[-1]
+        self.records.append({"example_id": f"{sub}_{last.session_id}", "participant_id": sub,
+                             "session_id": last.session_id, "n_steps": len(steps), **label})
+        self.rows.append(steps[self.row_cols].to_numpy(int))
+        self.months.append(steps["months_from_baseline"].to_numpy(float))
+
+    def skip(self, reason: str) -> None:
+        self.excluded[reason] = self.excluded.get(reason, 0) + 1
+
+
+def _scan_examples(spec: TaskSpec, sessions: pd.DataFrame, out: _Collector) -> None:
+    """Input mode ``scan``: each scan of each listed sequence is its own example."""
+    for seq in spec.input.sequences:
+        col = f"row_{seq}"
+        for r in sessions.itertuples(index=False):
+            y = spec.label.classes.index(seq) if spec.label.type == "sequence" else None
+            out.records.append({"example_id": f"{r.participant_id}_{r.session_id}_{seq}",
+                                "participant_id": r.participant_id, "session_id": r.session_id,
+                                "n_steps": 1, "y": y})
+            out.rows.append(np.array([[getattr(r, col)]]))
+            out.months.append(np.array([r.months_from_baseline]))
+
+
+#: Input mode ``session``: the label of one session (a dict), or why it has none (a str). A missing
+#: label (real cohorts have them) excludes the example, counted by reason.
+SESSION_LABELS = {
+    "diagnosis": lambda lab, r: ("no diagnosis at the session" if pd.isna(r.diagnosis)
+                                 else {"y": lab.classes.index(r.diagnosis)}),
+    "age": lambda lab, r: "no age at the session" if pd.isna(r.age) else {"y": float(r.age)},
+    "marker": lambda lab, r: "no marker status" if pd.isna(r.marker) else {"y": int(r.marker)},
+    "survival": lambda lab, r: ("no survival time or event" if pd.isna(r.survival_months) or pd.isna(r.event)
+                                else {"time": float(r.survival_months), "event": int(r.event)}),
+    "segmentation": lambda lab, r: "no tumour label map" if "seg_path" in r.index and pd.isna(r.seg_path) else {},
+}
+
+
+def _session_examples(spec: TaskSpec, sub: str, ses: pd.DataFrame, out: _Collector) -> None:
+    label_of = SESSION_LABELS.get(spec.label.type)
+    for i in range(len(ses)):
+        if label_of is None:
+            raise MribenchError(f"label {spec.label.type} does not fit input mode 'session'")
+        one = ses.iloc[[i]]
+        label = label_of(spec.label, one.iloc[0])
+        if isinstance(label, str):
+            out.skip(label)
+        else:
+            out.add(sub, one, **label)
+
+
+def _conversion(lab: LabelSpec, sub: str, ses: pd.DataFrame, out: _Collector) -> None:
+    """One example per visit at the index diagnosis: converted within the horizon (1), or followed
+    beyond it without converting (0); shorter follow-up is excluded."""
+    conv = _conversion_month(ses)
+    last_month = _follow_up_month(ses)
+    for i in np.flatnonzero((ses["diagnosis"] == (lab.index_diagnosis or "MCI")).to_numpy()):
+        index_month = ses["months_from_baseline"].iloc[i]
+        if not np.isnan(conv) and conv <= index_month + lab.horizon_months:
+            out.add(sub, ses.iloc[: i + 1], y=1)
+        elif last_month >= index_month + lab.horizon_months:
+            out.add(sub, ses.iloc[: i + 1], y=0)
+        else:
+            out.skip("follow-up shorter than the horizon without conversion")
+
+
+def _diagnosis_change(lab: LabelSpec, sub: str, ses: pd.DataFrame, out: _Collector) -> None:
+    """The whole sequence; 1 when the first and last known diagnoses differ."""
+    if len(ses) < 2:
+        out.skip("single session")
+        return
+    known = ses["diagnosis"].dropna()
+    if len(known) < 2:
+        out.skip("fewer than two sessions with a diagnosis")
+        return
+    out.add(sub, ses, y=int(known.iloc[0] != known.iloc[-1]))
+
+
+def _time_to_conversion(lab: LabelSpec, sub: str, ses: pd.DataFrame, out: _Collector) -> None:
+    """From the first visit at the index diagnosis: months to conversion, or censored at follow-up."""
+    idx = np.flatnonzero((ses["diagnosis"] == (lab.index_diagnosis or "MCI")).to_numpy())
+    if not len(idx):
+        out.skip("never at the index diagnosis")
+        return
+    i = idx[0]
+    index_month = ses["months_from_baseline"].iloc[i]
+    conv = _conversion_month(ses)
+    if not np.isnan(conv) and conv > index_month:
+        out.add(sub, ses.iloc[: i + 1], time=conv - index_month, event=1)
+        return
+    follow = _follow_up_month(ses) - index_month
+    if follow <= 0:
+        out.skip("no follow-up after the index visit")
+        return
+    out.add(sub, ses.iloc[: i + 1], time=follow, event=0)
+
+
+#: Sequence input modes: the examples of one subject's sessions, by label type.
+SEQUENCE_LABELS = {"conversion": _conversion, "diagnosis_change": _diagnosis_change,
+                   "time_to_conversion": _time_to_conversion}
+
+#: Columns a label type reads (a missing column is an error; missing values are excluded).
+LABEL_COLUMNS = {"age": ["age"], "marker": ["marker"], "survival": ["survival_months", "event"]}
+
+
 def build_examples(spec: TaskSpec, cohort: Cohort) -> Examples:
     """Turn the spec into examples on ``cohort`` (split column filled in by :func:`attach_split`)."""
     sessions = _sessions(cohort, spec)
     lab = spec.label
     if lab.type in ("diagnosis", "conversion", "diagnosis_change", "time_to_conversion") or spec.population.diagnosis:
         _require_column(cohort, "diagnosis", spec)
-    for col in {"age": ["age"], "marker": ["marker"], "survival": ["survival_months", "event"]}.get(lab.type, []):
+    for col in LABEL_COLUMNS.get(lab.type, []):
         _require_column(cohort, col, spec)
     if spec.population.diagnosis and spec.input.mode in ("scan", "session"):
         sessions = sessions[sessions["diagnosis"].isin(spec.population.diagnosis)]
-    row_cols = [f"row_{s}" for s in spec.input.sequences]
-    records: list[dict] = []
-    rows: list[np.ndarray] = []
-    months: list[np.ndarray] = []
-    excluded: dict[str, int] = {}
-
-    def add(sub: str, steps: pd.DataFrame, **label) -> None:
-        last = steps.iloc[-1]
-        records.append({"example_id": f"{sub}_{last.session_id}", "participant_id": sub,
-                        "session_id": last.session_id, "n_steps": len(steps), **label})
-        rows.append(steps[row_cols].to_numpy(int))
-        months.append(steps["months_from_baseline"].to_numpy(float))
-
-    def skip(reason: str) -> None:
-        excluded[reason] = excluded.get(reason, 0) + 1
-
-    if spec.input.mode == "scan":  # each scan of each listed sequence is its own example
-        for seq in spec.input.sequences:
-            col = f"row_{seq}"
-            for r in sessions.itertuples(index=False):
-                row = getattr(r, col)
-                y = spec.label.classes.index(seq) if lab.type == "sequence" else None
-                records.append({"example_id": f"{r.participant_id}_{r.session_id}_{seq}",
-                                "participant_id": r.participant_id, "session_id": r.session_id,
-                                "n_steps": 1, "y": y})
-                rows.append(np.array([[row]]))
-                months.append(np.array([r.months_from_baseline]))
+    out = _Collector(spec)
+    if spec.input.mode == "scan":
+        _scan_examples(spec, sessions, out)
     else:
         for sub, ses in sessions.groupby("participant_id", sort=True):
             ses = ses.reset_index(drop=True)
             if spec.input.mode == "session":
-                for i in range(len(ses)):
-                    one = ses.iloc[[i]]
-                    r = one.iloc[0]
-                    # A missing label (real cohorts have them) excludes the example, counted by reason.
-                    if lab.type == "diagnosis":
-                        if pd.isna(r.diagnosis):
-                            skip("no diagnosis at the session")
-                            continue
-                        add(sub, one, y=lab.classes.index(r.diagnosis))
-                    elif lab.type == "age":
-                        if pd.isna(r.age):
-                            skip("no age at the session")
-                            continue
-                        add(sub, one, y=float(r.age))
-                    elif lab.type == "marker":
-                        if pd.isna(r.marker):
-                            skip("no marker status")
-                            continue
-                        add(sub, one, y=int(r.marker))
-                    elif lab.type == "survival":
-                        if pd.isna(r.survival_months) or pd.isna(r.event):
-                            skip("no survival time or event")
-                            continue
-                        add(sub, one, time=float(r.survival_months), event=int(r.event))
-                    elif lab.type == "segmentation":
-                        if "seg_path" in one.columns and pd.isna(r.seg_path):
-                            skip("no tumour label map")
-                            continue
-                        add(sub, one)
-                    else:
-                        raise MribenchError(f"label {lab.type} does not fit input mode 'session'")
-            elif lab.type == "conversion":
-                conv = _conversion_month(ses)
-                last_month = _follow_up_month(ses)
-                for i in np.flatnonzero((ses["diagnosis"] == (lab.index_diagnosis or "MCI")).to_numpy()):
-                    index_month = ses["months_from_baseline"].iloc[i]
-                    if not np.isnan(conv) and conv <= index_month + lab.horizon_months:
-                        add(sub, ses.iloc[: i + 1], y=1)
-                    elif last_month >= index_month + lab.horizon_months:
-                        add(sub, ses.iloc[: i + 1], y=0)
-                    else:
-                        skip("follow-up shorter than the horizon without conversion")
-            elif lab.type == "diagnosis_change":
-                if len(ses) < 2:
-                    skip("single session")
-                    continue
-                known = ses["diagnosis"].dropna()
-                if len(known) < 2:
-                    skip("fewer than two sessions with a diagnosis")
-                    continue
-                add(sub, ses, y=int(known.iloc[0] != known.iloc[-1]))
-            elif lab.type == "time_to_conversion":
-                idx = np.flatnonzero((ses["diagnosis"] == (lab.index_diagnosis or "MCI")).to_numpy())
-                if not len(idx):
-                    skip("never at the index diagnosis")
-                    continue
-                i = idx[0]
-                index_month = ses["months_from_baseline"].iloc[i]
-                conv = _conversion_month(ses)
-                if not np.isnan(conv) and conv > index_month:
-                    add(sub, ses.iloc[: i + 1], time=conv - index_month, event=1)
-                else:
-                    follow = _follow_up_month(ses) - index_month
-                    if follow <= 0:
-                        skip("no follow-up after the index visit")
-                        continue
-                    add(sub, ses.iloc[: i + 1], time=follow, event=0)
+                _session_examples(spec, sub, ses, out)
+            elif lab.type in SEQUENCE_LABELS:
+                SEQUENCE_LABELS[lab.type](lab, sub, ses, out)
             else:
                 raise MribenchError(f"label {lab.type} does not fit input mode '{spec.input.mode}'")
-    table = pd.DataFrame(records)
+    table = pd.DataFrame(out.records)
     if table.empty:
         raise MribenchError(f"task {spec.name}: no examples on cohort {cohort.name}")
-    return Examples(spec, table, rows, months, excluded)
+    return Examples(spec, table, out.rows, out.months, out.excluded)
 
 
 def attach_split(examples: Examples, split_table: pd.DataFrame, source: str) -> Examples:

@@ -15,7 +15,7 @@ import pytest
 
 import miniatures as mini
 from bench.cli import main
-from bench.cross_cohort import Side, check_compatible, run_cross_cohort
+from bench.protocols.cross_cohort import Side, check_compatible, run_cross_cohort
 from bench.data.importers import import_dataset
 from bench.errors import MribenchError
 from bench.profiles import get_profile

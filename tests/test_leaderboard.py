@@ -44,7 +44,7 @@ def make_record(encoder: str, task: str, preds: dict[str, dict[int, list]], y_tr
                 protocol: str = "linear_probe", keep_predictions: bool = True, flags: list[str] | None = None
                 ) -> ResultRecord:
     """A valid record from hand-made predictions: ``preds[setting][seed]`` = one prediction per subject."""
-    from bench.protocols import score_predictions
+    from bench.protocols.context import score_predictions
 
     spec = get_task(task)
     split_path = spec.split_path(COHORT)

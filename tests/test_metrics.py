@@ -90,8 +90,8 @@ def test_cluster_bootstrap_keeps_subjects_together():
     y = np.zeros(100)
     pred = np.r_[np.zeros(50), np.ones(50)]
     groups = np.r_[["a"] * 50, ["b"] * 50]
-    members = M._subject_index(groups, 100)
-    boots = M._boot_scores("mae", y, pred, M._replicates(2, 200, 0), members)
+    members = M.subject_index(groups, 100)
+    boots = M.boot_scores("mae", y, pred, M.replicates(2, 200, 0), members)
     assert set(np.round(boots, 6)) <= {0.0, 0.5, 1.0}
     assert M.bootstrap_ci("mae", y, pred, n_boot=200, groups=groups)["n"] == 2
 
@@ -131,10 +131,10 @@ def test_vectorised_bootstrap_auc_equals_per_replicate_sklearn():
         (rng.integers(0, 3, n), rng.dirichlet([1, 1, 1], n)),         # macro one-vs-rest
         (rng.integers(0, 2, n), rng.dirichlet([1, 1, 1], n)),         # a class never present
     ]
-    members = M._subject_index(groups, n)
-    draws = M._replicates(len(members), 200, 1)
+    members = M.subject_index(groups, n)
+    draws = M.replicates(len(members), 200, 1)
     for y, p in cases:
-        fast = M._boot_scores("auc", y, p, draws, members)
+        fast = M.boot_scores("auc", y, p, draws, members)
         np.testing.assert_allclose(fast, _per_replicate(M.auc, y, p, draws, members), rtol=1e-12, equal_nan=True)
 
 
@@ -142,15 +142,15 @@ def test_vectorised_bootstrap_pearson_r_equals_per_replicate_corrcoef():
     rng = np.random.default_rng(3)
     n = 40
     groups = rng.integers(0, 12, n)
-    members = M._subject_index(groups, n)
-    draws = M._replicates(len(members), 300, 4)
+    members = M.subject_index(groups, n)
+    draws = M.replicates(len(members), 300, 4)
     y = rng.normal(70, 8, n)
     cases = [rng.normal(70, 8, n) + 0.5 * y, np.full(n, 71.5), np.where(groups < 2, 60.0, 80.0)]
     for p in cases:  # informative, constant (NaN), constant in the replicates that miss groups 0-1
-        fast = M._boot_scores("pearson_r", y, p, draws, members)
+        fast = M.boot_scores("pearson_r", y, p, draws, members)
         np.testing.assert_allclose(fast, _per_replicate(M.pearson_r, y, p, draws, members), rtol=1e-10, atol=1e-12,
                                    equal_nan=True)
-    assert np.isnan(M._boot_scores("pearson_r", y, cases[1], draws, members)).all()
+    assert np.isnan(M.boot_scores("pearson_r", y, cases[1], draws, members)).all()
 
 
 def test_vectorised_bootstrap_c_indices_equal_per_replicate_lifelines():
@@ -159,30 +159,30 @@ def test_vectorised_bootstrap_c_indices_equal_per_replicate_lifelines():
     rng = np.random.default_rng(5)
     n = 36
     groups = rng.integers(0, 14, n)
-    members = M._subject_index(groups, n)
-    draws = M._replicates(len(members), 200, 6)
+    members = M.subject_index(groups, n)
+    draws = M.replicates(len(members), 200, 6)
     time = rng.integers(1, 12, n).astype(float)       # few distinct times: many ties
     event = (rng.random(n) < 0.5).astype(float)
     y = np.stack([time, event], axis=1)
     for risk in (np.round(rng.normal(size=n), 1), -time + rng.normal(0, 2, n)):
         for metric, params in (("c_index", {}), ("uno_c", {}), ("uno_c", {"tau": 6.0})):  # tau: a task's horizon
-            fast = M._boot_scores(metric, y, risk, draws, members, params)
+            fast = M.boot_scores(metric, y, risk, draws, members, params)
             fn = lambda yy, pp, m=metric, kw=params: M.METRICS[m].fn(yy, pp, **kw)  # noqa: E731
             np.testing.assert_allclose(fast, _per_replicate(fn, y, risk, draws, members), rtol=1e-10, atol=1e-12,
                                        equal_nan=True)
     censored_only = np.stack([time, np.zeros(n)], axis=1)
-    assert np.isnan(M._boot_scores("c_index", censored_only, risk, draws, members)).all()
-    assert np.isnan(M._boot_scores("uno_c", censored_only, risk, draws, members)).all()
+    assert np.isnan(M.boot_scores("c_index", censored_only, risk, draws, members)).all()
+    assert np.isnan(M.boot_scores("uno_c", censored_only, risk, draws, members)).all()
 
 
 def test_vectorised_bootstrap_balanced_accuracy_equals_per_replicate_sklearn():
     rng = np.random.default_rng(1)
     n = 50
     groups = rng.integers(0, 15, n)
-    members = M._subject_index(groups, n)
-    draws = M._replicates(len(members), 200, 2)
+    members = M.subject_index(groups, n)
+    draws = M.replicates(len(members), 200, 2)
     for y, p in [(rng.integers(0, 3, n), rng.dirichlet([1, 1, 1], n)), (rng.integers(0, 2, n), rng.random((n, 2)))]:
-        fast = M._boot_scores("balanced_accuracy", y, p, draws, members)
+        fast = M.boot_scores("balanced_accuracy", y, p, draws, members)
         np.testing.assert_allclose(fast, _per_replicate(M.balanced_accuracy, y, p, draws, members), rtol=1e-12)
 
 

@@ -140,8 +140,8 @@ def test_no_probe_head_depends_on_the_seed():
     risks = [heads.CoxHead(seed=s).fit(data).predict(data) for s in (0, 1)]
     np.testing.assert_array_equal(risks[0], risks[1])
     assert not any(h.uses_seed for h in (heads.LogisticHead(3), heads.RidgeHead(), heads.CoxHead(),
-                                          *(heads.SequenceHead(k, 2) for k in ("classification", "regression",
-                                                                               "survival"))))
+                                          *(heads.SequenceHead(flat, 2) for flat in (lambda: heads.LogisticHead(2),
+                                                                                     heads.RidgeHead, heads.CoxHead))))
 
 
 # -- embedding pass -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 
 from baselines.oracle import Oracle
 from bench.metrics import dice_per_subject
-from bench.segmentation import _predict_logits, fit_decoder
+from bench.protocols.segmentation import fit_decoder, predict_logits
 
 
 def _blob_labels(n: int, size: int, seed: int) -> torch.Tensor:
@@ -36,7 +36,7 @@ def test_decoder_recovers_the_oracle_label_maps():
     decoder, info = fit_decoder(maps_of, labels, train, val, n_classes=3, size=(32, 32, 32),
                                 steps=150, seed=0)
     with torch.no_grad():
-        pred = _predict_logits(decoder, maps_of, test, (32, 32, 32)).argmax(1).numpy()
+        pred = predict_logits(decoder, maps_of, test, (32, 32, 32)).argmax(1).numpy()
     dice = dice_per_subject(labels[test].numpy(), pred)
     assert info["steps"] >= 10 and info["best_val_loss"] is not None
     assert dice.mean() > 0.85, dice
@@ -51,5 +51,5 @@ def test_decoder_training_is_seeded():
         decoder, _ = fit_decoder(maps_of, labels, np.arange(4), np.arange(4, 6), n_classes=3,
                                  size=(32, 32, 32), steps=20, seed=3)
         with torch.no_grad():
-            outs.append(_predict_logits(decoder, maps_of, np.arange(6), (32, 32, 32)))
+            outs.append(predict_logits(decoder, maps_of, np.arange(6), (32, 32, 32)))
     assert torch.equal(outs[0], outs[1])

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.encoders.api import EncoderCard
-from bench.leaderboard.submit import SUITE_PROTOCOLS, plan_suite
+from bench.encoders.api import Encoder, EncoderCard
+from bench.leaderboard.submit import plan_suite, suite_protocols
 
 ENCODERS = '''
 import torch
@@ -158,9 +158,9 @@ def test_weights_must_match_the_card(encoder_file, tmp_path, capsys, monkeypatch
 def test_the_suite_skips_what_cannot_apply():
     card = EncoderCard(name="x", architecture="a", n_parameters=0, embed_dim=4, input_space="cpu-small",
                        ssl_method="none", reference="r")
-    plan = plan_suite(card, cohort_name="synth-default")
+    plan = plan_suite(type("Bare", (Encoder,), {"card": card})(), cohort_name="synth-default")
     assert all("/" not in task for task in plan.jobs)               # no real-cohort task (adni/...)
-    assert plan.jobs["ad_diagnosis"] == list(SUITE_PROTOCOLS)
+    assert plan.jobs["ad_diagnosis"] == list(suite_protocols())
     assert plan.jobs["brain_age"] == ["linear_probe", "fractions", "robustness"]
     assert "tumour_segmentation" not in plan.jobs
     skipped = {(t, p): r for t, p, r in plan.skipped}

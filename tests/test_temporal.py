@@ -88,7 +88,7 @@ def test_summaries_are_causal_and_time_aware(encoder):
 def test_harness_appends_summaries_only_for_sequence_tasks(encoder):
     from types import SimpleNamespace
 
-    from bench.protocols import with_sequence_summaries
+    from bench.protocols.context import with_sequence_summaries
 
     feats = [np.ones((2, 128), np.float32), np.ones((1, 128), np.float32)]
     seq = SimpleNamespace(spec=SimpleNamespace(is_sequence=True), months=[np.array([0.0, 12.0]), np.array([0.0])])

@@ -266,7 +266,7 @@ def test_cohort_table_refuses_out_of_range_values_from_any_source():
 def test_segmentation_decoder_shows_progress_with_the_validation_loss(capsys):
     import torch
 
-    from bench.segmentation import fit_decoder
+    from bench.protocols.segmentation import fit_decoder
 
     labels = torch.zeros((6, 16, 16, 16), dtype=torch.int64)
     labels[:, 4:10, 4:10, 4:10] = 1
@@ -304,9 +304,9 @@ class _TinyEncoder:
 def test_finetuning_shows_progress_per_epoch_with_the_validation_loss(capsys):
     import torch
 
-    from bench.finetune import _one_seed
+    from bench.protocols.finetune import finetune_seed
     from bench.profiles import get_profile
-    from bench.protocols import Context
+    from bench.protocols.context import Context
     from bench.tasks import Examples, get_task
 
     n = 12
@@ -320,8 +320,8 @@ def test_finetuning_shows_progress_per_epoch_with_the_validation_loss(capsys):
     for progress in (True, False):
         ctx = Context(examples, split=None, cohort=None, encoder=_TinyEncoder(), profile=get_profile("smoke"),
                       keep_predictions=False, progress=progress)
-        scores = _one_seed(ctx, vols, seed=0)
-        assert [s["split"] for s in scores] == ["test"]
+        scores = finetune_seed(ctx, vols, seed=0)
+        assert [s.split for s in scores] == ["test"]
         err = capsys.readouterr().err
         assert ("fine-tuning brain_age seed 0 (val loss " in err) == progress
 

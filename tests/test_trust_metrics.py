@@ -25,10 +25,10 @@ def test_binary_auc_positive_class_is_the_largest_label_everywhere(labels):
     assert point == pytest.approx(roc_auc_score(y == labels[1], score)) and point > 0.75
     ci = M.bootstrap_ci("auc", y, score, n_boot=300, seed=1)
     assert ci["low"] < point < ci["high"] and ci["low"] > 0.6
-    members = M._subject_index(None, len(y))
-    draws = M._replicates(len(members), 100, 2)
+    members = M.subject_index(None, len(y))
+    draws = M.replicates(len(members), 100, 2)
     for pred in (score, np.column_stack([-score, score])):
-        np.testing.assert_allclose(M._boot_scores("auc", y, pred, draws, members),
+        np.testing.assert_allclose(M.boot_scores("auc", y, pred, draws, members),
                                    _per_replicate(M.auc, y, pred, draws, members), rtol=1e-12)
     worse = rng.normal(size=len(y))
     paired = M.paired_bootstrap("auc", y, score, worse, n_boot=300)
@@ -61,7 +61,7 @@ def test_hd95_penalty_is_the_brats_number_on_the_brats_grid():
 
 
 def test_segmentation_scores_report_the_missed_count():
-    from bench.segmentation import _missed
+    from bench.protocols.segmentation import missed_summary as _missed
 
     truth = np.zeros((3, 16, 16, 16), np.uint8)
     truth[:, 4:8, 4:8, 4:8] = 2
@@ -103,7 +103,7 @@ def _context(spec_name: str, n: int, **spec_changes):
     import pandas as pd
 
     from bench.profiles import get_profile
-    from bench.protocols import Context
+    from bench.protocols.context import Context
     from bench.tasks import Examples, get_task
 
     spec = get_task(spec_name)
@@ -116,7 +116,7 @@ def _context(spec_name: str, n: int, **spec_changes):
 
 
 def test_setting_score_names_the_example_with_a_nan_prediction():
-    from bench.protocols import setting_score
+    from bench.protocols.context import setting_score
 
     ctx = _context("brain_age", 6)
     pred = np.array([70.0, 71, 72, np.nan, 74, 75])
@@ -126,7 +126,7 @@ def test_setting_score_names_the_example_with_a_nan_prediction():
 
 
 def test_nan_embedding_fails_naming_the_example():
-    from bench.protocols import assemble_features
+    from bench.protocols.context import assemble_features
 
     ctx = _context("brain_age", 3)
     embeddings = {0: np.ones(4), 1: np.array([1.0, np.nan, 1, 1]), 2: np.ones(4)}
@@ -178,20 +178,20 @@ def test_vectorised_uno_c_with_tau_equals_the_per_replicate_loop():
     rng = np.random.default_rng(5)
     n = 36
     groups = rng.integers(0, 14, n)
-    members = M._subject_index(groups, n)
-    draws = M._replicates(len(members), 150, 6)
+    members = M.subject_index(groups, n)
+    draws = M.replicates(len(members), 150, 6)
     time = rng.integers(1, 12, n).astype(float)
     y = np.stack([time, (rng.random(n) < 0.5).astype(float)], axis=1)
     risk = np.round(rng.normal(size=n), 1)
     for tau in (None, 6.0, 11.0):
-        fast = M._boot_scores("uno_c", y, risk, draws, members, {"tau": tau} if tau else None)
+        fast = M.boot_scores("uno_c", y, risk, draws, members, {"tau": tau} if tau else None)
         slow = _per_replicate(functools.partial(M.uno_c, tau=tau), y, risk, draws, members)
         np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12, equal_nan=True)
     assert M.uno_c(y, risk, tau=6.0) == pytest.approx(_uno_reference(y, risk, 6.0))
 
 
 def test_a_survival_task_horizon_is_uno_tau():
-    from bench.protocols import metric_params, setting_score
+    from bench.protocols.context import metric_params, setting_score
 
     ctx = _context("tumour_survival", 8)
     assert metric_params(ctx.spec) == {"uno_c": {"tau": 60.0}}  # tasks/tumour_survival.yaml's horizon
@@ -203,8 +203,8 @@ def test_a_survival_task_horizon_is_uno_tau():
     y = np.array([[3, 1], [5, 0], [8, 1], [12, 1], [14, 1], [20, 0], [24, 1], [30, 1]], float)
     risk = np.array([0.9, 0.5, 0.2, 0.8, 0.1, 0.3, 0.7, 0.05])
     entry = setting_score(ctx, np.arange(8), "test", 0, "full", y, risk, {})
-    assert entry["metrics"]["uno_c"] == pytest.approx(_uno_reference(y, risk, 12.0))
-    assert entry["metrics"]["uno_c"] != pytest.approx(M.uno_c(y, risk))
+    assert entry.metrics["uno_c"] == pytest.approx(_uno_reference(y, risk, 12.0))
+    assert entry.metrics["uno_c"] != pytest.approx(M.uno_c(y, risk))
 
 
 # -- 12. multi-class AUC (Hand & Till) ---------------------------------------------------------------
@@ -219,14 +219,14 @@ def test_mauc_equals_scikit_learn_ovo_macro(n_classes):
     expected = roc_auc_score(y, p, multi_class="ovo", average="macro")
     assert M.mauc(y, p) == pytest.approx(expected, abs=1e-12)
     groups = rng.integers(0, 30, 80)
-    members = M._subject_index(groups, 80)
-    draws = M._replicates(len(members), 100, 3)
+    members = M.subject_index(groups, 80)
+    draws = M.replicates(len(members), 100, 3)
 
     def sklearn_or_nan(yy, pp):
         return roc_auc_score(yy, pp, multi_class="ovo", labels=range(n_classes)) \
             if len(np.unique(yy)) == n_classes else np.nan
 
-    np.testing.assert_allclose(M._boot_scores("mauc", y, p, draws, members),
+    np.testing.assert_allclose(M.boot_scores("mauc", y, p, draws, members),
                                _per_replicate(sklearn_or_nan, y, p, draws, members), rtol=1e-12, equal_nan=True)
     ci = M.bootstrap_ci("mauc", y, p, n_boot=200, groups=groups)
     assert ci["low"] <= ci["point"] <= ci["high"]
@@ -241,14 +241,14 @@ def test_mauc_with_an_absent_class_is_a_flagged_nan_not_an_average():
 
 
 def test_mauc_is_a_task_metric_and_its_warning_reaches_the_record():
-    from bench.protocols import setting_score
+    from bench.protocols.context import setting_score
 
     ctx = _context("ad_diagnosis", 6, metrics=["mauc", "auc"], main_score="mauc")
     y = np.array([0, 1, 0, 1, 0, 1])
     p = np.array([[.7, .2, .1], [.2, .7, .1], [.6, .3, .1], [.3, .6, .1], [.5, .4, .1], [.4, .5, .1]])
     entry = setting_score(ctx, np.arange(6), "test", 0, "full", y, p, {})
-    assert entry["metrics"]["mauc"] is None
-    assert entry["params"]["metric_warnings"] == ["mauc undefined: class(es) [2] of 3 absent from the 6 "
+    assert entry.metrics["mauc"] is None
+    assert entry.params["metric_warnings"] == ["mauc undefined: class(es) [2] of 3 absent from the 6 "
                                                   "scored example(s)"]
     from bench.tasks import TaskSpec
 

@@ -1,4 +1,7 @@
-"""``bench cross-cohort``: fit a probe head on one cohort or site, score it on another."""
+"""``bench cross-cohort``: fit a probe head on one cohort or site, score it on another.
+
+A front end to the ``cross_cohort`` protocol (:mod:`bench.protocols.cross_cohort`), which runs
+through the :class:`~bench.runner.Runner` like every protocol: job lock, failure marker, resume."""
 
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ def cmd_cross_cohort(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench.commands._args import results_folder
-    from bench.cross_cohort import Side, run_cross_cohort
+    from bench.protocols.cross_cohort import Side, run_cross_cohort
     from bench.data.sources import open_cohort
     from bench.profiles import get_profile
     from bench.tasks import check_task_args
@@ -58,7 +61,8 @@ def cmd_cross_cohort(args: argparse.Namespace) -> int:
     test = Side(test_cohort, args.test_task or args.task, args.test_site)
     result = run_cross_cohort(args.encoder, train, test, profile, Path(args.results), overwrite=args.overwrite,
                               progress=not args.no_progress, keep_predictions=not args.no_predictions,
-                              encoder_kwargs={"weights": args.weights} if args.weights else None)
+                              encoder_kwargs={"weights": args.weights} if args.weights else None,
+                              command=args.command_line)
     console = Console(soft_wrap=True)
     score = "-" if result.main_score is None else f"{result.main_score:.3f}"
     if result.ci[0] is not None:

@@ -20,6 +20,9 @@ FORMAT_CHOICES = ("all", "markdown", "html", "csv", "latex")
 
 def register(sub) -> None:
     from bench.commands._args import add_cohort_args
+    from bench.leaderboard.submit import suite_protocols
+
+    suite = suite_protocols()
 
     p = sub.add_parser("leaderboard", help="render the leaderboard from verified result records",
                        description="Verify every record under --results, rank each task (ties by a paired "
@@ -43,13 +46,13 @@ def register(sub) -> None:
     p = sub.add_parser("submit", help="check a new encoder, run the standard suite, write a bundle for a PR",
                        description="API checks first (card, input space, output shape and dtype, no NaN, "
                                    "determinism, batch independence; the first failure stops with one line), then "
-                                   "every task x linear probe, fractions, few-shot, robustness, then the bundle.")
+                                   f"every task x {', '.join(suite)}, then the bundle.")
     p.add_argument("--encoder", required=True, help="path/to/file.py:ClassName")
     p.add_argument("--weights", default=None, help="checkpoint passed to the encoder as weights=...")
     p.add_argument("--out", required=True, help="bundle folder")
     p.add_argument("--task", action="append", default=None, help="only these tasks (repeatable; default: all)")
     p.add_argument("--protocol", action="append", default=None,
-                   help="only these protocols (repeatable; default: linear_probe fractions few_shot robustness)")
+                   help=f"only these protocols (repeatable; default: {' '.join(suite)})")
     add_cohort_args(p)
     p.set_defaults(func=cmd_submit)
 

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import get_args
 
 from bench.errors import MribenchError
 from bench.leaderboard.aggregate import CriticalDifference, OverallRow, critical_difference, overall
 from bench.leaderboard.entries import Entry, Refused, load_entries
 from bench.leaderboard.ranking import ALPHA, Ranked, rank_entries
-from bench.results import Protocol
 
-_PREFERRED = ("linear_probe", "finetune", "fractions", "few_shot", "robustness")
-#: Display order of protocols within a task table: the usual ones first, any newer one after them.
-PROTOCOL_ORDER: tuple[str, ...] = (tuple(p for p in _PREFERRED if p in get_args(Protocol))
-                                   + tuple(sorted(set(get_args(Protocol)) - set(_PREFERRED))))
+
+def protocol_order() -> tuple[str, ...]:
+    """Display order of protocols within a task table (each protocol's ``order``)."""
+    from bench.protocols import by_order
+
+    return tuple(p.name for p in by_order())
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class TaskTable:
 
     @property
     def rows(self) -> list[Ranked]:
-        return [r for p in PROTOCOL_ORDER for r in self.by_protocol.get(p, [])]
+        return [r for p in protocol_order() for r in self.by_protocol.get(p, [])]
 
     @property
     def entries(self) -> list[Entry]:
@@ -94,7 +94,7 @@ class Board:
     @property
     def protocols(self) -> list[str]:
         have = {e.protocol for e in self.entries}
-        return [p for p in PROTOCOL_ORDER if p in have]
+        return [p for p in protocol_order() if p in have]
 
     @property
     def cohorts(self) -> list[str]:
@@ -139,7 +139,7 @@ def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n
     for (task, version, cohort), members in sorted(groups.items()):
         spec = get_task(task)
         by_protocol: dict[str, list[Ranked]] = {}
-        for protocol in PROTOCOL_ORDER:
+        for protocol in protocol_order():
             chosen = [e for e in members if e.protocol == protocol]
             if chosen:
                 by_protocol[protocol] = rank_entries(chosen, n_boot=n_boot, seed=seed, alpha=alpha)

@@ -13,13 +13,12 @@ _MD_SPECIAL = re.compile(r"([\\`*\[\]~!#@])")
 #: Characters a spreadsheet reads as the start of a formula (OWASP's list, with line breaks).
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n")
 
-PROTOCOL_LABELS = {"linear_probe": "linear probe", "finetune": "fine-tune", "fractions": "fractions (100 %)",
-                   "few_shot": "few-shot (k = 10)", "robustness": "robustness (clean)"}
-
-
 def protocol_label(protocol: str) -> str:
-    """The protocol with its headline setting, since that is what the table's score is."""
-    return PROTOCOL_LABELS.get(protocol, protocol.replace("_", " "))
+    """The protocol with its headline setting, since that is what the table's score is (its
+    registered ``label``)."""
+    from bench.protocols import PROTOCOLS
+
+    return PROTOCOLS[protocol].label if protocol in PROTOCOLS else protocol.replace("_", " ")
 
 
 def num(value: float | None, digits: int = 3) -> str:

@@ -10,6 +10,7 @@ the same files.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,17 +42,39 @@ def colours(encoders: list[str]) -> dict[str, str]:
     return {e: PALETTE[i % len(PALETTE)] for i, e in enumerate(sorted(encoders))}
 
 
-def _series(entry: Entry, pattern: str, value: float | None = None
-            ) -> list[tuple[float, float, float | None, float | None]]:
-    """(setting value, mean score, mean CI low, mean CI high) per setting matching ``pattern``
-    (a regex with one numeric group, e.g. ``fraction=([0-9.]+)``, or an empty group and a fixed
-    ``value``) on the test split."""
+def _param(protocol: str, key: str, **equal) -> Callable:
+    """``score -> float | None``: the setting parameter ``key`` of a score of ``protocol`` (read
+    through the protocol, so records written before settings had params are read too); None when
+    the score has no such parameter or another value of the parameters named in ``equal``."""
+    from bench.protocols import get_protocol
+
+    proto = get_protocol(protocol)
+
+    def value(score) -> float | None:
+        params = proto.params_of(score)
+        if key not in params or any(params.get(k) != v for k, v in equal.items()):
+            return None
+        return float(params[key])
+    return value
+
+
+def _headline(protocol: str, x: float) -> Callable:
+    """``score -> x`` for the scores at ``protocol``'s headline setting (robustness: clean), else None."""
+    from bench.protocols import get_protocol
+
+    setting = get_protocol(protocol).headline
+    return lambda score: x if score.setting == setting else None
+
+
+def _series(entry: Entry, x_of: Callable) -> list[tuple[float, float, float | None, float | None]]:
+    """(setting value, mean score, mean CI low, mean CI high) per setting value ``x_of(score)`` (None:
+    not in the series) on the test split."""
     name = entry.record.main_score_name
     by_value: dict[float, list] = {}
     for s in entry.record.scores:
-        m = re.fullmatch(pattern, s.setting)
-        if m and s.split == "test" and s.metrics.get(name) is not None:
-            by_value.setdefault(float(m.group(1)) if value is None else value, []).append(s)
+        x = x_of(s)
+        if x is not None and s.split == "test" and s.metrics.get(name) is not None:
+            by_value.setdefault(x, []).append(s)
     out = []
     for value, rows in sorted(by_value.items()):
         cis = [r.ci.get(name) for r in rows]
@@ -81,7 +104,7 @@ def label_efficiency(table: TaskTable, palette: dict[str, str]):
     fig = _figure(5.2, 3.4)
     ax = fig.add_subplot()
     for r in sorted(rows, key=lambda r: r.entry.encoder):
-        pts = _series(r.entry, r"fraction=([0-9.eE+-]+)")
+        pts = _series(r.entry, _param("fractions", "fraction"))
         if not pts:
             continue
         x = np.array([100 * p[0] for p in pts])
@@ -105,7 +128,7 @@ def few_shot_bars(table: TaskTable, palette: dict[str, str]):
     rows = sorted(table.by_protocol.get("few_shot", []), key=lambda r: r.entry.encoder)
     if not rows:
         return None
-    series = {r.entry.encoder: _series(r.entry, r"k=([0-9]+)") for r in rows}
+    series = {r.entry.encoder: _series(r.entry, _param("few_shot", "k")) for r in rows}
     ks = sorted({p[0] for pts in series.values() for p in pts})
     if not ks:
         return None
@@ -151,7 +174,8 @@ def robustness_curves(table: TaskTable, palette: dict[str, str]):
             colour = palette[enc]
             ax.plot(sev, ys, marker="o", markersize=3, color=colour, label=enc)
             # the clean setting as severity 0, so the band starts where the curve does
-            band = _series(entry, r"clean()", value=0.0) + _series(entry, rf"{re.escape(name)}@([0-9]+)")
+            band = (_series(entry, _headline("robustness", 0.0))
+                    + _series(entry, _param("robustness", "severity", perturbation=name)))
             if band and all(p[2] is not None and p[3] is not None for p in band):
                 ax.fill_between([p[0] for p in band], [p[2] for p in band], [p[3] for p in band],
                                 color=colour, alpha=0.12, linewidth=0)

@@ -119,31 +119,30 @@ def _metric_params(entry: Entry) -> dict | None:
 @lru_cache(maxsize=None)
 def _task_metric_params(task: str, version: int, metric: str) -> dict | None:
     from bench.errors import MribenchError
-    from bench.protocols import metric_params
     from bench.tasks import get_task
 
     try:
         spec = get_task(task)
     except MribenchError:
         return None
-    return metric_params(spec).get(metric) if spec.version == version else None
+    return spec.target.metric_params(spec).get(metric) if spec.version == version else None
 
 
 def paired_delta(leader: Entry, other: Entry, *, n_boot: int, seed: int) -> tuple[np.ndarray, int] | None:
     """Bootstrap replicates of score(leader) - score(other) (positive favours the leader), and the
     number of subjects resampled; None when the two were not scored on the same examples."""
-    from bench.metrics import _boot_scores, _replicates, _subject_index
+    from bench.metrics import boot_scores, replicates, subject_index
 
     a, b = aligned_predictions(leader), aligned_predictions(other)
     if a is None or b is None or a.example_ids != b.example_ids or not np.array_equal(a.y_true, b.y_true):
         return None
     metric = leader.record.main_score_name
     params = _metric_params(leader)
-    members = _subject_index(a.subjects, len(a.example_ids))
-    draws = _replicates(len(members), n_boot, seed)
+    members = subject_index(a.subjects, len(a.example_ids))
+    draws = replicates(len(members), n_boot, seed)
 
     def replicate_scores(al: _Aligned) -> np.ndarray:
-        per_seed = np.stack([_boot_scores(metric, al.y_true, pred, draws, members, params) for pred in al.preds])
+        per_seed = np.stack([boot_scores(metric, al.y_true, pred, draws, members, params) for pred in al.preds])
         return per_seed.mean(axis=0)  # NaN in any seed -> NaN -> the replicate is dropped
 
     delta = _oriented(replicate_scores(a), replicate_scores(b), leader.record.higher_is_better)

@@ -13,16 +13,15 @@ The bundle (``--out DIR``) holds everything a reviewer needs and nothing machine
 * ``README.md``: the steps above, for the reviewer.
 
 The standard suite is every task under ``tasks/`` defined on the cohort's family (the synthetic
-cohort's nine by default) with linear probe, fractions, few-shot and
-robustness; combinations that cannot apply are skipped with a reason rather than failing the run
-(few-shot needs class labels, robustness does not score segmentation, a segmentation task needs
-an encoder with feature maps). Records are written as each job ends and existing ones are kept,
+cohort's nine by default) with the protocols registered as part of it (``suite``: linear probe,
+fractions, few-shot and robustness); combinations that cannot apply are skipped with the reason
+the protocol's ``supports`` gives rather than failing the run (few-shot needs class labels,
+robustness does not score segmentation, a segmentation task needs an encoder with feature maps). Records are written as each job ends and existing ones are kept,
 so an interrupted submission resumes with the same command.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -31,8 +30,12 @@ from pathlib import Path
 
 from bench.errors import MribenchError
 
-#: The protocols of the standard suite, in run order.
-SUITE_PROTOCOLS: tuple[str, ...] = ("linear_probe", "fractions", "few_shot", "robustness")
+
+def suite_protocols() -> tuple[str, ...]:
+    """The protocols of the standard suite, in run (registration) order."""
+    from bench.protocols import all_protocols
+
+    return tuple(p.name for p in all_protocols() if p.suite)
 
 
 @dataclass
@@ -49,13 +52,14 @@ def task_fits_cohort(spec, cohort_name: str) -> bool:
     return cohort_name == spec.cohort or cohort_name.startswith(f"{spec.cohort}-")
 
 
-def plan_suite(card, tasks: list[str] | None = None, protocols: list[str] | None = None,
+def plan_suite(encoder, tasks: list[str] | None = None, protocols: list[str] | None = None,
                cohort_name: str | None = None) -> Plan:
-    """The standard suite (or the given subsets) for an encoder with this card.
+    """The standard suite (or the given subsets) for ``encoder``: each protocol that supports it.
 
     Without ``tasks``, every task under ``tasks/`` defined on ``cohort_name``'s family (all tasks
     when no cohort is named); named tasks are taken as given.
     """
+    from bench.protocols import get_protocol
     from bench.tasks import get_task, list_tasks
 
     if tasks:
@@ -68,16 +72,8 @@ def plan_suite(card, tasks: list[str] | None = None, protocols: list[str] | None
     for name in names:
         spec = get_task(name)
         chosen = []
-        for protocol in protocols or SUITE_PROTOCOLS:
-            reason = None
-            if protocol == "few_shot" and spec.kind not in ("classification", "sequence_classification"):
-                reason = f"few-shot needs class labels; {spec.name} is {spec.kind}"
-            elif protocol == "robustness" and spec.kind == "segmentation":
-                reason = "the robustness protocol does not score segmentation"
-            elif spec.kind == "segmentation" and not card.supports_segmentation:
-                reason = "segmentation needs feature maps (card.supports_segmentation is false)"
-            elif protocol == "finetune" and not card.supports_finetune:
-                reason = "the card does not support fine-tuning"
+        for protocol in protocols or suite_protocols():
+            reason = get_protocol(protocol).supports(spec, encoder)
             if reason:
                 plan.skipped.append((spec.name, protocol, reason))
             else:
@@ -107,8 +103,10 @@ def _write_json(path: Path, data: object) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"), mode=0o644)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _write_text(path: Path, text: str) -> None:
+    from bench.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)
 
 
 @dataclass
@@ -132,33 +130,24 @@ def submit(encoder_spec: str, out_dir: str | Path, *, weights: str | None = None
     Every API check runs before the cohort is opened or any record written; a failure raises
     :class:`~bench.leaderboard.api_checks.ApiCheckFailed` (one line) and leaves ``out_dir`` untouched.
     """
-    from bench.encoders import get_encoder
     from bench.leaderboard.api_checks import run_api_checks
-    from bench.leaderboard.verify import verify_path
     from bench.profiles import get_profile
-    from bench.results import safe_name
-    from bench.runner import Runner, check_protocols
+    from bench.protocols import check_protocols
+    from bench.runner import Runner
 
     if ".py:" not in encoder_spec:
         raise MribenchError(f"--encoder must be path/to/file.py:ClassName (got '{encoder_spec}'); registered "
                             "encoders are already on the board")
-    source = Path(encoder_spec.rpartition(":")[0])
     if protocols:
         check_protocols(protocols)
     run_profile = get_profile(profile)
     if weights is not None and not Path(weights).is_file():
         raise MribenchError(f"{weights}: weights file not found")
     kwargs = {"weights": weights} if weights else {}
-    try:
-        encoder = get_encoder(encoder_spec, **kwargs)
-    except MribenchError:
-        raise
-    except Exception as e:  # the submitter's constructor: report it in one line
-        raise MribenchError(f"{encoder_spec}: constructing the encoder raised {e.__class__.__name__}: "
-                            f"{' '.join(str(e).split())[:200]}") from None
+    encoder = _construct(encoder_spec, kwargs)
     checks = run_api_checks(encoder, weights)
     # the synthetic cohort's family is known without generating it; another cohort is read first
-    plan = plan_suite(encoder.card, tasks, protocols, cohort_name="synth") if cohort is None else None
+    plan = plan_suite(encoder, tasks, protocols, cohort_name="synth") if cohort is None else None
 
     # -- compute starts here ---------------------------------------------------------------------
     from bench.data.sources import open_cohort
@@ -167,39 +156,58 @@ def submit(encoder_spec: str, out_dir: str | Path, *, weights: str | None = None
     results_dir = out_dir / "results"
     the_cohort = open_cohort(cohort, profile=profile, seed=cohort_seed, progress=progress)
     if plan is None:
-        plan = plan_suite(encoder.card, tasks, protocols, cohort_name=the_cohort.name)
+        plan = plan_suite(encoder, tasks, protocols, cohort_name=the_cohort.name)
     runner = Runner(the_cohort, run_profile, results_dir, progress=progress)
     jobs = []
     for task, task_protocols in plan.jobs.items():
         jobs += runner.run(encoder_spec, [task], task_protocols, encoder_kwargs=kwargs)
-
-    (out_dir / "encoder").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, out_dir / "encoder" / source.name)
-    card = encoder.card.model_dump(mode="json")
-    _write_json(out_dir / "card.json", card)
-    _write_json(out_dir / "checks.json", [{"check": c.name, "passed": True, "detail": c.detail} for c in checks])
-    _write_json(out_dir / "environment.json", environment())
-    # every record of this encoder in the bundle, so a submission completed over several calls
-    # (interrupted, or extended with more tasks) lists all of them
-    status = {job.path.resolve(): job.status for job in jobs}
-    records = []
-    for path in sorted((results_dir / safe_name(encoder.card.name)).rglob("*.json")):
-        verdict = verify_path(path)
-        records.append({"task": verdict.record.task if verdict.record else None,
-                        "protocol": verdict.record.protocol if verdict.record else None,
-                        "status": status.get(path.resolve(), "from an earlier call"),
-                        "path": path.relative_to(out_dir).as_posix(), "sha256": _sha256(path),
-                        "main_score": verdict.record.main_score if verdict.record else None,
-                        "verified": verdict.ok, "refused_because": verdict.reason})
+    records = _write_bundle(out_dir, Path(encoder_spec.rpartition(":")[0]), encoder, checks, jobs)
     _write_json(out_dir / "submission.json", {
-        "encoder": encoder.card.name, "source": f"encoder/{source.name}",
+        "encoder": encoder.card.name, "source": f"encoder/{Path(encoder_spec.rpartition(':')[0]).name}",
         "weights_sha256": encoder.card.checkpoint_sha256, "profile": profile, "cohort": the_cohort.name,
         "suite": plan.jobs, "skipped": [{"task": t, "protocol": p, "reason": r} for t, p, r in plan.skipped],
         "records": records, "command": command,
     })
-    (out_dir / "README.md").write_text(_bundle_readme(encoder.card.name, profile, the_cohort.name, plan, records),
-                                       encoding="utf-8")
+    _write_text(out_dir / "README.md", _bundle_readme(encoder.card.name, profile, the_cohort.name, plan, records))
     return SubmitResult(out_dir, encoder.card.name, checks, plan, records)
+
+
+def _construct(encoder_spec: str, kwargs: dict):
+    """The submitted encoder; an exception of its constructor is one line."""
+    from bench.encoders import get_encoder
+
+    try:
+        return get_encoder(encoder_spec, **kwargs)
+    except MribenchError:
+        raise
+    except Exception as e:  # the submitter's constructor: report it in one line
+        raise MribenchError(f"{encoder_spec}: constructing the encoder raised {e.__class__.__name__}: "
+                            f"{' '.join(str(e).split())[:200]}") from None
+
+
+def _write_bundle(out_dir: Path, source: Path, encoder, checks: list, jobs: list) -> list[dict]:
+    """The bundle's source copy, card, checks and environment; every record of the encoder in it
+    (so a submission completed over several calls lists all of them), each verified."""
+    from bench.leaderboard.verify import verify_path
+    from bench.results import safe_name
+    from bench.splits import file_sha256
+
+    (out_dir / "encoder").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, out_dir / "encoder" / source.name)
+    _write_json(out_dir / "card.json", encoder.card.model_dump(mode="json"))
+    _write_json(out_dir / "checks.json", [{"check": c.name, "passed": True, "detail": c.detail} for c in checks])
+    _write_json(out_dir / "environment.json", environment())
+    status = {job.path.resolve(): job.status for job in jobs}
+    records = []
+    for path in sorted((out_dir / "results" / safe_name(encoder.card.name)).rglob("*.json")):
+        verdict = verify_path(path)
+        records.append({"task": verdict.record.task if verdict.record else None,
+                        "protocol": verdict.record.protocol if verdict.record else None,
+                        "status": status.get(path.resolve(), "from an earlier call"),
+                        "path": path.relative_to(out_dir).as_posix(), "sha256": file_sha256(path),
+                        "main_score": verdict.record.main_score if verdict.record else None,
+                        "verified": verdict.ok, "refused_because": verdict.reason})
+    return records
 
 
 def _bundle_readme(name: str, profile: str, cohort: str, plan: Plan, records: list[dict]) -> str:

@@ -7,8 +7,8 @@ trusts nothing in it that it can check. :func:`verify_record` returns every prob
 What is checked, in order:
 
 1. **schema**: the file validates as a :class:`~bench.results.ResultRecord` (strict: unknown
-   keys are errors), and its protocol is one the leaderboard ranks (those with a headline
-   setting in :data:`bench.runner.HEADLINE_SETTING`; ``cross_cohort`` records are refused for now);
+   keys are errors), and its protocol is one the leaderboard ranks (a registered protocol with
+   ``ranked`` set, :func:`bench.protocols.ranked`; ``cross_cohort`` records are refused for now);
 2. **task**: ``tasks/<task>.yaml`` exists, has the record's version, its resolved-content hash
    equals ``provenance.task_spec_sha256``, and its main score / direction are the record's;
 3. **split**: the split file the task names for the record's cohort exists, matches its hash
@@ -17,7 +17,7 @@ What is checked, in order:
 4. **internal consistency**: ``encoder`` is the card's name, ``headline_setting`` is the
    protocol's, ``main_score`` is the mean over seeds of the headline test score, ``summary``
    is what :func:`~bench.results.summarise` gives for ``scores``, the robustness block is what
-   :func:`~bench.robustness.summarise_robustness` gives, and every score that has per-subject
+   :func:`~bench.protocols.robustness.summarise_robustness` gives, and every score that has per-subject
    predictions is recomputed from them (metric values, subject and example counts).
 
 Step 4 is what catches an edited score: numbers cannot be changed without also changing the
@@ -83,12 +83,13 @@ def verify_path(path: str | Path) -> Verdict:
 
 def verify_record(record: ResultRecord) -> list[str]:
     """Every problem of a parsed record against the current repository (empty: verified)."""
-    from bench.runner import HEADLINE_SETTING
+    from bench.protocols import ranked
 
-    if record.protocol not in HEADLINE_SETTING:
+    known = ranked()
+    if record.protocol not in known:
         # e.g. cross_cohort: trained on one cohort's task, tested on another's split
         return [f"protocol '{record.protocol}' is not checked or ranked by the leaderboard yet "
-                f"(it knows {', '.join(HEADLINE_SETTING)})"]
+                f"(it knows {', '.join(known)})"]
     spec, problems = _check_task(record)
     if spec is None:
         return problems
@@ -96,9 +97,7 @@ def verify_record(record: ResultRecord) -> list[str]:
     problems += split_problems
     problems += _check_consistency(record)
     if record.predictions:
-        from bench.protocols import metric_params
-
-        problems += _check_predictions(record, split_subjects, metric_params(spec))
+        problems += _check_predictions(record, split_subjects, spec.target.metric_params(spec))
     return problems
 
 
@@ -164,13 +163,13 @@ def _close(a: float | None, b: float | None, tol: float = EXACT) -> bool:
 
 
 def _check_consistency(record: ResultRecord) -> list[str]:
-    from bench.runner import HEADLINE_SETTING
+    from bench.protocols import get_protocol
 
     problems = []
     if record.provenance.encoder_card.get("name") != record.encoder:
         problems.append(f"encoder '{record.encoder}' differs from its card's name "
                         f"'{record.provenance.encoder_card.get('name')}'")
-    expected_setting = HEADLINE_SETTING.get(record.protocol)
+    expected_setting = get_protocol(record.protocol).headline
     if record.headline_setting != expected_setting:
         problems.append(f"headline_setting '{record.headline_setting}' is not the {record.protocol} "
                         f"protocol's '{expected_setting}'")
@@ -201,11 +200,10 @@ def _check_summary(record: ResultRecord) -> list[str]:
 
 
 def _check_robustness(record: ResultRecord) -> list[str]:
-    from bench.robustness import summarise_robustness
+    from bench.protocols.robustness import summarise_robustness
 
     rob = record.robustness
-    scores = [s.model_dump() for s in record.scores]
-    expected = summarise_robustness(scores, record.main_score_name, record.higher_is_better,
+    expected = summarise_robustness(record.scores, record.main_score_name, record.higher_is_better,
                                     rob.get("parameters"))
     for split, block in expected["splits"].items():
         have = rob.get("splits", {}).get(split, {})

@@ -1,4 +1,5 @@
-"""Segmentation protocols: a light decoder on the encoder's multi-scale feature maps.
+"""Segmentation: a light decoder on the encoder's multi-scale feature maps (not a protocol of its
+own: what the probe, fractions and fine-tune protocols run for the segmentation kind).
 
 ``frozen=True`` (linear-probe analogue): the encoder's maps are computed once per scan under
 no_grad and only the decoder trains. ``frozen=False`` (fine-tune): encoder and decoder train
@@ -17,7 +18,7 @@ import torch
 from bench.errors import MribenchError
 from bench.heads import SegmentationDecoder
 from bench.progress import progress_bar
-from bench.protocols import Context, _mask, eval_indices, setting_score
+from bench.protocols.context import Context, Setting, eval_indices, input_spacing, setting_score, split_indices
 
 BATCH = 4         # volumes per optimiser step
 EVAL_EVERY = 10   # steps between validation checks
@@ -37,23 +38,25 @@ def _volumes_and_labels(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(vols).unsqueeze(1), torch.from_numpy(labs.astype(np.int64))
 
 
-def _feature_fn(ctx: Context, frozen: bool, n_classes: int):
+def _feature_fn(ctx: Context, frozen: bool):
+    """The encoder's feature maps (a fresh trainable copy's when not ``frozen``); None for an encoder
+    with label maps (the oracle: the truth itself, at every scale)."""
+    from bench.encoders.api import LabelMaps
+
     enc = ctx.encoder
-    if hasattr(enc, "label_maps"):  # the oracle: the truth itself, at every scale
+    if isinstance(enc, LabelMaps):
         return None
-    if not getattr(enc.card, "supports_segmentation", False):
-        raise MribenchError(f"encoder {enc.card.name} exposes no feature maps for segmentation")
     if frozen:
         return enc.feature_maps
     return copy.deepcopy(enc.module()).features
 
 
-def segmentation_probe(ctx: Context, train_subjects: set[str] | None, seed: int, setting: str,
-                       frozen: bool = True) -> list[dict]:
+def segmentation_probe(ctx: Context, train_subjects: set[str] | None, seed: int, setting: Setting,
+                       frozen: bool = True) -> list:
     n_classes = len(ctx.spec.label.classes)
     vols, labs = _volumes_and_labels(ctx)
-    train, val = _mask(ctx, "train", train_subjects), _mask(ctx, "val")
-    fn = _feature_fn(ctx, frozen, n_classes)
+    train, val = split_indices(ctx, "train", train_subjects), split_indices(ctx, "val")
+    fn = _feature_fn(ctx, frozen)
     if fn is None:
         maps_of = lambda idx: ctx.encoder.label_maps(labs[idx], n_classes)  # noqa: E731
     elif frozen:
@@ -69,21 +72,21 @@ def segmentation_probe(ctx: Context, train_subjects: set[str] | None, seed: int,
                                 steps=ctx.profile.segmentation_steps, seed=seed,
                                 lr=1e-2 if frozen else 1e-3, also_train=extra, progress=ctx.progress,
                                 description=f"{'decoder' if frozen else 'fine-tuning'} {ctx.spec.name} "
-                                            f"{setting} seed {seed}")
+                                            f"{setting.label} seed {seed}")
     decoder.eval()
-    spacing = _spacing(ctx)
+    spacing = input_spacing(ctx)
     out = []
     for split, idx in eval_indices(ctx).items():
         with torch.no_grad():
-            pred = _predict_logits(decoder, maps_of, idx, size).argmax(1).numpy()
+            pred = predict_logits(decoder, maps_of, idx, size).argmax(1).numpy()
         truth = labs[idx].numpy()
         out.append(setting_score(ctx, idx, split, seed, setting, truth, pred, {
             "n_train_examples": int(len(train)), "frozen_encoder": frozen, **info,
-            "hd95_units": f"voxels of {spacing} mm", **_missed(truth, pred, size)}))
+            "hd95_units": f"voxels of {spacing} mm", **missed_summary(truth, pred, size)}))
     return out
 
 
-def _missed(truth: np.ndarray, pred: np.ndarray, size: tuple[int, int, int]) -> dict:
+def missed_summary(truth: np.ndarray, pred: np.ndarray, size: tuple[int, int, int]) -> dict:
     """How many evaluated subjects had a tumour and no predicted voxel, and the HD95 they were given
     (:func:`bench.metrics.hd95_penalty`: the grid's diagonal, BraTS's 373.13 mm on its grid)."""
     from bench.metrics import hd95_penalty, missed_structures
@@ -133,7 +136,7 @@ def fit_decoder(maps_of: Callable[[np.ndarray], list[torch.Tensor]], labels: tor
                 for m in trained:
                     m.eval()
                 with torch.no_grad():
-                    v = float(loss_fn(_predict_logits(decoder, maps_of, val, size), labels[val].unsqueeze(1)))
+                    v = float(loss_fn(predict_logits(decoder, maps_of, val, size), labels[val].unsqueeze(1)))
                 bar.update(task, description=f"{description} (val loss {v:.4f})")
                 if v < best - 1e-4:
                     best, best_state, bad = v, _snapshot(trained), 0
@@ -151,13 +154,6 @@ def _snapshot(modules: list[torch.nn.Module]) -> list[dict]:
     return [copy.deepcopy(m.state_dict()) for m in modules]
 
 
-def _predict_logits(decoder, maps_of, idx: np.ndarray, size: tuple[int, int, int]) -> torch.Tensor:
+def predict_logits(decoder, maps_of, idx: np.ndarray, size: tuple[int, int, int]) -> torch.Tensor:
     """Decoder logits for ``idx`` in batches (bounded memory at any resolution)."""
     return torch.cat([decoder(maps_of(idx[s:s + BATCH]), size) for s in range(0, len(idx), BATCH)])
-
-
-def _spacing(ctx: Context) -> float:
-    from bench.data.spaces import get_space
-
-    return get_space(ctx.encoder.card.input_space).spacing_mm
-

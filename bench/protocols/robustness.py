@@ -1,4 +1,4 @@
-"""The robustness protocol: heads trained on clean scans, scored on perturbed test scans.
+"""``robustness``: heads trained on clean scans, scored on perturbed test scans.
 
 For each seed the probe head is fitted once on the clean training embeddings (as in
 ``linear_probe``). The evaluation scans (one example per subject of test and external) are then perturbed with every
@@ -9,7 +9,11 @@ The record gets a ``robustness`` block: the score per perturbation x severity (m
 seeds), the score relative to clean, the mean relative drop per perturbation, one robustness
 score per task (mean over perturbations and severities of score / clean, inverted for metrics
 where lower is better so that 1 always means "as good as clean"), the documented levels, and
-every scan's drawn parameters.
+every scan's drawn parameters. Settings are ``clean`` and ``<perturbation>@<severity>``, the
+latter with ``{"perturbation": name, "severity": s}`` in their scores' params.
+
+Applies to encoders that read voxels (not the :class:`~bench.encoders.api.Latent` ones: perturbing a
+scan cannot change latents read from a table) on tasks scored by probe heads.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import numpy as np
 from bench.errors import MribenchError
 from bench.perturbations import PERTURBATIONS, SEVERITIES, draw_parameters, perturb_scan
 from bench.progress import progress_bar
-from bench.protocols import (EVAL_SPLITS, Context, _keep, _mask, assemble_features, eval_indices, fit_head,
-                             head_data, seeds, setting_score, with_sequence_summaries)
+from bench.protocols import Protocol
+from bench.protocols.context import (EVAL_SPLITS, Context, Setting, assemble_features, eval_indices, fit_head,
+                                     head_data, input_spacing, probe_heads_only, record_predictions, seeds,
+                                     setting_score, split_indices, with_sequence_summaries)
 
 #: Seed of the perturbation draws. Fixed (not the head seed) so that every head seed and every
 #: encoder sees the same perturbed scans and the embeddings are computed once.
@@ -38,56 +44,81 @@ def scan_id(row) -> str:
     return f"{row['participant_id']}_{row['session_id']}_{row['sequence']}"
 
 
-def robustness(ctx: Context) -> list[dict]:
+CLEAN = Setting("clean")
+
+
+def perturbed(name: str, severity: int) -> Setting:
+    return Setting(f"{name}@{severity}", {"perturbation": name, "severity": severity})
+
+
+def setting_params(label: str) -> dict:
+    """``gibbs@3`` -> ``{"perturbation": "gibbs", "severity": 3}``; ``clean`` -> ``{}``."""
+    name, sep, severity = label.rpartition("@")
+    return {"perturbation": name, "severity": int(severity)} if sep and severity.isdigit() else {}
+
+
+def supports(spec, encoder) -> str | None:
+    from bench.encoders.api import capabilities
+
+    reason = probe_heads_only("robustness", "segmentation tasks are not supported yet")(spec, encoder)
+    if reason is None and capabilities(encoder).latent:
+        reason = (f"encoder {encoder.card.name} reads latents, not voxels: perturbing scans "
+                  "cannot change its embeddings, so robustness does not apply")
+    return reason
+
+
+def run(ctx: Context) -> list:
     spec = ctx.spec
-    if spec.kind == "segmentation":
-        raise MribenchError("the robustness protocol scores probe heads; segmentation tasks are not supported yet")
-    if hasattr(ctx.encoder, "embed_rows"):
-        raise MribenchError(f"encoder {ctx.encoder.card.name} reads latents, not voxels: perturbing scans "
-                            "cannot change its embeddings, so robustness does not apply")
     if ctx.features is None or ctx.embeddings is None:
         raise MribenchError("robustness needs the clean embeddings and the embedding cache")
-    train = _mask(ctx, "train")
+    train = split_indices(ctx, "train")
     if not len(train):
         raise MribenchError(f"{spec.name}: no training examples")
     heads = {seed: fit_head(ctx, train, seed) for seed in seeds(ctx)}
 
     eval_idx = {split: sub for split, idx in eval_indices(ctx).items() if len(sub := one_per_subject(ctx, idx))}
-    scores = _score_all(ctx, heads, eval_idx, "clean", {}, keep=True)
-
-    table = ctx.cohort.table
+    scores = _score_all(ctx, heads, eval_idx, CLEAN, keep=True)
     eval_rows = np.unique(np.concatenate([ctx.examples.rows[i].ravel() for idx in eval_idx.values() for i in idx]))
-    spacing = _spacing(ctx)
     parameters: dict[str, dict[str, dict]] = {}
     grid = [(p, s) for p in PERTURBATIONS for s in SEVERITIES]
     with progress_bar(ctx.progress) as bar:
         task = bar.add_task(f"robustness: {len(eval_rows)} scans x {len(grid)} perturbations", total=len(grid))
         for name, severity in grid:
-            params = {scan_id(table.loc[r]): draw_parameters(
-                name, severity, seed=PERTURBATION_SEED, subject=table.at[r, "participant_id"],
-                session=table.at[r, "session_id"], sequence=table.at[r, "sequence"]) for r in eval_rows}
-            parameters.setdefault(name, {})[str(severity)] = params
-
-            def transform(volume, row, name=name, severity=severity):
-                out, _ = perturb_scan(volume, name, severity, seed=PERTURBATION_SEED,
-                                      subject=row["participant_id"], session=row["session_id"],
-                                      sequence=row["sequence"], spacing_mm=spacing)
-                return out
-
-            emb = ctx.embeddings.embed(ctx.encoder, ctx.cohort, eval_rows, ctx.store,
-                                       perturbation=cache_tag(name, severity), transform=transform,
-                                       progress=False)
-            features = list(ctx.features)
-            for idx in eval_idx.values():
-                sub = ctx.examples.subset(np.isin(np.arange(len(ctx.examples)), idx))
-                for i, f in zip(idx, with_sequence_summaries(sub, assemble_features(sub, emb), ctx.encoder)):
-                    features[i] = f
-            perturbed = dataclasses.replace(ctx, features=features)
-            scores += _score_all(perturbed, heads, eval_idx, f"{name}@{severity}",
-                                 {"perturbation": name, "severity": severity}, keep=False)
+            parameters.setdefault(name, {})[str(severity)] = _draws(ctx, eval_rows, name, severity)
+            features = _perturbed_features(ctx, eval_idx, eval_rows, name, severity)
+            scores += _score_all(dataclasses.replace(ctx, features=features), heads, eval_idx,
+                                 perturbed(name, severity), keep=False)
             bar.advance(task)
     ctx.extra["robustness"] = summarise_robustness(scores, spec.main_score, spec.higher_is_better, parameters)
     return scores
+
+
+def _draws(ctx: Context, eval_rows: np.ndarray, name: str, severity: int) -> dict[str, dict]:
+    """Every evaluated scan's drawn parameters of one perturbation at one severity."""
+    table = ctx.cohort.table
+    return {scan_id(table.loc[r]): draw_parameters(
+        name, severity, seed=PERTURBATION_SEED, subject=table.at[r, "participant_id"],
+        session=table.at[r, "session_id"], sequence=table.at[r, "sequence"]) for r in eval_rows}
+
+
+def _perturbed_features(ctx: Context, eval_idx: dict[str, np.ndarray], eval_rows: np.ndarray, name: str,
+                        severity: int) -> list[np.ndarray]:
+    """The context's features with the evaluated examples' replaced by their perturbed scans'."""
+    spacing = input_spacing(ctx)
+
+    def transform(volume, row):
+        out, _ = perturb_scan(volume, name, severity, seed=PERTURBATION_SEED, subject=row["participant_id"],
+                              session=row["session_id"], sequence=row["sequence"], spacing_mm=spacing)
+        return out
+
+    emb = ctx.embeddings.embed(ctx.encoder, ctx.cohort, eval_rows, ctx.store,
+                               perturbation=cache_tag(name, severity), transform=transform, progress=False)
+    features = list(ctx.features)
+    for idx in eval_idx.values():
+        sub = ctx.examples.subset(np.isin(np.arange(len(ctx.examples)), idx))
+        for i, f in zip(idx, with_sequence_summaries(sub, assemble_features(sub, emb), ctx.encoder)):
+            features[i] = f
+    return features
 
 
 def one_per_subject(ctx: Context, idx: np.ndarray) -> np.ndarray:
@@ -101,29 +132,28 @@ def one_per_subject(ctx: Context, idx: np.ndarray) -> np.ndarray:
     return idx[~ctx.examples.table.iloc[idx]["participant_id"].duplicated().to_numpy()]
 
 
-def _score_all(ctx: Context, heads: dict, eval_idx: dict[str, np.ndarray], setting: str, params: dict,
-               keep: bool) -> list[dict]:
+def _score_all(ctx: Context, heads: dict, eval_idx: dict[str, np.ndarray], setting: Setting,
+               keep: bool) -> list:
     out = []
     for seed, head in heads.items():
         for split, idx in eval_idx.items():
             data = head_data(ctx, idx)
             pred = head.predict(data)
-            out.append(setting_score(ctx, idx, split, seed, setting, data.y, pred,
-                                     {**params, **getattr(head, "chosen", {})}))
-            if keep and ctx.keep_predictions:
-                _keep(ctx, idx, split, seed, setting, data.y, pred)
+            out.append(setting_score(ctx, idx, split, seed, setting, data.y, pred, dict(head.chosen)))
+            if keep:
+                record_predictions(ctx, idx, split, seed, setting, data.y, pred)
     return out
 
 
-def summarise_robustness(scores: list[dict], metric: str, higher_is_better: bool,
+def summarise_robustness(scores: list, metric: str, higher_is_better: bool,
                          parameters: dict | None = None) -> dict:
     """Score per perturbation x severity, relative to clean, per evaluation split (means over seeds)."""
     by_split: dict[str, dict] = {}
     for split in EVAL_SPLITS:
-        rows = [s for s in scores if s["split"] == split and s["metrics"].get(metric) is not None]
+        rows = [s for s in scores if s.split == split and s.metrics.get(metric) is not None]
         if not rows:
             continue
-        mean = lambda setting: _mean([s["metrics"][metric] for s in rows if s["setting"] == setting])  # noqa: E731
+        mean = lambda setting: _mean([s.metrics[metric] for s in rows if s.setting == setting])  # noqa: E731
         clean = mean("clean")
         table, relative = {}, {}
         for name in PERTURBATIONS:
@@ -166,7 +196,7 @@ def _relative(value: float | None, clean: float | None, higher_is_better: bool) 
     return float(num / den) if den else None
 
 
-def _spacing(ctx: Context) -> float:
-    from bench.data.spaces import get_space
-
-    return get_space(ctx.encoder.card.input_space).spacing_mm
+PROTOCOL = Protocol(
+    name="robustness", run=run, label="robustness (clean)", headline=CLEAN.label, order=4, suite=True,
+    description="probe heads trained on clean scans, scored under artefacts at severities 1-5",
+    supports=supports, setting_params=setting_params, extra_blocks=("robustness",))
