@@ -33,7 +33,7 @@ from monai.networks.nets import ViT
 from torch import nn
 
 from baselines.recipe import PretrainedEncoder, Recipe
-from bench.encoders import EncoderCard, register_encoder
+from bench.encoders import EncoderCard
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class DINOMethod(Recipe):
 
     def __init__(self, config: str | DINOConfig = "small", seed: int = 0):
         self.config = config if isinstance(config, DINOConfig) else CONFIGS[config]
-        self.name, self.config_name = "dino2d", self.config.name
+        self.config_name = self.config.name
         self.input_space = self.config.input_space
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -193,11 +193,11 @@ class DINOMethod(Recipe):
                 self.net.centre.mul_(c.centre_momentum).add_(batch_centre, alpha=1 - c.centre_momentum)
 
 
-@register_encoder("dino2d")
 class DINO2D(PretrainedEncoder):
     """A volume's embedding: the mean teacher class token over its brain-holding axial slices."""
 
     registry_name = "dino2d"
+    recipe = DINOMethod  # the SSL recipe whose weights it loads
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         self._build(CONFIGS, config, build_vit)
@@ -210,7 +210,8 @@ class DINO2D(PretrainedEncoder):
             n_parameters=sum(p.numel() for p in self.net.parameters()), embed_dim=c.hidden,
             input_space=c.input_space, ssl_method="DINO self-distillation (EMA teacher, centring, multi-crop)",
             pretraining_data=pretraining, checkpoint_sha256=sha,
-            reference="after BrainDINO, arXiv 2604.27277 (weights unreleased); Caron et al., ICCV 2021")
+            reference="after BrainDINO, arXiv 2604.27277 (weights unreleased); Caron et al., ICCV 2021",
+            supports_finetune=False)  # its module reads 2D slices, not volumes
 
     def embed(self, volumes: torch.Tensor) -> torch.Tensor:
         self._require_weights()
@@ -221,5 +222,3 @@ class DINO2D(PretrainedEncoder):
             out.append(class_tokens(self.net, slices).mean(dim=0))
         return torch.stack(out)
 
-
-DINOMethod.encoder_cls = DINO2D  # the encoder that loads what the recipe trains

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from bench.encoders import Encoder, EncoderCard, register_encoder
+from bench.encoders import Encoder, EncoderCard
 
 BINS = torch.linspace(-3.0, 3.0, 17)
 
 
-@register_encoder("intensity")
 class IntensityHistogram(Encoder):
     def __init__(self):
         self.card = EncoderCard(

@@ -20,7 +20,7 @@ import torch
 from monai.networks.nets import MaskedAutoEncoderViT
 
 from baselines.recipe import PretrainedEncoder, Recipe
-from bench.encoders import EncoderCard, register_encoder
+from bench.encoders import EncoderCard
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class MAEMethod(Recipe):
 
     def __init__(self, config: str = "small", seed: int = 0):
         self.config = CONFIGS[config]
-        self.name, self.config_name = "mae3d", config
+        self.config_name = config
         self.input_space = self.config.input_space
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -86,9 +86,9 @@ class MAEMethod(Recipe):
         return (per_token * mask).sum() / mask.sum()
 
 
-@register_encoder("mae3d")
 class MAE3D(PretrainedEncoder):
     registry_name = "mae3d"
+    recipe = MAEMethod  # the SSL recipe whose weights it loads
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         self._build(CONFIGS, config, build)
@@ -101,11 +101,10 @@ class MAE3D(PretrainedEncoder):
                          f"{c.layers} layers; mean patch token)",
             n_parameters=encoder_params, embed_dim=c.hidden, input_space=c.input_space,
             ssl_method=f"masked autoencoding ({int(c.masking_ratio * 100)} % of patches)",
-            pretraining_data=pretraining, checkpoint_sha256=sha, reference="He et al., CVPR 2022 (MAE)")
+            pretraining_data=pretraining, checkpoint_sha256=sha, reference="He et al., CVPR 2022 (MAE)",
+            supports_finetune=False)  # its module is the masked autoencoder, not volumes -> embeddings
 
     def embed(self, volumes: torch.Tensor) -> torch.Tensor:
         self._require_weights()
         return encode(self.net, volumes)
 
-
-MAEMethod.encoder_cls = MAE3D  # the encoder that loads what the recipe trains

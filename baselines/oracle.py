@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.encoders import Encoder, EncoderCard, register_encoder
+from bench.encoders import Encoder, EncoderCard
 from bench.errors import MribenchError
 
 #: The latents that generated the image (nuisances such as head size are left out: a ceiling
@@ -22,7 +22,6 @@ FEATURES = ("stage", "hippocampus", "ventricles", "gm", "wm", "biological_age", 
             "tumour_oedema_ml", "marker", "T1w", "T2w", "FLAIR")
 
 
-@register_encoder("oracle")
 class Oracle(Encoder):
     def __init__(self):
         self.card = EncoderCard(

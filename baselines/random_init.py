@@ -11,7 +11,7 @@ import torch
 from monai.networks.nets import ResNet, resnet10
 from torch import nn
 
-from bench.encoders import Encoder, EncoderCard, register_encoder
+from bench.encoders import Encoder, EncoderCard
 
 
 def resnet_feature_maps(net: ResNet, x: torch.Tensor) -> list[torch.Tensor]:
@@ -39,7 +39,6 @@ class ResNetBackbone(nn.Module):
         return self.net(x)
 
 
-@register_encoder("random")
 class RandomInit(Encoder):
     def __init__(self, seed: int = 0):
         with torch.random.fork_rng():

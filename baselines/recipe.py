@@ -10,16 +10,15 @@ import torch
 from torch import nn
 
 from bench.encoders import Encoder, EncoderCard
-from bench.encoders.api import file_sha256, load_strict, read_state_dict
+from bench.encoders.api import INIT, file_sha256, load_strict, read_state_dict
 from bench.errors import MribenchError
 
 #: committed checkpoints, ``<encoder>-<config>.pt`` with the card ``<encoder>-<config>.json`` beside it
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-
-#: ``--weights init``: the encoder's own seeded random initialisation, the fair floor of its
-#: pretraining (same architecture, width and read-out; registered as ``<encoder>@init``)
-INIT = "init"
+__all__ = ["INIT", "PretrainedEncoder", "Recipe", "WEIGHTS_DIR", "pretraining_of", "resolve_weights"]
+# INIT (``--weights init``): the encoder's own seeded random initialisation, the fair floor of its
+# pretraining (same architecture, width and read-out; ``<encoder>@init``, see bench.encoders.api)
 
 
 def resolve_weights(encoder: str, config: str, weights: str | Path | None) -> Path | None:
@@ -55,10 +54,18 @@ class PretrainedEncoder(Encoder):
     """An SSL baseline: useless without its pretrained weights, so it refuses to embed without them.
 
     Subclasses call :meth:`_load_weights` in ``__init__`` (after building ``self.net``) and
-    :meth:`_require_weights` before every forward pass.
+    :meth:`_require_weights` before every forward pass. A subclass names its registered name
+    (``registry_name``, the one in ``pyproject.toml``'s entry points) and its SSL ``recipe``; the
+    recipe then knows the encoder that loads what it trains (:attr:`Recipe.encoder_cls`).
     """
 
     registry_name: str
+    recipe: type | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "recipe" in cls.__dict__ and cls.recipe is not None:
+            cls.recipe.encoder_cls = cls  # the declared link, one way: encoder -> recipe
     pretrained: bool = False
     init_floor: bool = False
     _untrained_ok: bool = False
@@ -127,14 +134,19 @@ class PretrainedEncoder(Encoder):
 class Recipe:
     """Base of the SSL recipes in ``baselines/`` (see :class:`bench.pretrain.SSLMethod`).
 
-    Subclasses set ``name``, ``net``, ``input_space``, ``encoder_cls`` (the encoder that loads the
-    weights) and ``config_name``, and implement ``loss``.
+    Subclasses set ``net``, ``input_space`` and ``config_name``, and implement ``loss``; the
+    encoder that loads the weights (``encoder_cls``) names the recipe (``recipe = ...``), and the
+    recipe's name is that encoder's registered name.
     """
 
     sequences: tuple[str, ...] = ("T1w",)
     net: nn.Module
     encoder_cls: type
     config_name: str
+
+    @property
+    def name(self) -> str:
+        return self.encoder_cls.registry_name
 
     def network(self) -> nn.Module:
         return self.net

@@ -28,7 +28,7 @@ from torch import nn
 
 from baselines.random_init import resnet_feature_maps
 from baselines.recipe import PretrainedEncoder, Recipe
-from bench.encoders import EncoderCard, register_encoder
+from bench.encoders import EncoderCard
 
 @dataclass(frozen=True)
 class SimCLRConfig:
@@ -150,7 +150,7 @@ class SimCLRMethod(Recipe):
 
     def __init__(self, config: str = "small", seed: int = 0):
         self.config = CONFIGS[config]
-        self.name, self.config_name = "simclr3d", config
+        self.config_name = config
         self.input_space = self.config.input_space
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -188,11 +188,11 @@ class SimCLRMethod(Recipe):
         return loss
 
 
-@register_encoder("simclr3d")
 class SimCLR3D(PretrainedEncoder):
     """The SimCLR 3D ResNet-18; embeddings are the pooled encoder features (before projection)."""
 
     registry_name = "simclr3d"
+    recipe = SimCLRMethod  # the SSL recipe whose weights it loads
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         self._build(CONFIGS, config, SimCLRNet)
@@ -215,5 +215,3 @@ class SimCLR3D(PretrainedEncoder):
         self._require_weights()
         return self.net.features(volumes)
 
-
-SimCLRMethod.encoder_cls = SimCLR3D  # the encoder that loads what the recipe trains

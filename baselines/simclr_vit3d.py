@@ -23,7 +23,7 @@ from torch import nn
 
 from baselines.recipe import PretrainedEncoder
 from baselines.simclr3d import SimCLRConfig, SimCLRMethod
-from bench.encoders import EncoderCard, register_encoder
+from bench.encoders import EncoderCard
 from bench.encoders.api import load_strict, load_torch_file
 from bench.errors import MribenchError
 
@@ -80,7 +80,7 @@ class SimCLRViTMethod(SimCLRMethod):
     def __init__(self, config: str = "small", seed: int = 0):
         self.config = VIEW_CONFIGS[config]
         self.vit_config = CONFIGS[config]
-        self.name, self.config_name = "simclr_vit3d", config
+        self.config_name = config
         self.input_space = self.vit_config.input_space
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -89,9 +89,9 @@ class SimCLRViTMethod(SimCLRMethod):
         self._views = None
 
 
-@register_encoder("simclr_vit3d")
 class SimCLRViT3D(PretrainedEncoder):
     registry_name = "simclr_vit3d"
+    recipe = SimCLRViTMethod  # the SSL recipe whose weights it loads
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         self._build(CONFIGS, config, SimCLRViTNet)
@@ -117,5 +117,3 @@ class SimCLRViT3D(PretrainedEncoder):
             raise MribenchError(f"{path}: not a state dict (a dict of tensors, or a Lightning checkpoint with "
                                 f"'state_dict'); it holds a {type(raw).__name__}")
 
-
-SimCLRViTMethod.encoder_cls = SimCLRViT3D  # the encoder that loads what the recipe trains

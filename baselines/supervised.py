@@ -9,10 +9,8 @@ plentiful. Frozen protocols would only repeat ``random``, so the harness refuses
 from __future__ import annotations
 
 from baselines.random_init import RandomInit
-from bench.encoders import register_encoder
 
 
-@register_encoder("supervised")
 class Supervised(RandomInit):
     #: the runner refuses every protocol but fine-tuning for such encoders
     finetune_only = True

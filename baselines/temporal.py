@@ -40,7 +40,7 @@ from torch import nn
 
 from baselines.random_init import resnet_feature_maps
 from baselines.recipe import PretrainedEncoder, Recipe
-from bench.encoders import EncoderCard, register_encoder
+from bench.encoders import EncoderCard
 from bench.errors import MribenchError
 
 
@@ -170,7 +170,7 @@ class TemporalMethod(Recipe):
 
     def __init__(self, config: str | TemporalConfig = "small", seed: int = 0):
         self.config = config if isinstance(config, TemporalConfig) else CONFIGS[config]
-        self.name, self.config_name = "temporal", self.config.name
+        self.config_name = self.config.name
         self.input_space = self.config.input_space
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -217,11 +217,11 @@ class TemporalMethod(Recipe):
         return order + contrast
 
 
-@register_encoder("temporal")
 class TemporalSSL(PretrainedEncoder):
     """Backbone embedding per scan; ``sequence_features`` adds the learned history summary."""
 
     registry_name = "temporal"
+    recipe = TemporalMethod  # the SSL recipe whose weights it loads
 
     def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
         self._build(CONFIGS, config, TemporalNet)
@@ -260,5 +260,3 @@ class TemporalSSL(PretrainedEncoder):
                 rows.append(self.net.sequence(z[None, : i + 1, :e], years)[0, -1].numpy())
         return np.concatenate([np.asarray(embeddings, np.float32), np.stack(rows)], axis=1)
 
-
-TemporalMethod.encoder_cls = TemporalSSL  # the encoder that loads what the recipe trains

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.encoders import Encoder, EncoderCard, register_encoder
+from bench.encoders import Encoder, EncoderCard
 from bench.encoders.features import read_features
 from bench.errors import MribenchError
 
@@ -37,7 +37,6 @@ STRUCTURES = ("hippocampus_ml", "ventricles_ml", "gm_ml", "wm_ml", "csf_ml")
 ICV = "icv_ml"
 
 
-@register_encoder("volumes")
 class Volumes(Encoder):
     def __init__(self):
         self.card = EncoderCard(

@@ -34,6 +34,7 @@ from bench.atomic import atomic_write
 from bench.data.cohort import Cohort
 from bench.data.spaces import get_space
 from bench.data.store import VolumeStore, content_sha256, read_entry_into
+from bench.encoders.api import Latent, Trainable
 from bench.errors import ScanError
 from bench.progress import progress_bar
 
@@ -57,7 +58,7 @@ def prefers_channels_last(module: nn.Module) -> bool:
 
 def encoder_device(encoder) -> torch.device:
     """Where the encoder's weights live (CPU for encoders without a torch module)."""
-    module = encoder.module() if hasattr(encoder, "module") else None
+    module = encoder.module() if isinstance(encoder, Trainable) else None
     first = next(module.parameters(), None) if module is not None else None
     return first.device if first is not None else torch.device("cpu")
 
@@ -71,7 +72,7 @@ def harness_forward(encoder) -> Iterator[Callable[[torch.Tensor], np.ndarray]]:
     weights go back to the layout they had, so fine-tuning or saving sees the encoder unchanged.
     ``bench perf`` times this same function on random tensors as the encoder's raw speed.
     """
-    module = encoder.module() if hasattr(encoder, "module") else None
+    module = encoder.module() if isinstance(encoder, Trainable) else None
     device = encoder_device(encoder)
     weights = [p for p in module.parameters() if p.dim() == 5] if module is not None else []
     channels_last = (module is not None and device.type == "cpu" and prefers_channels_last(module)
@@ -161,7 +162,7 @@ class EmbeddingCache:
             return out
         with progress_bar(progress) as bar:
             task = bar.add_task(f"embedding with {encoder.card.name} ({perturbation})", total=len(todo))
-            if hasattr(encoder, "embed_rows"):  # reads latents, not voxels (the oracle)
+            if isinstance(encoder, Latent):  # reads latents, not voxels (the oracle)
                 self._keep(todo, encoder.embed_rows(table.loc[[r for r, _ in todo]], cohort), out)
                 bar.advance(task, len(todo))
                 return out

@@ -54,6 +54,25 @@ class SSLMethod(Protocol):
     # after_step(step, total_steps) after each optimiser step (EMA teachers, schedules)
 
 
+_RECIPES = None
+
+
+def ssl_recipes():
+    """The SSL recipes (:class:`SSLMethod` classes) by encoder name, as a frozen
+    :class:`~bench.registry.Registry`: those the registered encoders name (``recipe``), so each
+    name is declared once, with its encoder."""
+    global _RECIPES
+    if _RECIPES is None:
+        from bench.encoders.api import ssl_encoders
+        from bench.registry import Registry
+
+        recipes = Registry("pretraining recipe")
+        for name, encoder_cls in ssl_encoders().items():
+            recipes.register(name, encoder_cls.recipe)
+        _RECIPES = recipes.freeze()
+    return _RECIPES
+
+
 def pretraining_pool(cohort: Cohort, split_dir: Path | None = None) -> list[str]:
     """Subjects of ``cohort`` in no val / test / external split of its split files."""
     import pandas as pd
@@ -161,22 +180,8 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     out_dir = Path(out_dir or default_out_dir(method.name, cohort.name))
     last = out_dir / "last.pt"
     info = ddp.setup()  # rank and world size from torchrun (bench pretrain --nproc N); 0 of 1 otherwise
-    occupied = out_dir.exists() and any(out_dir.iterdir())
-    ddp.barrier(info)  # every rank has looked before rank 0 writes anything
-    if occupied and not resume:
-        raise MribenchError(f"{out_dir} already holds a pretraining run; pass --resume to continue it "
-                            "or --out for a new folder")
-    if resume and not last.is_file():
-        raise MribenchError(f"--resume: no checkpoint at {last}")
-    # read (and vetted) before any preprocessing, so a bad checkpoint costs nothing
-    state = read_pretrain_state(last) if resume else None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pool = pretraining_pool(cohort)
-    t = cohort.table
-    rows = t[t["participant_id"].isin(pool) & t["sequence"].isin(method.sequences)]
-    if len(rows) < 2:
-        raise MribenchError(f"{cohort.name}: the pretraining pool has {len(rows)} {'/'.join(method.sequences)} "
-                            "scan(s); need at least 2")
+    state = _check_out_dir(out_dir, last, resume, info)
+    pool, rows = _pool_rows(method, cohort)
     store = store or VolumeStore(cache_home() / "store")
     paths = rows["path"].tolist()
     if info.is_main:  # one process preprocesses; the others then read the store
@@ -189,21 +194,9 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     # views and masks: one stream per rank under DDP (the same objects as before with one process)
     own_rng = rng if not info.enabled else np.random.default_rng((seed, info.rank))
     torch.manual_seed(seed if not info.enabled else int(np.random.SeedSequence((seed, info.rank)).generate_state(1)[0]))
-    start_step, losses = 0, []
-    if state is not None:
-        net.load_state_dict(state["network"])
-        optimiser.load_state_dict(state["optimiser"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        start_step, losses = int(state["step"]), list(state["losses"])
-        _restore_rank_state(state, info, own_rng, last)
+    start_step, losses = _restore(state, net, optimiser, rng, own_rng, info, last)
 
-    log = out_dir / "loss.tsv"
-    if info.is_main and start_step == 0:
-        _atomic_text(log, "step\tloss\n")
-    elif info.is_main:  # drop log lines written after the checkpoint we resume from
-        kept = log.read_text().splitlines()[: start_step + 1] if log.is_file() else ["step\tloss"]
-        _atomic_text(log, "\n".join(kept) + "\n")
+    log = _start_log(out_dir / "loss.tsv", start_step, info)
     begin = time.perf_counter()
     batch = min(batch_size, len(paths))
     if info.enabled and (batch % info.world_size or batch // info.world_size < 2):
@@ -215,15 +208,7 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
                             completed=start_step)
         for step in range(start_step + 1, steps + 1):
             net.train()
-            if hasattr(method, "draw_batch"):  # methods that need structure (e.g. a subject's sequence)
-                # (under DDP each rank draws its own share of the batch with its own stream)
-                x = method.draw_batch(rows, lambda p: np.asarray(store.get(p, method.input_space), np.float32),
-                                      own_rng, batch // info.world_size)
-            else:
-                pick = np.sort(rng.choice(len(paths), size=batch, replace=False))
-                pick = pick[info.rank::info.world_size]  # this rank's shard of the global batch
-                x = torch.from_numpy(np.stack([np.asarray(store.get(paths[i], method.input_space), np.float32)
-                                               for i in pick]))[:, None]
+            x = _draw(method, rows, paths, store, rng, own_rng, batch, info)
             loss = forward(_to_device(x, info.device), own_rng)
             mean_loss = ddp.mean_over_ranks(info, loss.detach())  # what every rank logs and checks
             if not torch.isfinite(mean_loss):
@@ -232,39 +217,117 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            if hasattr(method, "after_step"):  # e.g. DINO's teacher EMA and schedules
+            if hasattr(method, "after_step"):  # optional hook: e.g. DINO's teacher EMA and schedules
                 method.after_step(step, steps)
             losses.append(float(mean_loss))
             if info.is_main:
                 with open(log, "a") as f:
                     f.write(f"{step}\t{losses[-1]:.6f}\n")
             if step % checkpoint_every == 0 or step == steps:
-                ranks = ddp.all_gather_objects(info, _rank_state(own_rng)) if info.enabled else None
-                if info.is_main:  # one writer; every rank's random streams go into it
-                    write_pretrain_state(last, step=step, network=net.state_dict(),
-                                         optimiser=optimiser.state_dict(), numpy_rng=rng.bit_generator.state,
-                                         torch_rng=torch.get_rng_state(), losses=losses, ranks=ranks)
+                _checkpoint(last, step, net, optimiser, rng, own_rng, losses, info)
             bar.update(task, advance=1, description=f"pretraining {method.name} (loss {losses[-1]:.3f})")
-
-    encoder_path = out_dir / "encoder.pt"
-    card_path = encoder_path.with_suffix(".json")  # beside the weights: the encoder reads it from there
-    if info.is_main:
-        _atomic_torch_save(method.encoder_state(), encoder_path)
-        from bench.encoders.api import file_sha256
-
-        card = method.card(pool, cohort.name, steps)
-        card["checkpoint_sha256"] = file_sha256(encoder_path)
-        card.setdefault("pretraining_data", {})["command"] = command
-        trained = time.perf_counter() - begin
-        card["pretraining_data"].update({  # what the run cost, for whoever wants to reproduce it
-            "batch_size": batch, "wall_time_s": round(trained, 1), "steps_this_run": steps - start_step,
-            "volumes_per_s": round((steps - start_step) * batch / trained, 2) if trained > 0 else None})
-        if info.enabled:
-            card["pretraining_data"]["processes"] = info.world_size
-        _atomic_text(card_path, json.dumps(card, indent=2, sort_keys=True) + "\n")
+    trained = time.perf_counter() - begin
+    encoder_path, card_path = _write_encoder(method, out_dir, pool, cohort.name, steps, steps - start_step, batch,
+                                             trained, command, info)
     ddp.barrier(info)  # the weights exist for every rank that returns
     ddp.teardown(info)
     return PretrainResult(out_dir, steps, losses, encoder_path, card_path, time.perf_counter() - begin)
+
+
+def _restore(state: dict | None, net, optimiser, rng: np.random.Generator, own_rng: np.random.Generator, info,
+             last: Path) -> tuple[int, list[float]]:
+    """Resume from ``state`` (weights, optimiser, every random stream): the step it ends at and the
+    losses so far; (0, []) for a new run."""
+    if state is None:
+        return 0, []
+    net.load_state_dict(state["network"])
+    optimiser.load_state_dict(state["optimiser"])
+    rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    _restore_rank_state(state, info, own_rng, last)
+    return int(state["step"]), list(state["losses"])
+
+
+def _checkpoint(last: Path, step: int, net, optimiser, rng: np.random.Generator, own_rng: np.random.Generator,
+                losses: list[float], info) -> None:
+    """``last.pt``: one writer (rank 0); every rank's random streams go into it."""
+    ranks = ddp.all_gather_objects(info, _rank_state(own_rng)) if info.enabled else None
+    if info.is_main:
+        write_pretrain_state(last, step=step, network=net.state_dict(), optimiser=optimiser.state_dict(),
+                             numpy_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state(), losses=losses,
+                             ranks=ranks)
+
+
+def _check_out_dir(out_dir: Path, last: Path, resume: bool, info) -> dict | None:
+    """Refuse to overwrite a run or resume none; the checkpoint to resume from (read and vetted
+    before any preprocessing, so a bad checkpoint costs nothing), else None."""
+    occupied = out_dir.exists() and any(out_dir.iterdir())
+    ddp.barrier(info)  # every rank has looked before rank 0 writes anything
+    if occupied and not resume:
+        raise MribenchError(f"{out_dir} already holds a pretraining run; pass --resume to continue it "
+                            "or --out for a new folder")
+    if resume and not last.is_file():
+        raise MribenchError(f"--resume: no checkpoint at {last}")
+    state = read_pretrain_state(last) if resume else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return state
+
+
+def _pool_rows(method: SSLMethod, cohort: Cohort):
+    """The pretraining pool's subjects, and their scans of the sequences the method trains on."""
+    pool = pretraining_pool(cohort)
+    t = cohort.table
+    rows = t[t["participant_id"].isin(pool) & t["sequence"].isin(method.sequences)]
+    if len(rows) < 2:
+        raise MribenchError(f"{cohort.name}: the pretraining pool has {len(rows)} {'/'.join(method.sequences)} "
+                            "scan(s); need at least 2")
+    return pool, rows
+
+
+def _start_log(log: Path, start_step: int, info) -> Path:
+    """``loss.tsv``: a new one, or (resuming) the old one without the lines after the checkpoint."""
+    if info.is_main and start_step == 0:
+        _atomic_text(log, "step\tloss\n")
+    elif info.is_main:  # drop log lines written after the checkpoint we resume from
+        kept = log.read_text().splitlines()[: start_step + 1] if log.is_file() else ["step\tloss"]
+        _atomic_text(log, "\n".join(kept) + "\n")
+    return log
+
+
+def _draw(method: SSLMethod, rows, paths: list[str], store: VolumeStore, rng: np.random.Generator,
+          own_rng: np.random.Generator, batch: int, info) -> torch.Tensor:
+    """This rank's share of the step's batch: the method's own draw (optional ``draw_batch``, for
+    methods that need structure, e.g. a subject's sequence; under DDP each rank draws its share with
+    its own stream), else random scans of the shared stream, this rank's shard of the global batch."""
+    if hasattr(method, "draw_batch"):
+        return method.draw_batch(rows, lambda p: np.asarray(store.get(p, method.input_space), np.float32),
+                                 own_rng, batch // info.world_size)
+    pick = np.sort(rng.choice(len(paths), size=batch, replace=False))
+    pick = pick[info.rank::info.world_size]
+    return torch.from_numpy(np.stack([np.asarray(store.get(paths[i], method.input_space), np.float32)
+                                      for i in pick]))[:, None]
+
+
+def _write_encoder(method: SSLMethod, out_dir: Path, pool: list[str], cohort_name: str, steps: int, run_steps: int,
+                   batch: int, trained: float, command: str, info) -> tuple[Path, Path]:
+    """Rank 0 writes the encoder's weights and, beside them, its card (the encoder reads it from there)."""
+    encoder_path = out_dir / "encoder.pt"
+    card_path = encoder_path.with_suffix(".json")
+    if not info.is_main:
+        return encoder_path, card_path
+    _atomic_torch_save(method.encoder_state(), encoder_path)
+    from bench.splits import file_sha256
+
+    card = method.card(pool, cohort_name, steps)
+    card["checkpoint_sha256"] = file_sha256(encoder_path)
+    card.setdefault("pretraining_data", {})["command"] = command
+    card["pretraining_data"].update({  # what the run cost, for whoever wants to reproduce it
+        "batch_size": batch, "wall_time_s": round(trained, 1), "steps_this_run": run_steps,
+        "volumes_per_s": round(run_steps * batch / trained, 2) if trained > 0 else None})
+    if info.enabled:
+        card["pretraining_data"]["processes"] = info.world_size
+    _atomic_text(card_path, json.dumps(card, indent=2, sort_keys=True) + "\n")
+    return encoder_path, card_path
 
 
 # -- data parallel (bench pretrain --nproc N) ---------------------------------------------------

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines import ssl_methods
+from bench.pretrain import ssl_recipes
 from bench.encoders import get_encoder
 from bench.encoders.api import weights_sha256
 
 
-@pytest.mark.parametrize("name", sorted(ssl_methods()))
+@pytest.mark.parametrize("name", sorted(ssl_recipes()))
 def test_init_floor_matches_architecture_and_differs_in_weights(name):
     pretrained = get_encoder(name)
     floor = get_encoder(f"{name}@init")

@@ -1,11 +1,24 @@
-"""Encoder protocol, card and registry.
+"""Encoder protocol, capabilities, card and registry.
 
 An encoder turns a batch of volumes (B, 1, D, H, W) in its declared input space into
-embeddings (B, E). Its card records what a reader of a result needs to trust it: architecture,
-size, input space, SSL method, which subjects it was pretrained on (so overlap with test
-subjects is flagged) and the checkpoint hash. Encoders register by decorator, through the
-``mribench.encoders`` entry-point group, or from the command line as ``file.py:ClassName``;
-the baselines use exactly the same path.
+embeddings (B, E). What else it can do is a **capability**, a runtime-checkable protocol it
+satisfies by having the method (after MTEB's ``models_protocols``): :class:`FeatureMaps`
+(multi-scale maps for segmentation), :class:`Trainable` (a torch module, for fine-tuning and the
+weights hash), :class:`Sequence` (its own summaries of a scan history), :class:`Latent` (reads
+cohort rows, not voxels) and :class:`LabelMaps` (the oracle's truth as maps). The harness asks
+:func:`capabilities`, never ``hasattr``.
+
+Its card records what a reader of a result needs to trust it: architecture, size, input space,
+SSL method, which subjects it was pretrained on (so overlap with test subjects is flagged) and
+the checkpoint hash. The card's ``supports_finetune`` / ``supports_segmentation`` flags are
+derived from the capabilities unless the card states them (an encoder whose module is not its
+volumes-to-embeddings network declines fine-tuning that way).
+
+Encoders live in one :class:`~bench.registry.Registry` (:data:`ENCODERS`): by decorator, through
+the ``mribench.encoders`` entry-point group (the baselines are declared there, in
+``pyproject.toml``; the core never imports them), or from the command line as
+``file.py:ClassName``. ``NAME@init`` is any encoder with an SSL recipe at its own seeded random
+initialisation (``--weights init``).
 """
 
 from __future__ import annotations
@@ -19,16 +32,20 @@ import os
 import pickle
 import re
 import sys
-from importlib.metadata import entry_points
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from bench.errors import MribenchError
+from bench.registry import Registry
 from bench.splits import file_sha256  # also re-exported: encoders hash their weights with it
+
+#: ``--weights init`` / ``NAME@init``: an SSL encoder at its own seeded random initialisation
+INIT = "init"
 
 
 class EncoderCard(BaseModel):
@@ -45,9 +62,14 @@ class EncoderCard(BaseModel):
     pretraining_data: dict = Field(default_factory=lambda: {"cohort": None, "subjects": []})
     checkpoint_sha256: str | None = None
     reference: str = ""
-    supports_finetune: bool = False
-    supports_segmentation: bool = False
+    #: None: derived from the encoder's capabilities (:func:`derive_card_flags`); written as a bool
+    supports_finetune: bool | None = None
+    supports_segmentation: bool | None = None
     version: str = "1"
+
+    @field_serializer("supports_finetune", "supports_segmentation")
+    def _flag(self, v: bool | None) -> bool:
+        return bool(v)
 
     @field_validator("input_space")
     @classmethod
@@ -71,10 +93,87 @@ class EncoderCard(BaseModel):
         return set(subjects) & set(self.pretraining_data.get("subjects", []))
 
 
+# -- capabilities --------------------------------------------------------------------------------
+@runtime_checkable
+class FeatureMaps(Protocol):
+    """Multi-scale feature maps of a batch of volumes (segmentation decoders read them)."""
+
+    def feature_maps(self, volumes: torch.Tensor) -> list[torch.Tensor]: ...
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """A torch module holding the weights (hashed as the encoder's identity); fine-tuning trains a
+    copy of it when the card supports fine-tuning (then it maps volumes to embeddings)."""
+
+    def module(self) -> torch.nn.Module: ...
+
+
+@runtime_checkable
+class Sequence(Protocol):
+    """The encoder's own summaries of a subject's scan history: (L, F) embeddings with their months
+    -> (L, F') features, pooled by the harness like any other (the temporal baseline)."""
+
+    def sequence_features(self, embeddings: np.ndarray, months: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Latent(Protocol):
+    """Reads cohort rows (latents, a features table), never voxels: embeddings by scan key."""
+
+    def embed_rows(self, rows, cohort) -> np.ndarray: ...
+
+
+@runtime_checkable
+class LabelMaps(Protocol):
+    """The truth itself as maps at every scale (the oracle's segmentation)."""
+
+    def label_maps(self, labels: torch.Tensor, n_classes: int) -> list[torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the harness may do with an encoder: the one place that answers it."""
+
+    latent: bool          # reads cohort rows: robustness does not apply, no scan gate before embedding
+    feature_maps: bool
+    label_maps: bool
+    trainable: bool
+    sequence: bool
+    finetune_only: bool   # trained from scratch on each task: fine-tuning is its only protocol
+    finetunes: bool       # Trainable and the card supports fine-tuning
+    segments: bool        # label maps, or feature maps the card offers for segmentation
+
+
+def capabilities(encoder) -> Capabilities:
+    card = encoder.card
+    trainable = isinstance(encoder, Trainable)
+    label_maps = isinstance(encoder, LabelMaps)
+    return Capabilities(latent=isinstance(encoder, Latent), feature_maps=isinstance(encoder, FeatureMaps),
+                        label_maps=label_maps, trainable=trainable, sequence=isinstance(encoder, Sequence),
+                        finetune_only=bool(getattr(encoder, "finetune_only", False)),
+                        finetunes=trainable and bool(card.supports_finetune),
+                        segments=label_maps or bool(card.supports_segmentation))
+
+
+def derive_card_flags(encoder) -> None:
+    """Fill the card flags it leaves unstated from the encoder's capabilities."""
+    card = encoder.card
+    update = {}
+    if card.supports_finetune is None:
+        update["supports_finetune"] = isinstance(encoder, Trainable)
+    if card.supports_segmentation is None:
+        update["supports_segmentation"] = isinstance(encoder, (FeatureMaps, LabelMaps))
+    if update:
+        encoder.card = card.model_copy(update=update)
+
+
 class Encoder:
-    """Base class; subclasses set ``card`` and implement ``embed`` (and optionally the rest)."""
+    """Base class; subclasses set ``card`` and implement ``embed`` (and optionally the capabilities)."""
 
     card: EncoderCard
+    #: trained from scratch on each task (the ``supervised`` baseline): frozen protocols are refused
+    finetune_only: bool = False
 
     def embed(self, volumes: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -192,41 +291,52 @@ def config_fingerprint(encoder) -> str:
     return encoder.card.model_dump_json() + "\n" + shown
 
 
-_REGISTRY: dict[str, Callable[..., Encoder]] = {}
-_LOADED = False
+def _named(name: str, obj) -> None:
+    """An entry whose class names itself (``registry_name``) must be registered under that name."""
+    own = getattr(obj, "registry_name", None)
+    if isinstance(own, str) and own != name:
+        raise MribenchError(f"encoder entry '{name}' loads {obj!r}, which calls itself '{own}'")
+
+
+#: Encoders by name: the ``mribench.encoders`` entry points (the baselines among them) and
+#: whatever registers with :func:`register_encoder`.
+ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder", group="mribench.encoders", on_load=_named)
 #: names registered by the baselines and the entry points: a file encoder's card may not take them
-_BUILTIN: frozenset[str] = frozenset()
+_BUILTIN: frozenset[str] | None = None
 
 
 def register_encoder(name: str):
     """Decorator registering an encoder class or factory under ``name``."""
-
-    def wrap(obj):
-        if name in _REGISTRY and _REGISTRY[name] is not obj:
-            raise MribenchError(f"encoder name '{name}' is already registered by {_REGISTRY[name]!r}; "
-                                f"cannot register {obj!r}")
-        _REGISTRY[name] = obj
-        return obj
-
-    return wrap
+    return ENCODERS.register(name)
 
 
-def _load_builtin() -> None:
-    global _LOADED, _BUILTIN
-    if _LOADED:
-        return
-    _LOADED = True
-    import baselines  # noqa: F401  (registers the reference encoders)
+def _builtin() -> frozenset[str]:
+    global _BUILTIN
+    if _BUILTIN is None:
+        _BUILTIN = frozenset(ENCODERS) | frozenset(f"{n}@{INIT}" for n in ssl_encoders())
+    return _BUILTIN
 
-    for ep in entry_points(group="mribench.encoders"):
-        if ep.name not in _REGISTRY:
-            _REGISTRY[ep.name] = ep.load()
-    _BUILTIN = frozenset(_REGISTRY)
+
+def ssl_encoders() -> dict[str, type]:
+    """Registered encoders with an SSL pretraining recipe (their class's ``recipe``), by name."""
+    return {name: ENCODERS[name] for name in ENCODERS if getattr(ENCODERS[name], "recipe", None) is not None}
 
 
 def list_encoders() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    _builtin()
+    return sorted([*ENCODERS, *(f"{n}@{INIT}" for n in ssl_encoders())])
+
+
+def _factory(spec: str) -> Callable[..., Encoder]:
+    """The registered factory of ``spec`` (``NAME@init``: NAME's, with ``weights='init'``)."""
+    if spec in ENCODERS:
+        return ENCODERS[spec]
+    base, at, floor = spec.rpartition("@")
+    if at and floor == INIT and base in ssl_encoders():
+        cls = ENCODERS[base]
+        return lambda **kwargs: cls(weights=INIT, **kwargs)
+    raise MribenchError(f"unknown encoder '{spec}'; registered: {', '.join(list_encoders())} "
+                        "(or give path/to/file.py:ClassName)")
 
 
 def _from_file(spec: str, **kwargs) -> Encoder:
@@ -255,8 +365,7 @@ def reserved_names() -> set[str]:
     """Names of the built-in and installed encoders, as record folders spell them (lower case)."""
     from bench.results import safe_name
 
-    _load_builtin()
-    return {safe_name(n).lower() for n in _BUILTIN}
+    return {safe_name(n).lower() for n in _builtin()}
 
 
 def _refuse_reserved_name(encoder, path: Path) -> None:
@@ -276,13 +385,10 @@ def get_encoder(spec: str, **kwargs) -> Encoder:
     if ".py:" in spec:
         encoder = _from_file(spec, **kwargs)
     else:
-        _load_builtin()
-        if spec not in _REGISTRY:
-            raise MribenchError(f"unknown encoder '{spec}'; registered: {', '.join(sorted(_REGISTRY))} "
-                                "(or give path/to/file.py:ClassName)")
-        encoder = _REGISTRY[spec](**kwargs)
+        encoder = _factory(spec)(**kwargs)
     if not isinstance(getattr(encoder, "card", None), EncoderCard):
         raise MribenchError(f"encoder '{spec}' has no EncoderCard in its 'card' attribute")
+    derive_card_flags(encoder)
     return encoder
 
 

@@ -102,7 +102,9 @@ def check_input_space(encoder) -> CheckResult:
     space = encoder.card.input_space
     if space not in SPACES:
         _fail("input space", f"'{space}' is not a known input space ({', '.join(sorted(SPACES))})")
-    if hasattr(encoder, "embed_rows"):
+    from bench.encoders.api import capabilities
+
+    if capabilities(encoder).latent:
         _fail("input space", "the encoder reads cohort latents (embed_rows), not voxels; a submission must "
                              "embed the volumes it is given")
     shape = SPACES[space].shape
