@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
 
 
 def add_cohort_args(p: argparse.ArgumentParser, *,
@@ -42,3 +49,32 @@ def results_folder(path: str, must_exist: bool = False):
     if must_exist and not folder.is_dir():
         raise MribenchError(f"--results {path}: no such results folder")
     return folder
+
+
+def cohort_from(args: argparse.Namespace):
+    from bench.data.sources import open_cohort
+
+    return open_cohort(args.cohort, profile=args.profile, seed=args.seed,
+                       progress=not args.no_progress)
+
+
+def print_listing(args: argparse.Namespace, title: str, columns: list[str], rows: list[list], note: str = "") -> None:
+    """A listing: a table on a terminal; whole values, tab-separated, when stdout is not a terminal
+    (a table there is cut to 80 columns and names become ``ad_dia…``); a JSON list with ``--json``."""
+    if getattr(args, "json", False):  # commands whose listing is not their main output have no --json
+        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2))
+        return
+    cells = [["-" if v is None else f"{v:,}" if isinstance(v, int) and v >= 10_000 else str(v) for v in row]
+             for row in rows]
+    if not console.is_terminal:
+        print("\n".join("\t".join(row) for row in [columns, *cells]))
+        return
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow="fold")  # wrap, never cut, a name that does not fit
+    for row in cells:
+        table.add_row(*row)
+    console.print(table, highlight=False)
+    if note:
+        console.print(note, highlight=False)
+

@@ -1,0 +1,149 @@
+"""``bench splits make | check``: patient-level split files, and the power table of their test splits."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+from bench.commands._args import add_cohort_args, cohort_from, console, err_console, positive_int, print_listing
+from bench.errors import MribenchError
+
+
+#: Which subject column stratifies the split of each population.
+SPLIT_LABELS = {"ad": "trajectory", "tumour": "marker", "healthy": "age"}
+
+
+#: (val, test) fractions of each population's non-external subjects. Every population gives its
+#: test split a third of its subjects: the power analysis of docs/calibration.md needs that many
+#: test subjects to tell encoders apart.
+SPLIT_FRACTIONS = {"ad": (0.15, 0.35), "healthy": (0.15, 0.35), "tumour": (0.15, 0.35)}
+DEFAULT_FRACTIONS = (0.15, 0.2)
+
+
+def register(sub) -> None:
+    splits = sub.add_parser("splits", help="make and check patient-level split files").add_subparsers(
+        dest="splits_command", required=True)
+    p = splits.add_parser("make", help="write stratified patient-level split files + SHA-256")
+    add_cohort_args(p)
+    p.add_argument("--population", action="append", help="sub-cohort(s) to split (default: each)")
+    p.add_argument("--label", default=None, help="subject column to stratify by")
+    p.add_argument("--external-site", default=None, help="site held out as 'external'")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="folder (default: splits/<cohort>/)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing split files (committed ones are what every record is checked against)")
+    add_power_args(p)
+    p.set_defaults(func=cmd_splits_make)
+    p = splits.add_parser("check", help="verify hashes, leakage and subjects of split files")
+    p.add_argument("files", nargs="*", help="split TSVs (default: splits/<cohort>/*.tsv)")
+    add_cohort_args(p)
+    p.set_defaults(func=cmd_splits_check)
+
+
+# -- bench splits ------------------------------------------------------------------------------
+def default_split_dir(cohort_name: str) -> Path:
+    from bench.paths import splits_root
+
+    return splits_root() / cohort_name
+
+
+def cmd_splits_make(args: argparse.Namespace) -> int:
+    from bench.data.synth.latents import EXTERNAL_SITE
+    from bench.splits import make_split, write_split
+
+    cohort = cohort_from(args)
+    subjects = cohort.subjects()
+    populations = args.population or (sorted(subjects["population"].dropna().unique())
+                                      if "population" in subjects.columns else ["all"])
+    out_dir = Path(args.out) if args.out else default_split_dir(cohort.name)
+    _refuse_overwrite([out_dir / f"{pop}.tsv" for pop in populations], args.force)
+    external = args.external_site
+    if external is None and cohort.name.startswith("synth"):
+        external = EXTERNAL_SITE
+    for pop in populations:
+        subj = subjects if pop == "all" else subjects[subjects["population"] == pop]
+        label = args.label or SPLIT_LABELS.get(pop)
+        if args.label is None and label not in subj.columns:  # e.g. IXI has no diagnosis, BraTS no marker
+            label = None
+        held_out = external if external in set(subj["site"]) else None
+        if external and held_out is None:
+            console.print(f"note: {pop} has no subject at site {external}; no external split")
+        val_frac, test_frac = SPLIT_FRACTIONS.get(pop, DEFAULT_FRACTIONS)
+        df = make_split(subj, seed=args.split_seed, label=label, external_site=held_out,
+                        val_frac=val_frac, test_frac=test_frac)
+        path = out_dir / f"{pop}.tsv"
+        digest = write_split(df, path)
+        counts = df["split"].value_counts().to_dict()
+        console.print(f"wrote {path} (sha256 {digest[:12]}): " +
+                      ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test", "external")))
+    if not args.no_power:
+        print_power(args, cohort, out_dir)
+    return 0
+
+
+def add_power_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-power", action="store_true", help="skip the per-task power table")
+    p.add_argument("--power-sims", type=positive_int, default=100,
+                   help="simulated replicates per AUC gap of the power table (default 100)")
+
+
+def print_power(args: argparse.Namespace, cohort, split_dir: Path) -> None:
+    """Per task of this cohort: test / external counts and the smallest AUC gap the paired
+    bootstrap detects at 80 % power on the test split (bench.power states the model)."""
+    from bench.power import task_power
+    from bench.runner import split_file
+    from bench.tasks import list_tasks
+
+    rows = []
+    kind = "synth" if cohort.name.startswith("synth") else cohort.name
+    for name, spec in list_tasks().items():
+        if spec.cohort != kind:
+            continue
+        path = split_file(spec, split_dir.name, split_dir.parent)  # split_dir holds this cohort's files
+        if not path.is_file():
+            continue
+        try:
+            p = task_power(spec, cohort, path, n_sim=args.power_sims)
+        except MribenchError as e:
+            err_console.print(f"note: {name}: {e}", highlight=False)
+            continue
+        c = p.counts
+        gap = "-" if p.gap is None else ("not found" if p.gap != p.gap else f"{p.gap:.2f}")
+        rows.append([name, c.test_examples, c.test_subjects, c.external_examples, c.external_subjects,
+                     ", ".join(f"{k}: {v}" for k, v in c.test_classes.items()),
+                     gap + (f" ({p.proxy})" if p.proxy and p.gap is not None else "")])
+    print_listing(args, f"power of the test splits ({split_dir})",
+                   ["task", "test examples", "test subjects", "external examples", "external subjects",
+                    "test classes", "AUC gap at 80 % power"], rows)
+
+
+def _refuse_overwrite(paths: list[Path], force: bool) -> None:
+    """Split files are fixed once made (records carry their hashes): replacing one takes --force."""
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        raise MribenchError(f"{existing[0]} exists" + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "")
+                            + "; records are checked against existing split files: pass --force to overwrite, "
+                              "or --out DIR to write elsewhere")
+
+
+def cmd_splits_check(args: argparse.Namespace) -> int:
+    from bench.splits import check_split
+
+    files = [Path(f) for f in args.files]
+    cohort = cohort_from(args)
+    if not files:
+        files = sorted(default_split_dir(cohort.name).glob("*.tsv"))
+        if not files:
+            raise MribenchError(f"no split files under {default_split_dir(cohort.name)}; "
+                                "run `bench splits make` first")
+    subjects = cohort.subjects()["participant_id"].tolist()
+    n_bad = 0
+    for f in files:
+        problems = check_split(f, subjects)
+        n_bad += bool(problems)
+        for p in problems:
+            err_console.print(f"[red]error[/red] {p}", highlight=False)
+        if not problems:
+            console.print(f"ok {f}")
+    return 1 if n_bad else 0
