@@ -24,6 +24,8 @@ is the one its inner CV scored.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.special import expit
 
@@ -98,33 +100,32 @@ def binary_logistic_path(z_train: np.ndarray, positive: np.ndarray, Cs, *, tol: 
     return theta[:, :r] @ v.T, theta[:, r]
 
 
-def cox_efron(z: np.ndarray, time: np.ndarray, event: np.ndarray, penalizer: float, *, tol: float = 1e-10,
-              max_iter: int = 50) -> np.ndarray | None:
-    """Coefficients of the L2-penalised Cox model that lifelines' ``CoxPHFitter(penalizer)`` fits.
+@dataclass(frozen=True)
+class _Efron:
+    """The risk-set layout of a survival sample for Efron's partial likelihood (rows latest exit first)."""
 
-    Same model and optimum: Efron's partial likelihood for tied event times, on the columns
-    standardised by their mean and sample standard deviation (ddof 1), with the penalty
-    ``n * penalizer * ||beta||^2 / 2`` on those standardised coefficients. Returns ``beta`` on the
-    standardised scale (the log partial hazard of x is ``((x - mean) / std) @ beta``), or None
-    when Newton's method does not converge. lifelines itself spends most of a fit on summaries
-    of the training table the probe never reads; a probe grid fits this model about 80 times.
-    """
-    z = np.asarray(z, float)
-    n, d = z.shape
-    order = np.argsort(-np.asarray(time, float), kind="stable")         # latest exit first
-    x, t, e = z[order], np.asarray(time, float)[order], np.asarray(event, float)[order] > 0
-    event_times, group = np.unique(t[e], return_inverse=True)           # group of each event row
-    x_ev = x[e]
-    # rows at risk at an event time: every row up to the last one leaving at that time
-    last = np.searchsorted(-t, -event_times, side="right") - 1
-    tie_size = np.bincount(group)
-    rank = np.empty(len(group), int)                                    # 0..m-1 within each tie group
-    for g in range(len(event_times)):
-        rank[group == g] = np.arange(tie_size[g])
-    frac = rank / tie_size[group]                                       # Efron's l / m
-    penalty = n * penalizer
+    x: np.ndarray           # (n, d) rows, latest exit first
+    e: np.ndarray           # (n,) event indicator
+    x_ev: np.ndarray        # the event rows
+    group: np.ndarray       # tie group (event time) of each event row
+    n_groups: int
+    last: np.ndarray        # per group: the last row at risk at its time
+    frac: np.ndarray        # Efron's l / m of each event row
 
-    def terms(beta: np.ndarray, derivatives: bool):
+    @classmethod
+    def of(cls, z: np.ndarray, time: np.ndarray, event: np.ndarray) -> "_Efron":
+        order = np.argsort(-np.asarray(time, float), kind="stable")         # latest exit first
+        x, t, e = z[order], np.asarray(time, float)[order], np.asarray(event, float)[order] > 0
+        event_times, group = np.unique(t[e], return_inverse=True)           # group of each event row
+        # rows at risk at an event time: every row up to the last one leaving at that time
+        last = np.searchsorted(-t, -event_times, side="right") - 1
+        tie_size = np.bincount(group)
+        rank = np.empty(len(group), int)                                    # 0..m-1 within each tie group
+        for g in range(len(event_times)):
+            rank[group == g] = np.arange(tie_size[g])
+        return cls(x, e, x[e], group, len(event_times), last, rank / tie_size[group])
+
+    def terms(self, beta: np.ndarray, derivatives: bool):
         """Efron log partial likelihood, its gradient and its information matrix (minus the Hessian).
 
         Per event row i of a tie group g: phi_i = R0(g) - frac_i D0(g), with R the sums over
@@ -132,11 +133,13 @@ def cox_efron(z: np.ndarray, time: np.ndarray, event: np.ndarray, penalizer: flo
         the at-risk second moments, weighted by sum_i 1/phi_i, is one x^T diag(.) x: each row
         collects the weights of every group it is at risk in (a suffix sum).
         """
+        x, e, x_ev, group, last, frac = self.x, self.e, self.x_ev, self.group, self.last, self.frac
+        n, d = x.shape
         w = np.exp(x @ beta)
         w_ev = w[e]
         r0, r1 = np.cumsum(w), np.cumsum(w[:, None] * x, axis=0)
         d0 = np.bincount(group, w_ev)
-        d1 = np.zeros((len(event_times), d))
+        d1 = np.zeros((self.n_groups, d))
         np.add.at(d1, group, w_ev[:, None] * x_ev)
         phi = r0[last[group]] - frac * d0[group]
         ll = float((x_ev @ beta).sum() - np.log(phi).sum())
@@ -151,10 +154,26 @@ def cox_efron(z: np.ndarray, time: np.ndarray, event: np.ndarray, penalizer: flo
         info = ((w * risk_weight)[:, None] * x).T @ x - ((w_ev * tie_weight)[:, None] * x_ev).T @ x_ev - mean.T @ mean
         return ll, grad, info
 
+
+def cox_efron(z: np.ndarray, time: np.ndarray, event: np.ndarray, penalizer: float, *, tol: float = 1e-10,
+              max_iter: int = 50) -> np.ndarray | None:
+    """Coefficients of the L2-penalised Cox model that lifelines' ``CoxPHFitter(penalizer)`` fits.
+
+    Same model and optimum: Efron's partial likelihood for tied event times, on the columns
+    standardised by their mean and sample standard deviation (ddof 1), with the penalty
+    ``n * penalizer * ||beta||^2 / 2`` on those standardised coefficients. Returns ``beta`` on the
+    standardised scale (the log partial hazard of x is ``((x - mean) / std) @ beta``), or None
+    when Newton's method does not converge. lifelines itself spends most of a fit on summaries
+    of the training table the probe never reads; a probe grid fits this model about 80 times.
+    """
+    z = np.asarray(z, float)
+    n, d = z.shape
+    efron = _Efron.of(z, time, event)
+    penalty = n * penalizer
     beta = np.zeros(d)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         try:
-            ll, grad, info = terms(beta, True)
+            ll, grad, info = efron.terms(beta, True)
             value = -ll + 0.5 * penalty * beta @ beta
             for _ in range(max_iter):
                 g = -grad + penalty * beta
@@ -166,13 +185,14 @@ def cox_efron(z: np.ndarray, time: np.ndarray, event: np.ndarray, penalizer: flo
                 step_size = 1.0                                         # Armijo backtracking
                 while step_size > 1e-10:
                     candidate = beta - step_size * step
-                    trial = -terms(candidate, False)[0] + 0.5 * penalty * candidate @ candidate
+                    trial = -efron.terms(candidate, False)[0] + 0.5 * penalty * candidate @ candidate
                     if trial <= value - 1e-4 * step_size * decrement:
                         break
                     step_size /= 2
                 beta = candidate
-                ll, grad, info = terms(beta, True)
+                ll, grad, info = efron.terms(beta, True)
                 value = -ll + 0.5 * penalty * beta @ beta
         except (FloatingPointError, np.linalg.LinAlgError):
             return None
+    return None
     return None

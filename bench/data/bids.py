@@ -122,6 +122,44 @@ def _derivative(root: Path, sub: str, ses: str | None, pattern: str) -> str | fl
     return str(hits[0]) if hits else np.nan
 
 
+def _anat_scans(files: list[Path], sub: str, skipped: list[str]) -> list[tuple]:
+    """(session or None, sequence, entities, file) of each anatomical scan of subject ``sub``; any
+    other file is added to ``skipped``."""
+    scans = []
+    for f in files:
+        parsed = parse_bids_name(f.name)
+        if parsed is None or parsed[1] not in ANAT_SUFFIXES or f"sub-{parsed[0]['sub']}" != sub:
+            skipped.append(str(f))
+            continue
+        ent, suffix = parsed
+        ses = f"ses-{ent['ses']}" if "ses" in ent else None
+        seq = "T1ce" if suffix == "T1w" and "ce" in ent else suffix
+        scans.append((ses, seq, ent, f))
+    return scans
+
+
+def _scan_row(root: Path, sub: str, p: pd.Series, sessions: pd.DataFrame | None, months: dict,
+              ses: str | None, seq: str, ent: dict, f: Path) -> dict:
+    """One cohort row: the scan, its session's month and age, and the subject / session columns."""
+    key = ses or "ses-none"
+    srow = sessions.loc[key] if sessions is not None and key in sessions.index else None
+    m = months[key]
+    age = srow["age"] if srow is not None and "age" in srow and not pd.isna(srow["age"]) \
+        else float(p["age"]) + m / 12.0
+    row = {"participant_id": sub, "session_id": key, "sequence": seq, "path": str(f),
+           "months_from_baseline": m, "age": age, "sex": p["sex"],
+           "acq": ent.get("acq", np.nan), "run": ent.get("run", np.nan)}
+    for col in SUBJECT_COLUMNS:
+        if srow is not None and col in srow.index and not pd.isna(srow[col]):
+            row[col] = srow[col]
+        elif col in p.index:
+            row[col] = p[col]
+    row.setdefault("site", "unknown")
+    row["mask_path"] = _derivative(root, sub, ses, "_desc-brain_mask.nii*")
+    row["seg_path"] = _derivative(root, sub, ses, "_dseg.nii*")
+    return row
+
+
 def read_bids(root: str | Path, name: str | None = None) -> Cohort:
     """Build a :class:`Cohort` from a BIDS tree (one row per anatomical scan)."""
     root = Path(root).resolve()
@@ -135,16 +173,7 @@ def read_bids(root: str | Path, name: str | None = None) -> Cohort:
         sub = sdir.name
         sessions = _sessions(sdir, sub)
         files = sorted(sdir.glob("ses-*/anat/*.nii*")) + sorted(sdir.glob("anat/*.nii*"))
-        scans = []
-        for f in files:
-            parsed = parse_bids_name(f.name)
-            if parsed is None or parsed[1] not in ANAT_SUFFIXES or f"sub-{parsed[0]['sub']}" != sub:
-                skipped.append(str(f))
-                continue
-            ent, suffix = parsed
-            ses = f"ses-{ent['ses']}" if "ses" in ent else None
-            seq = "T1ce" if suffix == "T1w" and "ce" in ent else suffix
-            scans.append((ses, seq, ent, f))
+        scans = _anat_scans(files, sub, skipped)
         labels = sorted({s or "ses-none" for s, *_ in scans})
         if sessions is not None:
             empty = [s for s in sessions.index if s not in labels]
@@ -155,25 +184,7 @@ def read_bids(root: str | Path, name: str | None = None) -> Cohort:
         if not scans:
             continue
         months = _months(sub, sessions, labels, sdir / f"{sub}_sessions.tsv")
-        p = participants.loc[sub]
-        for ses, seq, ent, f in scans:
-            key = ses or "ses-none"
-            srow = sessions.loc[key] if sessions is not None and key in sessions.index else None
-            m = months[key]
-            age = srow["age"] if srow is not None and "age" in srow and not pd.isna(srow["age"]) \
-                else float(p["age"]) + m / 12.0
-            row = {"participant_id": sub, "session_id": key, "sequence": seq, "path": str(f),
-                   "months_from_baseline": m, "age": age, "sex": p["sex"],
-                   "acq": ent.get("acq", np.nan), "run": ent.get("run", np.nan)}
-            for col in SUBJECT_COLUMNS:
-                if srow is not None and col in srow.index and not pd.isna(srow[col]):
-                    row[col] = srow[col]
-                elif col in p.index:
-                    row[col] = p[col]
-            row.setdefault("site", "unknown")
-            row["mask_path"] = _derivative(root, sub, ses, "_desc-brain_mask.nii*")
-            row["seg_path"] = _derivative(root, sub, ses, "_dseg.nii*")
-            rows.append(row)
+        rows += [_scan_row(root, sub, participants.loc[sub], sessions, months, *scan) for scan in scans]
     if not rows:
         raise CohortError(f"{root}: no anatomical scans found under sub-*/[ses-*/]anat/")
     table = pd.DataFrame(rows)

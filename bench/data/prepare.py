@@ -336,6 +336,16 @@ def _jobs(inp: Path, files: list[Path], cfg: PrepareConfig, summary: PrepareSumm
     return jobs
 
 
+def _copy_tables(inp: Path, out: Path, files: list[Path]) -> None:
+    """Tables and sidecars travel with the scans (copied once)."""
+    for f in files:
+        if f.suffix.lower() in COPIED_SUFFIXES:
+            target = out / f.relative_to(inp)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, target)
+
+
 def prepare_tree(inp: Path, out: Path, cfg: PrepareConfig | None = None, *, force: bool = False,
                  progress: bool = True) -> PrepareSummary:
     """Prepare every 3D scan under ``inp`` into ``out`` (see the module docstring); resumable.
@@ -360,12 +370,7 @@ def prepare_tree(inp: Path, out: Path, cfg: PrepareConfig | None = None, *, forc
     start = time.perf_counter()
     summary = PrepareSummary()
     files = sorted(p for p in inp.rglob("*") if p.is_file())
-    for f in files:  # tables and sidecars travel with the scans
-        if f.suffix.lower() in COPIED_SUFFIXES:
-            target = out / f.relative_to(inp)
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, target)
+    _copy_tables(inp, out, files)
     jobs = _jobs(inp, files, cfg, summary)
     failed_refs: set[Path] = set()
     with progress_bar(progress) as bar:

@@ -22,18 +22,20 @@ checks the header and geometry of a task's scans (:func:`check_scans`) before it
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import warnings
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from bench.errors import MribenchError, ScanError
+from bench.data.volumes import ScanLimits, check_header  # the header checks run as a scan is opened
+from bench.errors import ScanError
+
+__all__ = ["ScanLimits", "ScanWarning", "check_header", "check_geometry", "check_content", "check_scans",
+           "load_gated_scan", "check_scan_header", "gate_report"]
 
 #: Bounding box of the MNI152 brain mask (nilearn, 1 mm), in MNI world mm, per axis (lo, hi).
 #: Every input space is centred on it (:data:`bench.data.spaces.MNI_BRAIN_CENTER`).
@@ -49,57 +51,7 @@ class ScanWarning(UserWarning):
     """A scan is used but something about it deserves a look (an oblique affine)."""
 
 
-@dataclass(frozen=True)
-class ScanLimits:
-    """What the gate accepts. The defaults suit brain MRI from 0.2 to 10 mm; the size limits can be
-    raised with ``MRIBENCH_SCAN_MAX_VOXELS`` and ``MRIBENCH_SCAN_MAX_GIB``."""
-
-    max_voxels: int = 512 ** 3               # 134 M voxels: 0.5 GiB as float32
-    max_gib: float = 4.0                     # memory to read it: float32 copy + stored type
-    min_dim: int = 16                        # voxels along every axis
-    min_spacing_mm: float = 0.2
-    max_spacing_mm: float = 10.0
-    min_fov_overlap: float = 0.5             # fraction of the MNI brain box inside the scan
-    min_brain_fraction: float = 0.01         # fraction of the brain box with non-zero voxels
-    oblique_degrees: float = 1.0             # voxel axes further than this from MNI axes warn
-
-    @classmethod
-    def from_env(cls) -> "ScanLimits":
-        """The defaults, with the size limits from the environment where set."""
-        changes = {}
-        for var, field, kind in (("MRIBENCH_SCAN_MAX_VOXELS", "max_voxels", int),
-                                 ("MRIBENCH_SCAN_MAX_GIB", "max_gib", float)):
-            raw = os.environ.get(var)
-            if raw:
-                try:
-                    changes[field] = kind(raw)
-                except ValueError:
-                    raise MribenchError(f"{var}={raw!r} is not a number; unset it or give e.g. "
-                                        f"{getattr(cls, field)}") from None
-        return cls(**changes)
-
-
 # -- 1. header -------------------------------------------------------------------------------------
-def check_header(path: Path, header, limits: ScanLimits | None = None) -> None:
-    """Refuse a stored type we would misread and a size we should not allocate (header only)."""
-    limits = limits or ScanLimits.from_env()
-    dtype = np.dtype(header.get_data_dtype())
-    if dtype.kind == "c":
-        raise ScanError(f"{path}: complex-valued voxels ({dtype}); reading them would drop the imaginary "
-                        "part: export the magnitude image")
-    if dtype.kind not in "biuf" or dtype.fields is not None:
-        raise ScanError(f"{path}: voxels stored as {dtype} (not a real number per voxel, e.g. RGB); "
-                        "export a single-channel magnitude image")
-    shape = tuple(int(n) for n in header.get_data_shape())
-    n_voxels = math.prod(shape)
-    gib = n_voxels * (4 + dtype.itemsize) / 2 ** 30
-    if n_voxels > limits.max_voxels or gib > limits.max_gib:
-        raise ScanError(f"{path}: header declares {' x '.join(map(str, shape))} = {n_voxels:,} voxels "
-                        f"({gib:.1f} GiB to read), over the limit of {limits.max_voxels:,} voxels / "
-                        f"{limits.max_gib:g} GiB; crop or downsample it (or raise MRIBENCH_SCAN_MAX_VOXELS / "
-                        "MRIBENCH_SCAN_MAX_GIB)")
-
-
 # -- 2. geometry -----------------------------------------------------------------------------------
 @lru_cache(maxsize=1)
 def brain_box_points() -> np.ndarray:

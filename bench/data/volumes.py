@@ -8,8 +8,10 @@ line ``<file>: <what is wrong>; <what to do>``.
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -17,7 +19,58 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
-from bench.errors import ScanError
+from bench.errors import MribenchError, ScanError
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """What the gate accepts. The defaults suit brain MRI from 0.2 to 10 mm; the size limits can be
+    raised with ``MRIBENCH_SCAN_MAX_VOXELS`` and ``MRIBENCH_SCAN_MAX_GIB``."""
+
+    max_voxels: int = 512 ** 3               # 134 M voxels: 0.5 GiB as float32
+    max_gib: float = 4.0                     # memory to read it: float32 copy + stored type
+    min_dim: int = 16                        # voxels along every axis
+    min_spacing_mm: float = 0.2
+    max_spacing_mm: float = 10.0
+    min_fov_overlap: float = 0.5             # fraction of the MNI brain box inside the scan
+    min_brain_fraction: float = 0.01         # fraction of the brain box with non-zero voxels
+    oblique_degrees: float = 1.0             # voxel axes further than this from MNI axes warn
+
+    @classmethod
+    def from_env(cls) -> "ScanLimits":
+        """The defaults, with the size limits from the environment where set."""
+        changes = {}
+        for var, field, kind in (("MRIBENCH_SCAN_MAX_VOXELS", "max_voxels", int),
+                                 ("MRIBENCH_SCAN_MAX_GIB", "max_gib", float)):
+            raw = os.environ.get(var)
+            if raw:
+                try:
+                    changes[field] = kind(raw)
+                except ValueError:
+                    raise MribenchError(f"{var}={raw!r} is not a number; unset it or give e.g. "
+                                        f"{getattr(cls, field)}") from None
+        return cls(**changes)
+
+
+def check_header(path: Path, header, limits: ScanLimits | None = None) -> None:
+    """Refuse a stored type we would misread and a size we should not allocate (header only)."""
+    limits = limits or ScanLimits.from_env()
+    dtype = np.dtype(header.get_data_dtype())
+    if dtype.kind == "c":
+        raise ScanError(f"{path}: complex-valued voxels ({dtype}); reading them would drop the imaginary "
+                        "part: export the magnitude image")
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        raise ScanError(f"{path}: voxels stored as {dtype} (not a real number per voxel, e.g. RGB); "
+                        "export a single-channel magnitude image")
+    shape = tuple(int(n) for n in header.get_data_shape())
+    n_voxels = math.prod(shape)
+    gib = n_voxels * (4 + dtype.itemsize) / 2 ** 30
+    if n_voxels > limits.max_voxels or gib > limits.max_gib:
+        raise ScanError(f"{path}: header declares {' x '.join(map(str, shape))} = {n_voxels:,} voxels "
+                        f"({gib:.1f} GiB to read), over the limit of {limits.max_voxels:,} voxels / "
+                        f"{limits.max_gib:g} GiB; crop or downsample it (or raise MRIBENCH_SCAN_MAX_VOXELS / "
+                        "MRIBENCH_SCAN_MAX_GIB)")
+
 
 #: What nibabel and the gzip / zlib layers raise for files that are not (intact) NIfTI.
 _READ_ERRORS: tuple[type[BaseException], ...] = (
@@ -60,10 +113,8 @@ def open_checked(path: str | os.PathLike) -> tuple[nib.spatialimages.SpatialImag
 
     The stored type and the decompressed size are checked here, before any voxel is read, so a
     small .nii.gz whose header declares 1000^3 voxels is refused instead of allocating gigabytes
-    (:func:`bench.data.sanity.check_header`).
+    (:func:`check_header`).
     """
-    from bench.data.sanity import check_header
-
     path = Path(path)
     if not path.is_file():
         raise ScanError(f"{path}: file not found; check the path in the cohort table or "

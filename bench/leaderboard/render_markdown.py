@@ -130,6 +130,6 @@ def render_markdown(board: Board, out_dir: str | Path) -> Path:
         lines += ["## Refused records", ""]
         lines += [f"- {fmt.md(r.source)}: {fmt.md(r.reason)}" for r in board.refused] + [""]
     lines += ["## How to read this", ""] + method_notes(board) + [""]
-    path = out_dir / "README.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    from bench.atomic import atomic_write_bytes
+
+    return atomic_write_bytes(out_dir / "README.md", "\n".join(lines).encode("utf-8"), mode=0o644)

@@ -162,6 +162,34 @@ def _match(scan: pd.Series, visits: pd.DataFrame, by_image: dict, window_days: f
     return int(best), ""
 
 
+def _visits_by_image(v: pd.DataFrame, image_col: str | None) -> dict[str, int]:
+    """A subject's visits by the image id ADNIMERGE gives them (``I<uid>``)."""
+    by_image = {}
+    if image_col:
+        for i, uid in v[image_col].items():
+            if pd.notna(uid) and str(uid).strip():
+                by_image[f"I{int(to_float(uid))}" if not np.isnan(to_float(uid)) else str(uid)] = i
+    return by_image
+
+
+def _row(sub: str, session: str, seq: str, s, visit, info, years_col: str | None) -> dict:
+    """The cohort row of scan ``s`` kept at ``visit``: its age from the baseline age and the years since."""
+    if years_col and not np.isnan(to_float(visit[years_col])):
+        since = to_float(visit[years_col])
+    elif pd.notna(visit["date"]) and pd.notna(info["bl_date"]):
+        since = (visit["date"] - info["bl_date"]).days / DAYS_PER_YEAR
+    else:
+        since = visit["month"] / 12.0
+    return {
+        "participant_id": sub, "session_id": session, "sequence": seq, "path": str(s["path"]),
+        "months_from_baseline": float(visit["month"]), "age": info["bl_age"] + since,
+        "sex": info["sex"], "site": info["site"], "population": "ad", "diagnosis": visit["dx"],
+        "conversion_month": info["conversion_month"], "followup_months": info["followup_months"],
+        "visit_code": str(visit["VISCODE"]).strip(), "image_id": s["image_id"],
+        "description": s["description"], "scanner": scanner_from_sidecar(Path(s["path"])),
+    }
+
+
 def import_adni(root: Path, clinical: str | None, report: ImportReport, *, window_days: float = 90,
                 **_: object) -> list[dict]:
     """Cohort rows for an ADNI download (see the module docstring for every decision)."""
@@ -181,11 +209,7 @@ def import_adni(root: Path, clinical: str | None, report: ImportReport, *, windo
             for s in group.itertuples():
                 report.drop("scan", "subject not in ADNIMERGE", subject=sub, file=s.path)
             continue
-        by_image = {}
-        if image_col:
-            for i, uid in v[image_col].items():
-                if pd.notna(uid) and str(uid).strip():
-                    by_image[f"I{int(to_float(uid))}" if not np.isnan(to_float(uid)) else str(uid)] = i
+        by_image = _visits_by_image(v, image_col)
         matched: dict[tuple[int, str], list] = {}
         for _, s in group.iterrows():
             idx, why = _match(s, v, by_image, window_days)
@@ -203,22 +227,8 @@ def import_adni(root: Path, clinical: str | None, report: ImportReport, *, windo
             for extra in cands[1:]:
                 report.drop("scan", f"repeat {seq} at the same visit; kept the lowest image id",
                             subject=sub, session=session, file=extra["path"], detail=str(cands[0]["image_id"]))
-            s = cands[0]
             used_visits.add(idx)
-            if years_col and not np.isnan(to_float(visit[years_col])):
-                since = to_float(visit[years_col])
-            elif pd.notna(visit["date"]) and pd.notna(info["bl_date"]):
-                since = (visit["date"] - info["bl_date"]).days / DAYS_PER_YEAR
-            else:
-                since = visit["month"] / 12.0
-            rows.append({
-                "participant_id": sub, "session_id": session, "sequence": seq, "path": str(s["path"]),
-                "months_from_baseline": float(visit["month"]), "age": info["bl_age"] + since,
-                "sex": info["sex"], "site": info["site"], "population": "ad", "diagnosis": visit["dx"],
-                "conversion_month": info["conversion_month"], "followup_months": info["followup_months"],
-                "visit_code": str(visit["VISCODE"]).strip(), "image_id": s["image_id"],
-                "description": s["description"], "scanner": scanner_from_sidecar(Path(s["path"])),
-            })
+            rows.append(_row(sub, session, seq, cands[0], visit, info, years_col))
     no_scan = visits.index.difference(sorted(used_visits))
     report.note("ADNIMERGE visit(s) without a scan (kept for diagnosis follow-up and conversion)", len(no_scan))
     scanned = set(scans["PTID"])

@@ -10,7 +10,6 @@ line in ``<name>_dropped.tsv`` beside the manifest, so a researcher can check ev
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bench.atomic import atomic_write_bytes
+from bench.splits import file_sha256
 from bench.data.cohort import REQUIRED_COLUMNS, Cohort
 from bench.errors import CohortError, MribenchError
 
@@ -113,14 +113,6 @@ class ImportResult:
 
 
 # -- small parsers ---------------------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def to_float(value) -> float:
     """A number, or NaN for empty / non-numeric cells (never an error: releases have free text)."""
     try:

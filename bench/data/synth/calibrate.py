@@ -101,12 +101,21 @@ def measure(truth: pd.DataFrame, volumes: pd.DataFrame | None) -> list[Row]:
     ad = truth[truth["population"] == "ad"]
     healthy = truth[truth["population"] == "healthy"]
     base = ad.sort_values("months_from_baseline").groupby("participant_id").first()
-    long = _first_last(ad)
     values: dict[str, tuple[float, int]] = {}
 
     def put(key: str, value: float, n: int) -> None:
         values[key] = (float(value) if n else float("nan"), int(n))
 
+    _atrophy(_first_last(ad), put)
+    _baseline(base, put)
+    _healthy(healthy, put)
+    if volumes is not None:
+        _measured(truth, healthy, volumes, put)
+    return [Row(t, *values.get(t.key, (float("nan"), 0))) for t in TARGETS]
+
+
+def _atrophy(long: pd.DataFrame, put) -> None:
+    """Annual hippocampal loss and ventricular expansion by baseline diagnosis (first to last visit)."""
     for dx in ("CN", "MCI", "AD"):
         grp = long[long["baseline_dx"] == dx]
         h = _annual_pct_loss(grp["hippocampus_ml_0"], grp["hippocampus_ml_1"], grp["years"])
@@ -119,6 +128,10 @@ def measure(truth: pd.DataFrame, volumes: pd.DataFrame | None) -> list[Row]:
             old = grp[(grp["age"] >= 65) & (grp["age"] <= 82)]
             put("gm_decline_healthy", _annual_pct_loss(old["gm_ml_0"], old["gm_ml_1"], old["years"]).mean(),
                 len(old))
+
+
+def _baseline(base: pd.DataFrame, put) -> None:
+    """Group differences at baseline, diagnosis mix, conversion and demographics of the AD population."""
     ratio_h = base["hippocampus_ml"] / base["icv_ml"]
     ratio_v = base["ventricles_ml"] / base["icv_ml"]
     by = {dx: base["baseline_dx"] == dx for dx in ("CN", "MCI", "AD")}
@@ -135,6 +148,10 @@ def measure(truth: pd.DataFrame, volumes: pd.DataFrame | None) -> list[Row]:
     put("mix_ad", 100 * by["AD"].mean(), len(base))
     put("age_gap_ad_cn", base.loc[by["AD"], "age"].mean() - base.loc[by["CN"], "age"].mean(), len(base))
     put("female_mci", 100 * (mci["sex"] == "F").mean(), len(mci))
+
+
+def _healthy(healthy: pd.DataFrame, put) -> None:
+    """Ageing and between-subject spread of the healthy lifespan population."""
     older = healthy[(healthy["age"] >= OLDER_ADULTS[0]) & (healthy["age"] <= OLDER_ADULTS[1])]
     if len(older) > 10:
         slope = np.polyfit(older["age"], np.log(older["ventricles_ml"]), 1)[0]
@@ -146,17 +163,19 @@ def measure(truth: pd.DataFrame, volumes: pd.DataFrame | None) -> list[Row]:
         put("cv_gm", _residual_cv(older["gm_ml"].to_numpy(float) / icv, age, sex), len(older))
     if len(healthy):
         put("cv_icv", 100 * healthy["icv_ml"].std() / healthy["icv_ml"].mean(), len(healthy))
-    if volumes is not None and len(healthy) >= 20:
+
+
+def _measured(truth: pd.DataFrame, healthy: pd.DataFrame, volumes: pd.DataFrame, put) -> None:
+    """What the measured volumes (the ``volumes`` table) give: brain age, measurement error, site bias."""
+    if len(healthy) >= 20:
         keyed = healthy.merge(volumes, on=["participant_id", "session_id", "sequence"], suffixes=("_true", ""))
         put("brain_age_mae", volumetric_brain_age_mae(keyed, keyed["age"]), len(keyed))
-    if volumes is not None:
-        keyed = truth.merge(volumes, on=["participant_id", "session_id", "sequence"], suffixes=("_true", ""))
-        log_ratio = np.log(keyed["hippocampus_ml"] / keyed["hippocampus_ml_true"])
-        put("measurement_cv_hippo", 100 * (log_ratio - log_ratio.groupby(keyed["site"]).transform("mean")).std(),
-            len(keyed))
-        site_means = [np.log(keyed[k] / keyed[k + "_true"]).groupby(keyed["site"]).mean() for k in STRUCTURES]
-        put("site_bias", 100 * float(np.mean([m.std() for m in site_means])), keyed["site"].nunique())
-    return [Row(t, *values.get(t.key, (float("nan"), 0))) for t in TARGETS]
+    keyed = truth.merge(volumes, on=["participant_id", "session_id", "sequence"], suffixes=("_true", ""))
+    log_ratio = np.log(keyed["hippocampus_ml"] / keyed["hippocampus_ml_true"])
+    put("measurement_cv_hippo", 100 * (log_ratio - log_ratio.groupby(keyed["site"]).transform("mean")).std(),
+        len(keyed))
+    site_means = [np.log(keyed[k] / keyed[k + "_true"]).groupby(keyed["site"]).mean() for k in STRUCTURES]
+    put("site_bias", 100 * float(np.mean([m.std() for m in site_means])), keyed["site"].nunique())
 
 
 def markdown_table(rows: list[Row]) -> str:

@@ -30,7 +30,7 @@ import torch
 from bench import __version__
 from bench.data.synth.anatomy import load_anatomy
 from bench.data.synth import effects as fx
-from bench.data.synth.latents import (EXTERNAL_SITE, SITES, STREAM_MEASURE, Subject, _rng, draw_ad_subject,
+from bench.data.synth.latents import (EXTERNAL_SITE, SITES, STREAM_MEASURE, Subject, stream_rng, draw_ad_subject,
                                       draw_healthy_subject, draw_tumour_subject)
 from bench.data.synth.render import Renderer, structure_state
 from bench.profiles import get_profile
@@ -166,14 +166,14 @@ def measured_volumes(truth: pd.DataFrame, seed: int) -> pd.DataFrame:
     """What a segmentation tool (FreeSurfer-like) would report for each scan: the true volumes
     with a site bias per structure and a scan-level test-retest error (``effects.py``), no
     latents. The sequences of one session share one measurement (segmented on the T1w)."""
-    site_rng = _rng(seed, STREAM_MEASURE, 10 ** 7)
+    site_rng = stream_rng(seed, STREAM_MEASURE, 10 ** 7)
     site_bias = {s.name: dict(zip(MEASURED_STRUCTURES, np.exp(site_rng.normal(0, fx.SITE_BIAS_CV,
                                                                              len(MEASURED_STRUCTURES)))))
                  for s in SITES}
     sessions = truth.drop_duplicates(["participant_id", "session_id"])
     noise = {}
     for r in sessions.itertuples(index=False):
-        rng = _rng(seed, STREAM_MEASURE, int(r.participant_id.split("-")[1]) * 100 + int(r.session_id[5:]))
+        rng = stream_rng(seed, STREAM_MEASURE, int(r.participant_id.split("-")[1]) * 100 + int(r.session_id[5:]))
         noise[(r.participant_id, r.session_id)] = {
             k: float(np.exp(rng.normal(0, fx.MEASUREMENT_CV[k]))) for k in MEASURED_STRUCTURES}
     out = truth[["participant_id", "session_id", "sequence"]].copy()

@@ -164,7 +164,7 @@ def session_label(nominal_month: int) -> str:
     return f"ses-M{nominal_month:02d}"
 
 
-def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
+def stream_rng(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 
 
@@ -189,7 +189,7 @@ def _visits(rng: np.random.Generator, nominal_months: tuple[int, ...], dropout_m
 
 def _individual(seed: int, index: int) -> dict[str, float]:
     """Individual anatomy and ageing latents (own random stream, every population)."""
-    rng = _rng(seed, STREAM_INDIVIDUAL, index)
+    rng = stream_rng(seed, STREAM_INDIVIDUAL, index)
     return {
         "brain_age_gap": float(rng.normal(0, fx.BRAIN_AGE_GAP_SD)),
         "ageing_rate": float(np.exp(rng.normal(0, fx.AGEING_RATE_LOG_SD))),
@@ -224,7 +224,7 @@ def draw_ad_subject(seed: int, index: int) -> Subject:
     diagnosis' band and a progression rate; clinical follow-up continues after the last MRI
     (``followup_months``), as ADNI's clinical visits do.
     """
-    rng = _rng(seed, STREAM_SUBJECT, index)
+    rng = stream_rng(seed, STREAM_SUBJECT, index)
     groups = list(fx.BASELINE_MIX)
     dx = groups[int(rng.choice(len(groups), p=np.array([fx.BASELINE_MIX[g] for g in groups])))]
     sex = "F" if rng.random() < fx.FEMALE_SHARE[dx] else "M"
@@ -253,7 +253,7 @@ def draw_ad_subject(seed: int, index: int) -> Subject:
 
 def draw_healthy_subject(seed: int, index: int) -> Subject:
     """A cognitively normal adult of the lifespan sub-cohort: one T1w session (brain age)."""
-    rng = _rng(seed, STREAM_SUBJECT, index)
+    rng = stream_rng(seed, STREAM_SUBJECT, index)
     sex = "F" if rng.random() < fx.HEALTHY_FEMALE_SHARE else "M"
     age0 = float(rng.uniform(*fx.HEALTHY_AGE_RANGE))
     site = _site(rng)
@@ -271,7 +271,7 @@ def draw_tumour_subject(seed: int, index: int, candidate_centres: np.ndarray) ->
     Weibull time whose hazard grows with core volume and age and falls with the marker,
     censored uniformly (loss to follow-up / end of study).
     """
-    rng = _rng(seed, STREAM_SUBJECT, index)
+    rng = stream_rng(seed, STREAM_SUBJECT, index)
     marker = int(rng.random() < 0.4)
     age0 = float(rng.uniform(25, 62) if marker else rng.uniform(40, 82))
     sex = "F" if rng.random() < 0.45 else "M"

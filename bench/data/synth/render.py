@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from bench.data.synth import effects as fx
 from bench.data.synth.anatomy import CHANNELS, Anatomy, output_grid
-from bench.data.synth.latents import (SITE_BY_NAME, STREAM_ANATOMY, STREAM_SCAN, Subject, _rng)
+from bench.data.synth.latents import (SITE_BY_NAME, STREAM_ANATOMY, STREAM_SCAN, Subject, stream_rng)
 
 #: Relative tissue intensities per sequence (before the scanner's effects).
 CONTRASTS: dict[str, dict[str, float]] = {
@@ -190,7 +190,7 @@ class Renderer:
     def subject_field(self, subject: Subject, seed: int) -> "SubjectField":
         """Individual anatomy: a linear map about the centre (head size, small rotation) and
         a smooth displacement, folded into the sampling grid of grid_sample once per subject."""
-        rng = _rng(seed, STREAM_ANATOMY, subject.index)
+        rng = stream_rng(seed, STREAM_ANATOMY, subject.index)
         angles = rng.normal(0, math.radians(2.0), size=3)
         cx, cy, cz = np.cos(angles)
         sx, sy, sz = np.sin(angles)
@@ -308,7 +308,7 @@ class Renderer:
                 if seq == "FLAIR" and subject.marker == 1:
                     lesion = lesion * (1 - rim) + k["oedema"] * rim
                 img = img * (1 - 0.7 * oedema) + k["oedema"] * 0.7 * oedema * (gm + wm + csf) + lesion * core
-            rng = _rng(seed, STREAM_SCAN, subject.index * 1000 + visit_index * 10 + seq_index)
+            rng = stream_rng(seed, STREAM_SCAN, subject.index * 1000 + visit_index * 10 + seq_index)
             images[seq] = self.scanner(img, brain, subject.site, rng)
         return RenderedSession(
             images=images, brain_mask=(brain > 0.5).to(torch.uint8).numpy(),
