@@ -27,6 +27,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from bench.errors import MribenchError
+from bench.registry import Registry
 
 #: HD95 of BraTS when a structure is missed (empty prediction, non-empty truth) or invented: the
 #: diagonal of its 240 x 240 x 155 grid at 1 mm. :func:`hd95_per_subject` uses the diagonal of the
@@ -262,7 +263,10 @@ def hd95(y_true, y_pred, spacing: float = 1.0) -> float:
     return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
 
 
-METRICS: dict[str, MetricSpec] = {m.name: m for m in (
+#: Metrics by name (a :class:`~bench.registry.Registry`; the ``mribench.metrics`` entry-point group
+#: can add more).
+METRICS: Registry[MetricSpec] = Registry("metric", group="mribench.metrics")
+for _metric in (
     MetricSpec("auc", auc, True, "classification"),
     MetricSpec("mauc", mauc, True, "classification"),
     MetricSpec("balanced_accuracy", balanced_accuracy, True, "classification"),
@@ -273,7 +277,8 @@ METRICS: dict[str, MetricSpec] = {m.name: m for m in (
     MetricSpec("uno_c", uno_c, True, "survival"),
     MetricSpec("dice", dice, True, "segmentation"),
     MetricSpec("hd95", hd95, False, "segmentation"),
-)}
+):
+    METRICS.register(_metric.name, _metric)
 
 #: Segmentation metrics are means of per-subject values: bootstrap those values directly.
 PER_SUBJECT = {"dice": dice_per_subject, "hd95": hd95_per_subject}

@@ -32,6 +32,20 @@ def test_registry_entries_are_lazy_named_once_and_frozen():
         reg.register("more", len)
 
 
+def test_spaces_metrics_importers_kinds_and_protocols_are_registries():
+    from bench.data.importers import DATASETS, IMPORTERS
+    from bench.data.spaces import SPACES
+    from bench.kinds import KINDS
+    from bench.metrics import METRICS
+    from bench.protocols import PROTOCOLS
+
+    for reg in (SPACES, METRICS, IMPORTERS, KINDS, PROTOCOLS):
+        assert isinstance(reg, Registry)
+    assert DATASETS == ("adni", "oasis3", "ixi", "brats", "ucsf-pdgm")
+    assert IMPORTERS.reference("ucsf-pdgm") in (None, "bench.data.importers.ucsf_pdgm:import_ucsf_pdgm")
+    assert "cpu-small" in SPACES and METRICS["auc"].higher_is_better
+
+
 def test_the_encoder_registry_reads_the_baselines_from_entry_points_only():
     import bench.encoders.api as api
 

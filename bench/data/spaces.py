@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from bench.registry import Registry
+
 #: Intensity normalisations a space may ask for.
 NORMALISATIONS = ("zscore_nonzero", "none")
 
@@ -62,17 +64,18 @@ class InputSpace:
         return tuple(n * self.spacing_mm for n in self.shape)  # type: ignore[return-value]
 
 
-SPACES: dict[str, InputSpace] = {
-    space.name: space
-    for space in (
-        InputSpace("cpu-small", (64, 64, 64), 3.0, MNI_BRAIN_CENTER,
-                   description="64^3 at 3 mm: small enough to train on 2 CPU cores"),
-        InputSpace("simclr-paper", (150, 192, 192), 1.0, MNI_BRAIN_CENTER,
-                   description="3D-Neuro-SimCLR input: a 150x192x192 crop of MNI 1 mm"),
-        InputSpace("brainiac-96", (96, 96, 96), 2.0, MNI_BRAIN_CENTER,
-                   description="BrainIAC input: 96^3, here at 2 mm over the brain"),
-    )
-}
+#: Input spaces by name (a :class:`~bench.registry.Registry`; packages may add theirs through the
+#: ``mribench.spaces`` entry-point group).
+SPACES: Registry[InputSpace] = Registry("input space", group="mribench.spaces")
+for _space in (
+    InputSpace("cpu-small", (64, 64, 64), 3.0, MNI_BRAIN_CENTER,
+               description="64^3 at 3 mm: small enough to train on 2 CPU cores"),
+    InputSpace("simclr-paper", (150, 192, 192), 1.0, MNI_BRAIN_CENTER,
+               description="3D-Neuro-SimCLR input: a 150x192x192 crop of MNI 1 mm"),
+    InputSpace("brainiac-96", (96, 96, 96), 2.0, MNI_BRAIN_CENTER,
+               description="BrainIAC input: 96^3, here at 2 mm over the brain"),
+):
+    SPACES.register(_space.name, _space)
 
 
 def get_space(name: str) -> InputSpace:

@@ -13,22 +13,18 @@ from pathlib import Path
 from typing import Callable
 
 from bench.data.importers.common import ImportFailed, ImportReport, ImportResult, write_import
+from bench.registry import Registry
 
-
-def _importers() -> dict[str, Callable[..., list[dict]]]:
-    from bench.data.importers.adni import import_adni
-    from bench.data.importers.brats import import_brats
-    from bench.data.importers.ixi import import_ixi
-    from bench.data.importers.oasis3 import import_oasis3
-    from bench.data.importers.ucsf_pdgm import import_ucsf_pdgm
-
-    return {"adni": import_adni, "oasis3": import_oasis3, "ixi": import_ixi, "brats": import_brats,
-            "ucsf-pdgm": import_ucsf_pdgm}
-
-
-#: Dataset keys ``bench data import --dataset`` accepts; each is also the default cohort name,
-#: hence the folder of its split files (splits/<name>/) and of its tasks (tasks/<name>/).
-DATASETS: tuple[str, ...] = ("adni", "oasis3", "ixi", "brats", "ucsf-pdgm")
+#: The importers by dataset key (``bench data import --dataset``); each key is also the default
+#: cohort name, hence the folder of its split files (splits/<name>/) and of its tasks (tasks/<name>/).
+#: Imported on first use; packages may add theirs through the ``mribench.importers`` entry-point group.
+IMPORTERS: Registry[Callable[..., list[dict]]] = Registry("dataset importer", group="mribench.importers")
+IMPORTERS.register("adni", "bench.data.importers.adni:import_adni")
+IMPORTERS.register("oasis3", "bench.data.importers.oasis3:import_oasis3")
+IMPORTERS.register("ixi", "bench.data.importers.ixi:import_ixi")
+IMPORTERS.register("brats", "bench.data.importers.brats:import_brats")
+IMPORTERS.register("ucsf-pdgm", "bench.data.importers.ucsf_pdgm:import_ucsf_pdgm")
+DATASETS: tuple[str, ...] = tuple(IMPORTERS)
 
 
 def import_dataset(dataset: str, root: str | Path, out: str | Path, *, clinical: str | Path | None = None,
@@ -48,8 +44,8 @@ def import_dataset(dataset: str, root: str | Path, out: str | Path, *, clinical:
     options = {"out": out}
     if window_days is not None:
         options["window_days"] = float(window_days)
-    rows = _importers()[dataset](root, None if clinical is None else str(clinical), report, **options)
+    rows = IMPORTERS[dataset](root, None if clinical is None else str(clinical), report, **options)
     return write_import(rows, report, out, name or dataset)
 
 
-__all__ = ["DATASETS", "ImportFailed", "ImportReport", "ImportResult", "import_dataset"]
+__all__ = ["DATASETS", "IMPORTERS", "ImportFailed", "ImportReport", "ImportResult", "import_dataset"]
