@@ -6,11 +6,9 @@ Thin layers over :mod:`bench.data`; heavy libraries (SimpleITK) are imported onl
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-import numpy as np
 
-from bench.commands._args import add_cohort_args, cohort_from, console, err_console, print_listing
+from bench.commands._args import add_cohort_args, cohort_from, err_console, print_listing
 from bench.errors import MribenchError
 from bench.profiles import PROFILES
 

@@ -6,7 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.table import Table
 
 from bench.commands._args import add_cohort_args, cohort_from, console, err_console, positive_int
