@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-
 from bench.commands._args import add_cohort_args, cohort_from, err_console, print_listing
 from bench.errors import MribenchError
 from bench.profiles import PROFILES
