@@ -470,7 +470,8 @@ class Runner:
         for wait in (False, True):
             results = self.executor.map(run_job, todo, {"wait": wait},
                                         shared={"settings": settings, "cohort": self.cohort,
-                                                "cohorts": self.cohorts},
+                                                # (Dask cannot scatter an empty dict)
+                                                **({"cohorts": self.cohorts} if self.cohorts else {})},
                                         local={"workspace": self.workspace, "reraise": not self.keep_going})
             for job, outcome in results:
                 result = outcome if isinstance(outcome, JobResult) else self._lost(job, outcome)
