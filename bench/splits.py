@@ -271,12 +271,10 @@ def _round_robin_folds(labels: pd.Series, order: pd.Series, n_folds: int) -> pd.
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes (what results record as the split hash)."""
-    digest = hashlib.sha256()
+    """SHA-256 hex digest of a file's bytes: the one file hash of mribench (split files, weights,
+    scans in the store, imported tables)."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

@@ -74,7 +74,7 @@ def test_unknown_perturbation_or_severity_is_a_clear_error():
 
 @pytest.mark.slow
 def test_robustness_protocol_records_every_setting_and_hits_the_cache(tmp_path, monkeypatch):
-    from bench import robustness
+    from bench.protocols import robustness
     from bench.data.sources import open_cohort
     from bench.profiles import get_profile
     from bench.results import load_record
