@@ -35,3 +35,17 @@ def test_init_floor_is_seeded_and_the_same_as_weights_init():
         ep = get_encoder("simclr3d").embed(x)
     assert torch.equal(ea, eb)  # one seeded initialisation
     assert ea.shape == ep.shape and not torch.allclose(ea, ep)
+
+
+@pytest.mark.parametrize("name", sorted(ssl_recipes()))
+def test_committed_checkpoint_embeddings_are_not_constant(name):
+    """A collapsed SSL run embeds every scan alike; such a checkpoint must never be committed.
+    Four different smooth volumes must spread over the embedding (relative spread well above
+    float noise), as they do at the init."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.nn.functional.avg_pool3d(torch.randn(4, 1, 64, 64, 64, generator=gen), 5, stride=1, padding=2)
+    x = (x - x.mean()) / x.std()
+    with torch.no_grad():
+        emb = get_encoder(name).embed(x).double()
+    spread = emb.std(dim=0).mean() / emb.abs().mean().clamp_min(1e-12)
+    assert torch.isfinite(emb).all() and spread > 1e-3, f"{name}: embeddings nearly constant (spread {spread:.2e})"

@@ -45,6 +45,24 @@ def test_pool_leaves_out_every_evaluated_subject(smoke):
 
 
 @pytest.mark.slow
+def interrupted_after_checkpoint(out, step: int, run) -> None:
+    """Run ``run()`` and kill it (an exception) as soon as the checkpoint of ``step`` is on disk."""
+    from unittest import mock
+
+    import bench.pretrain as module
+
+    real = module.write_pretrain_state
+
+    def write_then_die(path, **kw):
+        real(path, **kw)
+        if kw["step"] == step:
+            raise KeyboardInterrupt("killed")
+
+    with mock.patch.object(module, "write_pretrain_state", write_then_die), pytest.raises(KeyboardInterrupt):
+        run()
+    assert not (out / "encoder.pt").exists()
+
+
 def test_pretrain_loss_decreases_resumes_and_card_carries_the_pool(smoke, tmp_path):
     from bench.pretrain import pretrain, pretraining_pool
     from bench.results import load_record
@@ -62,10 +80,11 @@ def test_pretrain_loss_decreases_resumes_and_card_carries_the_pool(smoke, tmp_pa
     assert card["pretraining_data"]["subjects"] == pretraining_pool(smoke)
     assert full.encoder_path.stat().st_size < 20e6
 
-    # interrupted after 6 steps (the checkpoint), resumed to 12: the same losses as one run
+    # killed right after the step-6 checkpoint, resumed to 12: the same losses as one run (the
+    # cosine learning rate is a function of the step, so it needs no state of its own)
     part = tmp_path / "part"
-    pretrain(SimCLRMethod("small"), smoke, steps=6, batch_size=4, lr=3e-4, out_dir=part,
-             checkpoint_every=6, progress=False)
+    interrupted_after_checkpoint(part, 6, lambda: pretrain(SimCLRMethod("small"), smoke, steps=12, batch_size=4,
+                                                           lr=3e-4, out_dir=part, checkpoint_every=6, progress=False))
     resumed = pretrain(SimCLRMethod("small"), smoke, steps=12, batch_size=4, lr=3e-4, out_dir=part,
                        checkpoint_every=6, progress=False, resume=True)
     np.testing.assert_allclose(resumed.losses, full.losses, rtol=1e-5)

@@ -47,3 +47,22 @@ def test_recipe_fills_the_queue_and_resumes_it_from_its_state():
     again = SimCLRMethod("small", seed=0)
     again.network().load_state_dict(method.network().state_dict())
     assert torch.equal(again.network().queue.negatives(), method.network().queue.negatives())
+
+
+def test_cosine_schedule_warms_up_peaks_and_decays_to_zero():
+    import pytest
+
+    from bench.errors import MribenchError
+    from bench.pretrain import learning_rate
+
+    steps, peak = 200, 1e-3  # warm-up = 5 % of 200 = 10 steps
+    rates = [learning_rate(s, steps, peak) for s in range(1, steps + 1)]
+    assert rates[0] == pytest.approx(peak / 10)          # step 1 of a 10-step linear warm-up
+    assert rates[9] == pytest.approx(peak)                # the peak at the warm-up's end
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)     # zero at the last step
+    # halfway through the decay, cos(pi/2) = 0: half the peak
+    assert learning_rate(10 + 95, steps, peak) == pytest.approx(peak / 2)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))  # monotone after the warm-up
+    assert learning_rate(123, steps, peak, "constant") == peak
+    with pytest.raises(MribenchError, match="unknown learning-rate schedule 'step'"):
+        learning_rate(1, steps, peak, "step")

@@ -85,7 +85,10 @@ def test_resume_from_the_safe_checkpoint_format_is_exact(tiny_cohort_dir, tiny_e
     cohort = open_cohort(tiny_cohort_dir, progress=False)
     kw = dict(batch_size=2, checkpoint_every=2, progress=False)
     whole = pretrain(SimCLRMethod("small"), cohort, steps=4, out_dir=tmp_path / "whole", **kw)
-    pretrain(SimCLRMethod("small"), cohort, steps=2, out_dir=tmp_path / "part", **kw)
+    from tests.test_pretrain import interrupted_after_checkpoint
+
+    interrupted_after_checkpoint(tmp_path / "part", 2, lambda: pretrain(SimCLRMethod("small"), cohort, steps=4,
+                                                                        out_dir=tmp_path / "part", **kw))
     raw = torch.load(tmp_path / "part" / "last.pt", map_location="cpu", weights_only=True)  # no unsafe global
     assert json.loads(raw["meta"])["step"] == 2 and raw["torch_rng"].dtype == torch.uint8
     resumed = pretrain(SimCLRMethod("small"), cohort, steps=4, out_dir=tmp_path / "part", resume=True, **kw)

@@ -18,7 +18,9 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the profile's)")
     p.add_argument("--epochs", type=float, default=None, help="passes over the pool's scans (overrides --steps)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (AdamW)")
+    p.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
+                   help="cosine: warm-up over 5 %% of the steps, then cosine decay to 0 (default); constant")
     p.add_argument("--seed-train", type=int, default=0, help="seed of initialisation, batches and views")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--out", default=None, help="output folder (default: the cache's checkpoints/)")
@@ -55,7 +57,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         steps = max(1, math.ceil(args.epochs * n_scans / args.batch_size))
     if args.nproc > 1 and not launched_by_torchrun():
         return _launch_pretrain(args, steps, cohort.name)
-    result = pretrain(method, cohort, steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed_train,
+    result = pretrain(method, cohort, steps=steps, batch_size=args.batch_size, lr=args.lr,
+                      lr_schedule=args.lr_schedule, seed=args.seed_train,
                       out_dir=Path(args.out) if args.out else None, resume=args.resume,
                       checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
                       command=args.command_line)
@@ -80,7 +83,8 @@ def _launch_pretrain(args: argparse.Namespace, steps: int, cohort_name: str) -> 
                             f"multiple of {args.nproc} with at least 2 scans per process")
     out = Path(args.out) if args.out else default_out_dir(args.encoder, cohort_name)
     child = ["pretrain", "--encoder", args.encoder, "--config", args.config, "--steps", str(steps),
-             "--batch-size", str(args.batch_size), "--lr", repr(args.lr), "--seed-train", str(args.seed_train),
+             "--batch-size", str(args.batch_size), "--lr", repr(args.lr), "--lr-schedule", args.lr_schedule,
+             "--seed-train", str(args.seed_train),
              "--checkpoint-every", str(args.checkpoint_every), "--out", str(out), "--profile", args.profile,
              "--seed", str(args.seed)]
     child += (["--cohort", args.cohort] if args.cohort else []) + (["--resume"] if args.resume else []) \
