@@ -57,7 +57,8 @@ def _p(pretrained: Entry | None, init: Entry | None) -> str:
     if c.p_value is None:
         return c.method
     better = c.delta is not None and c.delta > 0
-    return f"{'+' if better else '-'} p={c.p_value:.3f}" + (" *" if better and c.p_value < 0.05 else "")
+    shown = "p<0.001" if c.p_value < 0.001 else f"p={c.p_value:.3f}"
+    return f"{'+' if better else '-'} {shown}" + (" *" if better and c.p_value < 0.05 else "")
 
 
 def _setting_label(setting: str) -> str:
