@@ -419,16 +419,17 @@ class Runner:
         ``options`` are protocol options (those a protocol requires, e.g. cross_cohort's target)."""
         import bench.encoders
         from bench.encoders.api import capabilities
-        from bench.protocols import check_protocols
+        from bench.protocols import PROTOCOLS, check_protocols
 
         check_protocols(protocols, options)
+        frozen = sorted(p for p in protocols if not PROTOCOLS[p].trains_network)
         specs = [get_task(t) for t in tasks]  # an unknown task fails before any work
         encoders = []
         for spec in encoder_specs:
             encoder = bench.encoders.get_encoder(spec, **(encoder_kwargs or {}))
-            if capabilities(encoder).finetune_only and set(protocols) - {"finetune"}:
+            if capabilities(encoder).finetune_only and frozen:
                 raise MribenchError(f"encoder {encoder.card.name} is trained from scratch on each task: use "
-                                    f"--protocol finetune (got {', '.join(sorted(set(protocols) - {'finetune'}))})")
+                                    f"--protocol finetune (got {', '.join(frozen)})")
             kwargs = dict(encoder_kwargs or {})
             self.workspace.encoders[(spec, tuple(sorted(kwargs.items())))] = encoder
             encoders.append((spec, encoder.card.name, kwargs))

@@ -9,10 +9,19 @@ leaderboard's own :func:`bench.leaderboard.ranking.compare` on the chosen settin
         --protocol fractions --results DIR
     python benchmarks/ssl_vs_init.py DIR [--split test|external] [--markdown FILE]
 
-Two tables come out: encoder x (task, fraction) scores with 95 % CIs, and for every SSL encoder
-the paired-bootstrap p-value of "pretrained beats its init" per task and fraction. Records score
-test and external only, so nothing here chooses a recipe: recipes are chosen by pretext loss
-before this table is made, once.
+Tables: encoder x (task, fraction) scores with 95 % CIs; for every SSL encoder the
+paired-bootstrap p-value of "pretrained beats its init" (``fractions`` probe records) per task and
+fraction; and, where ``finetune_fractions`` records are given, each fine-tuned SSL encoder
+against ``supervised`` trained from scratch on the same subjects (the source papers' claim that
+pretraining helps when labels are scarce)::
+
+    bench run --encoder supervised --encoder simclr3d --encoder temporal --task ad_diagnosis \\
+        --task conversion --protocol finetune_fractions --results DIR
+    python benchmarks/ssl_vs_init.py DIR --setting fraction=0.01 --setting fraction=0.1 \\
+        --setting fraction=0.2 --setting fraction=1
+
+Records score test and external only, so nothing here chooses a recipe: recipes are chosen by
+pretext loss before this table is made, once.
 """
 
 from __future__ import annotations
@@ -24,7 +33,6 @@ from pathlib import Path
 from bench.leaderboard.entries import Entry, load_entries
 from bench.leaderboard.ranking import compare
 
-REFERENCES = ("random", "volumes", "supervised", "oracle")
 INIT_SUFFIX = "@init"
 
 
@@ -65,37 +73,61 @@ def _setting_label(setting: str) -> str:
     return f"{100 * float(setting.split('=')[1]):g} %" if setting.startswith("fraction=") else setting
 
 
-def tables(results: list[Path], settings: list[str], split: str) -> str:
-    """The score table and the pretrained-vs-init table, in markdown."""
-    found: dict[tuple[str, str], dict[str, Entry]] = defaultdict(dict)  # (task, setting) -> encoder -> entry
-    tasks: set[str] = set()
+FINETUNED = " (fine-tuned)"
+
+
+def _row_label(entry: Entry) -> str:
+    """Probe rows are the encoder's name; trained-end-to-end rows say so."""
+    return entry.encoder + (FINETUNED if entry.protocol in ("finetune", "finetune_fractions") else "")
+
+
+def collect(results: list[Path], settings: list[str], split: str) -> dict[tuple[str, str], dict[str, Entry]]:
+    """(task, setting) -> row label -> the entry re-headlined on that setting. A ``finetune`` record
+    (one setting, ``full``) stands for 100 % of the labels."""
+    found: dict[tuple[str, str], dict[str, Entry]] = defaultdict(dict)
     for folder in results:
         entries, _ = load_entries(folder)
         for e in entries:
-            task = f"{e.task} v{e.record.task_version}"
-            tasks.add(task)
-            for setting in settings:
-                # a fine-tune record has one setting ("full"): it stands for 100 % of the labels
-                chosen = "full" if e.protocol == "finetune" and setting == "fraction=1" else setting
-                if e.protocol in ("fractions", "finetune"):
-                    shown = at_setting(e, chosen, split)
-                    if shown is not None:
-                        found[(task, setting)][e.encoder] = shown
-    encoders = sorted({enc for row in found.values() for enc in row})
-    ssl = sorted({enc[: -len(INIT_SUFFIX)] for enc in encoders if enc.endswith(INIT_SUFFIX)})
-    order = [e for e in ("random",) if e in encoders] + [x for s in ssl for x in (f"{s}{INIT_SUFFIX}", s)
-                                                          if x in encoders]
-    order += [e for e in REFERENCES[1:] if e in encoders] + [e for e in encoders if e not in order
-                                                            and e not in REFERENCES]
-    columns = [(t, s) for t in sorted(tasks) for s in settings if (t, s) in found]
+            if e.protocol not in ("fractions", "finetune", "finetune_fractions"):
+                continue
+            for wanted in settings:
+                chosen = "full" if e.protocol == "finetune" and wanted == "fraction=1" else wanted
+                shown = at_setting(e, chosen, split)
+                if shown is not None:
+                    found[(f"{e.task} v{e.record.task_version}", wanted)].setdefault(_row_label(e), shown)
+    return found
+
+
+def _comparison(found, columns, pairs: list[tuple[str, str, str]], title: str, head: str) -> list[str]:
+    """One row per (row name, candidate, reference): the paired test of candidate vs reference."""
+    if not pairs:
+        return []
+    lines = ["", title, "", head, "|---|" + "---|" * len(columns)]
+    return lines + [f"| {name} | " + " | ".join(_p(found[c].get(a), found[c].get(b)) for c in columns) + " |"
+                    for name, a, b in pairs]
+
+
+def tables(results: list[Path], settings: list[str], split: str) -> str:
+    """The score table, pretrained-vs-init (probe) and fine-tuned-vs-supervised, in markdown."""
+    found = collect(results, settings, split)
+    rows = sorted({r for row in found.values() for r in row})
+    ssl = sorted({r[: -len(INIT_SUFFIX)] for r in rows if r.endswith(INIT_SUFFIX)})
+    order = [r for r in ("random",) if r in rows] + [x for s in ssl for x in (f"{s}{INIT_SUFFIX}", s) if x in rows]
+    order += [r for r in ("volumes", "oracle") if r in rows]
+    order += sorted(r for r in rows if r.endswith(FINETUNED) and r not in order)
+    order += [r for r in rows if r not in order]
+    columns = [(t, s) for t in sorted({t for t, _ in found}) for s in settings if (t, s) in found]
     head = "| encoder | " + " | ".join(f"{t} {_setting_label(s)}" for t, s in columns) + " |"
     lines = [f"Scores ({split} split, mean of seeds, 95 % CI over subjects):", "", head,
              "|---|" + "---|" * len(columns)]
-    lines += [f"| {enc} | " + " | ".join(_cell(found[c].get(enc)) for c in columns) + " |" for enc in order]
-    lines += ["", f"Pretrained vs its own init (paired bootstrap over {split} subjects; + = pretrained better, "
-              "* = p < 0.05):", "", head, "|---|" + "---|" * len(columns)]
-    lines += [f"| {s} | " + " | ".join(_p(found[c].get(s), found[c].get(s + INIT_SUFFIX)) for c in columns) + " |"
-              for s in ssl]
+    lines += [f"| {r} | " + " | ".join(_cell(found[c].get(r)) for c in columns) + " |" for r in order]
+    lines += _comparison(found, columns, [(s, s, s + INIT_SUFFIX) for s in ssl],
+                         f"Pretrained vs its own init, linear probe (paired bootstrap over {split} subjects; "
+                         "+ = pretrained better, * = p < 0.05):", head)
+    tuned = sorted(r for r in rows if r.endswith(FINETUNED) and not r.startswith("supervised"))
+    lines += _comparison(found, columns, [(r, r, "supervised" + FINETUNED) for r in tuned],
+                         f"Fine-tuned SSL vs supervised from scratch (paired bootstrap over {split} subjects; "
+                         "+ = SSL better, * = p < 0.05):", head)
     return "\n".join(lines)
 
 

@@ -210,3 +210,23 @@ def test_finetune_trains_end_to_end_and_records(smoke, profile, tmp_path):
     assert load_record(sup.path).encoder == "supervised" and sup.main_score is not None
     with pytest.raises(MribenchError, match="trained from scratch.*--protocol finetune"):
         runner.run("supervised", ["brain_age"], ["linear_probe"])
+
+
+def test_finetune_fractions_trains_on_nested_subsets_like_finetune(smoke, profile, tmp_path):
+    """The seeds' claim protocol: fine-tuning on the fractions probe's nested subsets. At 100 % it is
+    the finetune protocol itself (same seed, same data, same predictions); below, fewer examples."""
+    quick = replace(profile, finetune_epochs=1, seeds=1)
+    runner = Runner(smoke, quick, tmp_path, progress=False, cache_root=tmp_path / "cache")
+    (frac,) = runner.run("supervised", ["brain_age"], ["finetune_fractions"])
+    (full,) = runner.run("supervised", ["brain_age"], ["finetune"])
+    record, whole = load_record(frac.path), load_record(full.path)
+    assert record.headline_setting == "fraction=1" and record.protocol == "finetune_fractions"
+    test = {s.setting: s for s in record.scores if s.split == "test"}
+    assert sorted(test) == ["fraction=0.01", "fraction=0.1", "fraction=0.2", "fraction=1"]
+    assert test["fraction=0.1"].params["fraction"] == 0.1
+    sizes = [test[f"fraction={p:g}"].params["n_train_examples"] for p in (0.01, 0.1, 0.2, 1.0)]
+    assert sizes == sorted(sizes) and sizes[0] >= 1 and sizes[0] < sizes[-1]
+    (ref,) = [s for s in whole.scores if s.split == "test"]
+    assert test["fraction=1"].metrics == ref.metrics and record.main_score == whole.main_score
+    with pytest.raises(MribenchError, match="does not support fine-tuning"):
+        runner.run("oracle", ["brain_age"], ["finetune_fractions"])

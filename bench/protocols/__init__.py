@@ -8,7 +8,7 @@ task's scans, whether it trains a network (wants a GPU), whether the leaderboard
 reason it does not), which the runner, ``bench submit`` and ``bench perf`` all ask.
 
 Each protocol lives in its own module beside this one (``probe``, ``fractions``, ``few_shot``,
-``finetune``, ``robustness``, ``cross_cohort``; ``segmentation`` holds the decoder the probe and
+``finetune``, ``robustness``, ``cross_cohort``, ``finetune_fractions``; ``segmentation`` holds the decoder the probe and
 fine-tune protocols use for segmentation tasks) and is registered below by one line naming its
 ``PROTOCOL`` object, imported on first use. Adding a protocol is one new module plus one
 :meth:`~bench.registry.Registry.register` line (see ``tests/test_extensibility.py``).
@@ -107,6 +107,7 @@ PROTOCOLS.register("few_shot", "bench.protocols.few_shot:PROTOCOL")
 PROTOCOLS.register("finetune", "bench.protocols.finetune:PROTOCOL")
 PROTOCOLS.register("robustness", "bench.protocols.robustness:PROTOCOL")
 PROTOCOLS.register("cross_cohort", "bench.protocols.cross_cohort:PROTOCOL")
+PROTOCOLS.register("finetune_fractions", "bench.protocols.finetune_fractions:PROTOCOL")
 
 
 def get_protocol(name: str) -> Protocol:

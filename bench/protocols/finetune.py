@@ -21,7 +21,7 @@ from torch import nn
 
 from bench.progress import progress_bar
 from bench.protocols import Protocol
-from bench.protocols.context import (FULL, Context, eval_indices, example_volumes, record_predictions, seeds,
+from bench.protocols.context import (FULL, Context, Setting, eval_indices, example_volumes, record_predictions, seeds,
                                      segmentation_support, setting_score, split_indices)
 from bench.protocols.probe import probe
 
@@ -70,10 +70,13 @@ def _targets(ctx: Context, idx: np.ndarray, stats: tuple[float, float]) -> torch
     return ctx.target.finetune_targets(ctx.examples.labels()[idx], stats)
 
 
-def finetune_seed(ctx: Context, vols: list[torch.Tensor], seed: int) -> list:
-    """Fine-tune a fresh copy of the encoder with ``seed``; its scores on test and external."""
+def finetune_seed(ctx: Context, vols: list[torch.Tensor], seed: int, subjects: set[str] | None = None,
+                  setting: Setting = FULL) -> list:
+    """Fine-tune a fresh copy of the encoder with ``seed`` on the training examples of ``subjects``
+    (all training subjects by default); its scores on test and external, labelled ``setting``.
+    Early stopping always watches the whole validation split."""
     spec, ex, target = ctx.spec, ctx.examples, ctx.target
-    train, val = split_indices(ctx, "train"), split_indices(ctx, "val")
+    train, val = split_indices(ctx, "train", subjects), split_indices(ctx, "val")
     stats = target.finetune_stats(ex.labels()[train])
     with torch.random.fork_rng(), progress_bar(ctx.progress) as bar:
         task = bar.add_task(f"fine-tuning {spec.name} seed {seed}", total=ctx.profile.finetune_epochs)
@@ -90,9 +93,9 @@ def finetune_seed(ctx: Context, vols: list[torch.Tensor], seed: int) -> list:
             raw = _predict(model, ctx, vols, idx)
         pred = target.finetune_predictions(raw, stats)
         y = ex.labels()[idx]
-        out.append(setting_score(ctx, idx, split, seed, FULL, y, pred,
+        out.append(setting_score(ctx, idx, split, seed, setting, y, pred,
                                  {"n_train_examples": int(len(train)), "best_val_loss": float(best)}))
-        record_predictions(ctx, idx, split, seed, FULL, y, pred)
+        record_predictions(ctx, idx, split, seed, setting, y, pred)
     return out
 
 

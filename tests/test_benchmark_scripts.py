@@ -1,0 +1,56 @@
+"""The scripts under benchmarks/ that produce the README's SSL tables: pretraining curves and
+pretrained-vs-init / fine-tuned-vs-supervised comparisons, on hand-made inputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from bench.paths import repo_root
+from tests.test_leaderboard import age_record, write_board
+
+sys.path.insert(0, str(repo_root()))
+from benchmarks import pretraining_curves, ssl_vs_init  # noqa: E402
+
+
+def test_curve_windows_by_hand():
+    losses = np.array([4.0, 3.0, 2.0, 1.0])
+    assert pretraining_curves.window_means(losses, 2) == (3.5, 1.5)
+    assert pretraining_curves.window_means(losses, 10) == (2.5, 2.5)  # shorter run: the whole of it
+    np.testing.assert_allclose(pretraining_curves.moving_mean(losses, 2), [4.0, 3.5, 2.5, 1.5])
+
+
+def test_curve_figure_and_table(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "loss.tsv").write_text("step\tloss\n" + "".join(f"{i}\t{5 - i / 100}\n" for i in range(1, 101)))
+    (run / "encoder.json").write_text(json.dumps({"name": "toy", "ssl_method": "toy", "pretraining_data": {
+        "batch_size": 8, "volumes_per_s": 3.0}}))
+    assert pretraining_curves.main([str(run), "--out", str(tmp_path / "figs"), "--window", "10"]) == 0
+    assert (tmp_path / "figs" / "toy.png").stat().st_size > 1000
+    # first 10 steps: 5 - (1..10)/100 -> 4.945; last 10: 5 - (91..100)/100 -> 4.045
+    assert "| toy | 100 | 4.945 | 4.045 |" in capsys.readouterr().out
+
+
+def fractions_record(name: str, error_at):
+    """brain_age fractions record: every prediction off by error_at(p) years at fraction p."""
+    return age_record(name, [0.0] * 10, protocol="fractions", preds={
+        f"fraction={p:g}": {0: [70.0 + i + error_at(p) for i in range(10)]} for p in (0.01, 0.1, 0.2, 0.5, 1)})
+
+
+def test_tables_reheadline_each_fraction_and_compare_with_the_init(tmp_path):
+    results = write_board(tmp_path / "results", [
+        fractions_record("toy", lambda p: 1.0 if p == 1 else 4.0),       # pretrained: MAE 1 at 100 %, 4 at 10 %
+        fractions_record("toy@init", lambda p: 3.0)])                    # its init: MAE 3 everywhere
+    found = ssl_vs_init.collect([results], ["fraction=0.1", "fraction=1"], "test")
+    row = found[("brain_age v2", "fraction=1")]
+    assert row["toy"].score == pytest.approx(1.0) and row["toy@init"].score == pytest.approx(3.0)
+    assert found[("brain_age v2", "fraction=0.1")]["toy"].score == pytest.approx(4.0)
+    text = ssl_vs_init.tables([results], ["fraction=0.1", "fraction=1"], "test")
+    (line,) = [l for l in text.splitlines() if l.startswith("| toy |") and "p" in l]
+    cells = [c.strip() for c in line.strip("|").split("|")][1:]
+    # at 10 % the pretrained encoder is worse (-), at 100 % better on every subject: p < 0.001, marked *
+    assert cells[0].startswith("- ") and cells[1] == "+ p<0.001 *"
