@@ -160,10 +160,12 @@ def test_protocols_say_where_they_apply_in_one_place():
     assert "feature maps" in get_protocol("linear_probe").supports(get_task("tumour_segmentation"),
                                                                    get_encoder("volumes"))
     assert [p for p in PROTOCOLS if get_protocol(p).ranked] == ["linear_probe", "fractions", "few_shot", "finetune",
-                                                                 "robustness"]
+                                                                 "robustness", "finetune_fractions"]
     assert {p: get_protocol(p).headline for p in PROTOCOLS} == {
         "linear_probe": "full", "fractions": "fraction=1", "few_shot": "k=10", "finetune": "full",
-        "robustness": "clean", "cross_cohort": "full"}
+        "robustness": "clean", "cross_cohort": "full", "finetune_fractions": "fraction=1"}
+    assert "embedding tasks only" in get_protocol("finetune_fractions").supports(get_task("tumour_segmentation"),
+                                                                                 random)
 
 
 def test_settings_of_old_records_are_read_from_their_labels():
