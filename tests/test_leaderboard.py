@@ -265,8 +265,26 @@ def test_latex_from_the_cli(tmp_path, capsys):
                  "--n-boot", "500"]) == 0
     text = capsys.readouterr().out
     assert r"\begin{tabular}" in text and r"\textbf{1.000}" in text and r"{\scriptsize [" in text
-    assert main(["leaderboard", "--results", str(results), "--format", "latex"]) == 2
-    assert "--format latex needs --task" in capsys.readouterr().err
+
+
+def test_latex_matrix_of_encoders_by_tasks(tmp_path, capsys):
+    """Without --task: encoder x task, bold where the entry is in the task's best rank group, '--'
+    where an encoder has no record (ranks as in test_outputs_match_the_records)."""
+    results = write_board(tmp_path, borda_case())
+    assert main(["leaderboard", "--results", str(results), "--format", "latex", "--n-boot", "500"]) == 0
+    text = capsys.readouterr().out
+    assert text.count(r"\begin{table}") == 1 and r"\begin{tabular}{lrrr}" in text
+    rows = {line.split(" & ")[0]: [c.strip() for c in line.removesuffix(r" \\").split(" & ")[1:]]
+            for line in text.splitlines() if line[:2] in ("P ", "Q ", "R ")}
+    header = next(line for line in text.splitlines() if line.startswith("Encoder &"))
+    assert header.index("ad") < header.index("brain") < header.index("conversion")  # tasks by name
+    # columns: ad_diagnosis (AUC), brain_age (MAE), conversion (AUC)
+    assert [c.split(" ")[0] for c in rows["P"]] == [r"\textbf{1.000}", r"\textbf{1.000}", r"\textbf{1.000}"]
+    assert [c.split(" ")[0] for c in rows["Q"]] == [r"\textbf{1.000}", r"\textbf{1.050}", "0.000"]
+    assert [c.split(" ")[0] for c in rows["R"]] == ["0.000", "3.000", "--"]
+    assert list(rows) == ["P", "Q", "R"]  # the cohort's mean-rank order
+    assert main(["leaderboard", "--results", str(results), "--format", "latex", "--protocol", "few_shot"]) == 2
+    assert "no verified few_shot records" in capsys.readouterr().err
 
 
 def _tamper(path: Path, edit) -> Path:

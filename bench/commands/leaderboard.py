@@ -31,7 +31,8 @@ def register(sub) -> None:
     p.add_argument("--results", default="leaderboard/results", help="folder of result records")
     p.add_argument("--out", default="leaderboard", help="output folder (markdown, html, csv, plots)")
     p.add_argument("--format", default="all", choices=FORMAT_CHOICES,
-                   help="all (default: markdown + html + csv), one of them, or latex (prints --task's table)")
+                   help="all (default: markdown + html + csv), one of them, or latex (prints --task's table, or "
+                        "without --task the encoder x task matrix of the first --protocol)")
     p.add_argument("--task", default=None, help="task of the LaTeX table")
     p.add_argument("--protocol", action="append", default=None, help="LaTeX: only these protocols (repeatable)")
     p.add_argument("--cohort-name", default=None, help="LaTeX: the cohort, when the task has records on several")
@@ -77,17 +78,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if args.n_boot < 100:
         raise MribenchError(f"--n-boot {args.n_boot} is too few for a p-value at 0.05; use at least 100")
-    if args.format == "latex" and not args.task:
-        raise MribenchError("--format latex needs --task T (one table per task)")
     out, err = _console(), _console(stderr=True)
     board = load_board(args.results, n_boot=args.n_boot, seed=args.seed)
     board.note = args.note
     for r in board.refused:
         err.print(f"[yellow]refused[/yellow] {escape(r.source)}: {escape(r.reason)}")
     if args.format == "latex":
-        from bench.leaderboard.render_latex import render_latex
+        from bench.leaderboard.render_latex import render_latex, render_latex_matrix
 
-        sys.stdout.write(render_latex(board, args.task, cohort=args.cohort_name, protocols=args.protocol))
+        if args.task:
+            sys.stdout.write(render_latex(board, args.task, cohort=args.cohort_name, protocols=args.protocol))
+        else:  # the encoder x task matrix, under the first --protocol (default: the linear probe)
+            sys.stdout.write(render_latex_matrix(board, protocol=(args.protocol or ["linear_probe"])[0],
+                                                 cohort=args.cohort_name))
         return 0
     formats = FORMATS if args.format == "all" else (args.format,)
     written = render(board, args.out, formats, screenshot=args.screenshot)

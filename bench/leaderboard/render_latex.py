@@ -1,4 +1,5 @@
-"""A paper-ready LaTeX table of one task (``bench leaderboard --format latex --task T``).
+"""Paper-ready LaTeX tables: one task (``bench leaderboard --format latex --task T``), or the
+encoder x task matrix of a cohort (``--format latex`` without ``--task``).
 
 booktabs rules, one block per protocol, the best rank group in bold (entries a paired bootstrap
 cannot separate from the best are as good as the best, so all of them are bold), and the 95 % CI
@@ -59,3 +60,60 @@ def render_latex(board: Board, task: str, *, cohort: str | None = None, protocol
     lines += [rf"\caption{{{caption}}}", rf"\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', table.task)}}}",
               r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _arrow(higher_is_better: bool) -> str:
+    return r"$\uparrow$" if higher_is_better else r"$\downarrow$"
+
+
+def _matrix_cell(ranked, digits: int) -> str:
+    """Score (bold in the task's best rank group) with its CI in ``\\scriptsize`` below it."""
+    e = ranked.entry
+    if e.score is None:
+        return "--"
+    score = f"{e.score:.{digits}f}"
+    if ranked.group == 1:
+        score = rf"\textbf{{{score}}}"
+    low, high = e.ci
+    if low is not None and high is not None:
+        score += rf" {{\scriptsize [{low:.{digits}f}, {high:.{digits}f}]}}"
+    return score + (r"$^\dagger$" if e.overlap else "")
+
+
+def render_latex_matrix(board: Board, *, protocol: str = "linear_probe", cohort: str | None = None,
+                        digits: int = 3) -> str:
+    """Encoder x task under one protocol, one ``table`` per cohort: what a paper prints to compare
+    encoders across a benchmark. Rows follow the cohort's mean rank (best first) where the board
+    has one; an encoder without a record for a task shows ``--``."""
+    cohorts = [c for c in board.cohorts if cohort is None or c == cohort]
+    blocks = []
+    for c in cohorts:
+        tables = sorted((t for t in board.tables if t.cohort == c and protocol in t.by_protocol),
+                        key=lambda t: t.task)
+        if not tables:
+            continue
+        cells = {(r.entry.encoder, t.task): r for t in tables for r in t.by_protocol[protocol]}
+        overall = next((o for o in board.overall if o.cohort == c), None)
+        order = [row.encoder for row in overall.rows] if overall else []
+        encoders = [e for e in order if any(k[0] == e for k in cells)]
+        encoders += sorted({e for e, _ in cells} - set(encoders))
+        head = " & ".join(f"{tex(t.task)} ({tex(t.metric)} {_arrow(t.higher_is_better)})" for t in tables)
+        lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize",
+                 rf"\begin{{tabular}}{{l{'r' * len(tables)}}}", r"\toprule", rf"Encoder & {head} \\", r"\midrule"]
+        for enc in encoders:
+            row = [_matrix_cell(cells[(enc, t.task)], digits) if (enc, t.task) in cells else "--" for t in tables]
+            lines.append(rf"{tex(enc)} & {' & '.join(row)} \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        caption = (f"Cohort {tex(c)}, protocol {tex(fmt.protocol_label(protocol))}: the main score of each task on "
+                   f"its test split, mean over seeds, with the mean 95\\,\\% bootstrap CI over subjects in "
+                   f"brackets. Bold: the task's best rank group (not separable from the best entry by a paired "
+                   f"bootstrap over the same test subjects, {board.n_boot} replicates, $\\alpha = {board.alpha}$).")
+        if any(r.entry.overlap for r in cells.values()):
+            caption += r" $^\dagger$: some test subjects were in the encoder's pretraining data."
+        lines += [rf"\caption{{{caption}}}", rf"\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', c)}-{protocol}}}",
+                  r"\end{table}"]
+        blocks.append("\n".join(lines) + "\n")
+    if not blocks:
+        raise MribenchError(f"no verified {protocol} records" + (f" on cohort {cohort}" if cohort else "")
+                            + f"; the board has cohort(s) {', '.join(board.cohorts) or 'none'}")
+    return "\n".join(blocks)
