@@ -220,3 +220,23 @@ def test_submission_bundle_verifies_and_reaches_the_leaderboard(encoder_file, tm
                                                    if s["setting"] == "full" or s["setting"] == "fraction=1")
     readme = (out / "README.md").read_text()
     assert "needs at least 2 tasks" in readme and "octants" in (out / "index.html").read_text()
+
+    # the bundle dropped into a submissions folder: verified, ranked beside the references, flagged
+    references, submissions = tmp_path / "references", tmp_path / "submissions"
+    shutil.copytree(results / "intensity", references / "intensity")
+    shutil.copytree(bundle, submissions / "octants-v1")
+    board = tmp_path / "board2"
+    assert main(["leaderboard", "--results", str(references), "--submissions", str(submissions), "--out", str(board),
+                 "--n-boot", "500"]) == 0
+    rows = {(r["encoder"], r["protocol"]): r for r in csv.DictReader((board / "results.csv").open())}
+    assert rows[("octants", "linear_probe")]["submitted"] == "octants-v1"
+    assert rows[("intensity", "linear_probe")]["submitted"] == ""
+    assert rows[("octants", "linear_probe")]["rank"] in ("1", "2")  # ranked with the reference
+    assert rows[("octants", "linear_probe")]["record"].startswith("octants-v1/results/octants/")
+    assert "submitted (octants-v1)" in (board / "README.md").read_text()
+    assert ">submitted</span>" in (board / "index.html").read_text()
+    # a submission cannot replace a reference's record: the same key from a bundle is refused
+    shutil.copytree(results / "intensity", submissions / "copycat" / "results" / "intensity")
+    assert main(["leaderboard", "--results", str(references), "--submissions", str(submissions), "--out",
+                 str(board), "--n-boot", "500"]) == 0
+    assert "refused copycat/" in " ".join(capsys.readouterr().err.split())

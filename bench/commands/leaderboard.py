@@ -28,7 +28,11 @@ def register(sub) -> None:
                        description="Verify every record under --results, rank each task (ties by a paired "
                                    "bootstrap over test subjects), aggregate across tasks and write README.md, "
                                    "index.html, results.csv and plots/ into --out; or print one task as LaTeX.")
-    p.add_argument("--results", default="leaderboard/results", help="folder of result records")
+    p.add_argument("--results", action="append", default=None,
+                   help="folder of result records (repeatable; default leaderboard/results)")
+    p.add_argument("--submissions", default="leaderboard/submissions",
+                   help="folder of `bench submit` bundles ranked beside the results and flagged as submitted "
+                        "(default leaderboard/submissions, when it exists)")
     p.add_argument("--out", default="leaderboard", help="output folder (markdown, html, csv, plots)")
     p.add_argument("--format", default="all", choices=FORMAT_CHOICES,
                    help="all (default: markdown + html + csv), one of them, or latex (prints --task's table, or "
@@ -79,7 +83,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.n_boot < 100:
         raise MribenchError(f"--n-boot {args.n_boot} is too few for a p-value at 0.05; use at least 100")
     out, err = _console(), _console(stderr=True)
-    board = load_board(args.results, n_boot=args.n_boot, seed=args.seed)
+    board = load_board(args.results or ["leaderboard/results"], submissions=args.submissions, n_boot=args.n_boot,
+                       seed=args.seed)
     board.note = args.note
     for r in board.refused:
         err.print(f"[yellow]refused[/yellow] {escape(r.source)}: {escape(r.reason)}")

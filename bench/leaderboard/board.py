@@ -6,7 +6,7 @@ disagree about a number, a rank or a tie.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.errors import MribenchError
@@ -157,13 +157,34 @@ def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n
     return Board(tables, summaries, list(refused or []), n_boot, seed, alpha, results_label)
 
 
-def load_board(results_dir: str | Path, *, n_boot: int = 1000, seed: int = 0, alpha: float = ALPHA) -> Board:
-    """Verify every record under ``results_dir`` and build the board from those that pass."""
-    entries, refused = load_entries(results_dir)
+def load_board(results_dir: str | Path | list, *, submissions: str | Path | None = None, n_boot: int = 1000,
+               seed: int = 0, alpha: float = ALPHA) -> Board:
+    """Verify every record under each results folder and, when ``submissions`` is a folder, under
+    each ``bench submit`` bundle in it (``<submissions>/<bundle>/results/``, flagged as submitted);
+    build the board from those that pass. A record whose (encoder, task, cohort, protocol) an
+    earlier folder already holds is refused, so a submission cannot replace a reference."""
+    folders = [Path(d) for d in (results_dir if isinstance(results_dir, list) else [results_dir])]
+    entries, refused, seen = [], [], {}
+    for folder in folders:
+        got, bad = load_entries(folder, seen=seen)
+        entries += got
+        refused += bad
+    for bundle in submission_bundles(submissions):
+        got, bad = load_entries(bundle / "results", submitted=bundle.name, seen=seen)
+        entries += [replace(e, source=f"{bundle.name}/results/{e.source}") for e in got]
+        refused += [Refused(f"{bundle.name}/{r.source}", r.reason) for r in bad]
     if not entries:
         reasons = "; ".join(f"{r.source}: {r.reason}" for r in refused[:3])
-        raise MribenchError(f"no verified result records under {results_dir}"
+        raise MribenchError(f"no verified result records under {', '.join(map(str, folders))}"
                             + (f" ({len(refused)} refused, e.g. {reasons})" if refused else
                                "; run `bench run` first"))
     return build_board(entries, refused, n_boot=n_boot, seed=seed, alpha=alpha,
-                       results_label=Path(results_dir).name)
+                       results_label=" + ".join(f.name for f in folders))
+
+
+def submission_bundles(submissions: str | Path | None) -> list[Path]:
+    """The ``bench submit`` bundles in a submissions folder: its sub-folders holding ``results/``."""
+    root = Path(submissions) if submissions else None
+    if root is None or not root.is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if d.is_dir() and (d / "results").is_dir())

@@ -26,6 +26,8 @@ class Entry:
 
     record: ResultRecord
     source: str
+    #: the ``bench submit`` bundle the record came from (a submissions folder's sub-folder), else None
+    submitted: str | None = None
 
     @property
     def encoder(self) -> str:
@@ -101,11 +103,14 @@ def _relative(path: Path, root: Path) -> str:
         return path.name
 
 
-def load_entries(results_dir: str | Path) -> tuple[list[Entry], list[Refused]]:
+def load_entries(results_dir: str | Path, *, submitted: str | None = None,
+                 seen: dict[tuple, str] | None = None) -> tuple[list[Entry], list[Refused]]:
     """Verify every ``*.json`` under ``results_dir``; return (entries, refused), both in path order.
 
     Two verified records for the same (encoder, task@version, cohort, protocol) would put one
-    encoder twice in a ranking; the first in path order is kept and the other refused.
+    encoder twice in a ranking; the first in path order is kept and the other refused. ``seen``
+    carries that check across several folders (the first folder wins); ``submitted`` names the
+    submission bundle the folder belongs to, so the board can flag its entries.
     """
     from bench.leaderboard.verify import verify_path
 
@@ -115,14 +120,14 @@ def load_entries(results_dir: str | Path) -> tuple[list[Entry], list[Refused]]:
                             "or pass --results")
     entries: list[Entry] = []
     refused: list[Refused] = []
-    seen: dict[tuple, str] = {}
+    seen = {} if seen is None else seen
     for path in sorted(p for p in root.rglob("*.json") if p.is_file()):
         source = _relative(path, root)
         verdict = verify_path(path)
         if not verdict.ok:
             refused.append(Refused(source, verdict.reason))
             continue
-        entry = Entry(verdict.record, source)
+        entry = Entry(verdict.record, source, submitted)
         key = (entry.encoder, *entry.table_key, entry.protocol)
         if key in seen:
             refused.append(Refused(source, f"duplicate of {seen[key]} (same encoder, task, cohort and "

@@ -63,7 +63,9 @@ def rank(r: Ranked) -> str:
 
 
 def short_flags(r: Ranked) -> str:
-    return "pretraining overlap" if r.entry.overlap else ""
+    flags = (["pretraining overlap"] if r.entry.overlap else []) + \
+        ([f"submitted ({md(r.entry.submitted)})"] if r.entry.submitted else [])
+    return ", ".join(flags)
 
 
 def md(text: object) -> str:

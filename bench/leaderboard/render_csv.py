@@ -14,7 +14,7 @@ from bench.leaderboard.board import Board
 
 COLUMNS = ("cohort", "task", "task_version", "protocol", "encoder", "metric", "higher_is_better", "main_score",
            "ci_low", "ci_high", "n_test_subjects", "n_seeds", "rank", "rank_group", "tie_test", "p_vs_best",
-           "pretraining_overlap", "split_sha256", "task_spec_sha256", "record")
+           "pretraining_overlap", "submitted", "split_sha256", "task_spec_sha256", "record")
 
 
 def csv_rows(board: Board) -> list[dict[str, object]]:
@@ -33,6 +33,7 @@ def csv_rows(board: Board) -> list[dict[str, object]]:
                 "ci_high": high, "n_test_subjects": e.n_test_subjects, "n_seeds": e.seeds, "rank": r.rank,
                 "rank_group": r.group, "tie_test": "" if vs is None else vs.method,
                 "p_vs_best": None if vs is None else vs.p_value, "pretraining_overlap": bool(e.overlap),
+                "submitted": e.submitted,
                 "split_sha256": prov.split_sha256, "task_spec_sha256": prov.task_spec_sha256,
                 "record": e.source,
             })

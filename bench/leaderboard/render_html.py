@@ -210,6 +210,9 @@ def _task(table: TaskTable, board: Board, out_dir: Path) -> str:
         score = ("-" if e.score is None else
                  f'{e.score:.3f} <span class="ci">({_e(fmt.ci(low, high))})</span>')
         flag = (f'<span class="flag" title="{_e(e.overlap)}">pretraining overlap</span>' if e.overlap else "")
+        if e.submitted:
+            flag += f'<span class="flag" title="bench submit bundle {_e(e.submitted)}">submitted</span>'
+
         group = f"entry group-{r.group}" if r.group else "entry"
         body.append(
             f'<tr class="{group}" data-protocol="{_e(e.protocol)}" data-encoder="{_e(e.encoder)}">'

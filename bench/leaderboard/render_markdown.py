@@ -43,6 +43,7 @@ def method_notes(board: Board) -> list[str]:
         "- **Critical difference**: Friedman test over tasks and the Nemenyi critical difference on "
         "mean ranks (Demsar 2006); with few tasks it is descriptive only, as stated beside it.",
         "- **pretraining overlap**: some evaluated subjects were in the encoder's pretraining data.",
+        "- **submitted (bundle)**: a `bench submit` bundle from the submissions folder, verified like every record.",
         "- Only records that pass `bench verify` (schema, task-spec and split hashes, scores "
         "recomputed from their predictions) are shown; refused files are listed with the reason.",
     ]
