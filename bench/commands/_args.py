@@ -78,3 +78,55 @@ def print_listing(args: argparse.Namespace, title: str, columns: list[str], rows
     if note:
         console.print(note, highlight=False)
 
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale out (pip install 'mribench[cluster]')")
+    g.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="local: jobs one by one in this process (default); dask: jobs on Dask workers")
+    g.add_argument("--scheduler", default=None, metavar="ADDR",
+                   help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); implies --executor dask")
+    g.add_argument("--cluster", choices=("slurm", "pbs"), default=None,
+                   help="start Dask workers as SLURM/PBS jobs (dask-jobqueue); implies --executor dask")
+    g.add_argument("--workers", type=int, default=2,
+                   help="dask: worker processes of the local cluster, or batch jobs of --cluster (default 2)")
+    g.add_argument("--worker-cores", type=int, default=None, help="--cluster: cores per batch job (default 4)")
+    g.add_argument("--worker-memory", default=None, help="--cluster: memory per batch job (default 16GB)")
+    g.add_argument("--gpus-per-worker", type=int, default=0,
+                   help="--cluster: GPUs per batch job; jobs that train a network are then placed on them")
+    g.add_argument("--walltime", default=None, help="--cluster: wall time per batch job (e.g. 04:00:00)")
+    g.add_argument("--queue", default=None, help="--cluster: partition / queue")
+    g.add_argument("--account", default=None, help="--cluster: account to charge")
+    g.add_argument("--interface", default=None,
+                   help="--cluster: network interface compute nodes reach this machine by (e.g. ib0)")
+
+
+def executor_from(args: argparse.Namespace):
+    """The executor the scale-out options name (local by default)."""
+    from bench.executors import make_executor
+
+    return make_executor(args.executor, scheduler=args.scheduler, cluster=args.cluster, workers=args.workers,
+                         **({"cores": args.worker_cores, "memory": args.worker_memory, "gpus": args.gpus_per_worker,
+                             "walltime": args.walltime, "queue": args.queue, "account": args.account,
+                             "interface": args.interface} if args.cluster else {}))
+
+
+def print_results(title: str, results: list, folder, start: float) -> list:
+    """The jobs' table, one line per failure and the closing line; returns the failed results."""
+    import time
+
+    table = Table(title=title)
+    for col in ("encoder", "task", "protocol", "main score (95% CI)", "status", "seconds"):
+        table.add_column(col)
+    for r in results:
+        score = "-" if r.main_score is None else f"{r.main_score:.3f}"
+        if r.ci[0] is not None:
+            score += f" ({r.ci[0]:.3f}-{r.ci[1]:.3f})"
+        table.add_row(r.encoder, r.task, r.protocol, score, r.status, f"{r.seconds:.1f}")
+    console.print(table)
+    failed = [r for r in results if r.failed]
+    for r in failed:
+        err_console.print(f"[red]failed[/red] {r.key}: {r.error}", highlight=False, soft_wrap=True)
+    console.print(f"records under {folder}; total {time.perf_counter() - start:.1f} s"
+                  + (f"; {len(failed)} job(s) failed (see `bench status --results {folder}`)" if failed else ""))
+    return failed

@@ -6,9 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from rich.table import Table
-
-from bench.commands._args import add_cohort_args, cohort_from, console, err_console, positive_int
+from bench.commands._args import (add_cohort_args, add_executor_args, cohort_from, executor_from, positive_int,
+                                  print_results)
 from bench.errors import MribenchError
 
 
@@ -33,29 +32,8 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo jobs whose record exists")
     p.add_argument("--no-predictions", action="store_true", help="leave per-subject predictions out")
     add_cohort_args(p)
-    _add_executor_args(p)
+    add_executor_args(p)
     p.set_defaults(func=cmd_run)
-
-
-def _add_executor_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("scale out (pip install 'mribench[cluster]')")
-    g.add_argument("--executor", choices=("local", "dask"), default="local",
-                   help="local: jobs one by one in this process (default); dask: jobs on Dask workers")
-    g.add_argument("--scheduler", default=None, metavar="ADDR",
-                   help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); implies --executor dask")
-    g.add_argument("--cluster", choices=("slurm", "pbs"), default=None,
-                   help="start Dask workers as SLURM/PBS jobs (dask-jobqueue); implies --executor dask")
-    g.add_argument("--workers", type=int, default=2,
-                   help="dask: worker processes of the local cluster, or batch jobs of --cluster (default 2)")
-    g.add_argument("--worker-cores", type=int, default=None, help="--cluster: cores per batch job (default 4)")
-    g.add_argument("--worker-memory", default=None, help="--cluster: memory per batch job (default 16GB)")
-    g.add_argument("--gpus-per-worker", type=int, default=0,
-                   help="--cluster: GPUs per batch job; jobs that train a network are then placed on them")
-    g.add_argument("--walltime", default=None, help="--cluster: wall time per batch job (e.g. 04:00:00)")
-    g.add_argument("--queue", default=None, help="--cluster: partition / queue")
-    g.add_argument("--account", default=None, help="--cluster: account to charge")
-    g.add_argument("--interface", default=None,
-                   help="--cluster: network interface compute nodes reach this machine by (e.g. ib0)")
 
 
 # -- bench run ---------------------------------------------------------------------------------
@@ -65,7 +43,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bench.commands._args import results_folder
     from bench.encoders.features import run_options
-    from bench.executors import make_executor
     from bench.locks import cache_lock
     from bench.profiles import get_profile
     from bench.protocols import check_protocols
@@ -85,10 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         profile = replace(profile, seeds=args.seeds)
     with cache_lock(f"cohort-{args.profile}-seed{args.seed}"):  # two runs must not generate one cohort twice
         cohort = cohort_from(args)
-    executor = make_executor(args.executor, scheduler=args.scheduler, cluster=args.cluster, workers=args.workers,
-                             **({"cores": args.worker_cores, "memory": args.worker_memory, "gpus": args.gpus_per_worker,
-                                 "walltime": args.walltime, "queue": args.queue, "account": args.account,
-                                 "interface": args.interface} if args.cluster else {}))
+    executor = executor_from(args)
     with executor:
         runner = Runner(cohort, profile, Path(args.results), progress=not args.no_progress,
                         overwrite=args.overwrite, keep_predictions=not args.no_predictions, executor=executor,
@@ -96,18 +70,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         where = executor.describe()
         results = runner.run_grid(args.encoder, args.task, protocols, encoder_kwargs=kwargs)
-    table = Table(title=f"bench run: {', '.join(args.encoder)} on {cohort.name} ({profile.name} profile, {where})")
-    for col in ("encoder", "task", "protocol", "main score (95% CI)", "status", "seconds"):
-        table.add_column(col)
-    for r in results:
-        score = "-" if r.main_score is None else f"{r.main_score:.3f}"
-        if r.ci[0] is not None:
-            score += f" ({r.ci[0]:.3f}-{r.ci[1]:.3f})"
-        table.add_row(r.encoder, r.task, r.protocol, score, r.status, f"{r.seconds:.1f}")
-    console.print(table)
-    failed = [r for r in results if r.failed]
-    for r in failed:
-        err_console.print(f"[red]failed[/red] {r.key}: {r.error}", highlight=False, soft_wrap=True)
-    console.print(f"records under {args.results}; total {time.perf_counter() - start:.1f} s"
-                  + (f"; {len(failed)} job(s) failed (see `bench status --results {args.results}`)" if failed else ""))
+    failed = print_results(f"bench run: {', '.join(args.encoder)} on {cohort.name} ({profile.name} profile, {where})",
+                           results, args.results, start)
     return 1 if failed else 0

@@ -1,0 +1,130 @@
+"""Suites: a declared grid of encoders x tasks x protocols, run through the job grid in one command.
+
+A suite is a YAML file under ``suites/`` (``bench suite run NAME``) or anywhere
+(``bench suite run path/to/my.yaml``), so a group can declare its own. Its fields:
+
+* ``encoders``: registered names (``NAME@init`` included);
+* ``tasks``: names, or ``all`` for every task defined on the cohort's family;
+* ``protocols``: registered protocol names;
+* ``only`` (optional): per protocol, the ``tasks`` and/or ``encoders`` it is limited to (e.g.
+  fine-tuning on the headline tasks only).
+
+Every combination is asked of its protocol's ``supports(task, encoder)``: those that cannot
+apply are skipped with that one-line reason rather than failing the run, as ``bench submit``
+does. The rest become ordinary jobs of the Runner (records, locks, failure markers, resume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bench.errors import MribenchError
+from bench.paths import repo_root
+
+
+class Limit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[str] | None = None
+    encoders: list[str] | None = None
+
+
+class Suite(BaseModel):
+    """A suite file, validated (unknown fields are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    encoders: list[str]
+    tasks: list[str] | Literal["all"] = "all"
+    protocols: list[str]
+    only: dict[str, Limit] = {}
+
+
+@dataclass
+class SuitePlan:
+    """What a suite runs on one cohort: (encoder, task, protocol) jobs and the skipped ones with why."""
+
+    jobs: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+
+def suites_root() -> Path:
+    return repo_root() / "suites"
+
+
+def list_suites() -> list[str]:
+    return sorted(p.stem for p in suites_root().glob("*.yaml"))
+
+
+def load_suite(name: str) -> Suite:
+    """``suites/<name>.yaml``, or a YAML file's path; a bad file is a one-line error naming it."""
+    import yaml
+
+    path = Path(name) if name.endswith((".yaml", ".yml")) else suites_root() / f"{name}.yaml"
+    if not path.is_file():
+        raise MribenchError(f"no suite '{name}': {path} does not exist; known suites: {', '.join(list_suites())}")
+    try:
+        suite = Suite.model_validate(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValidationError) as e:
+        first = str(e).splitlines()
+        raise MribenchError(f"{path}: not a valid suite ({' '.join(first[:3])})") from None
+    _check_names(suite, path)
+    return suite
+
+
+def _check_names(suite: Suite, path: Path) -> None:
+    from bench.protocols import PROTOCOLS
+    from bench.tasks import list_tasks
+
+    unknown = [p for p in [*suite.protocols, *suite.only] if p not in PROTOCOLS]
+    unknown += [t for t in (suite.tasks if suite.tasks != "all" else []) if t not in list_tasks()]
+    unknown += [t for limit in suite.only.values() for t in limit.tasks or [] if t not in list_tasks()]
+    if unknown:
+        raise MribenchError(f"{path}: unknown protocol(s) or task(s): {', '.join(sorted(set(unknown)))}")
+
+
+def _tasks(suite: Suite, cohort_name: str) -> list[str]:
+    from bench.leaderboard.submit import task_fits_cohort
+    from bench.tasks import list_tasks
+
+    if suite.tasks != "all":
+        return list(suite.tasks)
+    return [n for n, spec in list_tasks().items() if task_fits_cohort(spec, cohort_name)]
+
+
+def plan(suite: Suite, cohort_name: str, get_encoder=None) -> SuitePlan:
+    """Expand ``suite`` on a cohort: each combination its ``only`` limits allow, asked of its
+    protocol's ``supports``. ``get_encoder`` (name -> encoder) defaults to the registry's."""
+    from bench.encoders import get_encoder as registered
+    from bench.protocols import get_protocol
+    from bench.tasks import get_task
+
+    get_encoder = get_encoder or registered
+    out = SuitePlan()
+    for name in suite.encoders:
+        encoder = get_encoder(name)
+        for task in _tasks(suite, cohort_name):
+            spec = get_task(task)
+            for protocol in suite.protocols:
+                limit = suite.only.get(protocol, Limit())
+                if (limit.tasks is not None and task not in limit.tasks) or \
+                        (limit.encoders is not None and name not in limit.encoders):
+                    continue
+                reason = get_protocol(protocol).supports(spec, encoder)
+                if reason:
+                    out.skipped.append((name, task, protocol, reason))
+                else:
+                    out.jobs.append((name, task, protocol))
+    return out
+
+
+def suite_jobs(runner, planned: SuitePlan) -> list:
+    """The Runner's jobs for a plan: one grid per (encoder, protocol), in plan order."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for encoder, task, protocol in planned.jobs:
+        groups.setdefault((encoder, protocol), []).append(task)
+    return [job for (encoder, protocol), tasks in groups.items() for job in runner.jobs([encoder], tasks, [protocol])]

@@ -1,0 +1,65 @@
+"""Suites (``suites/*.yaml``, ``bench suite run``): validation, the plan's skips and limits, and a
+smoke suite run twice giving identical records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.cli import main
+from bench.errors import MribenchError
+from bench.suite import load_suite, plan
+
+
+def test_default_suite_plans_every_applicable_combination():
+    suite = load_suite("default")
+    planned = plan(suite, "synth-default")
+    jobs = set(planned.jobs)
+    # from-scratch training only under fine-tuning, and fine-tuning only on the headline tasks
+    assert {p for e, _, p in jobs if e == "supervised"} == {"finetune"}
+    assert {t for _, t, p in jobs if p == "finetune"} == {"ad_diagnosis", "brain_age", "conversion"}
+    assert ("simclr3d@init", "conversion", "linear_probe") in jobs and ("oracle", "ad_diagnosis", "fractions") in jobs
+    # what cannot apply is skipped with the protocol's own reason, not run
+    reasons = {(e, t, p): r for e, t, p, r in planned.skipped}
+    assert reasons[("random", "brain_age", "few_shot")] == "few-shot needs class labels; brain_age is regression"
+    assert ("random", "brain_age", "few_shot") not in jobs
+    assert not jobs & set(reasons)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nencoders: [random]\nprotocols: [no_such]\n", "unknown protocol(s) or task(s): no_such"),
+    ("name: x\nencoders: [random]\nprotocols: [linear_probe]\ntasks: [nope]\n", "unknown protocol(s) or task(s): nope"),
+    ("name: x\nencoders: [random]\nprotocols: [linear_probe]\nsurprise: 1\n", "not a valid suite"),
+    ("name: [unclosed\n", "not a valid suite"),
+])
+def test_a_bad_suite_file_is_one_line_naming_it(tmp_path, text, message, capsys):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(MribenchError, match="mine.yaml"):
+        load_suite(str(path))
+    assert main(["suite", "run", str(path), "--profile", "smoke", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in " ".join(err.split()) and len(err.splitlines()) == 1
+
+
+def _canonical(folder):
+    """Scores, CIs, summaries and predictions of every record (no timestamps, wall times, command)."""
+    out = {}
+    for path in sorted(folder.rglob("*.json")):
+        r = json.loads(path.read_text())
+        out[str(path.relative_to(folder))] = {k: r[k] for k in ("main_score", "scores", "summary", "predictions")}
+    return out
+
+
+@pytest.mark.slow
+def test_smoke_suite_runs_and_reproduces_its_records(tmp_path, capsys):
+    args = ["suite", "run", "smoke", "--profile", "smoke", "--seeds", "1", "--no-progress"]
+    assert main([*args, "--results", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr().out
+    assert "suite smoke on synth-smoke: 12 job(s), 0 skipped" in " ".join(printed.split())
+    first = _canonical(tmp_path / "a")
+    assert len(first) == 12 and all(v["main_score"] is not None for v in first.values())
+    assert main([*args, "--results", str(tmp_path / "b")]) == 0
+    assert _canonical(tmp_path / "b") == first  # a fresh run gives the very same numbers
+    assert main(["verify", str(tmp_path / "a")]) == 0
