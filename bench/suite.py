@@ -88,12 +88,9 @@ def _check_names(suite: Suite, path: Path) -> None:
 
 
 def _tasks(suite: Suite, cohort_name: str) -> list[str]:
-    from bench.leaderboard.submit import task_fits_cohort
-    from bench.tasks import list_tasks
+    from bench.tasks import tasks_on_cohort
 
-    if suite.tasks != "all":
-        return list(suite.tasks)
-    return [n for n, spec in list_tasks().items() if task_fits_cohort(spec, cohort_name)]
+    return tasks_on_cohort(cohort_name) if suite.tasks == "all" else list(suite.tasks)
 
 
 def plan(suite: Suite, cohort_name: str, get_encoder=None) -> SuitePlan:
@@ -123,8 +120,13 @@ def plan(suite: Suite, cohort_name: str, get_encoder=None) -> SuitePlan:
 
 
 def suite_jobs(runner, planned: SuitePlan) -> list:
-    """The Runner's jobs for a plan: one grid per (encoder, protocol), in plan order."""
-    groups: dict[tuple[str, str], list[str]] = {}
+    """The Runner's jobs for a plan: per encoder (built once), the grid of its planned tasks and
+    protocols, kept to the planned combinations; in plan order."""
+    wanted = set(planned.jobs)
+    by_encoder: dict[str, tuple[dict, dict]] = {}  # encoder -> (its tasks, its protocols), ordered
     for encoder, task, protocol in planned.jobs:
-        groups.setdefault((encoder, protocol), []).append(task)
-    return [job for (encoder, protocol), tasks in groups.items() for job in runner.jobs([encoder], tasks, [protocol])]
+        tasks, protocols = by_encoder.setdefault(encoder, ({}, {}))
+        tasks[task], protocols[protocol] = None, None
+    return [job for encoder, (tasks, protocols) in by_encoder.items()
+            for job in runner.jobs([encoder], list(tasks), list(protocols))
+            if (encoder, job.task, job.protocol) in wanted]

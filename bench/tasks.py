@@ -138,6 +138,17 @@ def load_task_file(path: str | Path) -> TaskSpec:
         raise MribenchError(f"{path}: invalid task spec at '{where}': {first['msg']}") from None
 
 
+def task_fits_cohort(spec: TaskSpec, cohort_name: str) -> bool:
+    """A task is defined on a cohort family (``synth``, ``adni`` ...); cohorts are named after it
+    (``synth-smoke``, ``synth-default``, ``adni``)."""
+    return cohort_name == spec.cohort or cohort_name.startswith(f"{spec.cohort}-")
+
+
+def tasks_on_cohort(cohort_name: str | None) -> list[str]:
+    """Every task under tasks/ defined on ``cohort_name``'s family (every task when it is None)."""
+    return [n for n, spec in list_tasks().items() if cohort_name is None or task_fits_cohort(spec, cohort_name)]
+
+
 def list_tasks() -> dict[str, TaskSpec]:
     """Every spec under tasks/ by name: ``tasks/conversion.yaml`` is ``conversion``, and a
     real cohort's ``tasks/adni/conversion.yaml`` is ``adni/conversion``.

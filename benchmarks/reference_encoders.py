@@ -16,17 +16,11 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
+from bench.leaderboard import fmt
 from bench.leaderboard.entries import Entry, load_entries
 from bench.leaderboard.ranking import compare
 
 ENCODERS = ("oracle", "volumes", "intensity", "random")
-
-
-def _cell(entry: Entry | None) -> str:
-    if entry is None or entry.score is None:
-        return "-"
-    lo, hi = entry.ci
-    return f"{entry.score:.3f} ({lo:.3f}-{hi:.3f})" if lo is not None else f"{entry.score:.3f}"
 
 
 def _half_width(entry: Entry | None) -> str:
@@ -52,10 +46,11 @@ def table(results: Path, protocol: str = "linear_probe") -> str:
         versus = "-"
         if "oracle" in row and "random" in row:
             c = compare(row["oracle"], row["random"])
-            versus = f"p = {c.p_value:.3f}" if c.p_value is not None else c.method
+            # floored at what 1000 paired replicates resolve, as the leaderboard prints it
+            versus = f"p {fmt.p_value(c.p_value, 1000)}" if c.p_value is not None else c.method
             versus += " (oracle better)" if c.delta is not None and c.delta > 0 else " (oracle not better)"
         lines.append(f"| {task} | {any_entry.record.main_score_name} | "
-                     + " | ".join(_cell(row.get(e)) for e in ENCODERS)
+                     + " | ".join(fmt.entry_score(row.get(e)) for e in ENCODERS)
                      + f" | {_half_width(row.get('oracle'))} | {versus} |")
     return "\n".join(lines)
 

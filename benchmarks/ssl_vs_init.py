@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
+from bench.leaderboard import fmt
 from bench.leaderboard.entries import Entry, load_entries
 from bench.leaderboard.ranking import compare
 
 INIT_SUFFIX = "@init"
+BOOT = 1000  # replicates of the paired test
 
 
 def at_setting(entry: Entry, setting: str, split: str) -> Entry | None:
@@ -48,25 +51,18 @@ def at_setting(entry: Entry, setting: str, split: str) -> Entry | None:
                    and p.get("split") == split]
     record = r.model_copy(update={"headline_setting": setting, "main_score": summary[r.main_score_name]["mean"],
                                   "scores": scores, "predictions": predictions})
-    return Entry(record, entry.source)
-
-
-def _cell(entry: Entry | None) -> str:
-    if entry is None or entry.score is None:
-        return "-"
-    lo, hi = entry.ci
-    return f"{entry.score:.3f} ({lo:.3f}-{hi:.3f})" if lo is not None else f"{entry.score:.3f}"
+    return replace(entry, record=record)
 
 
 def _p(pretrained: Entry | None, init: Entry | None) -> str:
     if pretrained is None or init is None:
         return "-"
-    c = compare(pretrained, init)
+    c = compare(pretrained, init, n_boot=BOOT)
     if c.p_value is None:
         return c.method
     better = c.delta is not None and c.delta > 0
-    shown = "p<0.001" if c.p_value < 0.001 else f"p={c.p_value:.3f}"
-    return f"{'+' if better else '-'} {shown}" + (" *" if better and c.p_value < 0.05 else "")
+    # floored at what the bootstrap resolves (2 / replicates), as the leaderboard prints it
+    return f"{'+' if better else '-'} p {fmt.p_value(c.p_value, BOOT)}" + (" *" if better and c.p_value < 0.05 else "")
 
 
 def _setting_label(setting: str) -> str:
@@ -120,7 +116,7 @@ def tables(results: list[Path], settings: list[str], split: str) -> str:
     head = "| encoder | " + " | ".join(f"{t} {_setting_label(s)}" for t, s in columns) + " |"
     lines = [f"Scores ({split} split, mean of seeds, 95 % CI over subjects):", "", head,
              "|---|" + "---|" * len(columns)]
-    lines += [f"| {r} | " + " | ".join(_cell(found[c].get(r)) for c in columns) + " |" for r in order]
+    lines += [f"| {r} | " + " | ".join(fmt.entry_score(found[c].get(r)) for c in columns) + " |" for r in order]
     lines += _comparison(found, columns, [(s, s, s + INIT_SUFFIX) for s in ssl],
                          f"Pretrained vs its own init, linear probe (paired bootstrap over {split} subjects; "
                          "+ = pretrained better, * = p < 0.05):", head)

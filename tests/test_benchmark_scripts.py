@@ -52,5 +52,6 @@ def test_tables_reheadline_each_fraction_and_compare_with_the_init(tmp_path):
     text = ssl_vs_init.tables([results], ["fraction=0.1", "fraction=1"], "test")
     (line,) = [l for l in text.splitlines() if l.startswith("| toy |") and "p" in l]
     cells = [c.strip() for c in line.strip("|").split("|")][1:]
-    # at 10 % the pretrained encoder is worse (-), at 100 % better on every subject: p < 0.001, marked *
-    assert cells[0].startswith("- ") and cells[1] == "+ p<0.001 *"
+    # at 10 % the pretrained encoder is worse (-), at 100 % better on every subject: p below the
+    # resolution of 1000 paired replicates (2 / 1000), marked *
+    assert cells[0].startswith("- ") and cells[1] == "+ p < 0.002 *"

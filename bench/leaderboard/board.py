@@ -6,7 +6,7 @@ disagree about a number, a rank or a tie.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import MribenchError
@@ -171,8 +171,8 @@ def load_board(results_dir: str | Path | list, *, submissions: str | Path | None
         refused += bad
     for bundle in submission_bundles(submissions):
         got, bad = load_entries(bundle / "results", submitted=bundle.name, seen=seen)
-        entries += [replace(e, source=f"{bundle.name}/results/{e.source}") for e in got]
-        refused += [Refused(f"{bundle.name}/{r.source}", r.reason) for r in bad]
+        entries += got
+        refused += bad
     if not entries:
         reasons = "; ".join(f"{r.source}: {r.reason}" for r in refused[:3])
         raise MribenchError(f"no verified result records under {', '.join(map(str, folders))}"

@@ -123,6 +123,8 @@ def load_entries(results_dir: str | Path, *, submitted: str | None = None,
     seen = {} if seen is None else seen
     for path in sorted(p for p in root.rglob("*.json") if p.is_file()):
         source = _relative(path, root)
+        if submitted:  # shown as the bundle's path, so a reader finds the file and who sent it
+            source = f"{submitted}/results/{source}"
         verdict = verify_path(path)
         if not verdict.ok:
             refused.append(Refused(source, verdict.reason))

@@ -31,6 +31,15 @@ def ci(low: float | None, high: float | None, digits: int = 3) -> str:
     return f"{low:.{digits}f}-{high:.{digits}f}"
 
 
+def entry_score(entry, digits: int = 3) -> str:
+    """An entry's ``score (low-high)`` for a table cell; the score alone when it has no CI, ``-``
+    when there is no entry or no score."""
+    if entry is None or entry.score is None:
+        return "-"
+    low, high = entry.ci
+    return f"{entry.score:.{digits}f}" + (f" ({ci(low, high, digits)})" if low is not None and high is not None else "")
+
+
 def score_with_ci(r: Ranked, digits: int = 3) -> str:
     e = r.entry
     if e.score is None:

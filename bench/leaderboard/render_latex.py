@@ -31,7 +31,7 @@ def render_latex(board: Board, task: str, *, cohort: str | None = None, protocol
     if not chosen:
         raise MribenchError(f"task '{task}' has no records for protocol(s) {', '.join(protocols or [])}; "
                             f"it has {', '.join(table.by_protocol)}")
-    arrow = r"$\uparrow$" if table.higher_is_better else r"$\downarrow$"
+    arrow = _arrow(table.higher_is_better)
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
              r"\begin{tabular}{llrrr}", r"\toprule",
              rf"Encoder & Protocol & {tex(table.metric)} {arrow} & Rank & $n$ \\", r"\midrule"]
@@ -40,12 +40,7 @@ def render_latex(board: Board, task: str, *, cohort: str | None = None, protocol
             lines.append(r"\midrule")
         for r in table.by_protocol[protocol]:
             e = r.entry
-            score = "--" if e.score is None else f"{e.score:.{digits}f}"
-            if r.group == 1:
-                score = rf"\textbf{{{score}}}"
-            low, high = e.ci
-            if low is not None and high is not None:
-                score += rf" {{\scriptsize [{low:.{digits}f}, {high:.{digits}f}]}}"
+            score = _score_cell(r, digits)
             name = tex(e.encoder) + (r"$^\dagger$" if e.overlap else "")
             lines.append(rf"{name} & {tex(fmt.protocol_label(protocol))} & {score} & {fmt.rank(r)} & "
                          rf"{'--' if e.n_test_subjects is None else e.n_test_subjects} \\")
@@ -66,18 +61,21 @@ def _arrow(higher_is_better: bool) -> str:
     return r"$\uparrow$" if higher_is_better else r"$\downarrow$"
 
 
-def _matrix_cell(ranked, digits: int) -> str:
-    """Score (bold in the task's best rank group) with its CI in ``\\scriptsize`` below it."""
+def _score_cell(ranked, digits: int) -> str:
+    """Score (bold in the best rank group) with its CI in ``\\scriptsize`` after it."""
     e = ranked.entry
-    if e.score is None:
-        return "--"
-    score = f"{e.score:.{digits}f}"
+    score = "--" if e.score is None else f"{e.score:.{digits}f}"
     if ranked.group == 1:
         score = rf"\textbf{{{score}}}"
     low, high = e.ci
     if low is not None and high is not None:
         score += rf" {{\scriptsize [{low:.{digits}f}, {high:.{digits}f}]}}"
-    return score + (r"$^\dagger$" if e.overlap else "")
+    return score
+
+
+def _matrix_cell(ranked, digits: int) -> str:
+    """The score cell, with the pretraining-overlap mark (the matrix has no name per cell)."""
+    return _score_cell(ranked, digits) + (r"$^\dagger$" if ranked.entry.overlap else "")
 
 
 def render_latex_matrix(board: Board, *, protocol: str = "linear_probe", cohort: str | None = None,

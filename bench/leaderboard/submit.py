@@ -46,12 +46,6 @@ class Plan:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def task_fits_cohort(spec, cohort_name: str) -> bool:
-    """A task is defined on a cohort family (``synth``, ``adni`` ...); cohorts are named after it
-    (``synth-smoke``, ``synth-default``, ``adni``)."""
-    return cohort_name == spec.cohort or cohort_name.startswith(f"{spec.cohort}-")
-
-
 def plan_suite(encoder, tasks: list[str] | None = None, protocols: list[str] | None = None,
                cohort_name: str | None = None) -> Plan:
     """The standard suite (or the given subsets) for ``encoder``: each protocol that supports it.
@@ -60,12 +54,12 @@ def plan_suite(encoder, tasks: list[str] | None = None, protocols: list[str] | N
     when no cohort is named); named tasks are taken as given.
     """
     from bench.protocols import get_protocol
-    from bench.tasks import get_task, list_tasks
+    from bench.tasks import get_task, tasks_on_cohort
 
     if tasks:
         names = list(tasks)
     else:
-        names = [n for n, spec in list_tasks().items() if cohort_name is None or task_fits_cohort(spec, cohort_name)]
+        names = tasks_on_cohort(cohort_name)
         if not names:
             raise MribenchError(f"no task under tasks/ is defined on cohort {cohort_name}; name tasks with --task")
     plan = Plan()
