@@ -29,6 +29,7 @@ from torch import nn
 from baselines.random_init import resnet_feature_maps
 from baselines.recipe import PretrainedEncoder, Recipe
 from bench.encoders import EncoderCard
+from bench.errors import MribenchError
 
 @dataclass(frozen=True)
 class SimCLRConfig:
@@ -41,13 +42,16 @@ class SimCLRConfig:
     temperature: float = 0.5
     rotation: float = 0.3                # largest random rotation about each axis, radians
     queue_size: int = 0                  # memory queue of past projections used as extra negatives (0: none)
+    views: str = "crop_resize"           # "crop_resize" (the paper's) or "anatomy" (no change of scale)
+    max_shift: int = 3                   # "anatomy" views: largest translation per axis, voxels
 
 
 CONFIGS = {
     "paper": SimCLRConfig("paper", (64, 128, 256, 512), 1, "simclr-paper", (30, 40, 40)),
     "small": SimCLRConfig("small", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58), rotation=0.1,
-                          queue_size=512),
+                          queue_size=512, views="anatomy"),
 }
+VIEW_KINDS = ("crop_resize", "anatomy")
 # Why ``small`` keeps a queue: on 2 CPU cores a batch is 8 volumes, so NT-Xent sees 14 negatives
 # per view and its loss stays near chance; the queue adds the last 512 projections (64 steps of
 # both views) as negatives, MoCo-style (He et al. 2020) without the momentum encoder.
@@ -58,6 +62,13 @@ CONFIGS = {
 # is no closer than a negative, NT-Xent stayed at chance (ln 15) for 400 steps, and the encoder
 # learnt nothing. Crops down to 90 % and 0.1 rad give 0.67 within vs 0.60 across subjects
 # (12 default-cohort scans, measured once; see the README's encoder table).
+# Why ``small`` uses "anatomy" views (no random resized crop): what the synthetic tasks measure is
+# size (hippocampal and ventricular volume, cortical thickness, atrophy with age). A crop resized
+# back to the input shape rescales the brain by up to 1/0.9 per axis, more than AD's hippocampal
+# loss, so SimCLR learnt to ignore size and its v2 run collapsed onto one direction
+# (docs/pretraining-v2). "anatomy" views translate and rotate rigidly, flip left-right and change
+# intensity, contrast, bias field and noise: only acquisition differs between the two views, so
+# the positive pair agrees on every size and the encoder has to keep it.
 
 
 class SimCLRNet(nn.Module):
@@ -130,18 +141,30 @@ class SimCLRTraining(nn.Module):
 
 
 def make_views(config: SimCLRConfig, shape: tuple[int, int, int]):
-    """The SimCLR view pipeline (MONAI transforms, seeded by the caller)."""
-    from monai.transforms import (Compose, RandAdjustContrast, RandFlip, RandRotate, RandShiftIntensity,
-                                  RandSpatialCrop, Resize)
+    """The SimCLR view pipeline (MONAI transforms, seeded by the caller): the paper's random resized
+    crops, or rigid "anatomy" views that keep every size (see the note on ``CONFIGS``)."""
+    from monai.transforms import (Compose, RandAdjustContrast, RandAffine, RandBiasField, RandFlip,
+                                  RandGaussianNoise, RandRotate, RandShiftIntensity, RandSpatialCrop, Resize)
 
+    if config.views not in VIEW_KINDS:
+        raise MribenchError(f"unknown SimCLR views '{config.views}'; choose one of {', '.join(VIEW_KINDS)}")
+    intensity = [RandShiftIntensity(offsets=0.5, prob=0.8), RandAdjustContrast(gamma=(0.5, 1.5), prob=0.8)]
+    if config.views == "anatomy":
+        return Compose([
+            RandFlip(prob=0.5, spatial_axis=0),
+            RandAffine(prob=1.0, rotate_range=(config.rotation,) * 3, translate_range=(config.max_shift,) * 3,
+                       mode="bilinear", padding_mode="zeros"),
+            RandBiasField(coeff_range=(0.0, 0.3), prob=0.5),
+            *intensity,
+            RandGaussianNoise(prob=0.5, std=0.1),
+        ])
     return Compose([
         RandSpatialCrop(roi_size=config.min_crop, random_center=True, random_size=True),
         Resize(spatial_size=shape, mode="trilinear"),
         RandFlip(prob=0.5, spatial_axis=0),
         RandRotate(range_x=config.rotation, range_y=config.rotation, range_z=config.rotation, prob=0.5,
                    mode="bilinear", padding_mode="zeros"),
-        RandShiftIntensity(offsets=0.5, prob=0.8),
-        RandAdjustContrast(gamma=(0.5, 1.5), prob=0.8),
+        *intensity,
     ])
 
 
@@ -188,6 +211,13 @@ class SimCLRMethod(Recipe):
         return loss
 
 
+def ssl_method_of(config: SimCLRConfig) -> str:
+    """The card's one-line description of the recipe: loss, queue and views."""
+    queue = f", {config.queue_size}-projection memory queue" if config.queue_size else ""
+    views = "rigid anatomy-preserving views" if config.views == "anatomy" else "random resized crops"
+    return f"SimCLR (NT-Xent, temperature {config.temperature:g}{queue}; {views})"
+
+
 class SimCLR3D(PretrainedEncoder):
     """The SimCLR 3D ResNet-18; embeddings are the pooled encoder features (before projection)."""
 
@@ -205,8 +235,7 @@ class SimCLR3D(PretrainedEncoder):
                          f"stem stride {self.config.stem_stride})",
             n_parameters=sum(p.numel() for n, p in self.net.named_parameters() if n.startswith("encoder.")),
             embed_dim=self.config.widths[-1], input_space=self.config.input_space,
-            ssl_method="SimCLR (NT-Xent, temperature 0.5" + (f", {self.config.queue_size}-projection memory queue)"
-                                                             if self.config.queue_size else ")"),
+            ssl_method=ssl_method_of(self.config),
             pretraining_data=pretraining,
             checkpoint_sha256=sha, reference="Kaczmarek et al., arXiv 2509.10620 (3D-Neuro-SimCLR)",
             supports_finetune=True, supports_segmentation=True)

@@ -66,3 +66,53 @@ def test_cosine_schedule_warms_up_peaks_and_decays_to_zero():
     assert learning_rate(123, steps, peak, "constant") == peak
     with pytest.raises(MribenchError, match="unknown learning-rate schedule 'step'"):
         learning_rate(1, steps, peak, "step")
+
+
+def _ball(shape=(40, 48, 40), radius=9.0) -> torch.Tensor:
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) - n / 2 for n in shape],
+                                      indexing="ij"))
+    return ((grid ** 2).sum(0) <= radius ** 2).float()[None]
+
+
+def test_anatomy_views_keep_the_size_of_a_structure_that_resized_crops_change():
+    """simclr3d's small config uses rigid views: a ball keeps its volume in every view, while
+    the paper's random resized crops rescale it (the size the synthetic tasks measure)."""
+    import dataclasses
+
+    import numpy as np
+
+    from baselines.simclr3d import CONFIGS, make_views
+
+    ball = _ball()
+    true_volume = float(ball.sum())
+    small = CONFIGS["small"]
+    assert small.views == "anatomy"
+    rng = np.random.default_rng(0)
+
+    def volumes(config) -> list[float]:
+        views = make_views(config, tuple(ball.shape[1:]))
+        out = []
+        for _ in range(8):
+            views.set_random_state(seed=int(rng.integers(0, 2 ** 31 - 1)))
+            v = torch.as_tensor(views(ball.clone()))
+            # intensity jitter moves values; the ball is where the view is above half its range
+            lo, hi = float(v.min()), float(v.max())
+            out.append(float((v > lo + (hi - lo) / 2).sum()))
+        return out
+
+    rigid = volumes(small)
+    assert max(abs(v / true_volume - 1) for v in rigid) < 0.1  # bias field and noise move the edge a little
+    resized = volumes(dataclasses.replace(small, views="crop_resize", min_crop=(24, 28, 24)))
+    assert max(abs(v / true_volume - 1) for v in resized) > 0.3
+
+
+def test_unknown_views_are_refused_with_the_choices():
+    import dataclasses
+
+    import pytest
+
+    from baselines.simclr3d import CONFIGS, make_views
+    from bench.errors import MribenchError
+
+    with pytest.raises(MribenchError, match="unknown SimCLR views 'zoom'.*crop_resize, anatomy"):
+        make_views(dataclasses.replace(CONFIGS["small"], views="zoom"), (8, 8, 8))
