@@ -87,6 +87,29 @@ def _check_names(suite: Suite, path: Path) -> None:
         raise MribenchError(f"{path}: unknown protocol(s) or task(s): {', '.join(sorted(set(unknown)))}")
 
 
+def restrict(suite: Suite, encoders: list[str] | None = None, tasks: list[str] | None = None,
+             protocols: list[str] | None = None) -> Suite:
+    """The part of ``suite`` named by the lists (None: all of it), for re-running a slice, e.g.
+    one encoder after new pretraining. A name the suite does not declare is an error."""
+    picked = {}
+    for what, names, declared in (("encoder", encoders, suite.encoders), ("protocol", protocols, suite.protocols),
+                                  ("task", tasks, None if suite.tasks == "all" else suite.tasks)):
+        if names is None:
+            continue
+        missing = [n for n in names if declared is not None and n not in declared]
+        if missing:
+            raise MribenchError(f"suite {suite.name} has no {what} {', '.join(missing)}; it declares "
+                                f"{', '.join(declared)}")
+        picked[what] = names
+    restricted = suite.model_copy(update={"encoders": [e for e in suite.encoders if e in picked.get("encoder", suite.encoders)],
+                                          "protocols": [p for p in suite.protocols
+                                                        if p in picked.get("protocol", suite.protocols)]})
+    if "task" in picked:
+        restricted = restricted.model_copy(update={"tasks": list(picked["task"])})
+        _check_names(restricted, Path(f"suite {suite.name}"))
+    return restricted
+
+
 def _tasks(suite: Suite, cohort_name: str) -> list[str]:
     from bench.tasks import tasks_on_cohort
 

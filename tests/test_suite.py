@@ -9,7 +9,7 @@ import pytest
 
 from bench.cli import main
 from bench.errors import MribenchError
-from bench.suite import load_suite, plan
+from bench.suite import load_suite, plan, restrict
 
 
 def test_default_suite_plans_every_applicable_combination():
@@ -63,3 +63,18 @@ def test_smoke_suite_runs_and_reproduces_its_records(tmp_path, capsys):
     assert main([*args, "--results", str(tmp_path / "b")]) == 0
     assert _canonical(tmp_path / "b") == first  # a fresh run gives the very same numbers
     assert main(["verify", str(tmp_path / "a")]) == 0
+
+
+def test_a_slice_of_a_suite_plans_only_the_named_encoders_tasks_and_protocols():
+    suite = load_suite("default")
+    part = restrict(suite, encoders=["volumes", "oracle"], tasks=["ad_diagnosis", "brain_age"],
+                    protocols=["linear_probe", "few_shot"])
+    planned = plan(part, "synth-default-seed0-2mm")
+    assert sorted(planned.jobs) == [(e, t, p) for e in ("oracle", "volumes") for t, p in (
+        ("ad_diagnosis", "few_shot"), ("ad_diagnosis", "linear_probe"), ("brain_age", "linear_probe"))]
+    assert [s[:3] for s in planned.skipped] == [("volumes", "brain_age", "few_shot"), ("oracle", "brain_age", "few_shot")]
+    assert restrict(suite) == suite
+    with pytest.raises(MribenchError, match="suite default has no encoder nope; it declares random, "):
+        restrict(suite, encoders=["nope"])
+    with pytest.raises(MribenchError, match="suite default has no protocol segmentation"):
+        restrict(suite, protocols=["segmentation"])

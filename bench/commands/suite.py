@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=positive_int, default=None, help="seeds per setting, >= 1 (default: profile's)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (jobs and skips) and run nothing")
     p.add_argument("--overwrite", action="store_true", help="redo jobs whose record exists")
+    for flag, what in (("--encoder", "encoder"), ("--task", "task"), ("--protocol", "protocol")):
+        p.add_argument(flag, action="append", default=None, metavar=what.upper(),
+                       help=f"run only this {what} of the suite (repeatable; default: all)")
     add_cohort_args(p)
     add_executor_args(p)
     p.set_defaults(func=cmd_suite_run)
@@ -45,9 +48,9 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
     from bench.locks import cache_lock
     from bench.profiles import get_profile
     from bench.runner import Runner
-    from bench.suite import load_suite, plan, suite_jobs
+    from bench.suite import load_suite, plan, restrict, suite_jobs
 
-    suite = load_suite(args.name)  # a bad suite fails before the cohort, which can take minutes
+    suite = restrict(load_suite(args.name), args.encoder, args.task, args.protocol)  # a bad suite fails before the cohort, which can take minutes
     results_folder(args.results)
     profile = get_profile(args.profile)
     if args.seeds is not None:
