@@ -201,7 +201,7 @@ def learning_rate(step: int, steps: int, peak: float, schedule: str = "cosine") 
 def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int = 8, lr: float = 3e-4,
              lr_schedule: str = "cosine", seed: int = 0, out_dir: Path | None = None, resume: bool = False,
              checkpoint_every: int = 50, progress: bool = True, store: VolumeStore | None = None,
-             command: str = "") -> PretrainResult:
+             command: str = "", init_from: Path | None = None) -> PretrainResult:
     out_dir = Path(out_dir or default_out_dir(method.name, cohort.name))
     last = out_dir / "last.pt"
     info = ddp.setup()  # rank and world size from torchrun (bench pretrain --nproc N); 0 of 1 otherwise
@@ -221,6 +221,7 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     own_rng = rng if not info.enabled else np.random.default_rng((seed, info.rank))
     torch.manual_seed(seed if not info.enabled else int(np.random.SeedSequence((seed, info.rank)).generate_state(1)[0]))
     start_step, losses = _restore(state, net, optimiser, rng, own_rng, info, last)
+    warm_start = warm_start_from(init_from, net, out_dir, start_step, method.name)
 
     log = _start_log(out_dir / "loss.tsv", start_step, info)
     begin = time.perf_counter()
@@ -251,13 +252,19 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
                 _checkpoint(last, step, net, optimiser, rng, own_rng, losses, info)
             bar.update(task, advance=1, description=f"pretraining {method.name} (loss {losses[-1]:.3f})")
     trained = time.perf_counter() - begin
-    cost = {"batch_size": batch, "lr": lr, "lr_schedule": lr_schedule, "wall_time_s": round(trained, 1),
-            "steps_this_run": steps - start_step,
-            "volumes_per_s": round((steps - start_step) * batch / trained, 2) if trained > 0 else None}
-    encoder_path, card_path = _write_encoder(method, out_dir, pool, cohort.name, steps, cost, command, info)
+    cost = run_cost(batch, lr, lr_schedule, trained, steps - start_step)
+    encoder_path, card_path = _write_encoder(method, out_dir, pool, cohort.name, steps, cost, command, info,
+                                             warm_start)
     ddp.barrier(info)  # the weights exist for every rank that returns
     ddp.teardown(info)
     return PretrainResult(out_dir, steps, losses, encoder_path, card_path, time.perf_counter() - begin)
+
+
+def run_cost(batch: int, lr: float, lr_schedule: str, seconds: float, steps_run: int) -> dict:
+    """What a run took, for its card: batch, learning rate and schedule, wall time, throughput."""
+    return {"batch_size": batch, "lr": lr, "lr_schedule": lr_schedule, "wall_time_s": round(seconds, 1),
+            "steps_this_run": steps_run,
+            "volumes_per_s": round(steps_run * batch / seconds, 2) if seconds > 0 else None}
 
 
 def _optimiser_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, rate: float) -> None:
@@ -308,6 +315,43 @@ def _check_out_dir(out_dir: Path, last: Path, resume: bool, info) -> dict | None
     return state
 
 
+WARM_START = "init_from.json"
+
+
+def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path, start_step: int,
+                    name: str) -> dict | None:
+    """Continue another run's weights (``bench pretrain --init-from ENCODER.pt``): every tensor of
+    the checkpoint whose name and shape the recipe's network shares is copied in before step 1
+    (e.g. simclr3d's backbone into temporal's, whose order and sequence heads start fresh). What
+    was loaded (checkpoint hash, tensors, the source card's pretraining subjects) is kept in
+    ``out_dir/init_from.json`` for the card, so a resumed run still declares it."""
+    record = out_dir / WARM_START
+    if start_step > 0 or init_from is None:
+        return json.loads(record.read_text()) if record.is_file() else None
+    from bench.encoders.api import read_state_dict
+    from bench.splits import file_sha256
+
+    init_from = Path(init_from)
+    if not init_from.is_file():
+        raise MribenchError(f"--init-from: {init_from} not found")
+    source = read_state_dict(init_from)
+    own = net.state_dict()
+    shared = {k: v for k, v in source.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not shared:
+        raise MribenchError(f"--init-from {init_from}: no tensor of it has the name and shape of one in {name}'s "
+                            f"network (its keys start {', '.join(list(source)[:3])})")
+    net.load_state_dict(shared, strict=False)
+    card_file = init_from.with_suffix(".json")
+    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+    data = card.get("pretraining_data", {}) if isinstance(card, dict) else {}
+    warm = {"checkpoint_sha256": file_sha256(init_from), "encoder": card.get("name"),
+            "ssl_method": card.get("ssl_method"), "steps": data.get("steps"), "cohort": data.get("cohort"),
+            "tensors_loaded": len(shared), "tensors_fresh": len(own) - len(shared),
+            "subjects": list(data.get("subjects", []))}
+    _atomic_text(record, json.dumps(warm, indent=2, sort_keys=True) + "\n")
+    return warm
+
+
 def _pool_rows(method: SSLMethod, cohort: Cohort):
     """The pretraining pool's subjects, and their scans of the sequences the method trains on."""
     pool = pretraining_pool(cohort)
@@ -344,9 +388,10 @@ def _draw(method: SSLMethod, rows, paths: list[str], store: VolumeStore, rng: np
 
 
 def _write_encoder(method: SSLMethod, out_dir: Path, pool: list[str], cohort_name: str, steps: int, cost: dict,
-                   command: str, info) -> tuple[Path, Path]:
+                   command: str, info, warm_start: dict | None = None) -> tuple[Path, Path]:
     """Rank 0 writes the encoder's weights and, beside them, its card (the encoder reads it from there);
-    ``cost`` is what the run took (batch, learning rate and schedule, wall time, throughput)."""
+    ``cost`` is what the run took (batch, learning rate and schedule, wall time, throughput);
+    ``warm_start`` the checkpoint it started from (see :func:`warm_start_from`)."""
     encoder_path = out_dir / "encoder.pt"
     card_path = encoder_path.with_suffix(".json")
     if not info.is_main:
@@ -360,6 +405,10 @@ def _write_encoder(method: SSLMethod, out_dir: Path, pool: list[str], cohort_nam
     card["pretraining_data"].update(cost)  # what the run cost, for whoever wants to reproduce it
     if info.enabled:
         card["pretraining_data"]["processes"] = info.world_size
+    if warm_start:  # the subjects the starting weights saw count as pretraining subjects too
+        data = card["pretraining_data"]
+        data["init_from"] = warm_start
+        data["subjects"] = sorted(set(data.get("subjects", [])) | set(warm_start["subjects"]))
     _atomic_text(card_path, json.dumps(card, indent=2, sort_keys=True) + "\n")
     return encoder_path, card_path
 

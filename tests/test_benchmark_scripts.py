@@ -55,3 +55,19 @@ def test_tables_reheadline_each_fraction_and_compare_with_the_init(tmp_path):
     # at 10 % the pretrained encoder is worse (-), at 100 % better on every subject: p below the
     # resolution of 1000 paired replicates (2 / 1000), marked *
     assert cells[0].startswith("- ") and cells[1] == "+ p < 0.002 *"
+
+
+@pytest.mark.slow
+def test_val_scores_fit_on_train_and_score_the_validation_split(capsys):
+    """The recipe-choice script scores val (never test): oracle beats volumes on the smoke cohort,
+    and its numbers are the probe's own on the val rows."""
+    from benchmarks import val_scores
+
+    assert val_scores.parse_encoder("mae3d=w.pt:readout=grid") == ("mae3d", {"weights": "w.pt", "readout": "grid"})
+    assert val_scores.main(["--profile", "smoke", "--encoder", "oracle", "--encoder", "volumes",
+                            "--task", "ad_diagnosis", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "validation split of synth-smoke" in out
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2].split()[0]) for line in out.splitlines()
+            if line.startswith("| oracle") or line.startswith("| volumes")}
+    assert rows["oracle"] > rows["volumes"] > 0.5

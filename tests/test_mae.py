@@ -55,3 +55,35 @@ def test_wrong_weights_are_refused_with_a_listing(tmp_path):
     torch.save(state, path)
     with pytest.raises(MribenchError, match="missing keys: cls_token"):
         MAE3D(config="small", weights=path)
+
+
+def test_readouts_by_hand():
+    """``mean``: last layer's token mean; ``mid``: the same after half the blocks; ``grid``: the
+    last layer's tokens averaged per octant of the volume, in the patch embedding's order."""
+    from baselines.mae3d import encode
+
+    torch.manual_seed(0)
+    net = build(CONFIGS["small"]).eval()
+    x = torch.randn(2, 1, 64, 64, 64)
+    with torch.no_grad():
+        tokens = torch.cat([net.cls_token.expand(2, -1, -1), net.patch_embedding(x)], dim=1)
+        half = net.blocks[:3](tokens)
+        last = net.blocks[3:](half)[:, 1:]
+        assert torch.allclose(encode(net, x, "mean"), last.mean(1), atol=1e-5)
+        assert torch.allclose(encode(net, x, "mid"), half[:, 1:].mean(1), atol=1e-5)
+        grid = encode(net, x, "grid").reshape(2, 8, -1)
+        cube = last.reshape(2, 8, 8, 8, -1)  # tokens on the 8^3 patch grid, (d, h, w)
+        assert torch.allclose(grid[:, 0], cube[:, :4, :4, :4].mean((1, 2, 3)), atol=1e-5)
+        assert torch.allclose(grid[:, 7], cube[:, 4:, 4:, 4:].mean((1, 2, 3)), atol=1e-5)
+        assert torch.allclose(grid[:, 1], cube[:, :4, :4, 4:].mean((1, 2, 3)), atol=1e-5)
+
+
+def test_readout_sets_the_embed_dim_and_is_part_of_the_cache_key():
+    from bench.embeddings import encoder_key
+    from bench.encoders import get_encoder
+
+    mean, grid = get_encoder("mae3d@init", readout="mean"), get_encoder("mae3d@init", readout="grid")
+    assert (mean.card.embed_dim, grid.card.embed_dim) == (192, 8 * 192)
+    assert encoder_key(mean) != encoder_key(grid)
+    with pytest.raises(MribenchError, match="mae3d: unknown read-out 'cls'; choose one of mean, mid, grid"):
+        get_encoder("mae3d@init", readout="cls")

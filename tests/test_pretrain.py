@@ -265,3 +265,38 @@ def test_every_ssl_baseline_pretrains_from_the_cli_and_its_weights_load(smoke, t
     with torch.inference_mode():
         emb = encoder.embed(torch.randn(1, 1, 64, 64, 64))
     assert emb.shape == (1, encoder.card.embed_dim) and torch.isfinite(emb).all()
+
+
+@pytest.mark.slow
+def test_init_from_copies_the_shared_backbone_and_the_card_declares_it(smoke, tmp_path):
+    """temporal started from a simclr3d run: the backbone tensors are the simclr3d ones at step 0,
+    the heads start fresh, and the card names the source checkpoint and counts its subjects."""
+    from bench.cli import main
+    from bench.encoders.api import read_state_dict
+    from bench.pretrain import warm_start_from
+    from bench.splits import file_sha256
+
+    source = tmp_path / "simclr"
+    assert main(["pretrain", "--encoder", "simclr3d", "--profile", "smoke", "--steps", "1", "--batch-size", "2",
+                 "--out", str(source), "--no-progress"]) == 0
+    weights = read_state_dict(source / "encoder.pt")
+    from baselines.temporal import TemporalMethod
+
+    net = TemporalMethod("small").network()
+    warm = warm_start_from(source / "encoder.pt", net, tmp_path / "probe", 0, "temporal")
+    own = net.state_dict()
+    assert torch.equal(own["encoder.conv1.weight"], weights["encoder.conv1.weight"])
+    assert warm["tensors_loaded"] == sum(k.startswith("encoder.") for k in own) and warm["tensors_fresh"] > 0
+    assert warm["checkpoint_sha256"] == file_sha256(source / "encoder.pt") and warm["encoder"] == "simclr3d"
+
+    out = tmp_path / "temporal"
+    assert main(["pretrain", "--encoder", "temporal", "--profile", "smoke", "--steps", "1", "--batch-size", "2",
+                 "--out", str(out), "--no-progress", "--init-from", str(source / "encoder.pt")]) == 0
+    card = json.loads((out / "encoder.json").read_text())["pretraining_data"]
+    source_card = json.loads((source / "encoder.json").read_text())["pretraining_data"]
+    assert card["init_from"]["checkpoint_sha256"] == file_sha256(source / "encoder.pt")
+    assert set(source_card["subjects"]) <= set(card["subjects"])
+    assert "--init-from" in card["command"]
+
+    with pytest.raises(MribenchError, match="no tensor of it has the name and shape"):
+        warm_start_from(source / "encoder.pt", torch.nn.Linear(2, 2), tmp_path / "other", 0, "toy")

@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--out", default=None, help="output folder (default: the cache's checkpoints/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init-from", default=None, metavar="ENCODER.pt",
+                   help="start from another run's weights: tensors of the same name and shape are copied "
+                        "(e.g. temporal from simclr3d's backbone); recorded in the card")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs); "
                         "--batch-size is the global batch, shared by them")
@@ -61,7 +64,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                       lr_schedule=args.lr_schedule, seed=args.seed_train,
                       out_dir=Path(args.out) if args.out else None, resume=args.resume,
                       checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                      command=args.command_line)
+                      command=args.command_line, init_from=Path(args.init_from) if args.init_from else None)
     if env_rank() != 0:  # under torchrun, rank 0 reports for all
         return 0
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
@@ -88,6 +91,7 @@ def _launch_pretrain(args: argparse.Namespace, steps: int, cohort_name: str) -> 
              "--checkpoint-every", str(args.checkpoint_every), "--out", str(out), "--profile", args.profile,
              "--seed", str(args.seed)]
     child += (["--cohort", args.cohort] if args.cohort else []) + (["--resume"] if args.resume else []) \
+        + (["--init-from", args.init_from] if args.init_from else []) \
         + (["--no-progress"] if args.no_progress else [])
     console.print(f"pretraining {args.encoder} in {args.nproc} processes (torchrun, "
                   f"{'NCCL' if _cuda() else 'gloo'}) into {out}", highlight=False)
