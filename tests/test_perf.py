@@ -325,3 +325,22 @@ def test_a_nested_clock_pauses_the_outer_one_and_adds_its_phases_to_it():
     assert outer.totals == {"other": [4.0, 2.0], "cohort": [1.0, 0.5], "job grid": [18.0, 9.0], "heads": [8.0, 4.0]}
     assert sum(w for w, _ in outer.totals.values()) == fake.wall
 
+
+def test_suite_timing_counts_reused_jobs_and_adds_worker_phases_only_for_remote_jobs(tmp_path):
+    from bench.runner import SKIPPED, JobResult
+    from bench.suite import GRID, timing_report
+
+    def result(status, phases):
+        return JobResult("random", "brain_age", "linear_probe", tmp_path / "r.json", status, phases=phases)
+
+    results = [result("done", {"embeddings": [5.0, 4.0], "other": [1.0, 1.0]}), result(SKIPPED, {}),
+               result("failed: ValueError", {"heads": [2.0, 2.0]})]
+    client = {"cohort": [3.0, 3.0], GRID: [7.0, 1.0], "other": [1.0, 1.0]}
+    local = timing_report(client, results, in_process=True)   # the job phases are in the clock already
+    assert local["jobs"] == {"planned": 3, "run": 2, "reused": 1, "failed": 1}
+    assert local["phases"]["other"]["wall_s"] == 8.0 and local["phases"]["embeddings"]["wall_s"] == 0.0
+    assert local["wall_s"] == local["elapsed_s"] == 11.0 and local["measured"] == "this process"
+    remote = timing_report(client, results, in_process=False)  # the wait for the workers is replaced
+    assert remote["phases"]["embeddings"] == {"wall_s": 5.0, "cpu_s": 4.0, "share": 5.0 / 12.0}
+    assert remote["phases"]["other"]["wall_s"] == 2.0 and remote["phases"]["heads"]["wall_s"] == 2.0
+    assert remote["wall_s"] == 12.0 and remote["elapsed_s"] == 11.0 and remote["dominant"] == "embeddings"
