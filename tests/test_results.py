@@ -396,3 +396,19 @@ def test_compact_form_is_at_least_ten_times_smaller(tmp_path):
     sidecar = tmp_path / "compact.predictions.json.gz"
     assert inline.stat().st_size >= 10 * (compact.stat().st_size + sidecar.stat().st_size)
     assert load_record(compact).predictions == rows
+
+
+def test_bench_results_compact_converts_a_folder_once(tmp_path, capsys):
+    from bench.cli import main
+
+    record = _record(predictions=_prediction_rows())
+    path = write_record(record, record_path(tmp_path, "random", "ad_diagnosis", 1, "fractions"), inline_predictions=True)
+    write_record(_record(predictions=None), record_path(tmp_path, "random", "ad_diagnosis", 1, "linear_probe"))
+    assert main(["results", "compact", str(tmp_path)]) == 0
+    assert "1 compacted, 1 no predictions" in capsys.readouterr().out
+    assert path.with_name("fractions.predictions.json.gz").is_file() and load_record(path) == record
+    assert main(["results", "compact", str(tmp_path)]) == 0
+    assert "1 already compact, 1 no predictions" in capsys.readouterr().out
+    path.with_name("fractions.predictions.json.gz").unlink()
+    assert main(["results", "compact", str(path)]) == 1
+    assert "invalid" in capsys.readouterr().out
