@@ -431,14 +431,16 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes, record: Path | None = None) -> None:
     """Write ``data`` atomically: a hidden temp file in the same folder, flush + fsync, then ``os.replace``.
 
     A crash at any point leaves the previous file (or no file), never a partial one; the temp file is
     removed on failure and never ends in ``.json``, so ``iter_records`` cannot pick it up. The temp file
-    is created with mode 0o666 so the umask, not a private 0o600, decides who can read results.
+    is created with mode 0o666 so the umask, not a private 0o600, decides who can read results. It is
+    named after ``record`` (default ``path``), ``.<record name>.<pid>.<random>.tmp``, so the runner's
+    :func:`bench.jobs.remove_stale_temporaries` finds what a killed writer of that record left.
     """
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = path.parent / f".{(record or path).name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -493,7 +495,7 @@ def write_record(record: ResultRecord, path: str | Path, *, inline_predictions: 
     packed = None if inline_predictions else _pack_predictions(payload, path)
     sidecar = path.parent / sidecar_name(path.name)
     if packed is not None:
-        _write_atomic(sidecar, packed)
+        _write_atomic(sidecar, packed, record=path)
     _write_atomic(path, _record_bytes(payload))
     if packed is None:
         sidecar.unlink(missing_ok=True)
@@ -515,7 +517,7 @@ def compact_record(path: str | Path) -> str:
     packed = _pack_predictions(payload, path)
     if packed is None:
         return "kept inline"
-    _write_atomic(path.parent / payload["predictions_file"]["file"], packed)
+    _write_atomic(path.parent / payload["predictions_file"]["file"], packed, record=path)
     _write_atomic(path, _record_bytes(payload))
     return "compacted"
 

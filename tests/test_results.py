@@ -126,13 +126,18 @@ def test_atomic_write_crash_leaves_old_file_and_no_visible_temp(tmp_path, monkey
     write_record(old, path)
     before = path.read_bytes()
 
+    temporaries = []
+
     def crash(src, dst):
+        temporaries.append(Path(src).name)
         raise OSError("simulated crash during rename")
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         write_record(_record(main_score=0.9), path)
     assert path.read_bytes() == before  # unchanged
+    # the predictions file's temp is named after the record, where bench.jobs.remove_stale_temporaries looks
+    assert temporaries and temporaries[0].startswith(".linear_probe.json.") and temporaries[0].endswith(".tmp")
     assert load_record(path) == old  # with its predictions file, which the crash left as it was
     assert sorted(p.name for p in path.parent.iterdir()) == [  # temp files cleaned up
         "linear_probe.json", "linear_probe.predictions.json.gz"]
@@ -402,7 +407,8 @@ def test_bench_results_compact_converts_a_folder_once(tmp_path, capsys):
     from bench.cli import main
 
     record = _record(predictions=_prediction_rows())
-    path = write_record(record, record_path(tmp_path, "random", "ad_diagnosis", 1, "fractions"), inline_predictions=True)
+    path = write_record(record, record_path(tmp_path, "random", "ad_diagnosis", 1, "fractions"),
+                        inline_predictions=True)
     write_record(_record(predictions=None), record_path(tmp_path, "random", "ad_diagnosis", 1, "linear_probe"))
     assert main(["results", "compact", str(tmp_path)]) == 0
     assert "1 compacted, 1 no predictions" in capsys.readouterr().out
