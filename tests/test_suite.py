@@ -3,12 +3,11 @@ smoke suite run twice giving identical records, and the time by phase a run repo
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from bench.cli import main
 from bench.errors import MribenchError
+from bench.results import read_record_json
 from bench.suite import load_suite, plan, restrict
 
 
@@ -47,7 +46,7 @@ def _canonical(folder):
     """Scores, CIs, summaries and predictions of every record (no timestamps, wall times, command)."""
     out = {}
     for path in sorted(folder.rglob("*.json")):
-        r = json.loads(path.read_text())
+        r = read_record_json(path)
         out[str(path.relative_to(folder))] = {k: r[k] for k in ("main_score", "scores", "summary", "predictions")}
     return out
 

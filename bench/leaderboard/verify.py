@@ -7,8 +7,10 @@ trusts nothing in it that it can check. :func:`verify_record` returns every prob
 What is checked, in order:
 
 1. **schema**: the file validates as a :class:`~bench.results.ResultRecord` (strict: unknown
-   keys are errors), and its protocol is one the leaderboard ranks (a registered protocol with
-   ``ranked`` set, :func:`bench.protocols.ranked`; ``cross_cohort`` records are refused for now);
+   keys are errors), its predictions file (when it keeps its predictions beside it, the default)
+   is there and has the SHA-256 the record names (:func:`~bench.results.load_record`), and its
+   protocol is one the leaderboard ranks (a registered protocol with ``ranked`` set,
+   :func:`bench.protocols.ranked`; ``cross_cohort`` records are refused for now);
 2. **task**: ``tasks/<task>.yaml`` exists, has the record's version, its resolved-content hash
    equals ``provenance.task_spec_sha256``, and its main score / direction are the record's;
 3. **split**: the split file the task names for the record's cohort exists, matches its hash
