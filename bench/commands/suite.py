@@ -48,7 +48,7 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
     from bench.locks import cache_lock
     from bench.profiles import get_profile
     from bench.runner import Runner
-    from bench.suite import load_suite, plan, restrict, suite_jobs
+    from bench.suite import job_options, load_suite, plan, restrict, suite_jobs
 
     suite = restrict(load_suite(args.name), args.encoder, args.task, args.protocol)  # a bad suite fails before the cohort, which can take minutes
     results_folder(args.results)
@@ -58,20 +58,23 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
     with cache_lock(f"cohort-{args.profile}-seed{args.seed}"):
         cohort = cohort_from(args)
     planned = plan(suite, cohort.name)
+    options = job_options(suite, cohort.name)
     for encoder, task, protocol, reason in planned.skipped:
         console.print(f"skip {encoder} / {task} / {protocol}: {reason}", highlight=False)
     console.print(f"suite {suite.name} on {cohort.name}: {len(planned.jobs)} job(s), {len(planned.skipped)} "
                   "skipped", highlight=False)
     if args.dry_run:
         for encoder, task, protocol in planned.jobs:
-            console.print(f"job  {encoder} / {task} / {protocol}", highlight=False)
+            given = ", ".join(f"{k}={v}" for k, v in sorted(options.get(protocol, {}).items()))
+            console.print(f"job  {encoder} / {task} / {protocol}" + (f" ({given})" if given else ""),
+                          highlight=False, markup=False, soft_wrap=True)
         return 0
     executor = executor_from(args)
     with executor:
         runner = Runner(cohort, profile, Path(args.results), progress=not args.no_progress, overwrite=args.overwrite,
                         executor=executor, keep_going=True, command=args.command_line)
         start = time.perf_counter()
-        results = runner.run_jobs(suite_jobs(runner, planned))
+        results = runner.run_jobs(suite_jobs(runner, planned, options))
         where = executor.describe()
     failed = print_results(f"bench suite run {suite.name} on {cohort.name} ({profile.name} profile, {where})",
                            results, args.results, start)
