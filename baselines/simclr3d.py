@@ -43,13 +43,14 @@ class SimCLRConfig:
     rotation: float = 0.3                # largest random rotation about each axis, radians
     queue_size: int = 0                  # memory queue of past projections used as extra negatives (0: none)
     views: str = "crop_resize"           # "crop_resize" (the paper's) or "anatomy" (no change of scale)
+    momentum: float = 0.0                # > 0: queue and positives come from an EMA key network (MoCo)
     max_shift: int = 3                   # "anatomy" views: largest translation per axis, voxels
 
 
 CONFIGS = {
     "paper": SimCLRConfig("paper", (64, 128, 256, 512), 1, "simclr-paper", (30, 40, 40)),
     "small": SimCLRConfig("small", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58), rotation=0.1,
-                          queue_size=512, views="anatomy"),
+                          queue_size=512, views="anatomy", momentum=0.99),
 }
 VIEW_KINDS = ("crop_resize", "anatomy")
 # Why ``small`` keeps a queue: on 2 CPU cores a batch is 8 volumes, so NT-Xent sees 14 negatives
@@ -62,6 +63,13 @@ VIEW_KINDS = ("crop_resize", "anatomy")
 # is no closer than a negative, NT-Xent stayed at chance (ln 15) for 400 steps, and the encoder
 # learnt nothing. Crops down to 90 % and 0.1 rad give 0.67 within vs 0.60 across subjects
 # (12 default-cohort scans, measured once; see the README's encoder table).
+# Why ``small`` has a momentum key network: with a queue filled by the online network itself, a
+# run with anatomy views fell to NT-Xent 4.8 by step 700 and then climbed back to exactly
+# ln 526 (every embedding equal) by step 1,300: the queue's negatives come from older states of
+# the network, and drifting away from them is a shortcut. He et al. (2020, MoCo, Table/Fig. on
+# momentum) report the same failure without a momentum encoder (m = 0 does not converge); keys
+# from an exponential moving average of the network (m = 0.99 over ~1,000 steps) keep the queue
+# consistent.
 # Why ``small`` uses "anatomy" views (no random resized crop): what the synthetic tasks measure is
 # size (hippocampal and ventricular volume, cortical thickness, atrophy with age). A crop resized
 # back to the input shape rescales the brain by up to 1/0.9 per axis, more than AD's hippocampal
@@ -132,12 +140,35 @@ class ProjectionQueue(nn.Module):
 
 
 class SimCLRTraining(nn.Module):
-    """What pretraining updates and resumes: the network and, when configured, its queue."""
+    """What pretraining updates and resumes: the network and, when configured, its queue and its
+    momentum key network (``key``: an EMA of ``net``, never trained by the optimiser)."""
 
-    def __init__(self, net: SimCLRNet, queue: ProjectionQueue | None):
+    def __init__(self, net: SimCLRNet, queue: ProjectionQueue | None, momentum: float = 0.0):
         super().__init__()
         self.net = net
         self.queue = queue
+        self.key = None
+        if momentum > 0:
+            import copy
+
+            self.key = copy.deepcopy(net).eval()
+            self.key.requires_grad_(False)
+
+    @torch.no_grad()
+    def update_key(self, momentum: float) -> None:
+        """key <- m key + (1 - m) net for the weights; BatchNorm statistics are copied."""
+        for k, q in zip(self.key.parameters(), self.net.parameters()):
+            k.mul_(momentum).add_(q.detach(), alpha=1 - momentum)
+        for k, q in zip(self.key.buffers(), self.net.buffers()):
+            k.copy_(q)
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float, queue: torch.Tensor) -> torch.Tensor:
+    """MoCo's loss: each query's positive is its own key (the other view through the key
+    network); the other keys of the batch and the queue's rows are its negatives."""
+    q, k = nn.functional.normalize(q, dim=1), nn.functional.normalize(k, dim=1)
+    logits = torch.cat([q @ k.T, q @ queue.T], dim=1) / temperature
+    return nn.functional.cross_entropy(logits, torch.arange(len(q)))
 
 
 def make_views(config: SimCLRConfig, shape: tuple[int, int, int]):
@@ -185,7 +216,7 @@ class SimCLRMethod(Recipe):
         """Wrap ``self.net`` with the config's memory queue (if any): what pretraining updates."""
         queue = (ProjectionQueue(self.config.queue_size, self.config.projection_dim)
                  if self.config.queue_size else None)
-        self.training = SimCLRTraining(self.net, queue)
+        self.training = SimCLRTraining(self.net, queue, self.config.momentum)
 
     def network(self) -> nn.Module:
         return self.training
@@ -200,6 +231,8 @@ class SimCLRMethod(Recipe):
                 self._views.set_random_state(seed=int(rng.integers(0, 2**31 - 1)))
                 out.append(torch.as_tensor(self._views(volume)).float())
             views.append(torch.stack(out))
+        if self.training.key is not None:
+            return self._momentum_loss(views)
         z1 = self.net.projector(self.net(views[0]))
         z2 = self.net.projector(self.net(views[1]))
         queue = self.training.queue
@@ -210,11 +243,32 @@ class SimCLRMethod(Recipe):
             queue.push(torch.cat([z1, z2]))
         return loss
 
+    def _momentum_loss(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """Symmetric InfoNCE: view 1's queries against view 2's keys and back; the keys enter the queue."""
+        key, queue = self.training.key, self.training.queue
+        with torch.no_grad():
+            k1, k2 = (key.projector(key(v)) for v in views)
+        q1, q2 = (self.net.projector(self.net(v)) for v in views)
+        negatives = queue.negatives().clone() if queue is not None else q1.new_zeros(0, q1.shape[1])
+        t = self.config.temperature
+        loss = (info_nce(q1, k2, t, negatives) + info_nce(q2, k1, t, negatives)) / 2
+        if queue is not None:
+            queue.push(torch.cat([k1, k2]))
+        return loss
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """The key network follows the trained one (MoCo's momentum update)."""
+        if self.training.key is not None:
+            self.training.update_key(self.config.momentum)
+
 
 def ssl_method_of(config: SimCLRConfig) -> str:
-    """The card's one-line description of the recipe: loss, queue and views."""
-    queue = f", {config.queue_size}-projection memory queue" if config.queue_size else ""
+    """The card's one-line description of the recipe: loss, negatives and views."""
     views = "rigid anatomy-preserving views" if config.views == "anatomy" else "random resized crops"
+    if config.momentum:
+        return (f"SimCLR views with MoCo's momentum-{config.momentum:g} key network and {config.queue_size}-key "
+                f"queue (InfoNCE, temperature {config.temperature:g}; {views})")
+    queue = f", {config.queue_size}-projection memory queue" if config.queue_size else ""
     return f"SimCLR (NT-Xent, temperature {config.temperature:g}{queue}; {views})"
 
 

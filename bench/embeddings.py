@@ -37,6 +37,7 @@ from bench.data.store import VolumeStore, content_sha256, read_entry_into
 from bench.encoders.api import Latent, Trainable
 from bench.errors import ScanError
 from bench.progress import progress_bar
+from bench.timing import phase
 
 #: Volumes per forward pass; ``bench perf`` measures the encoder's raw speed at the same size.
 DEFAULT_BATCH_SIZE = 8
@@ -138,6 +139,7 @@ class EmbeddingCache:
         out.update((r, v) for (r, _), v in zip(todo, vectors))
         self.computed += len(todo)
 
+    @phase("embeddings")
     def embed(self, encoder, cohort: Cohort, rows: np.ndarray, store: VolumeStore, *,
               perturbation: str = "clean", transform=None, batch_size: int = DEFAULT_BATCH_SIZE,
               progress: bool = True) -> dict[int, np.ndarray]:
@@ -204,10 +206,12 @@ class EmbeddingCache:
         pin = encoder_device(encoder).type == "cuda"
         buffers = [torch.empty((len(chunks[0]), 1, *space.shape), pin_memory=pin) for _ in range(2)]
         writes = []
+        reader = "perturbations" if transform is not None else "store"  # the phase of waiting for the reader
         with harness_forward(encoder) as forward, ThreadPoolExecutor(max_workers=1) as background:
             pending = background.submit(load, chunks[0], buffers[0])
             for n, chunk in enumerate(chunks):
-                batch = pending.result()
+                with phase(reader):
+                    batch = pending.result()
                 if n + 1 < len(chunks):
                     pending = background.submit(load, chunks[n + 1], buffers[(n + 1) % 2])
                 emb = forward(batch)

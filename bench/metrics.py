@@ -28,6 +28,7 @@ from sklearn import metrics as skm
 
 from bench.errors import MribenchError
 from bench.registry import Registry
+from bench.timing import phase
 
 #: HD95 of BraTS when a structure is missed (empty prediction, non-empty truth) or invented: the
 #: diagonal of its 240 x 240 x 155 grid at 1 mm. :func:`hd95_per_subject` uses the diagonal of the
@@ -526,6 +527,7 @@ def boot_scores(metric: str, y_true, y_pred, draws: np.ndarray, members: list[np
     return out
 
 
+@phase("bootstraps")
 def bootstrap_ci(metric: str, y_true, y_pred, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
                  groups=None, params: dict | None = None) -> dict:
     """Point estimate and percentile bootstrap (1 - alpha) CI, resampling subjects (``groups``).
@@ -549,6 +551,7 @@ def bootstrap_ci(metric: str, y_true, y_pred, *, n_boot: int = 1000, seed: int =
             "n": len(members), "n_dropped": int(n_boot - len(ok))}
 
 
+@phase("bootstraps")
 def paired_bootstrap(metric: str, y_true, pred_a, pred_b, *, n_boot: int = 1000, seed: int = 0,
                      groups=None, params: dict | None = None) -> dict:
     """Paired test of two predictors on the same subjects: delta = score(a) - score(b).

@@ -11,6 +11,9 @@ split hashes) is what decides whether a rerun may skip it. Records are read only
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
 import math
 import os
@@ -18,6 +21,7 @@ import platform
 import re
 import secrets
 import subprocess
+import zlib
 from datetime import datetime, timedelta, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -133,6 +137,33 @@ class Provenance(_Strict):
         return v
 
 
+class PredictionsFile(_Strict):
+    """Where a record's per-example predictions are when they are not inline: a compact file beside
+    the record (:mod:`bench.prediction_files`), pinned by its SHA-256 so an edit is detected."""
+
+    file: str
+    format: str
+    sha256: str
+    rows: int
+
+    @field_validator("file")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # a file beside the record, never a path: a record must not make a reader open another file
+        from bench.prediction_files import SUFFIX
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v) or not v.endswith(SUFFIX):
+            raise ValueError(f"not the name of a predictions file beside the record: {v!r}")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError(f"not a SHA-256: {v!r}")
+        return v
+
+
 class ResultRecord(_Strict):
     """One JSON per (encoder, task@version, protocol); ``main_score`` is top-level so tools need no task
     knowledge to read the headline number."""
@@ -148,6 +179,9 @@ class ResultRecord(_Strict):
     headline_setting: str
     scores: list[SettingScore]
     summary: dict[str, dict[str, Any]]
+    #: per-example rows (None: not kept). On disk they are inline, or (``write_record``'s default) in a
+    #: predictions file beside the record that its ``predictions_file`` key names (a
+    #: :class:`PredictionsFile`); :func:`load_record` reads either into this list.
     predictions: list[dict[str, Any]] | None = None
     flags: list[str] = Field(default_factory=list)
     provenance: Provenance
@@ -397,22 +431,20 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_record(record: ResultRecord, path: str | Path) -> Path:
-    """Write atomically: a hidden temp file in the same folder, flush + fsync, then ``os.replace``.
+def _write_atomic(path: Path, data: bytes, record: Path | None = None) -> None:
+    """Write ``data`` atomically: a hidden temp file in the same folder, flush + fsync, then ``os.replace``.
 
     A crash at any point leaves the previous file (or no file), never a partial one; the temp file is
     removed on failure and never ends in ``.json``, so ``iter_records`` cannot pick it up. The temp file
-    is created with mode 0o666 so the umask, not a private 0o600, decides who can read results.
+    is created with mode 0o666 so the umask, not a private 0o600, decides who can read results. It is
+    named after ``record`` (default ``path``), ``.<record name>.<pid>.<random>.tmp``, so the runner's
+    :func:`bench.jobs.remove_stale_temporaries` finds what a killed writer of that record left.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = _clean(record.model_dump(mode="python"))
-    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = path.parent / f".{(record or path).name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -420,7 +452,74 @@ def write_record(record: ResultRecord, path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _record_bytes(payload: Mapping[str, Any]) -> bytes:
+    return (json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _pack_predictions(payload: dict[str, Any], path: Path) -> bytes | None:
+    """Move the JSON-ready ``payload``'s predictions into a predictions file for the record at
+    ``path`` (:mod:`bench.prediction_files`): returns the file's bytes and points the payload at
+    it, or None (payload unchanged) when there are none or they are not of the harness's shape.
+    The file is decoded again before it is used, so only an exact round trip leaves the record."""
+    from bench.prediction_files import FORMAT, decode, encode, sidecar_name
+
+    rows = payload.get("predictions")
+    packed = encode(rows) if isinstance(rows, list) else None
+    if packed is None:
+        return None
+    again = decode(json.loads(gzip.decompress(packed)))
+    if json.dumps(again, sort_keys=True) != json.dumps(rows, sort_keys=True):
+        return None  # never lose a digit: keep them inline
+    payload["predictions"] = None
+    payload["predictions_file"] = {"file": sidecar_name(path.name), "format": FORMAT,
+                                   "sha256": hashlib.sha256(packed).hexdigest(), "rows": len(rows)}
+    return packed
+
+
+def write_record(record: ResultRecord, path: str | Path, *, inline_predictions: bool = False) -> Path:
+    """Write a record atomically (:func:`_write_atomic`): the record JSON, and its per-example
+    predictions in a compact predictions file beside it (``<stem>.predictions.json.gz``, whose
+    SHA-256 the record names) unless ``inline_predictions``, or they are not of the harness's shape.
+
+    The predictions file is written first, so a crash in between leaves the previous record, which
+    names another SHA-256 and so no longer loads: resume redoes the job. A predictions file left from
+    an earlier write of the same record is removed when the new one keeps none.
+    """
+    from bench.prediction_files import sidecar_name
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = _clean(record.model_dump(mode="python"))
+    packed = None if inline_predictions else _pack_predictions(payload, path)
+    sidecar = path.parent / sidecar_name(path.name)
+    if packed is not None:
+        _write_atomic(sidecar, packed, record=path)
+    _write_atomic(path, _record_bytes(payload))
+    if packed is None:
+        sidecar.unlink(missing_ok=True)
     return path
+
+
+def compact_record(path: str | Path) -> str:
+    """Move an inline record's predictions into a predictions file, other fields as they are (the
+    record JSON is only re-indented); idempotent. Returns what was done: ``compacted``, ``already
+    compact``, ``no predictions`` or ``kept inline`` (rows not of the harness's shape). An invalid
+    record is a one-line ``MribenchError``."""
+    path = Path(path)
+    record = load_record(path)
+    payload = read_bounded_json(path, "result record")
+    if payload.get("predictions_file") is not None:
+        return "already compact"
+    if not record.predictions:
+        return "no predictions"
+    packed = _pack_predictions(payload, path)
+    if packed is None:
+        return "kept inline"
+    _write_atomic(path.parent / payload["predictions_file"]["file"], packed, record=path)
+    _write_atomic(path, _record_bytes(payload))
+    return "compacted"
 
 
 def _one_line(text: str) -> str:
@@ -473,22 +572,96 @@ def read_bounded_json(path: str | Path, what: str = "JSON file", *, max_bytes: i
         raise MribenchError(f"{path}: not a readable {what} ({_one_line(e)}); delete it or rerun the job") from None
 
 
+def _gunzip_bounded(blob: bytes, max_bytes: int) -> bytes:
+    """Decompress at most ``max_bytes`` (a small file must not inflate into all of memory)."""
+    with gzip.GzipFile(fileobj=io.BytesIO(blob)) as f:
+        text = f.read(max_bytes + 1)
+    if len(text) > max_bytes:
+        raise ValueError(f"more than {max_bytes} bytes once decompressed")
+    return text
+
+
+def read_predictions_file(path: str | Path, expected: PredictionsFile, record_name: str) -> list[dict]:
+    """The rows of the predictions file at ``path``, which the record ``record_name`` names with
+    ``expected``; a missing, altered (SHA-256) or unreadable file is a one-line ``MribenchError``
+    naming it. Size, decompressed size and nesting are bounded as for records."""
+    from bench.prediction_files import FORMAT, PredictionsFileError, decode
+
+    path = Path(path)
+    if not path.is_file():
+        raise MribenchError(f"{path}: missing; {record_name} keeps its predictions there: restore the file "
+                            "beside the record or rerun the job")
+    try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes, more than the {MAX_RECORD_BYTES} allowed")
+        blob = path.read_bytes()
+        actual = hashlib.sha256(blob).hexdigest()
+        if actual != expected.sha256:
+            raise MribenchError(f"{path}: SHA-256 {actual[:12]} is not the {expected.sha256[:12]} {record_name} "
+                                "names: the predictions were altered or replaced; restore them or rerun the job")
+        if expected.format != FORMAT:
+            raise ValueError(f"format {expected.format!r}; this version reads {FORMAT}")
+        text = _gunzip_bounded(blob, MAX_RECORD_BYTES).decode("utf-8")
+        if json_depth(text) > MAX_JSON_DEPTH:
+            raise ValueError(f"nested more than {MAX_JSON_DEPTH} deep")
+        rows = decode(json.loads(text))
+        if len(rows) != expected.rows:
+            raise ValueError(f"{len(rows)} rows where {record_name} says {expected.rows}")
+        return rows
+    except (OSError, EOFError, zlib.error, ValueError, TypeError, OverflowError, RecursionError,
+            PredictionsFileError) as e:
+        raise MribenchError(f"{path}: not a readable predictions file ({_one_line(e)}); rerun the job") from None
+
+
+def _with_predictions(path: Path, data: Any) -> Any:
+    """The record's JSON with its predictions read from the predictions file its ``predictions_file``
+    names (that key removed, so both forms validate as the same :class:`ResultRecord`)."""
+    if not isinstance(data, dict) or "predictions_file" not in data:
+        return data
+    data = dict(data)
+    ref = data.pop("predictions_file")
+    if ref is None:
+        return data
+    try:
+        ref = PredictionsFile.model_validate(ref)
+    except ValidationError as e:
+        raise _invalid(path, e, prefix="predictions_file.") from None
+    if data.get("predictions") is not None:
+        raise MribenchError(f"{path}: has inline predictions and a predictions file; keep one (rerun the job)")
+    data["predictions"] = read_predictions_file(path.parent / ref.file, ref, path.name)
+    return data
+
+
+def read_record_json(path: str | Path) -> dict[str, Any]:
+    """A record file's JSON as the harness wrote it before predictions files: predictions inline (read
+    from the predictions file when there is one), no ``predictions_file``. For tools and tests that
+    compare records as data; not validated (use :func:`load_record` for that)."""
+    path = Path(path)
+    return _with_predictions(path, read_bounded_json(path, "result record"))
+
+
 def load_record(path: str | Path) -> ResultRecord:
     """Read and validate one record; any problem is a one-line ``MribenchError`` naming the file.
 
     Every reader of records (``bench run``'s resume, ``status``, ``verify``, ``leaderboard``)
-    comes through here, and so through :func:`read_bounded_json`."""
+    comes through here, and so through :func:`read_bounded_json`. Predictions kept in a
+    predictions file are read into ``predictions`` (:func:`read_predictions_file`), so readers
+    see the same rows whichever way the record stores them."""
     path = Path(path)
-    data = read_bounded_json(path, "result record")
+    data = _with_predictions(path, read_bounded_json(path, "result record"))
     try:
         return ResultRecord.model_validate(data)
     except ValidationError as e:
-        errors = e.errors()
-        first = errors[0]
-        loc = ".".join(map(str, first["loc"])) or "<root>"
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise MribenchError(f"{path}: invalid result record at '{loc}': {_one_line(first['msg'])}{more}") \
-            from None
+        raise _invalid(path, e) from None
+
+
+def _invalid(path: Path, e: ValidationError, prefix: str = "") -> MribenchError:
+    """One line naming the file, the first invalid field and how many more there are."""
+    errors = e.errors()
+    first = errors[0]
+    loc = prefix + ".".join(map(str, first["loc"])) if first["loc"] else prefix.rstrip(".") or "<root>"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return MribenchError(f"{path}: invalid result record at '{loc}': {_one_line(first['msg'])}{more}")
 
 
 def record_exists(path: str | Path) -> bool:

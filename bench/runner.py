@@ -50,6 +50,7 @@ from bench.protocols import get_protocol
 from bench.protocols.context import Context, Prepared, assemble_features, run_protocol, scored_side
 from bench.splits import Split, load_split
 from bench.tasks import Examples, TaskSpec, attach_split, build_examples, get_task
+from bench.timing import measure, phase
 
 SKIPPED = "skipped (exists)"
 BUSY = "busy (another run holds it)"
@@ -67,6 +68,9 @@ class JobResult:
     seconds: float = 0.0
     error: str | None = None    # one line, for failed jobs
     key: str = ""               # the job's key (encoder/task@vN/protocol)
+    #: wall and CPU seconds by phase, ``{phase: [wall, cpu]}`` (:mod:`bench.timing`), measured
+    #: where the job ran (in this process or on a worker); empty for a record found up front
+    phases: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -166,7 +170,16 @@ def run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool = Tru
     and returned as a ``failed`` result, or raised again with ``reraise``. KeyboardInterrupt and
     other non-``Exception`` exits pass through untouched: they are not the job's fault.
     ``cohorts`` holds, by name, the other cohorts the job's options name (a cross-cohort target).
+    The job's wall and CPU seconds by phase (:mod:`bench.timing`) come back in ``phases``.
     """
+    with measure() as clock:
+        result = _run_job(job, settings, cohort, wait=wait, workspace=workspace, reraise=reraise, cohorts=cohorts)
+    result.phases = clock.totals
+    return result
+
+
+def _run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool, workspace: Workspace | None,
+             reraise: bool, cohorts: dict[str, Cohort] | None) -> JobResult:
     cohorts = {cohort.name: cohort, **(cohorts or {})}
     results_dir = settings.results_dir
     record = job.record_path(results_dir)
@@ -316,7 +329,8 @@ def _prepare_features(ctx: Context, protocol, settings: RunSettings, ws: Workspa
     if not (capabilities(encoder).latent and embeds):  # it reads voxels
         from bench.data.sanity import check_scans
 
-        check_scans(cohort, ctx.examples.scan_rows())  # the scan sanity gate's header checks, before embedding
+        with phase("store"):
+            check_scans(cohort, ctx.examples.scan_rows())  # the scan sanity gate's header checks, before embedding
     if embeds:
         lock = settings.cache_root / "locks" / "embed" / f"{encoder_key(encoder)[:20]}-{safe_name(spec.name)}.lock"
         with try_lock(lock, wait=True):

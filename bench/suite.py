@@ -194,3 +194,41 @@ def suite_jobs(runner, planned: SuitePlan, options: dict[str, dict[str, str]] | 
             for job in runner.jobs([encoder], list(tasks), list(protocols), options=options.get(own))
             if (encoder, job.task, job.protocol) in wanted]
     return sorted(jobs, key=lambda job: wanted[(job.encoder, job.task, job.protocol)])
+
+
+#: The job grid in ``bench suite run``'s own clock (:mod:`bench.timing`): with jobs in this process
+#: it holds the runner's own work between them (their phases are already in the clock); with
+#: jobs on Dask workers it is the wait for them, replaced by the phases the jobs report.
+GRID = "job grid"
+
+
+def timing_report(totals: dict[str, list[float]], results: list, in_process: bool) -> dict:
+    """The suite's time by phase (:func:`bench.timing.summary`) and its jobs run vs reused.
+
+    ``totals``: the suite command's clock; ``results``: the Runner's job results. Jobs whose record
+    existed are counted as reused, and only their record check is in the table. With the jobs in
+    this process, the phases add up to the command's elapsed time; with the jobs on workers, the
+    job phases are worker-seconds summed over jobs (they overlap in time), plus this process's
+    time outside the grid, and ``elapsed_s`` says how long the command took."""
+    from bench.runner import SKIPPED
+    from bench.timing import OTHER, add, summary
+
+    grid = totals.get(GRID, [0.0, 0.0])
+    phases = {name: list(v) for name, v in totals.items() if name != GRID}
+    if in_process:
+        add(phases, {OTHER: grid})
+    else:
+        for r in results:
+            add(phases, r.phases)
+    table = summary(phases)
+    reused = sum(r.status == SKIPPED for r in results)
+    return {
+        "measured": "this process" if in_process else
+                    "job phases: worker-seconds summed over the jobs (on Dask workers); cohort and other: this process",
+        "jobs": {"planned": len(results), "run": len(results) - reused, "reused": reused,
+                 "failed": sum(r.failed for r in results)},
+        "wall_s": sum(p["wall_s"] for p in table.values()), "cpu_s": sum(p["cpu_s"] for p in table.values()),
+        "elapsed_s": sum(w for w, _ in totals.values()),
+        "dominant": max(table, key=lambda name: table[name]["wall_s"]),
+        "phases": table,
+    }

@@ -40,7 +40,9 @@ def plot_run(run: Path, out_dir: Path, window: int) -> tuple[str, float, float, 
     import matplotlib.pyplot as plt
 
     log = pd.read_csv(run / "loss.tsv", sep="\t")
-    card = json.loads((run / "encoder.json").read_text())
+    card_file = run / "encoder.json"  # an interrupted run has no card yet: named by its folder
+    card = json.loads(card_file.read_text()) if card_file.is_file() else {"name": run.name,
+                                                                          "ssl_method": "stopped run, no card"}
     name, data = card["name"], card.get("pretraining_data", {})
     losses = log["loss"].to_numpy()
     first, last = window_means(losses, window)

@@ -145,13 +145,20 @@ def _one(cohort, profile, results: Path, cache: Path, enc: str, task: str, proto
     if result.failed:
         marker = read_bounded_json(runner.results_dir / ".jobs" / f"{result.key}.failed")
         return {"status": "failed", "error_type": marker["error_type"], "error": marker["error"]}
-    return {"status": "done", "record": canonical(read_bounded_json(result.path), str(results.parent))}
+    return {"status": "done", "record": canonical(_record_json(result.path), str(results.parent))}
+
+
+def _record_json(path: Path) -> dict:
+    """The record as data with its predictions inline, whichever way the code at hand stores them."""
+    try:
+        from bench.results import read_record_json  # since issue 17: predictions in a file beside the record
+    except ImportError:
+        from bench.results import read_bounded_json as read_record_json
+    return read_record_json(path)
 
 
 def _cross(cohort, profile, results: Path, cache: Path, enc: str, task: str, kwargs: dict) -> dict:
     """Site S1 -> site S2 of the smoke cohort, through whichever API the code at hand offers."""
-    from bench.results import read_bounded_json
-
     try:
         from bench.protocols.cross_cohort import Side, run_cross_cohort  # since issue 18: through the Runner
     except ImportError:
@@ -159,7 +166,7 @@ def _cross(cohort, profile, results: Path, cache: Path, enc: str, task: str, kwa
 
     path = run_cross_cohort(enc, Side(cohort, task, "S1"), Side(cohort, task, "S2"), profile, results,
                             progress=False, encoder_kwargs=kwargs, cache_root=cache).path
-    return {"status": "done", "record": canonical(read_bounded_json(path), str(results.parent))}
+    return {"status": "done", "record": canonical(_record_json(path), str(results.parent))}
 
 
 # ----------------------------------------------------------------------------------------- comparing

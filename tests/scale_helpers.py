@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+
+from bench.results import read_record_json
 
 #: Provenance fields that differ between two correct runs of the same grid.
 VARYING = ("started_at", "wall_time_s", "command", "hardware")
@@ -16,7 +17,7 @@ def numbers(results: Path) -> dict[str, dict]:
     what, or from which command line it was made; by path relative to ``results``."""
     out = {}
     for path in sorted(Path(results).rglob("*.json")):
-        record = json.loads(path.read_text())
+        record = read_record_json(path)
         provenance = record.pop("provenance")
         for field in VARYING:
             provenance.pop(field)

@@ -9,6 +9,7 @@ below is worked out in a comment rather than read back from the code under test.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import shutil
@@ -25,7 +26,7 @@ from bench.leaderboard.entries import Entry, load_entries
 from bench.leaderboard.ranking import compare, rank_entries
 from bench.leaderboard.render_latex import render_latex
 from bench.leaderboard.verify import verify_path
-from bench.results import ResultRecord, summarise, write_record
+from bench.results import ResultRecord, read_record_json, summarise, write_record
 from bench.splits import file_sha256, load_split
 from bench.tasks import get_task
 
@@ -320,7 +321,8 @@ def test_latex_matrix_of_encoders_by_tasks(tmp_path, capsys):
 
 
 def _tamper(path: Path, edit) -> Path:
-    data = json.loads(path.read_text())
+    """Edit a record as data: written back in the inline form, predictions and all."""
+    data = read_record_json(path)
     edit(data)
     path.write_text(json.dumps(data))
     return path
@@ -357,6 +359,37 @@ def test_tampered_records_are_refused_with_one_line(tmp_path, capsys, edit, reas
                  "--n-boot", "200"]) == 0
     assert "refused A/" in capsys.readouterr().err
     assert "## Refused records" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_predictions_files_verify_and_a_missing_altered_or_forged_one_is_refused(tmp_path, capsys):
+    """Records keep their predictions in a predictions file beside them (the default); inline records
+    (as written before) verify the same; the file is pinned by the SHA-256 in the record."""
+    results = write_board(tmp_path / "results", [age_record("A", ERRORS["A"]), age_record("C", ERRORS["C"])])
+    a, c = sorted(results.glob("*/**/linear_probe.json"))
+    sidecar = a.with_name("linear_probe.predictions.json.gz")
+    assert sidecar.is_file() and json.loads(a.read_text())["predictions"] is None
+    write_record(age_record("C", ERRORS["C"]), c, inline_predictions=True)
+    assert not c.with_name(sidecar.name).exists() and json.loads(c.read_text())["predictions"]
+    assert verify_path(a).ok and verify_path(c).ok
+    good = sidecar.read_bytes()
+    doc = json.loads(gzip.decompress(good))
+    doc["blocks"][0]["y_pred"] = {"json": [0.0] * len(doc["blocks"][0]["y_true"])}
+    sidecar.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    for reason in ("SHA-256", "missing"):
+        verdict = verify_path(a)
+        assert not verdict.ok and str(sidecar) in verdict.reason and reason in verdict.reason
+        assert "\n" not in verdict.reason
+        assert main(["verify", str(results)]) == 1
+        out = capsys.readouterr().out
+        assert "REFUSED" in out and sidecar.name in out and "1 of 2 record(s) verified" in out
+        sidecar.unlink(missing_ok=True)
+    # a forger who also puts the new file's hash in the record is caught by the recomputed scores
+    sidecar.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    data = json.loads(a.read_text())
+    data["predictions_file"]["sha256"] = file_sha256(sidecar)
+    a.write_text(json.dumps(data))
+    verdict = verify_path(a)
+    assert not verdict.ok and "is not what its predictions give" in verdict.reason
 
 
 def test_verify_accepts_good_records_from_the_cli(tmp_path, capsys):

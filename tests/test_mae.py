@@ -84,6 +84,7 @@ def test_readout_sets_the_embed_dim_and_is_part_of_the_cache_key():
 
     mean, grid = get_encoder("mae3d@init", readout="mean"), get_encoder("mae3d@init", readout="grid")
     assert (mean.card.embed_dim, grid.card.embed_dim) == (192, 8 * 192)
+    assert get_encoder("mae3d@init").config.readout == "mid"  # chosen on val, see the module docstring
     assert encoder_key(mean) != encoder_key(grid)
     with pytest.raises(MribenchError, match="mae3d: unknown read-out 'cls'; choose one of mean, mid, grid"):
         get_encoder("mae3d@init", readout="cls")

@@ -1,4 +1,5 @@
-"""`bench perf` and the optimisations it measures: behaviour only (no timing assertions).
+"""`bench perf`, the optimisations it measures and the phase clock of `bench suite run`
+(bench.timing): behaviour only (no timing assertions; the clock is tested on a fake clock).
 
 The fast paths must give the answers of the code they replaced: the inner-CV solvers match
 scikit-learn, the channels-last forward matches the default layout, a store entry read into a
@@ -19,6 +20,7 @@ from bench.data.store import VolumeStore, read_entry_into
 from bench.embeddings import EmbeddingCache, harness_forward, prefers_channels_last
 from bench.heads import blas_single_thread
 from bench.solvers import binary_logistic_path, ridge_path
+from bench.timing import PHASES, PhaseClock, measure, phase, summary
 
 
 # -- inner-CV solvers ---------------------------------------------------------------------------
@@ -249,3 +251,96 @@ def test_bench_perf_writes_every_figure(tmp_path, capsys):
     assert peaks["process"] >= max(v for v in peaks.values() if v is not None) > 50
     assert fig["machine"]["cores"] >= 1 and fig["machine"]["torch_threads"] >= 1
     assert not list(tmp_path.glob("mribench-perf-*"))  # its private caches are removed
+
+
+# -- the phase clock (bench.timing) ---------------------------------------------------------------
+class FakeClock:
+    """Wall and CPU clocks that move only when told: ``tick(wall, cpu)``."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def tick(self, wall: float, cpu: float | None = None) -> None:
+        self.wall += wall
+        self.cpu += wall / 2 if cpu is None else cpu
+
+    def clock(self) -> PhaseClock:
+        return PhaseClock(wall=lambda: self.wall, cpu=lambda: self.cpu)
+
+
+def test_nested_phases_are_exclusive_and_add_up_to_the_total():
+    fake = FakeClock()
+    with measure(fake.clock()) as clock:
+        fake.tick(1)                      # other
+        with phase("heads"):
+            fake.tick(2)                  # heads
+            with phase("bootstraps"):
+                fake.tick(4, cpu=3)       # bootstraps only, not heads as well
+            fake.tick(8)                  # heads again
+        with phase("store"):
+            with phase("store"):          # the same phase nested: counted once
+                fake.tick(16)
+        fake.tick(32)                     # other
+    assert clock.totals == {"other": [33.0, 16.5], "heads": [10.0, 5.0], "bootstraps": [4.0, 3.0],
+                            "store": [16.0, 8.0]}
+    assert sum(w for w, _ in clock.totals.values()) == fake.wall == 63
+    table = summary(clock.totals)
+    assert list(table) == list(PHASES)    # every phase, the ones not seen at zero, other last
+    assert table["embeddings"] == {"wall_s": 0.0, "cpu_s": 0.0, "share": 0.0}
+    assert table["heads"]["share"] == pytest.approx(10 / 63)
+
+
+def test_phase_as_a_decorator_outside_a_clock_and_on_another_thread():
+    import threading
+
+    fake = FakeClock()
+
+    @phase("embeddings")
+    def embed(seconds: float) -> str:
+        fake.tick(seconds)
+        return "done"
+
+    assert embed(1) == "done"             # no clock running: nothing recorded, nothing fails
+    with measure(fake.clock()) as clock:
+        assert embed(2) == "done"
+        helper = threading.Thread(target=embed, args=(4,))  # not the clock's thread: its own time
+        helper.start()                                      # is part of what this thread does
+        helper.join()
+    assert clock.totals == {"embeddings": [2.0, 1.0], "other": [4.0, 2.0]}
+
+
+def test_a_nested_clock_pauses_the_outer_one_and_adds_its_phases_to_it():
+    fake = FakeClock()
+    with measure(fake.clock()) as outer:
+        with phase("cohort"):
+            fake.tick(1)
+        with phase("job grid"):
+            fake.tick(2)
+            with measure(fake.clock()) as job:   # a job's own clock (bench.runner.run_job)
+                fake.tick(4)
+                with phase("heads"):
+                    fake.tick(8)
+            fake.tick(16)
+    assert job.totals == {"other": [4.0, 2.0], "heads": [8.0, 4.0]}
+    assert outer.totals == {"other": [4.0, 2.0], "cohort": [1.0, 0.5], "job grid": [18.0, 9.0], "heads": [8.0, 4.0]}
+    assert sum(w for w, _ in outer.totals.values()) == fake.wall
+
+
+def test_suite_timing_counts_reused_jobs_and_adds_worker_phases_only_for_remote_jobs(tmp_path):
+    from bench.runner import SKIPPED, JobResult
+    from bench.suite import GRID, timing_report
+
+    def result(status, phases):
+        return JobResult("random", "brain_age", "linear_probe", tmp_path / "r.json", status, phases=phases)
+
+    results = [result("done", {"embeddings": [5.0, 4.0], "other": [1.0, 1.0]}), result(SKIPPED, {}),
+               result("failed: ValueError", {"heads": [2.0, 2.0]})]
+    client = {"cohort": [3.0, 3.0], GRID: [7.0, 1.0], "other": [1.0, 1.0]}
+    local = timing_report(client, results, in_process=True)   # the job phases are in the clock already
+    assert local["jobs"] == {"planned": 3, "run": 2, "reused": 1, "failed": 1}
+    assert local["phases"]["other"]["wall_s"] == 8.0 and local["phases"]["embeddings"]["wall_s"] == 0.0
+    assert local["wall_s"] == local["elapsed_s"] == 11.0 and local["measured"] == "this process"
+    remote = timing_report(client, results, in_process=False)  # the wait for the workers is replaced
+    assert remote["phases"]["embeddings"] == {"wall_s": 5.0, "cpu_s": 4.0, "share": 5.0 / 12.0}
+    assert remote["phases"]["other"]["wall_s"] == 2.0 and remote["phases"]["heads"]["wall_s"] == 2.0
+    assert remote["wall_s"] == 12.0 and remote["elapsed_s"] == 11.0 and remote["dominant"] == "embeddings"

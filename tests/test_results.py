@@ -7,6 +7,7 @@ does not validate is treated as missing.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -24,8 +25,10 @@ from bench.results import (
     ResultRecord,
     SettingScore,
     collect_provenance,
+    compact_record,
     iter_records,
     load_record,
+    read_record_json,
     record_exists,
     record_path,
     safe_name,
@@ -123,14 +126,21 @@ def test_atomic_write_crash_leaves_old_file_and_no_visible_temp(tmp_path, monkey
     write_record(old, path)
     before = path.read_bytes()
 
+    temporaries = []
+
     def crash(src, dst):
+        temporaries.append(Path(src).name)
         raise OSError("simulated crash during rename")
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         write_record(_record(main_score=0.9), path)
     assert path.read_bytes() == before  # unchanged
-    assert sorted(p.name for p in path.parent.iterdir()) == ["linear_probe.json"]  # temp cleaned up
+    # the predictions file's temp is named after the record, where bench.jobs.remove_stale_temporaries looks
+    assert temporaries and temporaries[0].startswith(".linear_probe.json.") and temporaries[0].endswith(".tmp")
+    assert load_record(path) == old  # with its predictions file, which the crash left as it was
+    assert sorted(p.name for p in path.parent.iterdir()) == [  # temp files cleaned up
+        "linear_probe.json", "linear_probe.predictions.json.gz"]
 
     fresh = tmp_path / "new" / "fractions.json"
     with pytest.raises(OSError):
@@ -276,3 +286,135 @@ def test_collected_provenance_round_trips(tmp_path):
         encoder_card={}, checkpoint_sha256="k", config={}, seeds=[0], command="pytest")
     record = _record(provenance=prov)
     assert load_record(write_record(record, Path(tmp_path) / "p.json")) == record
+
+
+# ------------------------------------------------------------------------------------ predictions files
+
+
+def _prediction_rows() -> list[dict[str, Any]]:
+    """Rows of every shape a record holds: three-class probabilities (summing to 1 and, after rounding,
+    not quite), binary and regression floats, survival (time, event) labels, integer and None
+    predictions, values off the 1e-6 grid, -0.0; settings, seeds and splits interleaved, an example
+    scored in several blocks, examples out of order."""
+    rows = []
+
+    def add(setting, seed, split, ids, y_true, y_pred):
+        rows.extend({"example_id": f"{i}_ses-M00", "participant_id": i, "seed": seed, "setting": setting,
+                     "split": split, "y_true": t, "y_pred": p} for i, t, p in zip(ids, y_true, y_pred))
+
+    add("fraction=0.1", 0, "test", ["sub-03", "sub-01", "sub-02"], [0, 2, 1],
+        [[0.2, 0.3, 0.5], [0.333333, 0.333333, 0.333333], [1.0, 0.0, 0.0]])
+    add("fraction=0.1", 0, "external", ["sub-09"], [1], [[0.000001, 0.999998, 0.000001]])
+    add("fraction=0.1", 1, "test", ["sub-01", "sub-03"], [2, 0], [[0.1, 0.2, 0.7], [0.25, 0.25, 0.5]])
+    add("fraction=0.1", 0, "test", ["sub-02"], [1], [[0.4, 0.4, 0.2]])  # the first key again, later
+    add("full", 2, "test", ["sub-01", "sub-02"], [64.95, 71.0], [46.01643, -0.0])  # regression, -0.0
+    add("full", 3, "test", ["sub-01", "sub-02"], [64.95, 71.0], [0.1234567, 1e-300])  # off the grid
+    add("k=1", 0, "test", ["sub-01", "sub-02"], [[12.5, 1], [30.0, 0]], [0.731, -2.5])  # survival
+    add("k=5", 0, "test", ["sub-01", "sub-02"], [1, 0], [1, None])  # an integer and a missing prediction
+    add("k=5", 1, "test", ["sub-01", "sub-02"], [1, 0], [[0.5, 0.5], [0.7]])  # rows of unequal length
+    return rows
+
+
+def test_predictions_file_round_trips_every_value_exactly(tmp_path):
+    record = _record(predictions=_prediction_rows())
+    path = write_record(record, tmp_path / "fractions.json")
+    sidecar = tmp_path / "fractions.predictions.json.gz"
+    data = json.loads(path.read_text())
+    assert data["predictions"] is None and sidecar.is_file()
+    assert data["predictions_file"]["file"] == sidecar.name and data["predictions_file"]["rows"] == 17
+    assert load_record(path) == record
+    stored = [next(iter(b["y_pred"])) for b in json.loads(gzip.decompress(sidecar.read_bytes()))["blocks"]]
+    assert stored == ["micro_columns"] * 4 + ["json", "json", "micro", "json", "json"]
+    # the very JSON the inline form holds: values, types (1 vs 1.0, -0.0), key and row order
+    inline = write_record(record, tmp_path / "inline" / "fractions.json", inline_predictions=True)
+    assert not (inline.parent / sidecar.name).exists() and "predictions_file" not in json.loads(inline.read_text())
+    assert json.dumps(read_record_json(path)) == json.dumps(json.loads(inline.read_text()))
+    # equal predictions give equal bytes (no time or name in the gzip header): stable hashes, clean diffs
+    first = sidecar.read_bytes()
+    write_record(load_record(path), path)
+    assert sidecar.read_bytes() == first
+
+
+def test_rows_not_of_the_harness_shape_stay_inline(tmp_path):
+    for rows in ([{**_prediction_rows()[0], "note": "x"}],                        # an unknown key
+                 [{**r, "participant_id": f"sub-{i}"} for i, r in enumerate(_prediction_rows()[:1] * 2)]):
+        path = write_record(_record(predictions=rows), tmp_path / "r.json")
+        assert json.loads(path.read_text())["predictions"] == rows
+        assert not (tmp_path / "r.predictions.json.gz").exists() and load_record(path).predictions == rows
+
+
+def test_a_missing_or_altered_predictions_file_is_one_line_naming_it(tmp_path):
+    path = write_record(_record(predictions=_prediction_rows()), tmp_path / "few_shot.json")
+    sidecar = tmp_path / "few_shot.predictions.json.gz"
+    doc = json.loads(gzip.decompress(sidecar.read_bytes()))
+    doc["blocks"][0]["y_true"][0] = 1
+    sidecar.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    with pytest.raises(MribenchError, match=r"few_shot\.predictions\.json\.gz: SHA-256 .* few_shot.json names: "
+                                            "the predictions were altered") as info:
+        load_record(path)
+    assert "\n" not in str(info.value) and not record_exists(path)
+    sidecar.unlink()
+    with pytest.raises(MribenchError, match=r"few_shot\.predictions\.json\.gz: missing; few_shot.json keeps"):
+        load_record(path)
+    # a record must not make a reader open a file elsewhere
+    data = json.loads(path.read_text())
+    data["predictions_file"]["file"] = "../other.predictions.json.gz"
+    path.write_text(json.dumps(data))
+    with pytest.raises(MribenchError, match="invalid result record at 'predictions_file.file'"):
+        load_record(path)
+
+
+def test_a_record_rewritten_without_predictions_leaves_no_predictions_file(tmp_path):
+    path = write_record(_record(predictions=_prediction_rows()), tmp_path / "r.json")
+    write_record(_record(predictions=None), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"] and load_record(path).predictions is None
+
+
+def test_compact_record_migrates_an_inline_record_and_is_idempotent(tmp_path):
+    record = _record(predictions=_prediction_rows())
+    path = write_record(record, tmp_path / "r.json", inline_predictions=True)
+    before = json.loads(path.read_text())
+    assert compact_record(path) == "compacted"
+    after = json.loads(path.read_text())
+    assert after.pop("predictions_file")["rows"] == 17 and after.pop("predictions") is None
+    assert after == {k: v for k, v in before.items() if k != "predictions"}  # nothing else touched
+    assert load_record(path) == record
+    text = path.read_text()
+    assert compact_record(path) == "already compact" and path.read_text() == text
+    empty = write_record(_record(predictions=None), tmp_path / "e.json")
+    assert compact_record(empty) == "no predictions"
+
+
+def test_compact_form_is_at_least_ten_times_smaller(tmp_path):
+    """12,000 rows of three-class probabilities (a default-profile fractions record is 12,030)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    probs = np.round(rng.dirichlet([1.0, 1.0, 1.0], size=12_000), 6)
+    ids = [f"sub-{i:04d}" for i in range(400)]
+    rows = [{"example_id": f"{ids[i % 400]}_ses-M00", "participant_id": ids[i % 400], "seed": (i // 400) % 3,
+             "setting": f"fraction={[0.01, 0.1, 0.25, 0.5, 1][i // 2400]}", "split": "test",
+             "y_true": int(i % 3), "y_pred": p.tolist()} for i, p in enumerate(probs)]
+    record = _record(predictions=rows)
+    inline = write_record(record, tmp_path / "inline.json", inline_predictions=True)
+    compact = write_record(record, tmp_path / "compact.json")
+    sidecar = tmp_path / "compact.predictions.json.gz"
+    assert inline.stat().st_size >= 10 * (compact.stat().st_size + sidecar.stat().st_size)
+    assert load_record(compact).predictions == rows
+
+
+def test_bench_results_compact_converts_a_folder_once(tmp_path, capsys):
+    from bench.cli import main
+
+    record = _record(predictions=_prediction_rows())
+    path = write_record(record, record_path(tmp_path, "random", "ad_diagnosis", 1, "fractions"),
+                        inline_predictions=True)
+    write_record(_record(predictions=None), record_path(tmp_path, "random", "ad_diagnosis", 1, "linear_probe"))
+    assert main(["results", "compact", str(tmp_path)]) == 0
+    assert "1 compacted, 1 no predictions" in capsys.readouterr().out
+    assert path.with_name("fractions.predictions.json.gz").is_file() and load_record(path) == record
+    assert main(["results", "compact", str(tmp_path)]) == 0
+    assert "1 already compact, 1 no predictions" in capsys.readouterr().out
+    path.with_name("fractions.predictions.json.gz").unlink()
+    assert main(["results", "compact", str(path)]) == 1
+    assert "invalid" in capsys.readouterr().out

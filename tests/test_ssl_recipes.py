@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -116,3 +118,40 @@ def test_unknown_views_are_refused_with_the_choices():
 
     with pytest.raises(MribenchError, match="unknown SimCLR views 'zoom'.*crop_resize, anatomy"):
         make_views(dataclasses.replace(CONFIGS["small"], views="zoom"), (8, 8, 8))
+
+
+def test_info_nce_by_hand():
+    """Each query's positive is its own key; other keys and the queue are negatives."""
+    from baselines.simclr3d import info_nce
+
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    k = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    queue = torch.tensor([[0.6, 0.8]])
+    t = 0.5
+    # query 0 (1, 0): positive 1/t, other key 0, queue 0.6/t; query 1 (0, 1): positive 1/t, other 0, queue 0.8/t
+    expected = np.mean([-np.log(np.exp(2) / (np.exp(2) + 1 + np.exp(1.2))),
+                        -np.log(np.exp(2) / (np.exp(2) + 1 + np.exp(1.6)))])
+    assert float(info_nce(q, k, t, queue)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_momentum_key_network_follows_the_online_one_and_fills_the_queue():
+    """small's key network is an EMA of the online network (m = 0.99) that the optimiser never
+    touches; the queue receives the keys, and everything is in the state a resume restores."""
+    method = SimCLRMethod("small", seed=0)
+    training = method.network()
+    assert method.config.momentum == 0.99 and training.key is not None
+    assert not any(p.requires_grad for p in training.key.parameters())
+    assert any(k.startswith("key.") for k in training.state_dict())
+    name, online = next(iter(training.net.named_parameters()))
+    before = dict(training.key.named_parameters())[name].detach().clone()
+    with torch.no_grad():
+        online.add_(1.0)
+    method.after_step(1, 10)
+    after = dict(training.key.named_parameters())[name]
+    assert torch.allclose(after, 0.99 * before + 0.01 * online.detach(), atol=1e-6)
+
+    batch = torch.randn(2, 1, 32, 32, 32)
+    loss = method.loss(batch, np.random.default_rng(0))
+    assert torch.isfinite(loss) and int(training.queue.filled) == 4
+    loss.backward()
+    assert all(p.grad is None for p in training.key.parameters())

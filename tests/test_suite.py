@@ -1,5 +1,5 @@
-"""Suites (``suites/*.yaml``, ``bench suite run``): validation, the plan's skips and limits, and a
-smoke suite run twice giving identical records."""
+"""Suites (``suites/*.yaml``, ``bench suite run``): validation, the plan's skips and limits, a
+smoke suite run twice giving identical records, and the time by phase a run reports."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from bench.cli import main
 from bench.data.synth.latents import EXTERNAL_SITE
 from bench.errors import MribenchError
+from bench.results import read_record_json
 from bench.suite import job_options, load_suite, plan, restrict, suite_jobs
 
 
@@ -63,7 +64,7 @@ def _canonical(folder):
     """Scores, CIs, summaries and predictions of every record (no timestamps, wall times, command)."""
     out = {}
     for path in sorted(folder.rglob("*.json")):
-        r = json.loads(path.read_text())
+        r = read_record_json(path)
         out[str(path.relative_to(folder))] = {k: r[k] for k in ("main_score", "scores", "summary", "predictions")}
     return out
 
@@ -140,3 +141,38 @@ def test_dry_run_lists_the_transfer_jobs_with_their_options(tmp_path, capsys, ti
     assert "suite mine on tiny: 3 job(s), 0 skipped" in out
     assert "job  volumes / brain_age / cross_cohort (test_cohort=tiny, test_site=S4, train_site=S1+S2+S3)" in out
     assert "job  volumes / conversion / linear_probe\n" in out
+
+
+@pytest.mark.slow
+def test_a_suite_run_reports_its_time_by_phase(tiny_cohort_dir, tiny_splits_root, tmp_path, monkeypatch, capsys):
+    """One job of the smoke suite on the tiny cohort, then again with its record reused: each run
+    prints the time by phase and appends it to the results folder's state as one JSON line."""
+    from bench.commands.suite import timing_path
+    from bench.timing import PHASES
+
+    monkeypatch.setenv("MRIBENCH_SPLITS", str(tiny_splits_root))
+    results = tmp_path / "results"
+    args = ["suite", "run", "smoke", "--profile", "smoke", "--cohort", str(tiny_cohort_dir), "--seeds", "1",
+            "--encoder", "random", "--task", "ad_diagnosis", "--protocol", "linear_probe", "--no-progress",
+            "--results", str(results)]
+    assert main(args) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "time by phase (1 job(s) run, 0 reused" in printed and "dominant phase:" in printed
+    assert main(args) == 0
+    lines = [json.loads(line) for line in timing_path(results, "smoke").read_text().splitlines()]
+    assert [line["jobs"] for line in lines] == [{"planned": 1, "run": 1, "reused": 0, "failed": 0},
+                                                {"planned": 1, "run": 0, "reused": 1, "failed": 0}]
+    first = lines[0]
+    assert (first["suite"], first["profile"], first["cohort"]) == ("smoke", "smoke", tiny_cohort_dir.name)
+    assert first["cpu_count"] >= 1 and first["measured"] == "this process"
+    phases = first["phases"]
+    assert list(phases) == list(PHASES)
+    assert all(p["wall_s"] >= 0 and p["cpu_s"] >= 0 and 0 <= p["share"] <= 1 for p in phases.values())
+    for key in ("wall_s", "cpu_s"):  # each rounded to the millisecond in the file
+        assert sum(p[key] for p in phases.values()) == pytest.approx(first[key], abs=0.001 * len(phases))
+    assert first["wall_s"] == pytest.approx(first["elapsed_s"], abs=0.001)
+    # the job read voxels, embedded them and fitted a head, scored with bootstrap CIs (ad_diagnosis: the
+    # tiny cohort's brain_age test split has one subject, so no replicates, and a warm process times ~0 s)
+    assert all(phases[p]["wall_s"] > 0 for p in ("cohort", "store", "embeddings", "heads", "bootstraps"))
+    assert phases["fine-tuning"]["wall_s"] == phases["perturbations"]["wall_s"] == 0
+    assert len(list(results.rglob("*.json"))) == 1  # the record; the timing file is not taken for one

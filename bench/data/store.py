@@ -25,6 +25,7 @@ from bench.data.volumes import load_label
 from bench.errors import ScanError
 from bench.splits import file_sha256
 from bench.progress import progress_bar
+from bench.timing import phase
 
 #: Bump whenever loading or resampling changes what a cached array contains.
 STORE_VERSION = 1
@@ -94,6 +95,7 @@ class VolumeStore:
         key = cache_key(content_sha256(path), space, kind)
         return self.root / space.name / key[:2] / f"{key}.npy"
 
+    @phase("store")
     def get(self, path: str | os.PathLike, space: InputSpace | str,
             kind: str = "image") -> np.ndarray:
         """The scan resampled into ``space``, as a read-only memory-mapped array.
@@ -107,6 +109,7 @@ class VolumeStore:
             return array
         return np.load(self.ensure(path, space, kind), mmap_mode="r")
 
+    @phase("store")
     def ensure(self, path: str | os.PathLike, space: InputSpace | str, kind: str = "image") -> Path:
         """Make sure the entry for ``path`` exists (resampling it if needed); return its path."""
         space = _as_space(space)
@@ -119,6 +122,7 @@ class VolumeStore:
         self._count(hit=False)
         return entry
 
+    @phase("store")
     def prefetch(self, paths: Iterable[str | os.PathLike], space: InputSpace | str,
                  kind: str = "image", workers: int = 2, progress: bool = True) -> list[Path]:
         """Fill the cache for many scans in parallel; return their entry paths, in input order.

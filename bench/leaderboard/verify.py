@@ -7,12 +7,14 @@ trusts nothing in it that it can check. :func:`verify_record` returns every prob
 What is checked, in order:
 
 1. **schema**: the file validates as a :class:`~bench.results.ResultRecord` (strict: unknown
-   keys are errors), and its protocol is one the leaderboard ranks (a registered protocol with
-   ``ranked`` set) or a ``transfer`` protocol (``cross_cohort``), :func:`checked_protocols`; a
-   transfer record's split, cohort and predictions are its scored side's, so its scored task
-   (``config.test``) is checked like the record's own task, its training side's split hash
-   against the repository, and its ``external`` predictions against every subject of the split
-   file (the target subjects the head never saw);
+   keys are errors), its predictions file (when it keeps its predictions beside it, the default)
+   is there and has the SHA-256 the record names (:func:`~bench.results.load_record`), and its
+   protocol is one the leaderboard ranks (a registered protocol with ``ranked`` set) or a
+   ``transfer`` protocol (``cross_cohort``), :func:`checked_protocols`; a transfer record's split,
+   cohort and predictions are its scored side's, so its scored task (``config.test``) is checked
+   like the record's own task, its training side's split hash against the repository, and its
+   ``external`` predictions against every subject of the split file (the target subjects the head
+   never saw);
 2. **task**: ``tasks/<task>.yaml`` exists, has the record's version, its resolved-content hash
    equals ``provenance.task_spec_sha256``, and its main score / direction are the record's;
 3. **split**: the split file the task names for the record's cohort exists, matches its hash

@@ -28,6 +28,7 @@ from bench.profiles import Profile
 from bench.results import SettingScore
 from bench.splits import Split
 from bench.tasks import Examples
+from bench.timing import phase
 
 #: Evaluation splits, in the order a record lists them.
 EVAL_SPLITS = ("test", "external")
@@ -171,6 +172,7 @@ def with_sequence_summaries(examples: Examples, features: list[np.ndarray], enco
     return [np.asarray(encoder.sequence_features(f, m), np.float32) for f, m in zip(features, examples.months)]
 
 
+@phase("store")
 def example_volumes(ctx: Context) -> list:
     """Per example a (L, S, D, H, W) float tensor of its scans in the encoder's input space."""
     import torch
@@ -197,6 +199,7 @@ def make_head(spec, seed: int):
     return target.probe_head(spec, seed)
 
 
+@phase("heads")
 def fit_head(ctx: Context, train: np.ndarray, seed: int):
     """The task's probe head for ``seed``, fitted on the training examples ``train``.
 
@@ -235,6 +238,7 @@ def head_data(ctx: Context, idx: np.ndarray, with_folds: bool = False):
     return HeadData(x=x, months=months, y=y, groups=sub["participant_id"].to_numpy(), folds=folds)
 
 
+@phase("heads")
 def fit_and_score(ctx: Context, train_subjects: set[str] | None, seed: int, setting: Setting) -> list[SettingScore]:
     """Train a probe head on the chosen training subjects, score it on test and external."""
     train = split_indices(ctx, "train", train_subjects)

@@ -37,6 +37,7 @@ from bench.protocols import Protocol
 from bench.protocols.context import (FULL, Context, Scored, assemble_features, fit_head, from_scratch_support, head_data,
                                      record_predictions, seeds, setting_score, with_sequence_summaries)
 from bench.tasks import Examples, TaskSpec, get_task
+from bench.timing import phase
 
 NAME = "cross_cohort"
 #: Joins several sites of one side (``--train-site S1+S2+S3``: the head trains on all three).
@@ -175,7 +176,8 @@ def run(ctx: Context) -> list:
         head = fit_head(ctx_src, train_idx, seed)
         for split, idx in evaluate.items():
             data = head_data(ctx_dst, idx)
-            pred = head.predict(data)
+            with phase("heads"):
+                pred = head.predict(data)
             scores.append(setting_score(ctx_dst, idx, split, seed, FULL, data.y, pred, {
                 "n_train_examples": int(len(train_idx)),
                 "n_train_subjects": int(src_t.iloc[train_idx]["participant_id"].nunique()), **labels, **head.chosen}))

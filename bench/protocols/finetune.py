@@ -24,6 +24,7 @@ from bench.protocols import Protocol
 from bench.protocols.context import (FULL, Context, Setting, eval_indices, example_volumes, record_predictions, seeds,
                                      segmentation_support, setting_score, split_indices)
 from bench.protocols.probe import probe
+from bench.timing import phase
 
 
 class FinetuneModel(nn.Module):
@@ -70,6 +71,7 @@ def _targets(ctx: Context, idx: np.ndarray, stats: tuple[float, float]) -> torch
     return ctx.target.finetune_targets(ctx.examples.labels()[idx], stats)
 
 
+@phase("fine-tuning")
 def finetune_seed(ctx: Context, vols: list[torch.Tensor], seed: int, subjects: set[str] | None = None,
                   setting: Setting = FULL) -> list:
     """Fine-tune a fresh copy of the encoder with ``seed`` on the training examples of ``subjects``

@@ -29,6 +29,7 @@ from bench.protocols import Protocol
 from bench.protocols.context import (EVAL_SPLITS, Context, Setting, assemble_features, eval_indices, fit_head,
                                      head_data, input_spacing, probe_heads_only, record_predictions, seeds,
                                      setting_score, split_indices, with_sequence_summaries)
+from bench.timing import phase
 
 #: Seed of the perturbation draws. Fixed (not the head seed) so that every head seed and every
 #: encoder sees the same perturbed scans and the embeddings are computed once.
@@ -132,6 +133,7 @@ def one_per_subject(ctx: Context, idx: np.ndarray) -> np.ndarray:
     return idx[~ctx.examples.table.iloc[idx]["participant_id"].duplicated().to_numpy()]
 
 
+@phase("heads")
 def _score_all(ctx: Context, heads: dict, eval_idx: dict[str, np.ndarray], setting: Setting,
                keep: bool) -> list:
     out = []

@@ -19,12 +19,14 @@ from bench.errors import MribenchError
 from bench.heads import SegmentationDecoder
 from bench.progress import progress_bar
 from bench.protocols.context import Context, Setting, eval_indices, input_spacing, setting_score, split_indices
+from bench.timing import phase
 
 BATCH = 4         # volumes per optimiser step
 EVAL_EVERY = 10   # steps between validation checks
 PATIENCE = 8      # validation checks without improvement before stopping
 
 
+@phase("store")
 def _volumes_and_labels(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
     space = ctx.encoder.card.input_space
     table = ctx.cohort.table
@@ -60,7 +62,7 @@ def segmentation_probe(ctx: Context, train_subjects: set[str] | None, seed: int,
     if fn is None:
         maps_of = lambda idx: ctx.encoder.label_maps(labs[idx], n_classes)  # noqa: E731
     elif frozen:
-        with torch.no_grad():
+        with torch.no_grad(), phase("embeddings"):
             cached = [fn(vols[i:i + 4]) for i in range(0, len(vols), 4)]
         cached = [torch.cat([c[k] for c in cached]) for k in range(len(cached[0]))]
         maps_of = lambda idx: [m[idx] for m in cached]  # noqa: E731
@@ -68,21 +70,22 @@ def segmentation_probe(ctx: Context, train_subjects: set[str] | None, seed: int,
         maps_of = lambda idx: fn(vols[idx])  # noqa: E731
     size = tuple(vols.shape[2:])
     extra = [fn.__self__] if fn is not None and not frozen else []
-    decoder, info = fit_decoder(maps_of, labs, train, val, n_classes=n_classes, size=size,
-                                steps=ctx.profile.segmentation_steps, seed=seed,
-                                lr=1e-2 if frozen else 1e-3, also_train=extra, progress=ctx.progress,
-                                description=f"{'decoder' if frozen else 'fine-tuning'} {ctx.spec.name} "
-                                            f"{setting.label} seed {seed}")
-    decoder.eval()
-    spacing = input_spacing(ctx)
-    out = []
-    for split, idx in eval_indices(ctx).items():
-        with torch.no_grad():
-            pred = predict_logits(decoder, maps_of, idx, size).argmax(1).numpy()
-        truth = labs[idx].numpy()
-        out.append(setting_score(ctx, idx, split, seed, setting, truth, pred, {
-            "n_train_examples": int(len(train)), "frozen_encoder": frozen, **info,
-            "hd95_units": f"voxels of {spacing} mm", **missed_summary(truth, pred, size)}))
+    with phase("heads" if frozen else "fine-tuning"):  # a decoder on frozen maps is a probe head
+        decoder, info = fit_decoder(maps_of, labs, train, val, n_classes=n_classes, size=size,
+                                    steps=ctx.profile.segmentation_steps, seed=seed,
+                                    lr=1e-2 if frozen else 1e-3, also_train=extra, progress=ctx.progress,
+                                    description=f"{'decoder' if frozen else 'fine-tuning'} {ctx.spec.name} "
+                                                f"{setting.label} seed {seed}")
+        decoder.eval()
+        spacing = input_spacing(ctx)
+        out = []
+        for split, idx in eval_indices(ctx).items():
+            with torch.no_grad():
+                pred = predict_logits(decoder, maps_of, idx, size).argmax(1).numpy()
+            truth = labs[idx].numpy()
+            out.append(setting_score(ctx, idx, split, seed, setting, truth, pred, {
+                "n_train_examples": int(len(train)), "frozen_encoder": frozen, **info,
+                "hd95_units": f"voxels of {spacing} mm", **missed_summary(truth, pred, size)}))
     return out
 
 

@@ -1,0 +1,61 @@
+"""``bench results compact``: move the inline predictions of existing records into predictions files.
+
+Records written since predictions files exist need nothing; older ones (a few MB each, predictions
+inline) are rewritten with their predictions in ``<stem>.predictions.json.gz`` beside them and every
+other field as it was (:func:`bench.results.compact_record`). Running it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("results", help="maintain result folders (compact: predictions into predictions files)")
+    actions = p.add_subparsers(dest="action", required=True)
+    c = actions.add_parser("compact", help="move inline predictions of records into compact predictions files",
+                           description="Rewrite every record under the folders (or the files named) whose "
+                                       "predictions are inline, with them in <stem>.predictions.json.gz beside it; "
+                                       "idempotent. Exit status 1 if a record is not valid (it is left as it is).")
+    c.add_argument("records", nargs="+", help="record files, or folders searched for *.json")
+    c.set_defaults(func=cmd_compact)
+
+
+def _record_files(targets: list[str]) -> list[Path]:
+    from bench.errors import MribenchError
+
+    files: list[Path] = []
+    for target in map(Path, targets):
+        if target.is_dir():
+            files += sorted(p for p in target.rglob("*.json") if p.is_file() and ".jobs" not in p.parts)
+        elif target.is_file():
+            files.append(target)
+        else:
+            raise MribenchError(f"{target}: no such file or folder")
+    return files
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from bench.errors import MribenchError
+    from bench.results import compact_record
+
+    out = Console(highlight=False, soft_wrap=True)
+    done: Counter[str] = Counter()
+    for path in _record_files(args.records):
+        try:
+            state = compact_record(path)
+        except MribenchError as e:
+            state = "invalid"
+            out.print(f"[red]invalid[/red] {escape(str(e))}")
+        else:
+            if state != "already compact":
+                out.print(f"{state} {escape(str(path))}")
+        done[state] += 1
+    out.print(", ".join(f"{n} {state}" for state, n in sorted(done.items())) or "no records found")
+    return 1 if done["invalid"] else 0
