@@ -7,7 +7,12 @@ A suite is a YAML file under ``suites/`` (``bench suite run NAME``) or anywhere
 * ``tasks``: names, or ``all`` for every task defined on the cohort's family;
 * ``protocols``: registered protocol names;
 * ``only`` (optional): per protocol, the ``tasks`` and/or ``encoders`` it is limited to (e.g.
-  fine-tuning on the headline tasks only).
+  fine-tuning on the headline tasks only);
+* ``options`` (optional): per protocol, the job options its jobs run with: those the protocol
+  accepts (:attr:`bench.protocols.Protocol.accepts`; any other key is an error), e.g. for
+  ``cross_cohort`` ``train_site`` / ``test_site`` (several sites joined by ``+``), ``test_task``
+  and ``test_cohort``, which defaults to the cohort the suite runs on (a held-out-site transfer).
+  A protocol that cannot run without options must be given them.
 
 Every combination is asked of its protocol's ``supports(task, encoder)``: those that cannot
 apply are skipped with that one-line reason rather than failing the run, as ``bench submit``
@@ -42,6 +47,7 @@ class Suite(BaseModel):
     tasks: list[str] | Literal["all"] = "all"
     protocols: list[str]
     only: dict[str, Limit] = {}
+    options: dict[str, dict[str, str]] = {}
 
 
 @dataclass
@@ -80,11 +86,43 @@ def _check_names(suite: Suite, path: Path) -> None:
     from bench.protocols import PROTOCOLS
     from bench.tasks import list_tasks
 
-    unknown = [p for p in [*suite.protocols, *suite.only] if p not in PROTOCOLS]
+    unknown = [p for p in [*suite.protocols, *suite.only, *suite.options] if p not in PROTOCOLS]
     unknown += [t for t in (suite.tasks if suite.tasks != "all" else []) if t not in list_tasks()]
     unknown += [t for limit in suite.only.values() for t in limit.tasks or [] if t not in list_tasks()]
+    unknown += [o["test_task"] for o in suite.options.values() if o.get("test_task", "") not in ("", *list_tasks())]
     if unknown:
         raise MribenchError(f"{path}: unknown protocol(s) or task(s): {', '.join(sorted(set(unknown)))}")
+    _check_options(suite, path)
+
+
+def _check_options(suite: Suite, path: Path) -> None:
+    """Each protocol's options are ones it accepts; a protocol that needs options has them."""
+    from bench.protocols import PROTOCOLS
+
+    for name, given in suite.options.items():
+        accepts = PROTOCOLS[name].accepts
+        bad = sorted(set(given) - set(accepts))
+        if bad:
+            takes = f"it takes {', '.join(accepts)}" if accepts else "it takes none"
+            raise MribenchError(f"{path}: unknown option(s) {', '.join(bad)} of protocol {name}; {takes}")
+    for name in suite.protocols:
+        if PROTOCOLS[name].options and name not in suite.options:
+            raise MribenchError(f"{path}: protocol {name} runs with options ({', '.join(PROTOCOLS[name].accepts)}); "
+                                f"give them under options: {name}:")
+
+
+def job_options(suite: Suite, cohort_name: str) -> dict[str, dict[str, str]]:
+    """Per protocol, the options its jobs run with on ``cohort_name``: the suite's, with the scored
+    cohort (``test_cohort``) defaulting to this one where the protocol takes it."""
+    from bench.protocols import get_protocol
+
+    out = {}
+    for name, given in suite.options.items():
+        opts = dict(given)
+        if "test_cohort" in get_protocol(name).accepts:
+            opts.setdefault("test_cohort", cohort_name)
+        out[name] = opts
+    return out
 
 
 def restrict(suite: Suite, encoders: list[str] | None = None, tasks: list[str] | None = None,
@@ -142,17 +180,20 @@ def plan(suite: Suite, cohort_name: str, get_encoder=None) -> SuitePlan:
     return out
 
 
-def suite_jobs(runner, planned: SuitePlan) -> list:
-    """The Runner's jobs for a plan: per encoder (built once), the grid of its planned tasks and
-    protocols, kept to the planned combinations; in plan order."""
-    wanted = set(planned.jobs)
-    by_encoder: dict[str, tuple[dict, dict]] = {}  # encoder -> (its tasks, its protocols), ordered
+def suite_jobs(runner, planned: SuitePlan, options: dict[str, dict[str, str]] | None = None) -> list:
+    """The Runner's jobs for a plan: per encoder, the grid of its planned tasks and protocols (a
+    protocol with ``options``, from :func:`job_options`, in a grid of its own with them), kept to
+    the planned combinations; in plan order."""
+    options = options or {}
+    wanted = {job: i for i, job in enumerate(planned.jobs)}
+    grids: dict[tuple[str, str | None], tuple[dict, dict]] = {}  # (encoder, optioned protocol) -> tasks, protocols
     for encoder, task, protocol in planned.jobs:
-        tasks, protocols = by_encoder.setdefault(encoder, ({}, {}))
+        tasks, protocols = grids.setdefault((encoder, protocol if protocol in options else None), ({}, {}))
         tasks[task], protocols[protocol] = None, None
-    return [job for encoder, (tasks, protocols) in by_encoder.items()
-            for job in runner.jobs([encoder], list(tasks), list(protocols))
+    jobs = [job for (encoder, own), (tasks, protocols) in grids.items()
+            for job in runner.jobs([encoder], list(tasks), list(protocols), options=options.get(own))
             if (encoder, job.task, job.protocol) in wanted]
+    return sorted(jobs, key=lambda job: wanted[(job.encoder, job.task, job.protocol)])
 
 
 #: The job grid in ``bench suite run``'s own clock (:mod:`bench.timing`): with jobs in this process

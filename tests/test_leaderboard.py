@@ -32,7 +32,8 @@ from bench.tasks import get_task
 
 COHORT = "synth-smoke"
 N_BOOT = 2000
-HEADLINE = {"linear_probe": "full", "fractions": "fraction=1", "few_shot": "k=10", "robustness": "clean"}
+HEADLINE = {"linear_probe": "full", "fractions": "fraction=1", "few_shot": "k=10", "robustness": "clean",
+            "cross_cohort": "full"}
 
 
 def split_test_subjects(task: str, n: int) -> list[str]:
@@ -42,9 +43,10 @@ def split_test_subjects(task: str, n: int) -> list[str]:
 
 
 def make_record(encoder: str, task: str, preds: dict[str, dict[int, list]], y_true: list, subjects: list[str],
-                protocol: str = "linear_probe", keep_predictions: bool = True, flags: list[str] | None = None
-                ) -> ResultRecord:
-    """A valid record from hand-made predictions: ``preds[setting][seed]`` = one prediction per subject."""
+                protocol: str = "linear_probe", keep_predictions: bool = True, flags: list[str] | None = None,
+                split: str = "test", config: dict | None = None, card: dict | None = None) -> ResultRecord:
+    """A valid record from hand-made predictions: ``preds[setting][seed]`` = one prediction per subject
+    of ``split``; ``card`` overrides fields of the hand-made encoder card."""
     from bench.protocols.context import score_predictions
 
     spec = get_task(task)
@@ -54,16 +56,16 @@ def make_record(encoder: str, task: str, preds: dict[str, dict[int, list]], y_tr
         for seed, pred in by_seed.items():
             values, cis = score_predictions(spec, np.asarray(y_true), np.asarray(pred, dtype=float),
                                             np.asarray(subjects), 200, seed)
-            scores.append({"setting": setting, "seed": seed, "split": "test", "metrics": values, "ci": cis,
+            scores.append({"setting": setting, "seed": seed, "split": split, "metrics": values, "ci": cis,
                            "n_subjects": len(set(subjects)), "n_examples": len(subjects), "params": {}})
-            predictions += [{"example_id": f"{s}_ses-M00", "participant_id": s, "split": "test", "seed": seed,
+            predictions += [{"example_id": f"{s}_ses-M00", "participant_id": s, "split": split, "seed": seed,
                              "setting": setting, "y_true": t, "y_pred": p}
                             for s, t, p in zip(subjects, y_true, pred)]
     head = [s["metrics"][spec.main_score] for s in scores if s["setting"] == HEADLINE[protocol]]
     card = {"name": encoder, "architecture": "hand-made", "n_parameters": 0, "embed_dim": 1,
             "input_space": "cpu-small", "ssl_method": "none", "pretraining_data": {"cohort": None, "subjects": []},
             "checkpoint_sha256": None, "reference": "", "supports_finetune": False,
-            "supports_segmentation": False, "version": "1"}
+            "supports_segmentation": False, "version": "1"} | (card or {})
     return ResultRecord.model_validate({
         "encoder": encoder, "task": task, "task_version": spec.version, "protocol": protocol,
         "main_score_name": spec.main_score, "main_score": float(np.mean(head)),
@@ -74,7 +76,7 @@ def make_record(encoder: str, task: str, preds: dict[str, dict[int, list]], y_tr
             "mribench_version": "0.1.0", "git_commit": None, "git_dirty": None,
             "task_spec_sha256": spec.sha256, "split_sha256": file_sha256(split_path),
             "split_file": f"splits/{COHORT}/{split_path.name}", "cohort": {"name": COHORT, "n_scans": 1},
-            "encoder_card": card, "checkpoint_sha256": "0" * 64, "config": {}, "seeds": sorted(
+            "encoder_card": card, "checkpoint_sha256": "0" * 64, "config": config or {}, "seeds": sorted(
                 {s for by_seed in preds.values() for s in by_seed}), "libraries": {},
             "hardware": {"platform": "test", "processor": "test", "cpu_count": 1, "torch_threads": 1, "cuda": None},
             "started_at": "2026-01-01T00:00:00+00:00", "wall_time_s": 1.0, "command": "fabricated by a test"},
@@ -118,10 +120,16 @@ def entry(record: ResultRecord) -> Entry:
 
 
 def write_board(root: Path, records: list[ResultRecord]) -> Path:
+    from bench.protocols.cross_cohort import record_stem
     from bench.results import record_path
 
     for r in records:
-        write_record(r, record_path(root, r.encoder, r.task, r.task_version, r.protocol))
+        stem = r.protocol
+        if r.protocol == "cross_cohort":  # as the runner names it: one file per transfer
+            train, test = r.provenance.config["train"], r.provenance.config["test"]
+            stem = record_stem(train["cohort"], {"train_site": train["site"], "test_cohort": test["cohort"],
+                                                 "test_site": test["site"]})
+        write_record(r, record_path(root, r.encoder, r.task, r.task_version, stem))
     return root
 
 
@@ -131,6 +139,30 @@ def borda_case() -> list[ResultRecord]:
             class_record("P", "ad_diagnosis", "perfect"), class_record("Q", "ad_diagnosis", "perfect"),
             class_record("R", "ad_diagnosis", "inverted"),
             class_record("P", "conversion", "perfect"), class_record("Q", "conversion", "inverted")]
+
+
+def transfer_record(encoder: str, task: str, pred_of, train_site: str = "S1+S2+S3", n: int = 6,
+                    **kw) -> ResultRecord:
+    """A cross_cohort record as the runner writes one for a site transfer within the smoke cohort:
+    scored on the first ``n`` subjects of the held-out site S4 (all ``external`` in the split file),
+    ``pred_of(i, truth)`` the prediction of the i-th; both sides in the provenance config."""
+    from bench.splits import file_sha256
+
+    spec = get_task(task)
+    path = spec.split_path(COHORT)
+    subjects = load_split(path).subjects("external")[:n]
+    classes = len(spec.label.classes or [])
+    truth = [i % classes for i in range(n)] if classes else [40.0 + 3 * i for i in range(n)]
+    side = {"cohort": COHORT, "n_scans": 1, "task": f"{task}@v{spec.version}", "task_spec_sha256": spec.sha256,
+            "split_file": f"splits/{COHORT}/{path.name}", "split_sha256": file_sha256(path)}
+    config = {"protocol": "cross_cohort", "train": side | {"site": train_site, "n_subjects": {"train": 1, "val": 1}},
+              "test": side | {"site": "S4", "n_subjects": {"test": 0, "all": n}}}
+    return make_record(encoder, task, {"full": {0: [pred_of(i, t) for i, t in enumerate(truth)]}}, truth, subjects,
+                       protocol="cross_cohort", split="external", config=config, **kw)
+
+
+def age_off_by(error: float):
+    return lambda i, t: t + error
 
 
 # ------------------------------------------------------------------------------------------- tests
@@ -384,6 +416,135 @@ def test_overlap_flag_is_shown(tmp_path):
     assert r"A$^\dagger$" in render_latex(board, "brain_age")
 
 
+# ------------------------------------------------------------------------------ the board's sections
+def cross_cohort_case() -> list[ResultRecord]:
+    """P and C with in-distribution brain_age probes (MAE 1 and 3, as A and C above) and transfers to
+    the held-out site S4: P off by 2.0 everywhere (MAE 2), C by 3.5 (MAE 3.5); P also from S1 alone
+    (MAE 2.5); R has a transfer but no probe. ad_diagnosis: P perfect in distribution (AUC 1), its
+    transfer inverted (AUC 0)."""
+    inverted = lambda i, t: [0.1 if c == t else 0.45 for c in range(3)]  # noqa: E731
+    return [age_record("P", ERRORS["A"]), age_record("C", ERRORS["C"]),
+            transfer_record("P", "brain_age", age_off_by(2.0)), transfer_record("C", "brain_age", age_off_by(3.5)),
+            transfer_record("P", "brain_age", age_off_by(2.5), train_site="S1"),
+            transfer_record("R", "brain_age", age_off_by(1.0)),
+            class_record("P", "ad_diagnosis", "perfect"), transfer_record("P", "ad_diagnosis", inverted, n=12)]
+
+
+def test_cross_cohort_records_verify_and_get_a_section_of_their_own(tmp_path):
+    results = write_board(tmp_path / "results", cross_cohort_case())
+    assert main(["verify", str(results)]) == 0
+    board = load_board(results, n_boot=500)
+    assert not board.refused and len(board.cross_cohort) == 5
+    # never ranked: the brain_age table has the two probes only, Borda / CD see P and C
+    assert [(r.entry.encoder, r.entry.protocol) for r in board.table("brain_age").rows] == [
+        ("P", "linear_probe"), ("C", "linear_probe")]
+    assert {r.encoder for r in board.overall[0].rows} == {"P", "C"}
+    rows = {(r.encoder, r.task, r.train): r for r in board.cross_cohort}
+    p = rows[("P", "brain_age", "synth-smoke@S1+S2+S3")]
+    # MAE lower is better: drop = cross 2.0 - in-distribution 1.0 = +1.0 (worse out of distribution)
+    assert p.test == "synth-smoke@S4" and p.split == "external" and p.entry.score == pytest.approx(2.0)
+    assert p.in_distribution.score == pytest.approx(1.0) and p.drop == pytest.approx(1.0)
+    assert rows[("C", "brain_age", "synth-smoke@S1+S2+S3")].drop == pytest.approx(0.5)     # 3.5 - 3.0
+    assert rows[("P", "brain_age", "synth-smoke@S1")].drop == pytest.approx(1.5)           # 2.5 - 1.0
+    assert rows[("R", "brain_age", "synth-smoke@S1+S2+S3")].in_distribution is None
+    # AUC higher is better: drop = in-distribution 1.0 - cross 0.0 = +1.0
+    assert rows[("P", "ad_diagnosis", "synth-smoke@S1+S2+S3")].drop == pytest.approx(1.0)
+
+    render(board, tmp_path / "board", ("markdown", "csv", "html"))
+    md = (tmp_path / "board" / "README.md").read_text()
+    section = md[md.index("## Cross-cohort (held-out site / cohort)"):md.index("## Encoder cards")]
+    assert r"### brain_age v2: synth-smoke\@S1+S2+S3 -> synth-smoke\@S4" in section
+    assert r"### brain_age v2: synth-smoke\@S1 -> synth-smoke\@S4" in section
+    # best first within a transfer; R has no in-distribution probe
+    assert "| P | 2.000 (2.000-2.000) | external | 6 | 1.000 (1.000-1.000) | +1.000 |" in section
+    assert "| C | 3.500 (3.500-3.500) | external | 6 | 3.000 (3.000-3.000) | +0.500 |" in section
+    assert "| R | 1.000 (1.000-1.000) | external | 6 | - | - |" in section
+    assert section.index("| R |") < section.index("| P | 2.000") < section.index("| C | 3.500")
+    assert "| P | 0.000 (0.000-0.000) | external | 12 | 1.000 (1.000-1.000) | +1.000 |" in section
+    csv_rows = list(csv.DictReader((tmp_path / "board" / "results.csv").open()))
+    cross = [r for r in csv_rows if r["section"] == "cross_cohort"]
+    assert len(cross) == 5 and {r["section"] for r in csv_rows} == {"task", "cross_cohort"}
+    row = next(r for r in cross if r["encoder"] == "C")
+    assert (row["train_side"], row["test_side"], row["scored_split"], row["rank"]) == (
+        "synth-smoke@S1+S2+S3", "synth-smoke@S4", "external", "")
+    assert float(row["main_score"]) == pytest.approx(3.5) and float(row["in_distribution_score"]) == 3.0
+    assert float(row["drop"]) == pytest.approx(0.5)
+    page = (tmp_path / "board" / "index.html").read_text()
+    assert '<section id="cross-cohort">' in page and "synth-smoke@S1+S2+S3 &rarr; synth-smoke@S4" in page
+
+
+@pytest.mark.parametrize("edit, reason", [
+    pytest.param(lambda d: d.update(main_score=0.5), "is not the mean over seeds of its external scores",
+                 id="main_score"),
+    pytest.param(lambda d: d["provenance"]["config"]["test"].update(task="brain_age@v9"),
+                 "the scored task brain_age@v9 is not tasks/brain_age.yaml", id="scored_task"),
+    pytest.param(lambda d: d["provenance"]["config"]["train"].update(split_sha256="f" * 64),
+                 "the training side's split hash ffffffffffff does not match", id="train_split"),
+    pytest.param(lambda d: d["predictions"][0].update(participant_id="sub-9999"),
+                 "outside the split file's external split", id="subject"),
+])
+def test_tampered_cross_cohort_records_are_refused(tmp_path, edit, reason):
+    results = write_board(tmp_path, [transfer_record("P", "brain_age", age_off_by(2.0))])
+    verdict = verify_path(_tamper(next(results.rglob("cross_cohort-*.json")), edit))
+    assert not verdict.ok and reason in verdict.reason
+
+
+def test_encoder_cards_from_the_records(tmp_path):
+    card = {"architecture": "ResNet-18 <b>3D</b>", "n_parameters": 11_170_000, "embed_dim": 512,
+            "ssl_method": "simclr", "checkpoint_sha256": "ab12" * 16,
+            "pretraining_data": {"cohort": "synth-smoke", "subjects": ["sub-0001", "sub-0002", "sub-0003"],
+                                 "steps": 500}}
+    results = write_board(tmp_path / "r", [age_record("P", ERRORS["A"], card=card), age_record("C", ERRORS["C"]),
+                                           transfer_record("R", "brain_age", age_off_by(1.0))])
+    board = load_board(results, n_boot=200)
+    cards = {c.encoder: c for c in board.cards}
+    assert sorted(cards) == ["C", "P", "R"]                      # R is on the board by its transfer only
+    assert (cards["P"].n_parameters, cards["P"].embed_dim, cards["P"].pretraining_subjects,
+            cards["P"].pretraining_steps, cards["P"].checkpoint_short) == (11_170_000, 512, 3, 500, "ab12ab12ab12")
+    render(board, tmp_path / "o", ("markdown", "html"))
+    md = (tmp_path / "o" / "README.md").read_text()
+    assert ("| P | ResNet-18 &lt;b&gt;3D&lt;/b&gt; | 11.2 M | 512 | cpu-small | simclr | synth-smoke, 3 subjects, "
+            "500 steps | `ab12ab12ab12` |") in md
+    assert "| C | hand-made | 0 | 1 | cpu-small | none | - | - |" in md
+    page = (tmp_path / "o" / "index.html").read_text()
+    cards_html = page[page.index('<section id="encoder-cards">'):]
+    assert "ResNet-18 &lt;b&gt;3D&lt;/b&gt;" in cards_html and "<b>3D" not in page
+    assert '<td class="num" data-sort="11170000">11.2 M</td>' in cards_html and ">ab12ab12ab12</td>" in cards_html
+
+
+def test_power_of_each_test_split(tmp_path):
+    from bench.power import GAPS, smallest_detectable_gap
+
+    results = write_board(tmp_path / "r", [age_record("P", ERRORS["A"]), class_record("P", "ad_diagnosis", "perfect"),
+                                           age_record("K", ERRORS["A"], keep_predictions=False)])
+    board = load_board(results, n_boot=200, power_sims=20)  # (the board's default is 40; 20 keeps the test quick)
+    power = {t.task: t.power for t in board.tables}
+    # brain_age: 10 test subjects of one example each, a regression: counts only
+    assert (power["brain_age"].n_subjects, power["brain_age"].n_examples, power["brain_age"].gap) == (10, 10, None)
+    # ad_diagnosis: 12 subjects, labels 0, 1, 2 in turn -> AD (2) vs rest, 4 against 8: no gap up to 0.25 reaches
+    # 80 % power on so few subjects
+    ad = power["ad_diagnosis"]
+    assert (ad.n_subjects, ad.n_examples, ad.proxy) == (12, 12, "AD vs rest") and math.isnan(ad.gap)
+    render(board, tmp_path / "o", ("markdown", "html"))
+    md = (tmp_path / "o" / "README.md").read_text()
+    assert "Test split: 10 subjects, 10 examples. (The AUC power line is for classification tasks.)" in md
+    assert ("Test split: 12 subjects, 12 examples. Smallest AUC gap detectable at 80 % power: none up to 0.25 "
+            "(AD vs rest; paired bootstrap, 20 simulated replicates per gap") in md
+    assert "Test split: 12 subjects, 12 examples. Smallest AUC gap" in (tmp_path / "o" / "index.html").read_text()
+    # a large split (unverified entries: 120 subjects, 2 examples each, half positive) finds a gap, the one
+    # bench.power finds on the same labels and subjects
+    subjects = [f"sub-{i // 2:04d}" for i in range(240)]
+    truth = [int(i // 2 % 2 == 0) for i in range(240)]
+    big = make_record("Z", "conversion", {"full": {0: [0.5] * 240}}, truth, subjects)
+    table = build_board([entry(big)], n_boot=200, power_sims=20).table("conversion")
+    want, _ = smallest_detectable_gap(np.asarray(truth), np.asarray(subjects), n_sim=20, n_boot=200, bisect=True)
+    assert table.power.gap == want and want in GAPS and want < 0.25
+    assert (table.power.n_subjects, table.power.n_examples, table.power.proxy) == (120, 240, "")
+    # without kept predictions the counts come from the scores, and there is nothing to simulate on
+    lone = build_board([entry(age_record("K", ERRORS["A"], keep_predictions=False))], n_boot=200)
+    assert (lone.tables[0].power.n_subjects, lone.tables[0].power.note) == (10, "no record kept its test predictions")
+
+
 # -------------------------------------------------------------------------------------- the browser
 def test_page_in_headless_chromium(tmp_path):
     """Loads with no console errors and no network request, sorting reorders rows, plots are visible,
@@ -395,7 +556,8 @@ def test_page_in_headless_chromium(tmp_path):
     pytest.importorskip("playwright", reason="pip install playwright (in the test extra)")
     results = write_board(tmp_path / "results", borda_case() + [age_record(
         "P", ERRORS["A"], protocol="fractions", preds={f"fraction={p:g}": {0: [70.0 + i + 3 - 2 * p for i in range(10)]}
-                                                       for p in (0.01, 0.1, 1)})])
+                                                       for p in (0.01, 0.1, 1)}),
+        transfer_record("P", "brain_age", age_off_by(2.0)), transfer_record("Q", "brain_age", age_off_by(1.5))])
     board = load_board(results, n_boot=500)
     render(board, tmp_path / "board", ("html",))
     page_path = tmp_path / "board" / "index.html"
@@ -438,5 +600,15 @@ def test_page_in_headless_chromium(tmp_path):
             == ["fractions"]
         assert not page.locator("section.task[data-task='conversion']").is_visible()
         assert "1 of 9 entries shown" in page.locator("#visible-count").inner_text()
+        # the sections beside the ranked tables: transfers sort like any table, cards and power lines show
+        transfers = page.locator("#cross-cohort table.cross-cohort")
+        assert transfers.is_visible()
+        order = lambda: transfers.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.encoder)")  # noqa: E731
+        assert order() == ["Q", "P"]                               # MAE 1.5 before 2.0
+        transfers.locator("thead th", has_text="encoder").click()
+        assert order() == ["P", "Q"]
+        assert page.locator("#encoder-cards table.cards tbody tr").count() == 3
+        assert "Test split: 10 subjects, 10 examples." in page.locator(
+            "section.task[data-task='brain_age'] p.power").inner_text()
     assert errors == []
     assert requests and all(u.startswith(("file:", "data:")) for u in requests), requests

@@ -3,17 +3,26 @@ smoke suite run twice giving identical records, and the time by phase a run repo
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench.cli import main
+from bench.data.synth.latents import EXTERNAL_SITE
 from bench.errors import MribenchError
 from bench.results import read_record_json
-from bench.suite import load_suite, plan, restrict
+from bench.suite import job_options, load_suite, plan, restrict, suite_jobs
 
 
-def test_default_suite_plans_every_applicable_combination():
+@pytest.fixture(scope="module")
+def default_plan():
+    """The default suite planned on the default cohort (builds every encoder once: slow)."""
     suite = load_suite("default")
-    planned = plan(suite, "synth-default")
+    return suite, plan(suite, "synth-default")
+
+
+def test_default_suite_plans_every_applicable_combination(default_plan):
+    suite, planned = default_plan
     jobs = set(planned.jobs)
     # from-scratch training only under fine-tuning, and fine-tuning only on the headline tasks
     assert {p for e, _, p in jobs if e == "supervised"} == {"finetune"}
@@ -31,6 +40,15 @@ def test_default_suite_plans_every_applicable_combination():
     ("name: x\nencoders: [random]\nprotocols: [linear_probe]\ntasks: [nope]\n", "unknown protocol(s) or task(s): nope"),
     ("name: x\nencoders: [random]\nprotocols: [linear_probe]\nsurprise: 1\n", "not a valid suite"),
     ("name: [unclosed\n", "not a valid suite"),
+    ("name: x\nencoders: [random]\nprotocols: [cross_cohort]\noptions: {cross_cohort: {test_sites: S4}}\n",
+     "unknown option(s) test_sites of protocol cross_cohort; it takes test_cohort, test_task, train_site, test_site"),
+    ("name: x\nencoders: [random]\nprotocols: [linear_probe]\noptions: {linear_probe: {test_site: S4}}\n",
+     "unknown option(s) test_site of protocol linear_probe; it takes none"),
+    ("name: x\nencoders: [random]\nprotocols: [cross_cohort]\n", "protocol cross_cohort runs with options"),
+    ("name: x\nencoders: [random]\nprotocols: [cross_cohort]\noptions: {cross_cohort: {test_task: nope}}\n",
+     "unknown protocol(s) or task(s): nope"),
+    ("name: x\nencoders: [random]\nprotocols: [cross_cohort]\noptions: {cross_cohort: {test_site: [S4]}}\n",
+     "not a valid suite"),
 ])
 def test_a_bad_suite_file_is_one_line_naming_it(tmp_path, text, message, capsys):
     path = tmp_path / "mine.yaml"
@@ -79,6 +97,52 @@ def test_a_slice_of_a_suite_plans_only_the_named_encoders_tasks_and_protocols():
         restrict(suite, protocols=["segmentation"])
 
 
+class _GridOnly:
+    """Stands in for a Runner in suite_jobs: its jobs() without building encoders (names are card names)."""
+
+    def jobs(self, encoders, tasks, protocols, encoder_kwargs=None, options=None):
+        from bench.jobs import expand_grid
+        from bench.protocols import check_protocols
+        from bench.tasks import get_task
+
+        check_protocols(protocols, options)
+        return expand_grid([(e, e, {}) for e in encoders], [get_task(t) for t in tasks], protocols, options,
+                           cohort_name="synth-default")
+
+
+def test_default_suite_declares_the_held_out_site_transfer(default_plan):
+    """cross_cohort on ad_diagnosis and brain_age for every encoder with a probe, from the sites with train
+    subjects to S4 (which the split files hold out whole), on the cohort the suite runs on."""
+    suite, planned = default_plan
+    cross = sorted((e, t) for e, t, p in planned.jobs if p == "cross_cohort")
+    probed = sorted((e, t) for e, t, p in planned.jobs if p == "linear_probe" and t in ("ad_diagnosis", "brain_age"))
+    assert cross == probed and len(cross) == 2 * (len(suite.encoders) - 1)          # all but supervised
+    assert ("supervised", "brain_age", "cross_cohort") in {s[:3] for s in planned.skipped}
+    options = job_options(suite, "synth-default")
+    assert options == {"cross_cohort": {"train_site": "S1+S2+S3", "test_site": "S4", "test_cohort": "synth-default"}}
+    part = plan(restrict(suite, encoders=["volumes"], tasks=["brain_age", "conversion"]), "synth-default")
+    jobs = suite_jobs(_GridOnly(), part, options)
+    assert [(j.encoder, j.task, j.protocol) for j in jobs] == part.jobs                # in plan order
+    transfer = next(j for j in jobs if j.protocol == "cross_cohort")
+    assert transfer.task == "brain_age" and dict(transfer.options) == options["cross_cohort"]
+    assert transfer.key == "volumes/brain_age@v2/cross_cohort-synth-default-S1-S2-S3-to-synth-default-S4"
+    assert all(j.options == () and j.stem == "" for j in jobs if j.protocol != "cross_cohort")
+    # the site the synthetic split files hold out whole (bench splits make) is the suite's test site
+    assert EXTERNAL_SITE == options["cross_cohort"]["test_site"]
+
+
+def test_dry_run_lists_the_transfer_jobs_with_their_options(tmp_path, capsys, tiny_cohort_dir):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nencoders: [volumes]\ntasks: [brain_age, conversion]\n"
+                    "protocols: [linear_probe, cross_cohort]\nonly: {cross_cohort: {tasks: [brain_age]}}\n"
+                    "options: {cross_cohort: {train_site: S1+S2+S3, test_site: S4}}\n")
+    assert main(["suite", "run", str(path), "--cohort", str(tiny_cohort_dir), "--dry-run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "suite mine on tiny: 3 job(s), 0 skipped" in out
+    assert "job  volumes / brain_age / cross_cohort (test_cohort=tiny, test_site=S4, train_site=S1+S2+S3)" in out
+    assert "job  volumes / conversion / linear_probe\n" in out
+
+
 @pytest.mark.slow
 def test_a_suite_run_reports_its_time_by_phase(tiny_cohort_dir, tiny_splits_root, tmp_path, monkeypatch, capsys):
     """One job of the smoke suite on the tiny cohort, then again with its record reused: each run
@@ -89,7 +153,7 @@ def test_a_suite_run_reports_its_time_by_phase(tiny_cohort_dir, tiny_splits_root
     monkeypatch.setenv("MRIBENCH_SPLITS", str(tiny_splits_root))
     results = tmp_path / "results"
     args = ["suite", "run", "smoke", "--profile", "smoke", "--cohort", str(tiny_cohort_dir), "--seeds", "1",
-            "--encoder", "random", "--task", "brain_age", "--protocol", "linear_probe", "--no-progress",
+            "--encoder", "random", "--task", "ad_diagnosis", "--protocol", "linear_probe", "--no-progress",
             "--results", str(results)]
     assert main(args) == 0
     printed = " ".join(capsys.readouterr().out.split())
@@ -107,7 +171,8 @@ def test_a_suite_run_reports_its_time_by_phase(tiny_cohort_dir, tiny_splits_root
     for key in ("wall_s", "cpu_s"):  # each rounded to the millisecond in the file
         assert sum(p[key] for p in phases.values()) == pytest.approx(first[key], abs=0.001 * len(phases))
     assert first["wall_s"] == pytest.approx(first["elapsed_s"], abs=0.001)
-    # the job read voxels, embedded them and fitted a head, scored with bootstrap CIs
+    # the job read voxels, embedded them and fitted a head, scored with bootstrap CIs (ad_diagnosis: the
+    # tiny cohort's brain_age test split has one subject, so no replicates, and a warm process times ~0 s)
     assert all(phases[p]["wall_s"] > 0 for p in ("cohort", "store", "embeddings", "heads", "bootstraps"))
     assert phases["fine-tuning"]["wall_s"] == phases["perturbations"]["wall_s"] == 0
     assert len(list(results.rglob("*.json"))) == 1  # the record; the timing file is not taken for one

@@ -18,11 +18,11 @@ def register(sub) -> None:
     p.add_argument("--task", required=True, help="task on the training cohort, e.g. adni/ad_diagnosis")
     p.add_argument("--train-cohort", default=None,
                    help="BIDS folder or manifest (default: the profile's synthetic cohort)")
-    p.add_argument("--train-site", default=None, help="train only on this site's subjects")
+    p.add_argument("--train-site", default=None, help="train only on this site's subjects (several: S1+S2+S3)")
     p.add_argument("--test-cohort", default=None, help="cohort to score on (default: the training cohort)")
     p.add_argument("--test-task", default=None,
                    help="the same task on the test cohort, e.g. oasis3/ad_diagnosis (default: --task)")
-    p.add_argument("--test-site", default=None, help="score only this site's subjects")
+    p.add_argument("--test-site", default=None, help="score only this site's subjects (several: S1+S2)")
     p.add_argument("--weights", default=None, help="checkpoint for the encoder")
     p.add_argument("--seeds", type=positive_int, default=None, help="seeds, >= 1 (default: the profile's)")
     p.add_argument("--results", default="leaderboard/results", help="results folder")

@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates of the tie test (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the tie test's bootstrap draws")
     p.add_argument("--note", default="", help="a line of text shown under the title (markdown and html)")
+    p.add_argument("--power-sims", type=int, default=None,
+                   help="simulated replicates per AUC gap of each classification task's power line "
+                        "(default 40; 0: counts only)")
     p.add_argument("--screenshot", action="store_true",
                    help="also photograph index.html in headless Chromium into screenshot.png (needs chromium "
                         "and pip install playwright)")
@@ -80,11 +83,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.errors import MribenchError
     from bench.leaderboard import FORMATS, load_board, render
 
+    from bench.leaderboard.sections import POWER_SIMS
+
     if args.n_boot < 100:
         raise MribenchError(f"--n-boot {args.n_boot} is too few for a p-value at 0.05; use at least 100")
+    if args.power_sims is not None and args.power_sims < 0:
+        raise MribenchError(f"--power-sims {args.power_sims} must be 0 (no simulation) or more")
     out, err = _console(), _console(stderr=True)
     board = load_board(args.results or ["leaderboard/results"], submissions=args.submissions, n_boot=args.n_boot,
-                       seed=args.seed)
+                       seed=args.seed, power_sims=POWER_SIMS if args.power_sims is None else args.power_sims)
     board.note = args.note
     for r in board.refused:
         err.print(f"[yellow]refused[/yellow] {escape(r.source)}: {escape(r.reason)}")
@@ -105,7 +112,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         out.print(f"{summary.cohort}: {ranking}")
     n_plots = sum(1 for p in written if p.parent.name == "plots")
     files = [p.name for p in written if p.parent.name != "plots"]
-    out.print(f"{len(board.entries)} verified record(s), {len(board.refused)} refused; wrote "
+    cross = f" ({len(board.cross_cohort)} cross-cohort)" if board.cross_cohort else ""
+    out.print(f"{len(board.entries) + len(board.cross_cohort)} verified record(s){cross}, {len(board.refused)} "
+              "refused; wrote "
               f"{', '.join(files)}" + (f" and {n_plots} plot file(s)" if n_plots else "") + f" in {args.out}")
     return 0
 

@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace, suite):
     from bench.locks import cache_lock
     from bench.profiles import get_profile
     from bench.runner import Runner
-    from bench.suite import GRID, plan, suite_jobs
+    from bench.suite import GRID, job_options, plan, suite_jobs
     from bench.timing import phase
 
     profile = get_profile(args.profile)
@@ -97,20 +97,23 @@ def _run(args: argparse.Namespace, suite):
     with cache_lock(f"cohort-{args.profile}-seed{args.seed}"), phase("cohort"):
         cohort = cohort_from(args)
     planned = plan(suite, cohort.name)
+    options = job_options(suite, cohort.name)
     for encoder, task, protocol, reason in planned.skipped:
         console.print(f"skip {encoder} / {task} / {protocol}: {reason}", highlight=False)
     console.print(f"suite {suite.name} on {cohort.name}: {len(planned.jobs)} job(s), {len(planned.skipped)} "
                   "skipped", highlight=False)
     if args.dry_run:
         for encoder, task, protocol in planned.jobs:
-            console.print(f"job  {encoder} / {task} / {protocol}", highlight=False)
+            given = ", ".join(f"{k}={v}" for k, v in sorted(options.get(protocol, {}).items()))
+            console.print(f"job  {encoder} / {task} / {protocol}" + (f" ({given})" if given else ""),
+                          highlight=False, markup=False, soft_wrap=True)
         return None
     executor = executor_from(args)
     with executor:
         runner = Runner(cohort, profile, Path(args.results), progress=not args.no_progress, overwrite=args.overwrite,
                         executor=executor, keep_going=True, command=args.command_line)
         start = time.perf_counter()
-        jobs = suite_jobs(runner, planned)
+        jobs = suite_jobs(runner, planned, options)
         with phase(GRID):
             results = runner.run_jobs(jobs)
         return cohort, profile, results, executor.describe(), executor.in_process, start

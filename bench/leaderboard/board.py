@@ -13,6 +13,8 @@ from bench.errors import MribenchError
 from bench.leaderboard.aggregate import CriticalDifference, OverallRow, critical_difference, overall
 from bench.leaderboard.entries import Entry, Refused, load_entries
 from bench.leaderboard.ranking import ALPHA, Ranked, rank_entries
+from bench.leaderboard.sections import (POWER_SIMS, CardRow, CrossCohortRow, SplitPower, card_rows, cross_cohort_rows,
+                                        split_power)
 
 
 def protocol_order() -> tuple[str, ...]:
@@ -46,6 +48,7 @@ class TaskTable:
     description: str
     by_protocol: dict[str, list[Ranked]]
     robustness: list[RobustnessRow] = field(default_factory=list)
+    power: SplitPower | None = None     # the test split's size and detectable AUC gap
 
     @property
     def anchor(self) -> str:
@@ -82,14 +85,17 @@ class Board:
     results_label: str
     plots: list = field(default_factory=list)  # bench.leaderboard.plots.Plot, filled by render
     note: str = ""                              # free text shown under the title (e.g. how it was made)
+    cross_cohort: list[CrossCohortRow] = field(default_factory=list)  # transfers: shown, never ranked
+    cards: list[CardRow] = field(default_factory=list)                # one per encoder on the board
 
     @property
     def entries(self) -> list[Entry]:
+        """The ranked tables' entries (transfer records are in :attr:`cross_cohort`)."""
         return [e for t in self.tables for e in t.entries]
 
     @property
     def encoders(self) -> list[str]:
-        return sorted({e.encoder for e in self.entries})
+        return sorted({e.encoder for e in self.entries} | {r.encoder for r in self.cross_cohort})
 
     @property
     def protocols(self) -> list[str]:
@@ -128,12 +134,19 @@ def _robustness_rows(entries: list[Entry]) -> list[RobustnessRow]:
 
 
 def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n_boot: int = 1000,
-                seed: int = 0, alpha: float = ALPHA, results_label: str = "results") -> Board:
-    """Rank every (task version, cohort, protocol) table and aggregate each cohort's tasks."""
+                seed: int = 0, alpha: float = ALPHA, results_label: str = "results",
+                power_sims: int = POWER_SIMS) -> Board:
+    """Rank every (task version, cohort, protocol) table and aggregate each cohort's tasks; transfer
+    records (cross-cohort) go to a section of their own, unranked. ``power_sims``: simulated
+    replicates per AUC gap of each classification task's power line (0: not simulated)."""
+    from bench.protocols import PROTOCOLS
     from bench.tasks import get_task
 
-    groups: dict[tuple[str, int, str], list[Entry]] = {}
+    transfers, ranked = [], []
     for e in entries:
+        (transfers if e.protocol in PROTOCOLS and PROTOCOLS[e.protocol].transfer else ranked).append(e)
+    groups: dict[tuple[str, int, str], list[Entry]] = {}
+    for e in ranked:
         groups.setdefault(e.table_key, []).append(e)
     tables = []
     for (task, version, cohort), members in sorted(groups.items()):
@@ -146,7 +159,9 @@ def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n
         first = members[0].record
         tables.append(TaskTable(task, version, cohort, first.main_score_name, first.higher_is_better,
                                 spec.headline, " ".join(spec.description.split()), by_protocol,
-                                _robustness_rows([e for e in members if e.protocol == "robustness"])))
+                                _robustness_rows([e for e in members if e.protocol == "robustness"]),
+                                split_power(spec, [r.entry for p in protocol_order()
+                                                   for r in by_protocol.get(p, [])], power_sims)))
     summaries = []
     for cohort in sorted({t.cohort for t in tables}):
         mine = [t for t in tables if t.cohort == cohort]
@@ -154,11 +169,12 @@ def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n
         left_out = [t.task for t in mine if t.headline_protocol not in t.by_protocol]
         summaries.append(Overall(cohort, sorted(headline), overall(headline), critical_difference(headline, alpha),
                                  left_out))
-    return Board(tables, summaries, list(refused or []), n_boot, seed, alpha, results_label)
+    return Board(tables, summaries, list(refused or []), n_boot, seed, alpha, results_label,
+                 cross_cohort=cross_cohort_rows(transfers, ranked), cards=card_rows(entries))
 
 
 def load_board(results_dir: str | Path | list, *, submissions: str | Path | None = None, n_boot: int = 1000,
-               seed: int = 0, alpha: float = ALPHA) -> Board:
+               seed: int = 0, alpha: float = ALPHA, power_sims: int = POWER_SIMS) -> Board:
     """Verify every record under each results folder and, when ``submissions`` is a folder, under
     each ``bench submit`` bundle in it (``<submissions>/<bundle>/results/``, flagged as submitted);
     build the board from those that pass. A record whose (encoder, task, cohort, protocol) an
@@ -179,7 +195,7 @@ def load_board(results_dir: str | Path | list, *, submissions: str | Path | None
                             + (f" ({len(refused)} refused, e.g. {reasons})" if refused else
                                "; run `bench run` first"))
     return build_board(entries, refused, n_boot=n_boot, seed=seed, alpha=alpha,
-                       results_label=" + ".join(f.name for f in folders))
+                       results_label=" + ".join(f.name for f in folders), power_sims=power_sims)
 
 
 def submission_bundles(submissions: str | Path | None) -> list[Path]:

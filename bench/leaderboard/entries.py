@@ -56,9 +56,26 @@ class Entry:
 
     @cached_property
     def headline_scores(self) -> list:
-        """The per-seed test scores the headline number is the mean of."""
+        """The per-seed scores the headline number is the mean of: the test split's, or the split the
+        protocol reads its headline on (a transfer to a held-out site: ``external``)."""
+        from bench.protocols import PROTOCOLS
+
         r = self.record
-        return [s for s in r.scores if s.setting == r.headline_setting and s.split == "test"]
+        split = PROTOCOLS[r.protocol].headline_split(r.scores) if r.protocol in PROTOCOLS else "test"
+        return [s for s in r.scores if s.setting == r.headline_setting and s.split == split]
+
+    @property
+    def transfer(self) -> tuple[str, str] | None:
+        """(train side, test side) of a transfer record (``cohort@site``, from its provenance), else None."""
+        config = self.record.provenance.config
+        if not isinstance(config.get("train"), dict) or not isinstance(config.get("test"), dict):
+            return None
+        return side_label(config["train"]), side_label(config["test"])
+
+    @property
+    def unique_key(self) -> tuple:
+        """What one encoder may have once on the board: a table slot, or one transfer of a task."""
+        return (self.encoder, *self.table_key, self.protocol) + (self.transfer or ())
 
     @cached_property
     def ci(self) -> tuple[float | None, float | None]:
@@ -86,6 +103,12 @@ class Entry:
     @property
     def seeds(self) -> int:
         return len({s.seed for s in self.headline_scores})
+
+
+def side_label(side: dict) -> str:
+    """``cohort@site`` of one side of a transfer record (``cohort`` when it names no site)."""
+    site = side.get("site")
+    return str(side.get("cohort")) + (f"@{site}" if site else "")
 
 
 @dataclass(frozen=True)
@@ -130,10 +153,10 @@ def load_entries(results_dir: str | Path, *, submitted: str | None = None,
             refused.append(Refused(source, verdict.reason))
             continue
         entry = Entry(verdict.record, source, submitted)
-        key = (entry.encoder, *entry.table_key, entry.protocol)
+        key = entry.unique_key
         if key in seen:
             refused.append(Refused(source, f"duplicate of {seen[key]} (same encoder, task, cohort and "
-                                           "protocol)"))
+                                           "protocol" + (", same transfer)" if entry.transfer else ")")))
             continue
         seen[key] = source
         entries.append(entry)

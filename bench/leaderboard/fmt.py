@@ -67,6 +67,21 @@ def comparison(c: Comparison | None, n_boot: int) -> str:
     return "untestable"
 
 
+def parameters(n: int | None) -> str:
+    """A parameter count as people read it: ``11.2 M``, ``850 k``, ``12``; ``-`` when unknown."""
+    if n is None:
+        return "-"
+    for scale, unit in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
+
+
+def drop(value: float | None, digits: int = 3) -> str:
+    """A cross-cohort drop with its sign (positive: worse out of distribution)."""
+    return "-" if value is None else f"{value:+.{digits}f}"
+
+
 def rank(r: Ranked) -> str:
     return "-" if r.rank is None else str(r.rank)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from bench.leaderboard import fmt
 from bench.leaderboard.board import Board, Overall, TaskTable
 from bench.leaderboard.plots import Plot
-from bench.leaderboard.render_markdown import cd_text, method_notes
+from bench.leaderboard.render_markdown import (CARD_HEADER, CROSS_COHORT_TITLE, card_cells, cd_text, method_notes,
+                                               power_text, transfer_groups, transfer_intro)
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
@@ -228,6 +229,7 @@ def _task(table: TaskTable, board: Board, out_dir: Path) -> str:
              f'<h2>{_e(table.task)} <span class="version">v{table.version} &middot; {_e(table.cohort)}</span></h2>',
              f'<p class="desc">{_e(table.description)} Main score <code>{_e(table.metric)}</code> '
              f"({direction} is better).</p>",
+             f'<p class="power note">{_e(power_text(table.power))}</p>',
              f'<table class="sortable entries"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>']
     if table.robustness:
         rows = "".join(
@@ -248,6 +250,55 @@ def _task(table: TaskTable, board: Board, out_dir: Path) -> str:
     return "".join(parts)
 
 
+def _score_cell(entry) -> str:
+    if entry is None or entry.score is None:
+        return _num_td("-", None)
+    low, high = entry.ci
+    return _num_td(f'{entry.score:.3f} <span class="ci">({_e(fmt.ci(low, high))})</span>', entry.score)
+
+
+def _cross_cohort(board: Board) -> str:
+    """The cross-cohort section: one table per task and transfer, unranked."""
+    if not board.cross_cohort:
+        return ""
+    parts = [f'<section id="cross-cohort"><h2>{_e(CROSS_COHORT_TITLE)}</h2>',
+             f'<p class="desc">{_inline_markdown(transfer_intro())}</p>']
+    for group in transfer_groups(board.cross_cohort):
+        first = group[0]
+        head = "".join([_th("encoder"), _th(f"cross-cohort {first.metric} (95 % CI)", "num"), _th("scored on"),
+                        _th("n scored", "num"), _th(f"in-distribution linear probe {first.metric} (95 % CI)", "num"),
+                        _th("drop", "num"), _th("split"), _th("flags")])
+        body = "".join(
+            f'<tr class="transfer" data-encoder="{_e(r.encoder)}"><td>{_e(r.encoder)}</td>{_score_cell(r.entry)}'
+            f"<td>{_e(r.split)}</td>{_num_td(_e(r.entry.n_test_subjects or '-'), r.entry.n_test_subjects)}"
+            f"{_score_cell(r.in_distribution)}{_num_td(_e(fmt.drop(r.drop)), r.drop)}"
+            f'<td class="hash" title="{_e(r.entry.record.provenance.split_sha256)}">{_e(r.entry.split_sha_short)}</td>'
+            f"<td>{_e(fmt.short_flags(r))}</td></tr>" for r in group)
+        parts.append(f'<h3>{_e(first.task)} <span class="version">v{first.version} &middot; {_e(first.train)} '
+                     f'&rarr; {_e(first.test)}</span></h3><p class="note">Scored as task {_e(first.test_task)}.</p>'
+                     f'<table class="sortable cross-cohort"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    return "".join(parts) + "</section>"
+
+
+def _cards(board: Board) -> str:
+    """The encoder cards, every cell escaped (a card is text its author wrote)."""
+    if not board.cards:
+        return ""
+    head = "".join(_th(h, "num" if h in ("parameters", "embed dim") else "text") for h in CARD_HEADER)
+    rows = []
+    for c in board.cards:
+        cells = [_e(v) for v in card_cells(c)]
+        sorts = {2: c.n_parameters, 3: c.embed_dim}
+        tds = [_num_td(v, sorts[i]) if i in sorts else
+               (f'<td class="hash" title="{_e(c.checkpoint_sha256 or "")}">{v}</td>' if i == 7 else f"<td>{v}</td>")
+               for i, v in enumerate(cells)]
+        rows.append(f'<tr data-encoder="{_e(c.encoder)}">{"".join(tds)}</tr>')
+    return ('<section id="encoder-cards"><h2>Encoder cards</h2><p class="desc">As each encoder\'s records carry '
+            "its card (<code>provenance.encoder_card</code>); checkpoint: the first 12 hex digits of its SHA-256.</p>"
+            f'<table class="sortable cards"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            "</section>")
+
+
 def render_html(board: Board, out_dir: str | Path) -> Path:
     """Write ``out_dir/index.html`` (the plots must already be in ``out_dir``: they are inlined)."""
     from bench.atomic import atomic_write_bytes
@@ -262,6 +313,7 @@ def render_html(board: Board, out_dir: str | Path) -> Path:
         items = "".join(f"<li><code>{_e(r.source)}</code>: {_e(r.reason)}</li>" for r in board.refused)
         refused = f'<section id="refused"><h2>Refused records</h2><ul class="refused">{items}</ul></section>'
     notes = "".join(f"<li>{_inline_markdown(n[2:])}</li>" for n in method_notes(board))
+    cross = f" ({len(board.cross_cohort)} cross-cohort)" if board.cross_cohort else ""
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -274,7 +326,7 @@ def render_html(board: Board, out_dir: str | Path) -> Path:
 </head>
 <body>
 <header><h1>mribench leaderboard</h1>
-<p>{len(board.entries)} verified result records &middot; {len(board.encoders)} encoders &middot; {len(tasks)} tasks
+<p>{len(board.entries) + len(board.cross_cohort)} verified result records{cross} &middot; {len(board.encoders)} encoders &middot; {len(tasks)} tasks
 &middot; cohort {_e(', '.join(board.cohorts))} &middot; {len(board.refused)} refused &middot;
 ties by paired bootstrap over test subjects ({board.n_boot} replicates, seed {board.seed})</p>
 {f'<p class="note-line">{_inline_markdown(board.note)}</p>' if board.note else ''}</header>
@@ -287,6 +339,7 @@ ties by paired bootstrap over test subjects ({board.n_boot} replicates, seed {bo
 </div>
 {''.join(_overall(s, board, out_dir, several) for s in board.overall)}
 {''.join(_task(t, board, out_dir) for t in board.tables)}
+{_cross_cohort(board)}{_cards(board)}
 {refused}
 <section id="notes"><h2>How to read this</h2><ul class="note">{notes}</ul></section>
 <footer>Static page rendered by <code>bench leaderboard</code>; no server, no network. Click a column header to

@@ -12,6 +12,10 @@ from pathlib import Path
 from bench.leaderboard import fmt
 from bench.leaderboard.board import Board, Overall, TaskTable
 from bench.leaderboard.plots import Plot
+from bench.leaderboard.sections import CardRow, CrossCohortRow, SplitPower
+
+#: Heading of the cross-cohort section (markdown and HTML).
+CROSS_COHORT_TITLE = "Cross-cohort (held-out site / cohort)"
 
 
 def _cell(text: object) -> str:
@@ -42,6 +46,10 @@ def method_notes(board: Board) -> list[str]:
         "**Mean rank** averages the per-task ranks the encoder has.",
         "- **Critical difference**: Friedman test over tasks and the Nemenyi critical difference on "
         "mean ranks (Demsar 2006); with few tasks it is descriptive only, as stated beside it.",
+        "- **Test split** (under each task): its subjects and examples and, for a classification task, the "
+        "smallest AUC gap between two encoders the paired bootstrap detects at 80 % power, simulated on the "
+        "split's labels and subjects (`bench.power`: binormal scores, AUC 0.80 vs 0.80 - gap); a smaller "
+        "gap between two entries is not reliably told apart there.",
         "- **pretraining overlap**: some evaluated subjects were in the encoder's pretraining data.",
         "- **submitted (bundle)**: a `bench submit` bundle from the submissions folder, verified like every record.",
         "- Only records that pass `bench verify` (schema, task-spec and split hashes, scores "
@@ -82,11 +90,30 @@ def cd_text(summary: Overall) -> str:
     return text
 
 
+def power_text(power: SplitPower | None) -> str:
+    """The power line under a task's heading (plain text: the renderers escape it)."""
+    from bench.power import GAPS
+
+    if power is None or power.n_subjects is None:
+        return "Test split: size unknown (no record gives it)."
+    text = f"Test split: {power.n_subjects} subjects, {power.n_examples} examples."
+    if power.gap is None:
+        return text + (f" Detectable AUC gap: not computed ({power.note})." if power.note else
+                       " (The AUC power line is for classification tasks.)")
+    proxy = f"{power.proxy}; " if power.proxy else ""
+    how = f"{proxy}paired bootstrap, {power.n_sim} simulated replicates per gap, bench.power's model"
+    if not power.found:
+        why = f": {power.note}" if power.note else ""
+        return text + (f" Smallest AUC gap detectable at 80 % power: none up to {GAPS[-1]:.2f}{why} "
+                       f"({how}); rank groups here mostly reflect chance.")
+    return text + f" Smallest AUC gap detectable at 80 % power: {power.gap:.2f} ({how})."
+
+
 def _task(table: TaskTable, board: Board, plots: list[Plot]) -> list[str]:
     direction = "higher" if table.higher_is_better else "lower"
     out = [f"## {fmt.md(table.task)} v{table.version} ({fmt.md(table.cohort)})", "", table.description, "",
            f"Main score `{table.metric}` ({direction} is better); headline protocol "
-           f"{fmt.protocol_label(table.headline_protocol)}.", ""]
+           f"{fmt.protocol_label(table.headline_protocol)}.", "", fmt.md(power_text(table.power)), ""]
     header = ["rank", "encoder", "protocol", f"{table.metric} (95 % CI)", "vs best", "n test", "task",
               "split", "flags"]
     rows = []
@@ -109,12 +136,73 @@ def _task(table: TaskTable, board: Board, plots: list[Plot]) -> list[str]:
     return out + [""]
 
 
+def transfer_groups(rows: list[CrossCohortRow]) -> list[list[CrossCohortRow]]:
+    """Cross-cohort rows grouped by task and transfer, in board order (one table each)."""
+    groups: dict[tuple, list[CrossCohortRow]] = {}
+    for r in rows:
+        groups.setdefault((r.task, r.version, r.train, r.test), []).append(r)
+    return list(groups.values())
+
+
+def transfer_intro() -> str:
+    return ("A probe head fitted on the training side (its train split, its sites) and scored on the test side "
+            "(its test split, or every subject the head never saw when the side has no test subjects, e.g. a "
+            "held-out site), beside the same encoder's in-distribution linear probe on the task and training "
+            "cohort. **Drop**: in-distribution minus cross-cohort score in the direction of worse (positive: "
+            "worse out of distribution). Not ranked; not part of Borda or the critical difference.")
+
+
+def _cross_cohort(board: Board) -> list[str]:
+    if not board.cross_cohort:
+        return []
+    out = [f"## {CROSS_COHORT_TITLE}", "", transfer_intro(), ""]
+    for group in transfer_groups(board.cross_cohort):
+        first = group[0]
+        out += [f"### {fmt.md(first.task)} v{first.version}: {fmt.md(first.train)} -> {fmt.md(first.test)}", "",
+                f"Scored as task {fmt.md(first.test_task)}; main score `{first.metric}` "
+                f"({'higher' if first.higher_is_better else 'lower'} is better).", ""]
+        rows = [[fmt.md(r.encoder), fmt.entry_score(r.entry), r.split,
+                 "-" if r.entry.n_test_subjects is None else r.entry.n_test_subjects,
+                 fmt.entry_score(r.in_distribution), fmt.drop(r.drop),
+                 f"`{r.entry.split_sha_short}`", fmt.short_flags(r)] for r in group]
+        out += _table(["encoder", f"cross-cohort {first.metric} (95 % CI)", "scored on", "n scored",
+                       f"in-distribution linear probe {first.metric} (95 % CI)", "drop", "split", "flags"],
+                      rows, "llllllll") + [""]
+    return out
+
+
+def card_cells(c: CardRow) -> list[str]:
+    """A card's cells (plain text; the renderers escape them): what the encoder is and what it saw."""
+    data = "-" if c.pretraining_cohort is None else (
+        f"{c.pretraining_cohort}, {'-' if c.pretraining_subjects is None else c.pretraining_subjects} subjects, "
+        f"{'-' if c.pretraining_steps is None else c.pretraining_steps} steps")
+    mixed = f" ({c.n_cards} cards differ across its records)" if c.n_cards > 1 else ""
+    return [c.encoder + mixed, c.architecture, fmt.parameters(c.n_parameters),
+            "-" if c.embed_dim is None else str(c.embed_dim), c.input_space, c.ssl_method, data,
+            c.checkpoint_short or "-"]
+
+
+CARD_HEADER = ["encoder", "architecture", "parameters", "embed dim", "input space", "SSL method",
+               "pretraining data (cohort, subjects, steps)", "checkpoint"]
+
+
+def _cards(board: Board) -> list[str]:
+    if not board.cards:
+        return []
+    rows = [[fmt.md(v) for v in card_cells(c)] for c in board.cards]
+    for row, c in zip(rows, board.cards):
+        row[-1] = f"`{row[-1]}`" if c.checkpoint_short else row[-1]
+    return ["## Encoder cards", "", "As each encoder's records carry its card (`provenance.encoder_card`); "
+            "checkpoint: the first 12 hex digits of its SHA-256.", ""] + _table(CARD_HEADER, rows, "llrrllll") + [""]
+
+
 def render_markdown(board: Board, out_dir: str | Path) -> Path:
     """Write ``out_dir/README.md``; the screenshot is shown when ``out_dir/screenshot.png`` exists."""
     out_dir = Path(out_dir)
     several = len(board.cohorts) > 1
     lines = ["# mribench leaderboard", "",
-             f"Rendered by `bench leaderboard` from {len(board.entries)} verified result record(s) in "
+             f"Rendered by `bench leaderboard` from {len(board.entries) + len(board.cross_cohort)} verified "
+             f"result record(s){f' ({len(board.cross_cohort)} cross-cohort)' if board.cross_cohort else ''} in "
              f"`{board.results_label}/` ({len(board.encoders)} encoders, {len({t.task for t in board.tables})} "
              f"tasks, cohort {', '.join(fmt.md(c) for c in board.cohorts)}); {len(board.refused)} refused. "
              "The same board as a sortable, filterable page: [index.html](index.html); as CSV: "
@@ -127,6 +215,7 @@ def render_markdown(board: Board, out_dir: str | Path) -> Path:
         lines += _overall(summary, board.plots, several)
     for table in board.tables:
         lines += _task(table, board, board.plots)
+    lines += _cross_cohort(board) + _cards(board)
     if board.refused:
         lines += ["## Refused records", ""]
         lines += [f"- {fmt.md(r.source)}: {fmt.md(r.reason)}" for r in board.refused] + [""]

@@ -9,8 +9,12 @@ What is checked, in order:
 1. **schema**: the file validates as a :class:`~bench.results.ResultRecord` (strict: unknown
    keys are errors), its predictions file (when it keeps its predictions beside it, the default)
    is there and has the SHA-256 the record names (:func:`~bench.results.load_record`), and its
-   protocol is one the leaderboard ranks (a registered protocol with ``ranked`` set,
-   :func:`bench.protocols.ranked`; ``cross_cohort`` records are refused for now);
+   protocol is one the leaderboard ranks (a registered protocol with ``ranked`` set) or a
+   ``transfer`` protocol (``cross_cohort``), :func:`checked_protocols`; a transfer record's split,
+   cohort and predictions are its scored side's, so its scored task (``config.test``) is checked
+   like the record's own task, its training side's split hash against the repository, and its
+   ``external`` predictions against every subject of the split file (the target subjects the head
+   never saw);
 2. **task**: ``tasks/<task>.yaml`` exists, has the record's version, its resolved-content hash
    equals ``provenance.task_spec_sha256``, and its main score / direction are the record's;
 3. **split**: the split file the task names for the record's cohort exists, matches its hash
@@ -85,22 +89,37 @@ def verify_path(path: str | Path) -> Verdict:
 
 def verify_record(record: ResultRecord) -> list[str]:
     """Every problem of a parsed record against the current repository (empty: verified)."""
-    from bench.protocols import ranked
+    from bench.protocols import get_protocol
 
-    known = ranked()
+    known = checked_protocols()
     if record.protocol not in known:
-        # e.g. cross_cohort: trained on one cohort's task, tested on another's split
-        return [f"protocol '{record.protocol}' is not checked or ranked by the leaderboard yet "
-                f"(it knows {', '.join(known)})"]
+        return [f"protocol '{record.protocol}' is not checked by the leaderboard (it knows {', '.join(known)})"]
     spec, problems = _check_task(record)
     if spec is None:
         return problems
-    split_problems, split_subjects = _check_split(record, spec)
+    transfer = get_protocol(record.protocol).transfer
+    scored = spec
+    if transfer:  # the split, cohort and predictions are the scored (test) side's
+        scored, more = _check_transfer(record)
+        if scored is None:
+            return problems + more
+        problems += more
+    split_problems, split_subjects = _check_split(record, scored)
     problems += split_problems
     problems += _check_consistency(record)
     if record.predictions:
-        problems += _check_predictions(record, split_subjects, spec.target.metric_params(spec))
+        if transfer and split_subjects is not None:  # external: every target subject the head never saw
+            split_subjects["external"] = split_subjects["all"]
+        problems += _check_predictions(record, split_subjects, scored.target.metric_params(scored))
     return problems
+
+
+def checked_protocols() -> list[str]:
+    """The protocols whose records are verified: those the board ranks and the transfer ones (shown
+    in a section of their own), in leaderboard order."""
+    from bench.protocols import by_order
+
+    return [p.name for p in by_order() if p.ranked or p.transfer]
 
 
 # ------------------------------------------------------------------------------------------- task
@@ -129,6 +148,40 @@ def _check_task(record: ResultRecord):
     return spec, problems
 
 
+# ---------------------------------------------------------------------------------------- transfer
+
+
+def _side(record: ResultRecord, role: str) -> dict:
+    side = record.provenance.config.get(role)
+    return side if isinstance(side, dict) else {}
+
+
+def _check_transfer(record: ResultRecord):
+    """The scored task of a transfer record (``config.test``), checked like the record's own task, and
+    the training side's split hash against the repository's; (None, problems) when it cannot be read."""
+    from bench.splits import file_sha256
+    from bench.tasks import list_tasks
+
+    test, train = _side(record, "test"), _side(record, "train")
+    name, _, version = str(test.get("task", "")).rpartition("@v")
+    spec = list_tasks().get(name)
+    if spec is None or not version.isdigit():
+        return None, [f"the scored task '{test.get('task')}' of this transfer is not defined under tasks/; "
+                      "the record cannot be checked"]
+    if spec.version != int(version) or spec.sha256 != test.get("task_spec_sha256"):
+        return None, [f"the scored task {test.get('task')} is not tasks/{name}.yaml as it is now (version or "
+                      "hash differ); rerun the transfer"]
+    problems = []
+    if test.get("cohort") != record.provenance.cohort.name or test.get("split_sha256") != record.provenance.split_sha256:
+        problems.append("the transfer's test side is not the record's cohort and split: the record was edited")
+    train_spec = list_tasks().get(record.task)
+    path = train_spec.split_path(str(train.get("cohort"))) if train_spec is not None else None
+    if path is not None and path.is_file() and file_sha256(path) != train.get("split_sha256"):
+        problems.append(f"the training side's split hash {str(train.get('split_sha256'))[:12]} does not match "
+                        f"{path.parent.name}/{path.name}: the head was trained on another split")
+    return spec, problems
+
+
 # ------------------------------------------------------------------------------------------ split
 
 
@@ -152,7 +205,8 @@ def _check_split(record: ResultRecord, spec) -> tuple[list[str], dict[str, set[s
         split = load_split(path)
     except MribenchError as e:
         return [f"split file {shown} is not usable: {e}"], None
-    return [], {name: set(split.subjects(name)) for name in ("test", "external")}
+    subjects = {name: set(split.subjects(name)) for name in ("test", "external")}
+    return [], subjects | {"all": set(split.table["participant_id"].astype(str))}
 
 
 # ---------------------------------------------------------------------------------- consistency
@@ -171,17 +225,17 @@ def _check_consistency(record: ResultRecord) -> list[str]:
     if record.provenance.encoder_card.get("name") != record.encoder:
         problems.append(f"encoder '{record.encoder}' differs from its card's name "
                         f"'{record.provenance.encoder_card.get('name')}'")
-    expected_setting = get_protocol(record.protocol).headline
-    if record.headline_setting != expected_setting:
+    protocol = get_protocol(record.protocol)
+    if record.headline_setting != protocol.headline:
         problems.append(f"headline_setting '{record.headline_setting}' is not the {record.protocol} "
-                        f"protocol's '{expected_setting}'")
-    rows = [s for s in record.scores if s.setting == record.headline_setting and s.split == "test"]
+                        f"protocol's '{protocol.headline}'")
+    rows = protocol.headline_rows(record.scores)
     values = [s.metrics.get(record.main_score_name) for s in rows]
     values = [v for v in values if v is not None]
     expected = float(np.mean(values)) if values else None
     if not _close(record.main_score, expected):
-        problems.append(f"main_score {record.main_score} is not the mean over seeds of its test "
-                        f"scores ({expected}): the record was edited")
+        problems.append(f"main_score {record.main_score} is not the mean over seeds of its "
+                        f"{protocol.headline_split(record.scores)} scores ({expected}): the record was edited")
     problems += _check_summary(record)
     if record.robustness is not None:
         problems += _check_robustness(record)

@@ -5,7 +5,9 @@ that runs it over a :class:`~bench.protocols.context.Context`, the setting whose
 the record's ``main_score``, its leaderboard label, whether it needs the frozen embeddings of the
 task's scans, whether it trains a network (wants a GPU), whether the leaderboard ranks it, and
 ``supports(task, encoder)``: the one answer to "does this protocol apply here" (``None``, or the
-reason it does not), which the runner, ``bench submit`` and ``bench perf`` all ask.
+reason it does not), which the runner, ``bench submit`` and ``bench perf`` all ask. A ``transfer``
+protocol (``cross_cohort``) trains on one cohort or site and scores another: its records are
+verified and shown on the board in a section of their own, never ranked.
 
 Each protocol lives in its own module beside this one (``probe``, ``fractions``, ``few_shot``,
 ``finetune``, ``robustness``, ``cross_cohort``, ``finetune_fractions``; ``segmentation`` holds the decoder the probe and
@@ -37,6 +39,10 @@ def _no_params(label: str) -> dict[str, Any]:
     return {}
 
 
+def _test_split(scores: list) -> str:
+    return "test"
+
+
 @dataclass(frozen=True)
 class Protocol:
     """One evaluation protocol (see the module docstring)."""
@@ -54,8 +60,10 @@ class Protocol:
     order: int = 100                                 # position in a leaderboard table
     supports: Callable[[Any, Any], str | None] = _always   # (task spec, encoder) -> reason | None
     setting_params: Callable[[str], dict[str, Any]] = _no_params  # params of a setting label (old records)
-    headline_of: Callable[[Any, "Protocol", list], tuple] | None = None  # custom headline (cross_cohort)
+    headline_split: Callable[[list], str] = _test_split  # scores -> the split its headline is read on
     options: tuple[str, ...] = ()                    # job options it cannot run without
+    accepts: tuple[str, ...] = ()                    # every job option it takes (``options`` among them)
+    transfer: bool = False                           # scores another cohort / site than it trains on
     record_name: Callable[[str, dict], str] | None = None  # (cohort, options) -> record file stem
     extra_blocks: tuple[str, ...] = field(default_factory=tuple)  # ctx.extra keys copied into the record
 
@@ -74,16 +82,19 @@ class Protocol:
         return {k: score.params.get(k, v) for k, v in params.items()}
 
     def headline_score(self, spec, scores: list) -> tuple[float | None, tuple]:
-        """Mean over seeds of the main metric on the test split at the headline setting, with the
-        mean CI bounds."""
-        if self.headline_of is not None:
-            return self.headline_of(spec, self, scores)
-        return mean_headline(spec, self.headline, scores)
+        """Mean over seeds of the main metric on the headline split (the test split unless the
+        protocol says otherwise) at the headline setting, with the mean CI bounds."""
+        return mean_headline(spec, self.headline, scores, self.headline_split(scores))
+
+    def headline_rows(self, scores: list) -> list:
+        """The per-seed scores the headline is the mean of (headline setting, headline split)."""
+        split = self.headline_split(scores)
+        return [s for s in scores if s.setting == self.headline and s.split == split]
 
 
-def mean_headline(spec, setting: str, scores: list) -> tuple[float | None, tuple]:
-    """Mean over seeds of ``spec.main_score`` on the test split at ``setting`` (and its CI bounds)."""
-    rows = [s for s in scores if s.setting == setting and s.split == "test"]
+def mean_headline(spec, setting: str, scores: list, split: str = "test") -> tuple[float | None, tuple]:
+    """Mean over seeds of ``spec.main_score`` on ``split`` at ``setting`` (and its CI bounds)."""
+    rows = [s for s in scores if s.setting == setting and s.split == split]
     name = spec.main_score
     vals = [s.metrics[name] for s in rows if s.metrics.get(name) is not None]
     if not vals:

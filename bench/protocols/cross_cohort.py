@@ -15,11 +15,13 @@ test subjects (a site its split file holds out whole, e.g. the synthetic cohort'
 
 It runs through the :class:`~bench.runner.Runner` like every other protocol (job lock, failure
 marker, resume): the runner's cohort is the training side, and the job's options name the target
-(``test_cohort``, ``test_task``, ``train_site``, ``test_site``). Its record sits beside the task's
+(``test_cohort``, ``test_task``, ``train_site``, ``test_site``; a side may name several sites joined
+by ``+``, e.g. ``S1+S2+S3``). Its record sits beside the task's
 other protocols as ``cross_cohort-<train>-to-<test>.json``; both sides are recorded in its
 provenance (cohort, site, task, split file and hash, subject counts). Labels must mean the same on
 both sides (same kind, label type and classes), which the task pair is checked for, e.g.
-``adni/ad_diagnosis`` -> ``oasis3/ad_diagnosis``. The leaderboard does not rank it yet.
+``adni/ad_diagnosis`` -> ``oasis3/ad_diagnosis``. The leaderboard verifies these records and shows
+them in a section of their own beside the in-distribution linear-probe score; it does not rank them.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ import numpy as np
 
 from bench.data.cohort import Cohort
 from bench.errors import MribenchError
-from bench.protocols import Protocol, mean_headline
+from bench.protocols import Protocol
 from bench.protocols.context import (FULL, Context, Scored, assemble_features, fit_head, from_scratch_support, head_data,
                                      record_predictions, seeds, setting_score, with_sequence_summaries)
 from bench.tasks import Examples, TaskSpec, get_task
 from bench.timing import phase
 
 NAME = "cross_cohort"
+#: Joins several sites of one side (``--train-site S1+S2+S3``: the head trains on all three).
+SITE_JOIN = "+"
 
 
 @dataclass
@@ -70,9 +74,15 @@ def check_compatible(train: TaskSpec, test: TaskSpec) -> None:
 def check_transfer(train: Side, test: Side) -> None:
     """Refuse a pair that is no transfer, before any work."""
     check_compatible(get_task(train.task), get_task(test.task))
-    if train.cohort.name == test.cohort.name and (train.site is None or test.site is None or train.site == test.site):
-        raise MribenchError(f"train and test are both cohort {train.cohort.name}: a transfer within one cohort "
-                            "needs --train-site and --test-site, and they must differ")
+    check_sites(train.cohort.name, train.site, test.cohort.name, test.site)
+
+
+def check_sites(train_cohort: str, train_site: str | None, test_cohort: str, test_site: str | None) -> None:
+    """Within one cohort both sides name their sites, and no site is on both sides."""
+    if train_cohort == test_cohort and (not site_names(train_site) or not site_names(test_site)
+                                        or set(site_names(train_site)) & set(site_names(test_site))):
+        raise MribenchError(f"train and test are both cohort {train_cohort}: a transfer within one cohort "
+                            "needs --train-site and --test-site, and no site may be on both sides")
 
 
 def options(train: Side, test: Side) -> dict:
@@ -100,14 +110,20 @@ def example_sites(examples: Examples, cohort: Cohort) -> np.ndarray:
     return np.array([sites[int(rows[-1][0])] for rows in examples.rows], dtype=object)
 
 
+def site_names(site: str | None) -> list[str]:
+    """The sites a side names: one, several joined by ``+`` (``S1+S2+S3``), or none (every site)."""
+    return [] if site is None else [s for s in str(site).split(SITE_JOIN) if s]
+
+
 def _subset_with_sites(examples: Examples, cohort: Cohort, site: str | None) -> Examples:
     if site is None:
         return examples
     sites = example_sites(examples, cohort)
-    if site not in set(sites):
-        raise MribenchError(f"{cohort.name}: no example of task {examples.spec.name} at site '{site}'; sites: "
-                            f"{', '.join(sorted(map(str, set(sites))))}")
-    return examples.subset(sites == site)
+    missing = [s for s in site_names(site) if s not in set(sites)]
+    if missing or not site_names(site):
+        raise MribenchError(f"{cohort.name}: no example of task {examples.spec.name} at site "
+                            f"'{missing[0] if missing else site}'; sites: {', '.join(sorted(map(str, set(sites))))}")
+    return examples.subset(np.isin(sites.astype(str), site_names(site)))
 
 
 def _sides(ctx: Context) -> tuple[Examples, Examples]:
@@ -145,6 +161,7 @@ def run(ctx: Context) -> list:
     """Fit on the training side's train split, score on the target side; the record describes the target."""
     target = ctx.options["target"]
     check_compatible(ctx.spec, target.examples.spec)
+    check_sites(ctx.cohort.name, ctx.options.get("train_site"), target.cohort.name, ctx.options.get("test_site"))
     src, dst = _sides(ctx)
     ctx_src = _side_context(ctx, src, ctx.split, ctx.cohort)
     ctx_dst = _side_context(ctx, dst, target.split, target.cohort)
@@ -187,14 +204,10 @@ def _side_info(cohort: Cohort, site: str | None, spec: TaskSpec, ctx: Context, r
             | ({"all": int(t["participant_id"].nunique())} if role == "test" else {})}
 
 
-def headline(spec: TaskSpec, protocol: Protocol, scores: list) -> tuple[float | None, tuple]:
-    """Mean over seeds of the main metric on the target's ``test`` split, or on ``external`` when the
-    target has no test subjects (e.g. a held-out site, which its split file puts wholly in external)."""
-    main, ci = mean_headline(spec, protocol.headline, scores)
-    if main is None and not any(s.split == "test" for s in scores):
-        external = [s.model_copy(update={"split": "test"}) for s in scores if s.split == "external"]
-        main, ci = mean_headline(spec, protocol.headline, external)
-    return main, ci
+def headline_split(scores: list) -> str:
+    """The target's ``test`` split, or ``external`` when the target has no test subjects (e.g. a
+    held-out site, which its split file puts wholly in external)."""
+    return "test" if any(s.split == "test" for s in scores) or not scores else "external"
 
 
 def supports(spec, encoder) -> str | None:
@@ -222,4 +235,5 @@ def run_cross_cohort(encoder_spec: str, train: Side, test: Side, profile, result
 PROTOCOL = Protocol(
     name=NAME, run=run, label="cross cohort", headline=FULL.label, order=5, ranked=False,
     needs_embeddings=False, description="probe head fitted on one cohort or site, scored on another",
-    supports=supports, headline_of=headline, options=("test_cohort",), record_name=record_stem)
+    supports=supports, headline_split=headline_split, options=("test_cohort",), record_name=record_stem,
+    accepts=("test_cohort", "test_task", "train_site", "test_site"), transfer=True)
