@@ -51,6 +51,9 @@ CONFIGS = {
     "paper": SimCLRConfig("paper", (64, 128, 256, 512), 1, "simclr-paper", (30, 40, 40)),
     "small": SimCLRConfig("small", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58), rotation=0.1,
                           queue_size=512),
+    # the recipe tried against collapse (see below): the backbone temporal-small is warm-started from
+    "small-anatomy-moco": SimCLRConfig("small-anatomy-moco", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58),
+                                       rotation=0.1, queue_size=512, views="anatomy", momentum=0.99),
 }
 VIEW_KINDS = ("crop_resize", "anatomy")
 # Why ``small`` keeps a queue: on 2 CPU cores a batch is 8 volumes, so NT-Xent sees 14 negatives
