@@ -245,7 +245,7 @@ def test_a_hostile_card_cannot_inject_markdown_html_or_formulas(tmp_path):
         elif block:
             tables, block = tables + [block], []
     hostile = [t for t in tables if any("A\\|B" in line for line in t)]
-    assert len(hostile) == 2  # the overall table and the task table
+    assert len(hostile) == 3  # the overall table, the task table and the encoder cards
     for table in hostile:  # every row of a table has its header's columns: the name opened none
         assert len({line.replace("\\|", "").count("|") for line in table}) == 1, table
     assert "&lt;script&gt;" in md and "\\[link\\]" in md  # shown, as text
