@@ -3,7 +3,8 @@
 Every perturbation is a deterministic MONAI or TorchIO transform; this module only decides its
 parameters. Those come from a hash of (seed, subject, session, sequence, perturbation) plus the
 severity's documented level, never from a library's global RNG, so a scan gets the same artefact in any process, in any order,
-on any machine, and the parameters are written into the result record.
+on any machine, and a result record needs only the seed and the scans to recompute them
+(:func:`draw_all`, pinned by :func:`parameters_digest`).
 
 Perturbations act in the encoder's input space, on the stored (resampled) volume, which is first
 mapped to a non-negative magnitude image (brain rescaled to [0, 1], background 0) because the
@@ -20,6 +21,7 @@ Levels (``LEVELS``) are calibrated on the synthetic cohort's 64^3 / 3 mm volumes
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -267,3 +269,88 @@ def perturb_scan(volume: np.ndarray, name: str, severity: int, *, seed: int, sub
     """Draw this scan's parameters and apply them: (perturbed volume, parameters)."""
     params = draw_parameters(name, severity, seed=seed, subject=subject, session=session, sequence=sequence)
     return apply_perturbation(volume, name, params, spacing_mm), params
+
+
+# -- the parameters of a robustness record's scans: recomputed, not stored ------------------------
+def scan_label(subject: str, session: str, sequence: str) -> str:
+    """A scan's key in a parameters block: ``subject_session_sequence``."""
+    return f"{subject}_{session}_{sequence}"
+
+
+def draw_all(scans, seed: int, perturbations, severities) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """``{perturbation: {severity: {scan: parameters}}}`` of ``scans`` (``[subject, session,
+    sequence]`` each): the parameters block a robustness record is pinned to (:func:`parameters_digest`)."""
+    return {name: {str(sev): {scan_label(sub, ses, seq): draw_parameters(name, int(sev), seed=seed, subject=sub,
+                                                                         session=ses, sequence=seq)
+                              for sub, ses, seq in scans}
+                   for sev in severities}
+            for name in perturbations}
+
+
+def parameters_digest(parameters: dict) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no spaces) of a parameters block."""
+    text = json.dumps(parameters, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def block_scans(block: dict) -> list[list[str]]:
+    """The evaluated scans of a robustness block: its ``scans``, or (records written before the
+    parameters were left out) the scan keys of its ``parameters``, read as subject_session_sequence.
+    A malformed entry is a ``MribenchError``."""
+    if "scans" in block:
+        scans = block["scans"]
+        if not isinstance(scans, list) or not all(
+                isinstance(s, list) and len(s) == 3 and all(isinstance(x, str) for x in s) for s in scans):
+            raise MribenchError("robustness scans are not [subject, session, sequence] lists")
+        return [list(s) for s in scans]
+    keys = {str(k) for by_sev in (block.get("parameters") or {}).values() if isinstance(by_sev, dict)
+            for per_scan in by_sev.values() if isinstance(per_scan, dict) for k in per_scan}
+    parts = [k.split("_") for k in sorted(keys)]
+    if any(len(p) != 3 for p in parts):
+        raise MribenchError("robustness parameters name a scan that is not subject_session_sequence")
+    return parts
+
+
+def block_perturbations(block: dict) -> tuple[int, list[str], list[int]]:
+    """(perturbation seed, perturbations, severities) a robustness block says it was computed with
+    (records written before ``severities`` was recorded used all of :data:`SEVERITIES`)."""
+    try:
+        seed = int(block["perturbation_seed"])
+        names = [str(n) for n in block["levels"]]
+        severities = [int(s) for s in block.get("severities", SEVERITIES)]
+    except (KeyError, TypeError, ValueError):
+        raise MribenchError("robustness block lacks its perturbation seed, levels or severities") from None
+    return seed, names, severities
+
+
+def block_parameters(block: dict) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """Every evaluated scan's parameters for every perturbation x severity of a robustness block,
+    recomputed with :func:`draw_parameters` (``bench robustness params RECORD``)."""
+    seed, names, severities = block_perturbations(block)
+    return draw_all(block_scans(block), seed, names, severities)
+
+
+def block_digest(block: dict) -> str | None:
+    """The parameters' SHA-256 a block names: ``parameters_sha256``, or that of its ``parameters``
+    (records written before); None when it names neither."""
+    if "parameters_sha256" in block:
+        return str(block["parameters_sha256"])
+    return parameters_digest(block["parameters"]) if isinstance(block.get("parameters"), dict) else None
+
+
+def slim_block(block: dict) -> dict | None:
+    """A robustness block written with its ``parameters``, with them replaced by ``scans``,
+    ``severities`` and ``parameters_sha256``; None (keep it as it is) when it has none, or they are
+    not exactly what the recomputation gives (``bench verify`` then says so)."""
+    if not isinstance(block, dict) or not isinstance(block.get("parameters"), dict):
+        return None
+    try:
+        recomputed = block_parameters(block)
+    except MribenchError:
+        return None
+    if parameters_digest(recomputed) != parameters_digest(block["parameters"]):
+        return None
+    _, _, severities = block_perturbations(block)
+    slim = {k: v for k, v in block.items() if k != "parameters"}
+    return {**slim, "severities": severities, "scans": sorted(block_scans(block)),
+            "parameters_sha256": parameters_digest(recomputed)}

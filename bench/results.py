@@ -185,7 +185,8 @@ class ResultRecord(_Strict):
     predictions: list[dict[str, Any]] | None = None
     flags: list[str] = Field(default_factory=list)
     provenance: Provenance
-    #: robustness protocol only: score per perturbation x severity, relative drops, parameters
+    #: robustness protocol only: score per perturbation x severity, relative drops, and what pins the
+    #: perturbations (seed, severities, scans, parameters_sha256; per-scan ``parameters`` in older records)
     robustness: dict[str, Any] | None = None
 
     @field_validator("protocol")
@@ -454,8 +455,36 @@ def _write_atomic(path: Path, data: bytes, record: Path | None = None) -> None:
     _fsync_dir(path.parent)
 
 
+def _scalar(value: Any) -> bool:
+    return not isinstance(value, (dict, list, tuple))
+
+
+def _flat(value: Any) -> bool:
+    """A scalar, or a list of scalars: what fits on one line inside a one-line container."""
+    return _scalar(value) or (isinstance(value, (list, tuple)) and all(map(_scalar, value)))
+
+
+def record_json(obj: Any, depth: int = 0) -> str:
+    """The JSON text of a record: keys sorted, one key per line indented by one space, but a list of
+    scalars, or an object whose values are scalars or lists of scalars (a CI, a card's subject ids,
+    one score's metrics), on one line. A third the size of ``indent=2`` (whose long lists of ids and
+    small objects take a line per number), and still a diff that names the score that changed."""
+    if _scalar(obj):
+        return json.dumps(obj, allow_nan=False)
+    pad = " " * (depth + 1)
+    if isinstance(obj, Mapping):
+        items = sorted((str(k), v) for k, v in obj.items())
+        if all(_flat(v) for _, v in items):
+            return "{" + ", ".join(f"{json.dumps(k)}: {record_json(v)}" for k, v in items) + "}"
+        inner = ",\n".join(f"{pad}{json.dumps(k)}: {record_json(v, depth + 1)}" for k, v in items)
+        return "{\n" + inner + "\n" + " " * depth + "}"
+    if all(map(_scalar, obj)):
+        return "[" + ", ".join(record_json(v) for v in obj) + "]"
+    return "[\n" + ",\n".join(pad + record_json(v, depth + 1) for v in obj) + "\n" + " " * depth + "]"
+
+
 def _record_bytes(payload: Mapping[str, Any]) -> bytes:
-    return (json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+    return (record_json(payload) + "\n").encode("utf-8")
 
 
 def _pack_predictions(payload: dict[str, Any], path: Path) -> bytes | None:
@@ -503,22 +532,29 @@ def write_record(record: ResultRecord, path: str | Path, *, inline_predictions: 
 
 
 def compact_record(path: str | Path) -> str:
-    """Move an inline record's predictions into a predictions file, other fields as they are (the
-    record JSON is only re-indented); idempotent. Returns what was done: ``compacted``, ``already
-    compact``, ``no predictions`` or ``kept inline`` (rows not of the harness's shape). An invalid
-    record is a one-line ``MribenchError``."""
+    """Rewrite a record in today's compact form, every number kept: inline predictions moved into a
+    predictions file, a robustness block's per-scan ``parameters`` replaced by the scans and their
+    SHA-256 (:func:`bench.perturbations.slim_block`, only when they are exactly what the recomputation
+    gives) and the JSON laid out by :func:`record_json`; idempotent. Returns what was done:
+    ``compacted`` (something was rewritten), else ``already compact``, ``no predictions`` or ``kept
+    inline`` (rows not of the harness's shape). An invalid record is a one-line ``MribenchError``."""
+    from bench.perturbations import slim_block
+
     path = Path(path)
     record = load_record(path)
     payload = read_bounded_json(path, "result record")
-    if payload.get("predictions_file") is not None:
-        return "already compact"
-    if not record.predictions:
-        return "no predictions"
-    packed = _pack_predictions(payload, path)
-    if packed is None:
-        return "kept inline"
-    _write_atomic(path.parent / payload["predictions_file"]["file"], packed, record=path)
-    _write_atomic(path, _record_bytes(payload))
+    state = ("already compact" if payload.get("predictions_file") is not None
+             else "no predictions" if not record.predictions else "kept inline")
+    packed = _pack_predictions(payload, path) if state == "kept inline" else None
+    slim = slim_block(payload.get("robustness"))
+    if slim is not None:
+        payload["robustness"] = slim
+    data = _record_bytes(payload)
+    if packed is None and data == path.read_bytes():
+        return state
+    if packed is not None:
+        _write_atomic(path.parent / payload["predictions_file"]["file"], packed, record=path)
+    _write_atomic(path, data)
     return "compacted"
 
 

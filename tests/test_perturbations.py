@@ -10,7 +10,8 @@ import pytest
 
 from bench.data.spaces import get_space, resample_to_space
 from bench.errors import MribenchError
-from bench.perturbations import PERTURBATIONS, SEVERITIES, draw_parameters, perturb_scan
+from bench.perturbations import (PERTURBATIONS, SEVERITIES, block_parameters, draw_parameters, parameters_digest,
+                                 perturb_scan)
 
 SPACE = get_space("cpu-small")
 
@@ -76,6 +77,7 @@ def test_unknown_perturbation_or_severity_is_a_clear_error():
 def test_robustness_protocol_records_every_setting_and_hits_the_cache(tmp_path, monkeypatch):
     from bench.protocols import robustness
     from bench.data.sources import open_cohort
+    from bench.leaderboard.verify import verify_path
     from bench.profiles import get_profile
     from bench.results import load_record
     from bench.runner import Runner
@@ -101,13 +103,18 @@ def test_robustness_protocol_records_every_setting_and_hits_the_cache(tmp_path, 
             assert test["relative"][p][str(s)] == pytest.approx(mean / test["clean"])
     expected = np.mean([v for r in test["relative"].values() for v in r.values()])
     assert rb["robustness_score"] == pytest.approx(expected)
-    # every evaluated scan's parameters are recorded, and they are the ones the hash gives
-    params = rb["parameters"]["gaussian_noise"]["4"]
+    # every evaluated scan is named and its parameters pinned by their SHA-256, not stored; they
+    # recompute to the ones the hash gives, and verify accepts the record
+    assert "parameters" not in rb and rb["severities"] == list(SEVERITIES)
     evaluated = {x["participant_id"] for x in record.predictions if x["split"] in ("test", "external")}
-    assert {scan.split("_")[0] for scan in params} == evaluated
-    scan, p = next(iter(params.items()))
-    sub, ses, seq = scan.split("_")
-    assert p == draw_parameters("gaussian_noise", 4, seed=0, subject=sub, session=ses, sequence=seq)
+    assert {sub for sub, _, _ in rb["scans"]} == evaluated
+    params = block_parameters(rb)
+    assert set(params) == set(subset) and rb["parameters_sha256"] == parameters_digest(params)
+    sub, ses, seq = rb["scans"][0]
+    assert params["gaussian_noise"]["4"][f"{sub}_{ses}_{seq}"] == draw_parameters(
+        "gaussian_noise", 4, seed=0, subject=sub, session=ses, sequence=seq)
+    verdict = verify_path(result.path)
+    assert verdict.ok, verdict.problems
     # a second run (overwrite) embeds nothing: clean and perturbed embeddings come from the cache
     computed = runner.embeddings.computed
     assert computed > 0

@@ -30,6 +30,7 @@ from bench.results import (
     load_record,
     read_record_json,
     record_exists,
+    record_json,
     record_path,
     safe_name,
     summarise,
@@ -117,7 +118,8 @@ def test_round_trip_write_load_is_equal(tmp_path):
     text = path.read_text()
     data = json.loads(text)
     assert list(data) == sorted(data)  # sorted keys: diffs between records stay readable
-    assert text.startswith('{\n  "')  # indent 2
+    assert text.startswith('{\n "') and text == record_json(data) + "\n"  # one key a line, indent 1
+    assert '"metrics": {"auc": ' in text  # an object of numbers on one line (record_json)
 
 
 def test_atomic_write_crash_leaves_old_file_and_no_visible_temp(tmp_path, monkeypatch):

@@ -1,8 +1,10 @@
-"""``bench results compact``: move the inline predictions of existing records into predictions files.
+"""``bench results compact``: rewrite existing records in today's compact form.
 
-Records written since predictions files exist need nothing; older ones (a few MB each, predictions
-inline) are rewritten with their predictions in ``<stem>.predictions.json.gz`` beside them and every
-other field as it was (:func:`bench.results.compact_record`). Running it again changes nothing.
+Records written by this version need nothing; older ones are rewritten with every number as it
+was (:func:`bench.results.compact_record`): inline predictions (a few MB) moved into
+``<stem>.predictions.json.gz`` beside the record, a robustness record's per-scan perturbation
+parameters replaced by its scans and their SHA-256 (``bench robustness params`` recomputes them),
+and the JSON laid out by :func:`bench.results.record_json`. Running it again changes nothing.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("results", help="maintain result folders (compact: predictions into predictions files)")
+    p = sub.add_parser("results", help="maintain result folders (compact: rewrite records in the compact form)")
     actions = p.add_subparsers(dest="action", required=True)
-    c = actions.add_parser("compact", help="move inline predictions of records into compact predictions files",
-                           description="Rewrite every record under the folders (or the files named) whose "
-                                       "predictions are inline, with them in <stem>.predictions.json.gz beside it; "
-                                       "idempotent. Exit status 1 if a record is not valid (it is left as it is).")
+    c = actions.add_parser("compact", help="rewrite records in the compact form (predictions files, no per-scan "
+                                           "perturbation parameters, compact layout)",
+                           description="Rewrite every record under the folders (or the files named) that is not in "
+                                       "the compact form, every number kept: inline predictions into "
+                                       "<stem>.predictions.json.gz beside it, a robustness block's per-scan parameters "
+                                       "into its scans and their SHA-256, the compact JSON layout; idempotent. Exit "
+                                       "status 1 if a record is not valid (it is left as it is).")
     c.add_argument("records", nargs="+", help="record files, or folders searched for *.json")
     c.set_defaults(func=cmd_compact)
 

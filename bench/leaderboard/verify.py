@@ -24,7 +24,13 @@ What is checked, in order:
    protocol's, ``main_score`` is the mean over seeds of the headline test score, ``summary``
    is what :func:`~bench.results.summarise` gives for ``scores``, the robustness block is what
    :func:`~bench.protocols.robustness.summarise_robustness` gives, and every score that has per-subject
-   predictions is recomputed from them (metric values, subject and example counts).
+   predictions is recomputed from them (metric values, subject and example counts);
+5. **perturbations** (robustness records): the perturbation seed, perturbations and severities are
+   the protocol's, the evaluated scans are the split's test / external subjects (those of the clean
+   predictions, when kept), and the perturbation parameters recomputed for those scans
+   (:func:`~bench.perturbations.block_parameters`) have the SHA-256 the record names
+   (``parameters_sha256``; a record written before kept the ``parameters`` themselves, which are
+   checked the same way: they must be exactly what the recomputation gives).
 
 Step 4 is what catches an edited score: numbers cannot be changed without also changing the
 predictions they were computed from, and those are tied to the split's subjects and labels.
@@ -111,6 +117,8 @@ def verify_record(record: ResultRecord) -> list[str]:
         if transfer and split_subjects is not None:  # external: every target subject the head never saw
             split_subjects["external"] = split_subjects["all"]
         problems += _check_predictions(record, split_subjects, scored.target.metric_params(scored))
+    if record.robustness is not None:
+        problems += _check_perturbations(record, split_subjects)
     return problems
 
 
@@ -259,8 +267,7 @@ def _check_robustness(record: ResultRecord) -> list[str]:
     from bench.protocols.robustness import summarise_robustness
 
     rob = record.robustness
-    expected = summarise_robustness(record.scores, record.main_score_name, record.higher_is_better,
-                                    rob.get("parameters"))
+    expected = summarise_robustness(record.scores, record.main_score_name, record.higher_is_better)
     for split, block in expected["splits"].items():
         have = rob.get("splits", {}).get(split, {})
         pairs = [("clean", block["clean"], have.get("clean")),
@@ -273,6 +280,51 @@ def _check_robustness(record: ResultRecord) -> list[str]:
                         "the record was edited"]
     if not _close(rob.get("robustness_score"), expected["robustness_score"]):
         return ["robustness_score is not what its scores give: the record was edited"]
+    return []
+
+
+def _check_perturbations(record: ResultRecord, split_subjects: dict[str, set[str]] | None) -> list[str]:
+    """The robustness block's perturbations are the protocol's, on the split's scans, and recompute
+    to the parameters' SHA-256 it names."""
+    from bench import perturbations as P
+    from bench.protocols import robustness as R
+
+    rob = record.robustness or {}
+    try:
+        seed, names, severities = P.block_perturbations(rob)
+        scans = P.block_scans(rob)
+    except MribenchError as e:
+        return [f"{e}: the record was edited"]
+    if (seed, sorted(names), sorted(severities)) != (R.PERTURBATION_SEED, sorted(R.PERTURBATIONS),
+                                                     sorted(R.SEVERITIES)):
+        return [f"robustness was computed with perturbation seed {seed}, perturbations {', '.join(sorted(names))} "
+                f"and severities {sorted(severities)}, not the protocol's (seed {R.PERTURBATION_SEED}, "
+                f"{', '.join(sorted(R.PERTURBATIONS))}, {list(R.SEVERITIES)}): rerun the encoder"]
+    stored = P.block_digest(rob)
+    if stored is None:
+        return ["robustness block names no parameters_sha256: the record was edited"]
+    actual = P.parameters_digest(P.draw_all(scans, seed, names, severities))
+    if actual != stored:
+        return [f"robustness perturbation parameters (SHA-256 {stored[:12]}) are not what perturbation seed "
+                f"{seed} gives for its {len(scans)} evaluated scans ({actual[:12]}): the scores were computed "
+                "on other perturbations, or the record was edited"]
+    return _check_scan_subjects(record, {sub for sub, _, _ in scans}, split_subjects)
+
+
+def _check_scan_subjects(record: ResultRecord, subjects: set[str],
+                         split_subjects: dict[str, set[str]] | None) -> list[str]:
+    """The evaluated scans' subjects are the split's test / external ones, and (when the clean
+    predictions are kept) exactly the subjects those predictions are of."""
+    if split_subjects is not None:
+        outside = sorted(subjects - split_subjects.get("test", set()) - split_subjects.get("external", set()))
+        if outside:
+            return [f"robustness scans name {len(outside)} subject(s) outside the split file's test and "
+                    f"external splits, e.g. {outside[0]}"]
+    if record.predictions:
+        predicted = {str(p.get("participant_id")) for p in record.predictions if p.get("setting") == "clean"}
+        if predicted and predicted != subjects:
+            return [f"robustness scans are of {len(subjects)} subject(s) but the clean predictions of "
+                    f"{len(predicted)} ({len(predicted ^ subjects)} differ): the record was edited"]
     return []
 
 

@@ -8,9 +8,21 @@ that names the perturbation, severity and perturbation seed), and scored with th
 The record gets a ``robustness`` block: the score per perturbation x severity (mean over
 seeds), the score relative to clean, the mean relative drop per perturbation, one robustness
 score per task (mean over perturbations and severities of score / clean, inverted for metrics
-where lower is better so that 1 always means "as good as clean"), the documented levels, and
-every scan's drawn parameters. Settings are ``clean`` and ``<perturbation>@<severity>``, the
-latter with ``{"perturbation": name, "severity": s}`` in their scores' params.
+where lower is better so that 1 always means "as good as clean"), the documented levels and
+severities, the perturbation seed, the evaluated scans and the SHA-256 of their drawn parameters.
+Settings are ``clean`` and ``<perturbation>@<severity>``, the latter with
+``{"perturbation": name, "severity": s}`` in their scores' params.
+
+The parameters themselves are not in the record: they are a pure function of (perturbation seed,
+scan, perturbation, severity) (:func:`bench.perturbations.draw_parameters`), the same for every
+encoder, and would be most of a record's bytes (a few MB at the default profile). The record keeps
+what recomputes and pins them: ``perturbation_seed``, ``levels`` (the perturbations), ``severities``,
+``scans`` (``[subject, session, sequence]`` of every evaluated scan) and ``parameters_sha256``
+(:func:`~bench.perturbations.parameters_digest` of :func:`~bench.perturbations.draw_all`);
+``bench verify`` recomputes the digest, and :func:`~bench.perturbations.block_parameters`
+(``bench robustness params RECORD``) gives the parameters back. Records written before this kept a
+``parameters`` block instead, which those functions read as well (``bench results compact`` slims
+such a block once its parameters are checked against the recomputation).
 
 Applies to encoders that read voxels (not the :class:`~bench.encoders.api.Latent` ones: perturbing a
 scan cannot change latents read from a table) on tasks scored by probe heads.
@@ -23,7 +35,7 @@ import dataclasses
 import numpy as np
 
 from bench.errors import MribenchError
-from bench.perturbations import PERTURBATIONS, SEVERITIES, draw_parameters, perturb_scan
+from bench.perturbations import PERTURBATIONS, SEVERITIES, draw_all, parameters_digest, perturb_scan
 from bench.progress import progress_bar
 from bench.protocols import Protocol
 from bench.protocols.context import (EVAL_SPLITS, Context, Setting, assemble_features, eval_indices, fit_head,
@@ -39,10 +51,6 @@ PERTURBATION_SEED = 0
 def cache_tag(name: str, severity: int, seed: int = PERTURBATION_SEED) -> str:
     """Embedding-cache key component of a perturbed scan (never equal to 'clean')."""
     return f"{name}-s{severity}-seed{seed}"
-
-
-def scan_id(row) -> str:
-    return f"{row['participant_id']}_{row['session_id']}_{row['sequence']}"
 
 
 CLEAN = Setting("clean")
@@ -80,26 +88,18 @@ def run(ctx: Context) -> list:
     eval_idx = {split: sub for split, idx in eval_indices(ctx).items() if len(sub := one_per_subject(ctx, idx))}
     scores = _score_all(ctx, heads, eval_idx, CLEAN, keep=True)
     eval_rows = np.unique(np.concatenate([ctx.examples.rows[i].ravel() for idx in eval_idx.values() for i in idx]))
-    parameters: dict[str, dict[str, dict]] = {}
     grid = [(p, s) for p in PERTURBATIONS for s in SEVERITIES]
     with progress_bar(ctx.progress) as bar:
         task = bar.add_task(f"robustness: {len(eval_rows)} scans x {len(grid)} perturbations", total=len(grid))
         for name, severity in grid:
-            parameters.setdefault(name, {})[str(severity)] = _draws(ctx, eval_rows, name, severity)
             features = _perturbed_features(ctx, eval_idx, eval_rows, name, severity)
             scores += _score_all(dataclasses.replace(ctx, features=features), heads, eval_idx,
                                  perturbed(name, severity), keep=False)
             bar.advance(task)
-    ctx.extra["robustness"] = summarise_robustness(scores, spec.main_score, spec.higher_is_better, parameters)
-    return scores
-
-
-def _draws(ctx: Context, eval_rows: np.ndarray, name: str, severity: int) -> dict[str, dict]:
-    """Every evaluated scan's drawn parameters of one perturbation at one severity."""
     table = ctx.cohort.table
-    return {scan_id(table.loc[r]): draw_parameters(
-        name, severity, seed=PERTURBATION_SEED, subject=table.at[r, "participant_id"],
-        session=table.at[r, "session_id"], sequence=table.at[r, "sequence"]) for r in eval_rows}
+    scans = [[str(table.at[r, c]) for c in ("participant_id", "session_id", "sequence")] for r in eval_rows]
+    ctx.extra["robustness"] = summarise_robustness(scores, spec.main_score, spec.higher_is_better, scans)
+    return scores
 
 
 def _perturbed_features(ctx: Context, eval_idx: dict[str, np.ndarray], eval_rows: np.ndarray, name: str,
@@ -148,8 +148,10 @@ def _score_all(ctx: Context, heads: dict, eval_idx: dict[str, np.ndarray], setti
 
 
 def summarise_robustness(scores: list, metric: str, higher_is_better: bool,
-                         parameters: dict | None = None) -> dict:
-    """Score per perturbation x severity, relative to clean, per evaluation split (means over seeds)."""
+                         scans: list[list[str]] | None = None) -> dict:
+    """Score per perturbation x severity, relative to clean, per evaluation split (means over seeds);
+    with ``scans`` (``[subject, session, sequence]`` of the evaluated scans) also what pins their
+    perturbations: ``scans`` (sorted) and ``parameters_sha256``."""
     by_split: dict[str, dict] = {}
     for split in EVAL_SPLITS:
         rows = [s for s in scores if s.split == split and s.metrics.get(metric) is not None]
@@ -182,8 +184,16 @@ def summarise_robustness(scores: list, metric: str, higher_is_better: bool,
         "splits": by_split,
         "levels": {p.name: {"description": p.description, "unit": p.unit, "levels": list(p.levels)}
                    for p in PERTURBATIONS.values()},
-        "parameters": parameters or {},
+        "severities": list(SEVERITIES),
+        **(_pinned(scans) if scans is not None else {}),
     }
+
+
+def _pinned(scans: list[list[str]]) -> dict:
+    """The evaluated scans (sorted) and the SHA-256 of their parameters at every perturbation x severity."""
+    scans = sorted([str(a), str(b), str(c)] for a, b, c in scans)
+    params = draw_all(scans, PERTURBATION_SEED, list(PERTURBATIONS), SEVERITIES)
+    return {"scans": scans, "parameters_sha256": parameters_digest(params)}
 
 
 def _mean(values: list[float]) -> float | None:
