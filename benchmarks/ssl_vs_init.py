@@ -12,7 +12,8 @@ leaderboard's own :func:`bench.leaderboard.ranking.compare` on the chosen settin
 Tables: encoder x (task, fraction) scores with 95 % CIs; for every SSL encoder the
 paired-bootstrap p-value of "pretrained beats its init" (``fractions`` probe records) per task and
 fraction; and, where ``finetune_fractions`` records are given, each fine-tuned SSL encoder
-against ``supervised`` trained from scratch on the same subjects (the source papers' claim that
+against ``supervised`` (and against its own ``NAME@init`` fine-tuned: the same network trained
+from scratch) on the same subjects (the source papers' claim that
 pretraining helps when labels are scarce)::
 
     bench run --encoder supervised --encoder simclr3d --encoder temporal --task ad_diagnosis \\
@@ -121,9 +122,15 @@ def tables(results: list[Path], settings: list[str], split: str) -> str:
                          f"Pretrained vs its own init, linear probe (paired bootstrap over {split} subjects; "
                          "+ = pretrained better, * = p < 0.05):", head)
     tuned = sorted(r for r in rows if r.endswith(FINETUNED) and not r.startswith("supervised"))
-    lines += _comparison(found, columns, [(r, r, "supervised" + FINETUNED) for r in tuned],
+    lines += _comparison(found, columns, [(r, r, "supervised" + FINETUNED) for r in tuned if "supervised" + FINETUNED in rows],
                          f"Fine-tuned SSL vs supervised from scratch (paired bootstrap over {split} subjects; "
                          "+ = SSL better, * = p < 0.05):", head)
+    # the same architecture trained from scratch: NAME@init fine-tuned on the same subjects
+    own = [(r, r, r[: -len(FINETUNED)] + INIT_SUFFIX + FINETUNED) for r in tuned
+           if r[: -len(FINETUNED)] + INIT_SUFFIX + FINETUNED in rows]
+    lines += _comparison(found, columns, own,
+                         f"Fine-tuned SSL vs the same network fine-tuned from its init (trained from scratch; "
+                         f"paired bootstrap over {split} subjects; + = pretraining better, * = p < 0.05):", head)
     return "\n".join(lines)
 
 

@@ -71,3 +71,16 @@ def test_val_scores_fit_on_train_and_score_the_validation_split(capsys):
     rows = {line.split("|")[1].strip(): float(line.split("|")[2].split()[0]) for line in out.splitlines()
             if line.startswith("| oracle") or line.startswith("| volumes")}
     assert rows["oracle"] > rows["volumes"] > 0.5
+
+
+def test_fine_tuned_ssl_is_compared_with_its_own_init_fine_tuned(tmp_path):
+    """The seeds' claim with the architecture held fixed: NAME fine-tuned vs NAME@init fine-tuned."""
+    def tuned(name, error_at):
+        return age_record(name, [0.0] * 10, protocol="finetune_fractions", preds={
+            f"fraction={p:g}": {0: [70.0 + i + error_at(p) for i in range(10)]} for p in (0.01, 0.1, 0.2, 1)})
+
+    results = write_board(tmp_path / "results", [tuned("toy", lambda p: 1.0), tuned("toy@init", lambda p: 2.0)])
+    text = ssl_vs_init.tables([results], ["fraction=0.1", "fraction=1"], "test")
+    assert "same network fine-tuned from its init" in text and "supervised from scratch" not in text
+    (line,) = [l for l in text.splitlines() if l.startswith("| toy (fine-tuned) |") and " p " in l]
+    assert [c.strip() for c in line.strip("|").split("|")][1:] == ["+ p < 0.002 *", "+ p < 0.002 *"]

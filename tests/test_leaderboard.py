@@ -33,7 +33,7 @@ from bench.tasks import get_task
 COHORT = "synth-smoke"
 N_BOOT = 2000
 HEADLINE = {"linear_probe": "full", "fractions": "fraction=1", "few_shot": "k=10", "robustness": "clean",
-            "cross_cohort": "full"}
+            "cross_cohort": "full", "finetune_fractions": "fraction=1"}
 
 
 def split_test_subjects(task: str, n: int) -> list[str]:
