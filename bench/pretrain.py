@@ -329,6 +329,7 @@ def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path,
     if start_step > 0 or init_from is None:
         return json.loads(record.read_text()) if record.is_file() else None
     from bench.encoders.api import read_state_dict
+    from bench.results import read_bounded_json
     from bench.splits import file_sha256
 
     init_from = Path(init_from)
@@ -341,9 +342,13 @@ def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path,
         raise MribenchError(f"--init-from {init_from}: no tensor of it has the name and shape of one in {name}'s "
                             f"network (its keys start {', '.join(list(source)[:3])})")
     net.load_state_dict(shared, strict=False)
-    card_file = init_from.with_suffix(".json")
-    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
-    data = card.get("pretraining_data", {}) if isinstance(card, dict) else {}
+    card_file = init_from.with_suffix(".json")  # travels with the weights from anywhere: read with bounds
+    card = read_bounded_json(card_file, "encoder card") if card_file.is_file() else {}
+    card = card if isinstance(card, dict) else {}
+    data = card.get("pretraining_data") or {}
+    if not isinstance(data, dict) or not isinstance(data.get("subjects", []), list):
+        raise MribenchError(f"{card_file}: the card's 'pretraining_data' is not an object with a 'subjects' list; "
+                            "fix or remove the card")
     warm = {"checkpoint_sha256": file_sha256(init_from), "encoder": card.get("name"),
             "ssl_method": card.get("ssl_method"), "steps": data.get("steps"), "cohort": data.get("cohort"),
             "tensors_loaded": len(shared), "tensors_fresh": len(own) - len(shared),

@@ -301,3 +301,20 @@ def test_init_from_copies_the_shared_backbone_and_the_card_declares_it(smoke, tm
 
     with pytest.raises(MribenchError, match="no tensor of it has the name and shape"):
         warm_start_from(source / "encoder.pt", torch.nn.Linear(2, 2), tmp_path / "other", 0, "toy")
+
+
+def test_init_from_reads_the_source_card_with_bounds_and_refuses_a_malformed_one(tmp_path):
+    """The card beside --init-from weights is untrusted like every card: a malformed pretraining
+    block is a one-line error naming the card, before anything is loaded or recorded."""
+    from bench.pretrain import warm_start_from
+
+    net = torch.nn.Linear(2, 2)
+    weights = tmp_path / "encoder.pt"
+    torch.save(net.state_dict(), weights)
+    weights.with_suffix(".json").write_text(json.dumps({"name": "toy", "pretraining_data": "everyone"}))
+    with pytest.raises(MribenchError, match="encoder.json: the card's 'pretraining_data' is not an object"):
+        warm_start_from(weights, torch.nn.Linear(2, 2), tmp_path / "run", 0, "toy")
+    weights.with_suffix(".json").write_text(json.dumps({"name": "toy", "pretraining_data": {"subjects": ["s1"]}}))
+    (tmp_path / "run").mkdir()
+    warm = warm_start_from(weights, torch.nn.Linear(2, 2), tmp_path / "run", 0, "toy")
+    assert warm["subjects"] == ["s1"] and warm["tensors_loaded"] == 2 and warm["tensors_fresh"] == 0
