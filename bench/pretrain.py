@@ -206,7 +206,7 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     last = out_dir / "last.pt"
     info = ddp.setup()  # rank and world size from torchrun (bench pretrain --nproc N); 0 of 1 otherwise
     state = _check_out_dir(out_dir, last, resume, info)
-    learning_rate(1, steps, lr, lr_schedule)  # an unknown schedule fails before any work
+    _check_before_work(init_from, state, steps, lr, lr_schedule)
     pool, rows = _pool_rows(method, cohort)
     store = store or VolumeStore(cache_home() / "store")
     paths = rows["path"].tolist()
@@ -318,6 +318,14 @@ def _check_out_dir(out_dir: Path, last: Path, resume: bool, info) -> dict | None
 WARM_START = "init_from.json"
 
 
+def _check_before_work(init_from: Path | None, state: dict | None, steps: int, lr: float, lr_schedule: str) -> None:
+    """What can be refused before any preprocessing, so a typo costs nothing: an unknown learning-rate
+    schedule, and a new run's missing --init-from file."""
+    learning_rate(1, steps, lr, lr_schedule)
+    if init_from is not None and state is None and not Path(init_from).is_file():
+        raise MribenchError(f"--init-from: {init_from} not found")
+
+
 def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path, start_step: int,
                     name: str) -> dict | None:
     """Continue another run's weights (``bench pretrain --init-from ENCODER.pt``): every tensor of
@@ -333,9 +341,7 @@ def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path,
     from bench.splits import file_sha256
 
     init_from = Path(init_from)
-    if not init_from.is_file():
-        raise MribenchError(f"--init-from: {init_from} not found")
-    source = read_state_dict(init_from)
+    source = read_state_dict(init_from)  # a missing or unreadable file is its one-line error
     own = net.state_dict()
     shared = {k: v for k, v in source.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
     if not shared:
