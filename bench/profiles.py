@@ -25,6 +25,12 @@ class Profile:
     segmentation_steps: int = 400  # decoder optimiser steps (batches of 4); early stopping on val
     pretrain_steps: int = 400      # SSL optimiser steps of `bench pretrain` unless --steps/--epochs
     synth_healthy_subjects: int = 0  # healthy lifespan population (one T1w each: brain age)
+    # The robustness protocol's grid: every evaluated scan is embedded once per perturbation x
+    # severity, which is most of a suite's CPU time (10 perturbations x 5 severities = 50 passes over
+    # the test and external scans per encoder). The default profile keeps every perturbation but
+    # three severities (mild, middle, worst) on the test split: 5x fewer passes, the same curves' ends.
+    robustness_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    robustness_splits: tuple[str, ...] = ("test", "external")
 
 
 PROFILES: dict[str, Profile] = {
@@ -35,7 +41,7 @@ PROFILES: dict[str, Profile] = {
                 pretrain_steps=20, synth_healthy_subjects=40),
         # default: sized by the power analysis of `bench splits make` (docs/calibration.md)
         Profile("default", 520, 160, 2, "the embedded default: minutes on 2 CPU cores",
-                synth_healthy_subjects=880),
+                synth_healthy_subjects=880, robustness_severities=(1, 3, 5), robustness_splits=("test",)),
         Profile("full", 2000, 400, 1, "paper scale at 1 mm, for GPUs", seeds=5, n_boot=2000,
                 few_shot_draws=10, finetune_epochs=100, segmentation_steps=3000,
                 pretrain_steps=50000, synth_healthy_subjects=2000),

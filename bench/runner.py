@@ -239,11 +239,28 @@ def _relative_to(path, root: Path | None) -> str:
         return Path(path).name
 
 
-def profile_settings(profile: Profile) -> dict[str, int]:
+def profile_settings(profile: Profile, protocol: str | None = None) -> dict[str, Any]:
     """The profile's knobs that change a harness result (seeds are an identity field of their own;
-    the synthetic-cohort sizes are the cohort's identity)."""
-    return {"n_boot": profile.n_boot, "few_shot_draws": profile.few_shot_draws,
-            "finetune_epochs": profile.finetune_epochs, "segmentation_steps": profile.segmentation_steps}
+    the synthetic-cohort sizes are the cohort's identity); the robustness grid only in a
+    robustness job's, so that changing it leaves every other record's identity as it was."""
+    settings = {"n_boot": profile.n_boot, "few_shot_draws": profile.few_shot_draws,
+                "finetune_epochs": profile.finetune_epochs, "segmentation_steps": profile.segmentation_steps}
+    return settings | (robustness_settings(profile) if protocol == "robustness" else {})
+
+
+def robustness_settings(profile: Profile) -> dict[str, list]:
+    """The profile's robustness grid where it is not the full one. Records written before the grid
+    was a profile knob all ran the full grid (every severity on test and external) and carry no such
+    key: a profile at the full grid adds none, so their identity stays what it was."""
+    from bench.perturbations import SEVERITIES
+    from bench.protocols.context import EVAL_SPLITS
+
+    out: dict[str, list] = {}
+    if tuple(profile.robustness_severities) != tuple(SEVERITIES):
+        out["robustness_severities"] = [int(s) for s in profile.robustness_severities]
+    if tuple(profile.robustness_splits) != tuple(EVAL_SPLITS):
+        out["robustness_splits"] = list(profile.robustness_splits)
+    return out
 
 
 def scored_task(job: Job, cohort: Cohort, cohorts: dict[str, Cohort] | None = None) -> tuple[TaskSpec, Cohort]:
@@ -268,7 +285,8 @@ def job_identity(job: Job, encoder, settings: RunSettings, cohort: Cohort,
     split = split_file(scored_spec, scored.name, settings.splits_root)
     return {"encoder": encoder.card.name, "weights": weights_sha256(encoder), "cohort": scored.name,
             "cohort hash": cohort_sha256(scored), "profile": settings.profile.name,
-            "profile settings": profile_settings(settings.profile), "seeds": list(range(settings.profile.seeds)),
+            "profile settings": profile_settings(settings.profile, job.protocol),
+            "seeds": list(range(settings.profile.seeds)),
             "task hash": spec.sha256, "split hash": file_sha256(split) if split.is_file() else None}
 
 
@@ -358,7 +376,7 @@ def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: l
         encoder_card=card.model_dump(mode="json"), checkpoint_sha256=encoder.checkpoint_hash(),
         weights_sha256=weights_sha256(encoder),
         config={"profile": settings.profile.name, "protocol": protocol, "n_boot": settings.profile.n_boot,
-                "profile_settings": profile_settings(settings.profile), **scored.config},
+                "profile_settings": profile_settings(settings.profile, protocol), **scored.config},
         # the seeds asked for (every protocol scores each), which is what a rerun is compared with
         seeds=list(range(settings.profile.seeds)), wall_time_s=time.perf_counter() - start,
         command=settings.command,

@@ -162,3 +162,57 @@ def test_record_layout_round_trips_and_keeps_small_objects_on_one_line(tmp_path)
     assert text == record_json(json.loads(text)) + "\n"
     assert '"ci": {\n' in text and '"auc": {"high": ' in text      # one line per CI, one per key above
     assert text.count("\n") < len(json.dumps(json.loads(text), indent=2).splitlines()) / 2
+
+
+@pytest.mark.slow
+def test_the_profile_sets_the_grid_and_its_records_verify_at_it(tmp_path):
+    """A profile's robustness grid (the default profile's: severities 1, 3, 5 on test) is what its
+    record holds, names in its identity, and what ``bench verify`` holds it to."""
+    from dataclasses import replace
+
+    from bench.data.sources import open_cohort
+    from bench.paths import cache_home
+    from bench.profiles import get_profile
+    from bench.runner import Runner, profile_settings
+
+    assert get_profile("default").robustness_severities == (1, 3, 5)
+    assert get_profile("default").robustness_splits == ("test",)
+    assert "robustness_severities" not in profile_settings(get_profile("smoke"), "robustness")  # full grid
+    assert profile_settings(get_profile("default"), "robustness")["robustness_severities"] == [1, 3, 5]
+    assert "robustness_splits" not in profile_settings(get_profile("default"), "linear_probe")  # others: as before
+    profile = replace(get_profile("smoke"), seeds=1, n_boot=20, robustness_severities=(1, 5),
+                      robustness_splits=("test",))
+    cohort = open_cohort(None, profile="smoke", progress=False)
+    runner = Runner(cohort, profile, tmp_path / "results", progress=False, cache_root=cache_home(), command="t")
+    (result,) = runner.run("random", ["ad_diagnosis"], ["robustness"])
+    data = read_bounded_json(result.path)
+    block = data["robustness"]
+    assert block["severities"] == [1, 5] and set(block["splits"]) == {"test"}
+    assert all(set(by_sev) == {"1", "5"} for by_sev in block["splits"]["test"]["score"].values())
+    assert {s["setting"] for s in data["scores"]} == {"clean"} | {f"{p}@{v}" for p in P.PERTURBATIONS for v in (1, 5)}
+    assert {s["split"] for s in data["scores"]} == {"test"}
+    settings = data["provenance"]["config"]["profile_settings"]
+    assert settings["robustness_severities"] == [1, 5] and settings["robustness_splits"] == ["test"]
+    verdict = verify_path(result.path)
+    assert verdict.ok, verdict.problems
+
+    def all_five(block):  # a consistent block at every severity, in a record whose profile ran two
+        block["severities"] = list(P.SEVERITIES)
+        block["parameters_sha256"] = P.parameters_digest(P.block_parameters(block))
+
+    _edit(result.path, all_five)
+    verdict = verify_path(result.path)
+    assert not verdict.ok and "not the protocol's at its profile" in verdict.reason and "[1, 5]" in verdict.reason
+
+
+def test_a_profile_grid_outside_the_protocol_is_a_one_line_error():
+    from dataclasses import replace
+
+    from bench.errors import MribenchError
+    from bench.profiles import get_profile
+    from bench.protocols.robustness import grid_of
+
+    with pytest.raises(MribenchError, match=r"robustness severities \[6\] must be among"):
+        grid_of(replace(get_profile("smoke"), robustness_severities=(6,)))
+    with pytest.raises(MribenchError, match=r"robustness splits \['val'\] must be among"):
+        grid_of(replace(get_profile("smoke"), robustness_splits=("val",)))

@@ -266,8 +266,15 @@ def _check_summary(record: ResultRecord) -> list[str]:
 def _check_robustness(record: ResultRecord) -> list[str]:
     from bench.protocols.robustness import summarise_robustness
 
+    from bench.perturbations import block_perturbations
+
     rob = record.robustness
-    expected = summarise_robustness(record.scores, record.main_score_name, record.higher_is_better)
+    try:
+        severities = block_perturbations(rob)[2]
+    except MribenchError as e:
+        return [f"{e}: the record was edited"]
+    expected = summarise_robustness(record.scores, record.main_score_name, record.higher_is_better,
+                                    severities=severities)
     for split, block in expected["splits"].items():
         have = rob.get("splits", {}).get(split, {})
         pairs = [("clean", block["clean"], have.get("clean")),
@@ -295,11 +302,13 @@ def _check_perturbations(record: ResultRecord, split_subjects: dict[str, set[str
         scans = P.block_scans(rob)
     except MribenchError as e:
         return [f"{e}: the record was edited"]
+    profile_severities = sorted(profile_grid(record)[0])
     if (seed, sorted(names), sorted(severities)) != (R.PERTURBATION_SEED, sorted(R.PERTURBATIONS),
-                                                     sorted(R.SEVERITIES)):
+                                                     profile_severities):
         return [f"robustness was computed with perturbation seed {seed}, perturbations {', '.join(sorted(names))} "
-                f"and severities {sorted(severities)}, not the protocol's (seed {R.PERTURBATION_SEED}, "
-                f"{', '.join(sorted(R.PERTURBATIONS))}, {list(R.SEVERITIES)}): rerun the encoder"]
+                f"and severities {sorted(severities)}, not the protocol's at its profile (seed "
+                f"{R.PERTURBATION_SEED}, {', '.join(sorted(R.PERTURBATIONS))}, {profile_severities}): "
+                "rerun the encoder"]
     stored = P.block_digest(rob)
     if stored is None:
         return ["robustness block names no parameters_sha256: the record was edited"]
@@ -309,6 +318,17 @@ def _check_perturbations(record: ResultRecord, split_subjects: dict[str, set[str
                 f"{seed} gives for its {len(scans)} evaluated scans ({actual[:12]}): the scores were computed "
                 "on other perturbations, or the record was edited"]
     return _check_scan_subjects(record, {sub for sub, _, _ in scans}, split_subjects)
+
+
+def profile_grid(record: ResultRecord) -> tuple[list[int], list[str]]:
+    """(severities, splits) the record's profile runs robustness on: its profile settings name them
+    where they are not the full grid (:func:`bench.runner.robustness_settings`)."""
+    from bench.protocols.context import EVAL_SPLITS
+    from bench.protocols.robustness import SEVERITIES
+
+    settings = record.provenance.config.get("profile_settings") or {}
+    return (list(settings.get("robustness_severities", SEVERITIES)),
+            list(settings.get("robustness_splits", EVAL_SPLITS)))
 
 
 def _check_scan_subjects(record: ResultRecord, subjects: set[str],

@@ -2,7 +2,8 @@
 
 For each seed the probe head is fitted once on the clean training embeddings (as in
 ``linear_probe``). The evaluation scans (one example per subject of test and external) are then perturbed with every
-artefact of :mod:`bench.perturbations` at severities 1-5, embedded (cached on disk under a key
+artefact of :mod:`bench.perturbations` at the profile's severities (``robustness_severities``:
+1-5, or 1, 3 and 5 at the default profile; on the profile's ``robustness_splits``), embedded (cached on disk under a key
 that names the perturbation, severity and perturbation seed), and scored with the same heads.
 
 The record gets a ``robustness`` block: the score per perturbation x severity (mean over
@@ -85,10 +86,14 @@ def run(ctx: Context) -> list:
         raise MribenchError(f"{spec.name}: no training examples")
     heads = {seed: fit_head(ctx, train, seed) for seed in seeds(ctx)}
 
-    eval_idx = {split: sub for split, idx in eval_indices(ctx).items() if len(sub := one_per_subject(ctx, idx))}
+    severities, splits = grid_of(ctx.profile)
+    eval_idx = {split: sub for split, idx in eval_indices(ctx).items()
+                if split in splits and len(sub := one_per_subject(ctx, idx))}
+    if not eval_idx:
+        raise MribenchError(f"{spec.name}: no examples in the robustness splits ({', '.join(splits)})")
     scores = _score_all(ctx, heads, eval_idx, CLEAN, keep=True)
     eval_rows = np.unique(np.concatenate([ctx.examples.rows[i].ravel() for idx in eval_idx.values() for i in idx]))
-    grid = [(p, s) for p in PERTURBATIONS for s in SEVERITIES]
+    grid = [(p, s) for p in PERTURBATIONS for s in severities]
     with progress_bar(ctx.progress) as bar:
         task = bar.add_task(f"robustness: {len(eval_rows)} scans x {len(grid)} perturbations", total=len(grid))
         for name, severity in grid:
@@ -98,8 +103,22 @@ def run(ctx: Context) -> list:
             bar.advance(task)
     table = ctx.cohort.table
     scans = [[str(table.at[r, c]) for c in ("participant_id", "session_id", "sequence")] for r in eval_rows]
-    ctx.extra["robustness"] = summarise_robustness(scores, spec.main_score, spec.higher_is_better, scans)
+    ctx.extra["robustness"] = summarise_robustness(scores, spec.main_score, spec.higher_is_better, scans,
+                                                   severities)
     return scores
+
+
+def grid_of(profile) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """(severities, evaluation splits) a profile runs robustness on, checked against the protocol's."""
+    severities = tuple(int(s) for s in profile.robustness_severities)
+    splits = tuple(profile.robustness_splits)
+    if not severities or set(severities) - set(SEVERITIES):
+        raise MribenchError(f"profile {profile.name}: robustness severities {list(severities)} must be among "
+                            f"{list(SEVERITIES)}")
+    if not splits or set(splits) - set(EVAL_SPLITS):
+        raise MribenchError(f"profile {profile.name}: robustness splits {list(splits)} must be among "
+                            f"{list(EVAL_SPLITS)}")
+    return severities, splits
 
 
 def _perturbed_features(ctx: Context, eval_idx: dict[str, np.ndarray], eval_rows: np.ndarray, name: str,
@@ -148,7 +167,7 @@ def _score_all(ctx: Context, heads: dict, eval_idx: dict[str, np.ndarray], setti
 
 
 def summarise_robustness(scores: list, metric: str, higher_is_better: bool,
-                         scans: list[list[str]] | None = None) -> dict:
+                         scans: list[list[str]] | None = None, severities=SEVERITIES) -> dict:
     """Score per perturbation x severity, relative to clean, per evaluation split (means over seeds);
     with ``scans`` (``[subject, session, sequence]`` of the evaluated scans) also what pins their
     perturbations: ``scans`` (sorted) and ``parameters_sha256``."""
@@ -162,7 +181,7 @@ def summarise_robustness(scores: list, metric: str, higher_is_better: bool,
         table, relative = {}, {}
         for name in PERTURBATIONS:
             table[name], relative[name] = {}, {}
-            for severity in SEVERITIES:
+            for severity in severities:
                 value = mean(f"{name}@{severity}")
                 table[name][str(severity)] = value
                 relative[name][str(severity)] = _relative(value, clean, higher_is_better)
@@ -184,15 +203,15 @@ def summarise_robustness(scores: list, metric: str, higher_is_better: bool,
         "splits": by_split,
         "levels": {p.name: {"description": p.description, "unit": p.unit, "levels": list(p.levels)}
                    for p in PERTURBATIONS.values()},
-        "severities": list(SEVERITIES),
-        **(_pinned(scans) if scans is not None else {}),
+        "severities": [int(s) for s in severities],
+        **(_pinned(scans, severities) if scans is not None else {}),
     }
 
 
-def _pinned(scans: list[list[str]]) -> dict:
+def _pinned(scans: list[list[str]], severities=SEVERITIES) -> dict:
     """The evaluated scans (sorted) and the SHA-256 of their parameters at every perturbation x severity."""
     scans = sorted([str(a), str(b), str(c)] for a, b, c in scans)
-    params = draw_all(scans, PERTURBATION_SEED, list(PERTURBATIONS), SEVERITIES)
+    params = draw_all(scans, PERTURBATION_SEED, list(PERTURBATIONS), list(severities))
     return {"scans": scans, "parameters_sha256": parameters_digest(params)}
 
 
@@ -210,5 +229,5 @@ def _relative(value: float | None, clean: float | None, higher_is_better: bool) 
 
 PROTOCOL = Protocol(
     name="robustness", run=run, label="robustness (clean)", headline=CLEAN.label, order=4, suite=True,
-    description="probe heads trained on clean scans, scored under artefacts at severities 1-5",
+    description="probe heads trained on clean scans, scored under artefacts at the profile's severities",
     supports=supports, setting_params=setting_params, extra_blocks=("robustness",))
