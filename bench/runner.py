@@ -157,6 +157,16 @@ def headline(spec: TaskSpec, protocol: str, scores: list) -> tuple[float | None,
     return get_protocol(protocol).headline_score(spec, scores)
 
 
+def reused_result(job: Job, record: Path) -> JobResult:
+    """The result of a job whose record exists, with the record's headline score and CI: a rerun
+    (the README's first command on a fresh clone finds the committed record) still prints the number."""
+    from bench.results import load_record
+
+    rec = load_record(record)
+    main, ci = headline(get_task(rec.task), rec.protocol, rec.scores)  # the scored task (cross-cohort: its target)
+    return JobResult(job.encoder_name, job.task, job.protocol, record, SKIPPED, main_score=main, ci=ci, key=job.key)
+
+
 # ------------------------------------------------------------------------------------------- one job
 
 
@@ -193,7 +203,7 @@ def _run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool, wor
             # written meanwhile by another run: skipped if it is this run's result, refused if not
             if not settings.overwrite and record_done(record, job, ws, settings, cohort, cohorts):
                 clear_failure(results_dir, job)
-                return JobResult(**base, status=SKIPPED)
+                return reused_result(job, record)
             remove_stale_temporaries(record)
             main, ci = _compute(job, settings, cohort, ws, record, start, cohorts)
         except Exception as e:
@@ -493,7 +503,7 @@ class Runner:
                 continue
             if exists:
                 clear_failure(self.results_dir, job)  # (left if a run died between record and clean-up)
-                done[job.key] = JobResult(job.encoder_name, job.task, job.protocol, record, SKIPPED, key=job.key)
+                done[job.key] = reused_result(job, record)
             else:
                 todo.append(job)
         if refused:

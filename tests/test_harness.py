@@ -166,6 +166,10 @@ def test_resume_after_crash_writes_exactly_the_missing_records(smoke, profile, t
     results = r.run("oracle", ["brain_age", "ad_diagnosis"], ["linear_probe", "fractions"])
     status = {(x.task, x.protocol): x.status for x in results}
     assert status[jobs[0]] == status[jobs[1]] == "skipped (exists)"
+    # a reused record still reports its headline score and CI (what the first command prints on a clone)
+    first = next(x for x in results if (x.task, x.protocol) == jobs[0])
+    record = json.loads(paths[jobs[0]].read_text())
+    assert first.main_score == pytest.approx(record["main_score"]) and None not in first.ci
     assert status[jobs[2]] == "done" and status[("ad_diagnosis", "fractions")] == "done"
     assert all(paths[j].stat().st_mtime_ns == t for j, t in before.items())
 
