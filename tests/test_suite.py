@@ -1,9 +1,21 @@
-"""Suites (``suites/*.yaml``, ``bench suite run``): validation, the plan's skips and limits, a
-smoke suite run twice giving identical records, and the time by phase a run reports."""
+"""Suites (``suites/*.yaml``, ``bench suite run``): validation, the plan's skips and limits, the
+smoke suite reproducing its committed records, and the time by phase a run reports.
+
+``tests/data/smoke_suite.json.gz`` holds the canonical records (main score, per-seed scores with
+CIs, summary, predictions) of ``bench suite run smoke --profile smoke --seeds 1``, taken with::
+
+    python tests/test_suite.py --write tests/data/smoke_suite.json.gz
+
+A fresh run must give them again (floats within 1e-9 relative): the guarantee the committed default
+board rests on, checked on the suite a test can afford.
+"""
 
 from __future__ import annotations
 
+import gzip
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,16 +85,23 @@ def _canonical(folder):
     return out
 
 
+SMOKE_FIXTURE = Path(__file__).parent / "data" / "smoke_suite.json.gz"
+SMOKE_ARGS = ["suite", "run", "smoke", "--profile", "smoke", "--seeds", "1", "--no-progress"]
+
+
 @pytest.mark.slow
-def test_smoke_suite_runs_and_reproduces_its_records(tmp_path, capsys):
-    args = ["suite", "run", "smoke", "--profile", "smoke", "--seeds", "1", "--no-progress"]
-    assert main([*args, "--results", str(tmp_path / "a")]) == 0
+def test_smoke_suite_reproduces_its_committed_records(tmp_path, capsys):
+    from reference_grid import differences
+
+    assert main([*SMOKE_ARGS, "--results", str(tmp_path / "a")]) == 0
     printed = capsys.readouterr().out
     assert "suite smoke on synth-smoke: 12 job(s), 0 skipped" in " ".join(printed.split())
-    first = _canonical(tmp_path / "a")
-    assert len(first) == 12 and all(v["main_score"] is not None for v in first.values())
-    assert main([*args, "--results", str(tmp_path / "b")]) == 0
-    assert _canonical(tmp_path / "b") == first  # a fresh run gives the very same numbers
+    got = _canonical(tmp_path / "a")
+    committed = json.loads(gzip.decompress(SMOKE_FIXTURE.read_bytes()))
+    assert len(got) == 12 and all(v["main_score"] is not None for v in got.values())
+    assert sorted(got) == sorted(committed)
+    problems = [f"{key}{d}" for key in committed for d in differences(committed[key], got[key])]
+    assert not problems, "\n".join(problems[:20])
     assert main(["verify", str(tmp_path / "a")]) == 0
 
 
@@ -180,3 +199,20 @@ def test_a_suite_run_reports_its_time_by_phase(tiny_cohort_dir, tiny_splits_root
     assert all(phases[p]["wall_s"] > 0 for p in ("cohort", "store", "embeddings", "heads", "bootstraps"))
     assert phases["fine-tuning"]["wall_s"] == phases["perturbations"]["wall_s"] == 0
     assert len(list(results.rglob("*.json"))) == 1  # the record; the timing file is not taken for one
+
+
+def write_smoke_fixture(path: Path) -> None:
+    """Run the smoke suite into a temporary folder and write its canonical records to ``path``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if main([*SMOKE_ARGS, "--results", tmp]) != 0:
+            raise SystemExit("the smoke suite failed")
+        data = json.dumps(_canonical(Path(tmp)), sort_keys=True).encode()
+    path.write_bytes(gzip.compress(data, mtime=0))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--write"] or len(sys.argv) != 3:
+        raise SystemExit("usage: python tests/test_suite.py --write tests/data/smoke_suite.json.gz")
+    write_smoke_fixture(Path(sys.argv[2]))
