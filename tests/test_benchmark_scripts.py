@@ -84,3 +84,32 @@ def test_fine_tuned_ssl_is_compared_with_its_own_init_fine_tuned(tmp_path):
     assert "same network fine-tuned from its init" in text and "supervised from scratch" not in text
     (line,) = [l for l in text.splitlines() if l.startswith("| toy (fine-tuned) |") and " p " in l]
     assert [c.strip() for c in line.strip("|").split("|")][1:] == ["+ p < 0.002 *", "+ p < 0.002 *"]
+
+
+@pytest.mark.slow
+def test_suite_cost_counts_the_suite_plan_on_the_cohort():
+    """The counts the cost projection multiplies: every distinct scan of an encoder's probe jobs,
+    robustness's one scan per evaluated subject x perturbations x severities, fine-tuning's scans."""
+    from dataclasses import replace
+
+    from benchmarks import suite_cost
+
+    from bench.data.sources import open_cohort
+    from bench.perturbations import PERTURBATIONS
+    from bench.profiles import get_profile
+    from bench.runner import prepare_task
+    from bench.tasks import get_task
+
+    cohort = open_cohort(None, profile="smoke", progress=False)
+    profile = replace(get_profile("smoke"), robustness_severities=(1, 5), robustness_splits=("test",))
+    counts = suite_cost.suite_counts("default", cohort, profile)
+    ad, _ = prepare_task(get_task("ad_diagnosis"), cohort)
+    age, _ = prepare_task(get_task("brain_age"), cohort)
+    first_test = lambda ex: {int(ex.rows[i].ravel()[0]) for i in np.flatnonzero(  # noqa: E731
+        (ex.table["split"] == "test").to_numpy() & ~ex.table["participant_id"].duplicated().to_numpy())}
+    assert counts["robust"]["random"] == len(first_test(ad) | first_test(age)) * len(PERTURBATIONS) * 2
+    assert counts["robust"]["oracle"] == 0 and counts["embed"]["supervised"] == 0
+    assert counts["embed"]["random"] >= len(set(ad.scan_rows()) | set(age.scan_rows()))
+    n_train = int(sum(ad.rows[i].size for i in np.flatnonzero((ad.table["split"] == "train").to_numpy())))
+    assert counts["finetune"][("supervised", "ad_diagnosis")][0] == n_train
+    assert set(counts["finetune"]) >= {("supervised", "brain_age"), ("simclr3d", "conversion")}
