@@ -612,3 +612,17 @@ def test_page_in_headless_chromium(tmp_path):
             "section.task[data-task='brain_age'] p.power").inner_text()
     assert errors == []
     assert requests and all(u.startswith(("file:", "data:")) for u in requests), requests
+
+
+def test_cd_text_escapes_names_for_markdown_only():
+    """The HTML page escapes the CD summary as HTML: a markdown escape there would show as `\\@`."""
+    from types import SimpleNamespace
+
+    from bench.leaderboard.render_markdown import cd_text
+
+    cd = SimpleNamespace(computed=True, mean_ranks={"simclr3d@init": 1.5, "random": 1.5}, different=[],
+                         chi2=0.0, encoders=["simclr3d@init", "random"], n_tasks=3, p_value=1.0, cd=1.1,
+                         alpha=0.05, note="")
+    summary = SimpleNamespace(cd=cd)
+    assert "simclr3d\\@init 1.50" in cd_text(summary)
+    assert "simclr3d@init 1.50" in cd_text(summary, name=str) and "\\" not in cd_text(summary, name=str)

@@ -196,7 +196,7 @@ def _overall(summary: Overall, board: Board, out_dir: Path, several: bool) -> st
             f'<p class="desc">Borda count and mean rank over {len(summary.tasks)} task(s) under each task\'s '
             f"headline protocol, cohort <code>{_e(summary.cohort)}</code>.{left}</p>"
             f'<table class="sortable overall"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-            f'<p class="cd"><strong>Critical difference.</strong> {_e(cd_text(summary))}</p>'
+            f'<p class="cd"><strong>Critical difference.</strong> {_e(cd_text(summary, name=str))}</p>'
             + (f'<div class="plots">{figs}</div>' if figs else "") + "</section>")
 
 

@@ -76,12 +76,14 @@ def _overall(summary: Overall, plots: list[Plot], several: bool) -> list[str]:
     return out
 
 
-def cd_text(summary: Overall) -> str:
+def cd_text(summary: Overall, name=fmt.md) -> str:
+    """The critical-difference summary; encoder names through ``name`` (markdown-inert by default;
+    the HTML page passes them plain and escapes the whole text as HTML)."""
     cd = summary.cd
     if not cd.computed:
         return cd.note[:1].upper() + cd.note[1:] + "."
-    ranks = ", ".join(f"{fmt.md(e)} {r:.2f}" for e, r in sorted(cd.mean_ranks.items(), key=lambda kv: (kv[1], kv[0])))
-    pairs = ("; pairs further apart than the CD: " + ", ".join(f"{fmt.md(a)} vs {fmt.md(b)}" for a, b in cd.different)
+    ranks = ", ".join(f"{name(e)} {r:.2f}" for e, r in sorted(cd.mean_ranks.items(), key=lambda kv: (kv[1], kv[0])))
+    pairs = ("; pairs further apart than the CD: " + ", ".join(f"{name(a)} vs {name(b)}" for a, b in cd.different)
              if cd.different else "; no pair of encoders is further apart than the CD")
     text = (f"Friedman chi2 = {cd.chi2:.2f} (k = {len(cd.encoders)} encoders, N = {cd.n_tasks} tasks), "
             f"p = {cd.p_value:.3g}; Nemenyi CD = {cd.cd:.2f} at alpha = {cd.alpha}; mean ranks: {ranks}{pairs}.")
