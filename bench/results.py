@@ -357,21 +357,22 @@ def identity_differences(existing: Mapping[str, Any], requested: Mapping[str, An
     return out
 
 
-def existing_record_matches(path: str | Path, requested: Mapping[str, Any]) -> bool:
-    """Whether the job of ``path`` is done: True when a valid record with the requested identity is
-    there (skip it), False when none or an unreadable one is (run it). A valid record of another
+def existing_record_matches(path: str | Path, requested: Mapping[str, Any]) -> ResultRecord | None:
+    """Whether the job of ``path`` is done: the record, when a valid one with the requested identity is
+    there (skip it; the caller reports it without reading it again), None when none or an unreadable
+    one is (run it). A valid record of another
     run (other weights, cohort, profile, seeds, task or split) is a one-line ``MribenchError``:
     skipping would report that run's numbers as this one's, and replacing it silently would lose them.
     """
     try:
         record = load_record(path)
     except MribenchError:
-        return False
+        return None
     differences = identity_differences(record_identity(record), requested)
     if differences:
         raise MribenchError(f"{path}: holds the result of another run ({'; '.join(differences)}); rerun with "
                             "--overwrite to replace it, or write to another folder with --results DIR")
-    return True
+    return record
 
 
 # ---------------------------------------------------------------------------------------------- paths

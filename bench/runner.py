@@ -157,14 +157,12 @@ def headline(spec: TaskSpec, protocol: str, scores: list) -> tuple[float | None,
     return get_protocol(protocol).headline_score(spec, scores)
 
 
-def reused_result(job: Job, record: Path) -> JobResult:
-    """The result of a job whose record exists, with the record's headline score and CI: a rerun
-    (the README's first command on a fresh clone finds the committed record) still prints the number."""
-    from bench.results import load_record
-
-    rec = load_record(record)
+def reused_result(job: Job, path: Path, rec) -> JobResult:
+    """The result of a job whose record ``rec`` (read from ``path`` by :func:`record_done`) exists, with
+    its headline score and CI: a rerun (the README's first command on a clone with the committed
+    board) still prints the number."""
     main, ci = headline(get_task(rec.task), rec.protocol, rec.scores)  # the scored task (cross-cohort: its target)
-    return JobResult(job.encoder_name, job.task, job.protocol, record, SKIPPED, main_score=main, ci=ci, key=job.key)
+    return JobResult(job.encoder_name, job.task, job.protocol, path, SKIPPED, main_score=main, ci=ci, key=job.key)
 
 
 # ------------------------------------------------------------------------------------------- one job
@@ -201,9 +199,10 @@ def _run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool, wor
         try:
             ws = workspace or process_workspace(settings.cache_root)
             # written meanwhile by another run: skipped if it is this run's result, refused if not
-            if not settings.overwrite and record_done(record, job, ws, settings, cohort, cohorts):
+            done = None if settings.overwrite else record_done(record, job, ws, settings, cohort, cohorts)
+            if done is not None:
                 clear_failure(results_dir, job)
-                return reused_result(job, record)
+                return reused_result(job, record, done)
             remove_stale_temporaries(record)
             main, ci = _compute(job, settings, cohort, ws, record, start, cohorts)
         except Exception as e:
@@ -255,22 +254,11 @@ def profile_settings(profile: Profile, protocol: str | None = None) -> dict[str,
     robustness job's, so that changing it leaves every other record's identity as it was."""
     settings = {"n_boot": profile.n_boot, "few_shot_draws": profile.few_shot_draws,
                 "finetune_epochs": profile.finetune_epochs, "segmentation_steps": profile.segmentation_steps}
-    return settings | (robustness_settings(profile) if protocol == "robustness" else {})
+    if protocol != "robustness":
+        return settings
+    from bench.protocols.robustness import grid_settings
 
-
-def robustness_settings(profile: Profile) -> dict[str, list]:
-    """The profile's robustness grid where it is not the full one. Records written before the grid
-    was a profile knob all ran the full grid (every severity on test and external) and carry no such
-    key: a profile at the full grid adds none, so their identity stays what it was."""
-    from bench.perturbations import SEVERITIES
-    from bench.protocols.context import EVAL_SPLITS
-
-    out: dict[str, list] = {}
-    if tuple(profile.robustness_severities) != tuple(SEVERITIES):
-        out["robustness_severities"] = [int(s) for s in profile.robustness_severities]
-    if tuple(profile.robustness_splits) != tuple(EVAL_SPLITS):
-        out["robustness_splits"] = list(profile.robustness_splits)
-    return out
+    return settings | grid_settings(profile)
 
 
 def scored_task(job: Job, cohort: Cohort, cohorts: dict[str, Cohort] | None = None) -> tuple[TaskSpec, Cohort]:
@@ -301,14 +289,14 @@ def job_identity(job: Job, encoder, settings: RunSettings, cohort: Cohort,
 
 
 def record_done(record: Path, job: Job, ws: Workspace, settings: RunSettings, cohort: Cohort,
-                cohorts: dict[str, Cohort] | None = None) -> bool:
-    """True when ``record`` holds this job's result already (skip it); False when it must run;
+                cohorts: dict[str, Cohort] | None = None):
+    """The record when ``record`` holds this job's result already (skip it); None when it must run;
     a ``MribenchError`` when it holds another run's result (see
     :func:`bench.results.existing_record_matches`)."""
     from bench.results import existing_record_matches
 
     if not record.is_file():
-        return False
+        return None
     return existing_record_matches(record, job_identity(job, ws.encoder(job), settings, cohort, cohorts))
 
 
@@ -496,14 +484,14 @@ class Runner:
         for job in jobs:
             record = job.record_path(self.results_dir)
             try:
-                exists = not self.overwrite and record_done(record, job, self.workspace, settings, self.cohort,
-                                                            {self.cohort.name: self.cohort, **self.cohorts})
+                exists = None if self.overwrite else record_done(
+                    record, job, self.workspace, settings, self.cohort, {self.cohort.name: self.cohort, **self.cohorts})
             except MribenchError as e:
                 refused.append(str(e))
                 continue
-            if exists:
+            if exists is not None:
                 clear_failure(self.results_dir, job)  # (left if a run died between record and clean-up)
-                done[job.key] = reused_result(job, record)
+                done[job.key] = reused_result(job, record, exists)
             else:
                 todo.append(job)
         if refused:

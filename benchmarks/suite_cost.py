@@ -31,7 +31,11 @@ from collections import defaultdict
 
 import numpy as np
 
-FINETUNE_BATCH = 4  # bench.kinds: classification and regression fine-tune in batches of 4 examples
+def finetune_batch() -> int:
+    """Examples per fine-tuning step of the headline tasks (classification and regression: the kinds' own)."""
+    from bench.kinds import target_kind
+
+    return target_kind("classification").finetune_batch(0)
 
 
 def train_step_seconds(encoder, n_scans: int, seed: int = 0) -> float:
@@ -44,7 +48,8 @@ def train_step_seconds(encoder, n_scans: int, seed: int = 0) -> float:
     net = encoder.module()
     head = torch.nn.Linear(encoder.card.embed_dim, 1)
     opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=1e-4)
-    x = torch.randn((FINETUNE_BATCH, 1, *shape), generator=torch.Generator().manual_seed(seed))
+    batch = finetune_batch()
+    x = torch.randn((batch, 1, *shape), generator=torch.Generator().manual_seed(seed))
     net.train()
 
     def step():
@@ -54,11 +59,11 @@ def train_step_seconds(encoder, n_scans: int, seed: int = 0) -> float:
         opt.step()
 
     step()  # warm-up
-    steps = max(1, n_scans // FINETUNE_BATCH)
+    steps = max(1, n_scans // batch)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - start) / (steps * FINETUNE_BATCH)
+    return (time.perf_counter() - start) / (steps * batch)
 
 
 def eval_forward_seconds(encoder, n_scans: int, seed: int = 0) -> float:
@@ -69,14 +74,15 @@ def eval_forward_seconds(encoder, n_scans: int, seed: int = 0) -> float:
 
     shape = get_space(encoder.card.input_space).shape
     net = encoder.module().eval()
-    x = torch.randn((FINETUNE_BATCH, 1, *shape), generator=torch.Generator().manual_seed(seed))
-    steps = max(1, n_scans // FINETUNE_BATCH)
+    batch = finetune_batch()
+    x = torch.randn((batch, 1, *shape), generator=torch.Generator().manual_seed(seed))
+    steps = max(1, n_scans // batch)
     with torch.no_grad():
         net(x)
         start = time.perf_counter()
         for _ in range(steps):
             net(x)
-    return (time.perf_counter() - start) / (steps * FINETUNE_BATCH)
+    return (time.perf_counter() - start) / (steps * batch)
 
 
 def perturbation_seconds(volume: np.ndarray, severities, spacing: float) -> float:

@@ -264,9 +264,8 @@ def _check_summary(record: ResultRecord) -> list[str]:
 
 
 def _check_robustness(record: ResultRecord) -> list[str]:
-    from bench.protocols.robustness import summarise_robustness
-
     from bench.perturbations import block_perturbations
+    from bench.protocols.robustness import summarise_robustness
 
     rob = record.robustness
     try:
@@ -302,7 +301,7 @@ def _check_perturbations(record: ResultRecord, split_subjects: dict[str, set[str
         scans = P.block_scans(rob)
     except MribenchError as e:
         return [f"{e}: the record was edited"]
-    profile_severities = sorted(profile_grid(record)[0])
+    profile_severities = sorted(R.recorded_severities(record.provenance.config.get("profile_settings")))
     if (seed, sorted(names), sorted(severities)) != (R.PERTURBATION_SEED, sorted(R.PERTURBATIONS),
                                                      profile_severities):
         return [f"robustness was computed with perturbation seed {seed}, perturbations {', '.join(sorted(names))} "
@@ -318,17 +317,6 @@ def _check_perturbations(record: ResultRecord, split_subjects: dict[str, set[str
                 f"{seed} gives for its {len(scans)} evaluated scans ({actual[:12]}): the scores were computed "
                 "on other perturbations, or the record was edited"]
     return _check_scan_subjects(record, {sub for sub, _, _ in scans}, split_subjects)
-
-
-def profile_grid(record: ResultRecord) -> tuple[list[int], list[str]]:
-    """(severities, splits) the record's profile runs robustness on: its profile settings name them
-    where they are not the full grid (:func:`bench.runner.robustness_settings`)."""
-    from bench.protocols.context import EVAL_SPLITS
-    from bench.protocols.robustness import SEVERITIES
-
-    settings = record.provenance.config.get("profile_settings") or {}
-    return (list(settings.get("robustness_severities", SEVERITIES)),
-            list(settings.get("robustness_splits", EVAL_SPLITS)))
 
 
 def _check_scan_subjects(record: ResultRecord, subjects: set[str],

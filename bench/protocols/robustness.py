@@ -121,6 +121,24 @@ def grid_of(profile) -> tuple[tuple[int, ...], tuple[str, ...]]:
     return severities, splits
 
 
+def grid_settings(profile) -> dict[str, list]:
+    """The profile's robustness grid as a robustness record's profile settings name it: only where it
+    is not the full grid. Records written before the grid was a profile knob all ran the full grid
+    (every severity on test and external) and carry no such key, so their identity stays what it was."""
+    severities, splits = grid_of(profile)
+    out: dict[str, list] = {}
+    if severities != tuple(SEVERITIES):
+        out["robustness_severities"] = list(severities)
+    if splits != tuple(EVAL_SPLITS):
+        out["robustness_splits"] = list(splits)
+    return out
+
+
+def recorded_severities(profile_settings: dict | None) -> list[int]:
+    """The severities a record's profile settings say its profile runs (:func:`grid_settings`)."""
+    return list((profile_settings or {}).get("robustness_severities", SEVERITIES))
+
+
 def _perturbed_features(ctx: Context, eval_idx: dict[str, np.ndarray], eval_rows: np.ndarray, name: str,
                         severity: int) -> list[np.ndarray]:
     """The context's features with the evaluated examples' replaced by their perturbed scans'."""
