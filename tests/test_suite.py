@@ -39,6 +39,9 @@ def test_default_suite_plans_every_applicable_combination(default_plan):
     # from-scratch training only under fine-tuning, and fine-tuning only on the headline tasks
     assert {p for e, _, p in jobs if e == "supervised"} == {"finetune"}
     assert {t for _, t, p in jobs if p == "finetune"} == {"ad_diagnosis", "brain_age", "conversion"}
+    # `random` fine-tuned would be `supervised` again (same seeded ResNet-10, same protocol)
+    assert ("supervised", "conversion", "finetune") in jobs and ("random", "conversion", "finetune") not in jobs
+    assert ("simclr3d@init", "conversion", "finetune") in jobs
     # the 2-core budget: robustness on the headline tasks, no label-efficiency decoders for segmentation
     assert {t for _, t, p in jobs if p == "robustness"} == {"ad_diagnosis", "brain_age"}
     assert ("random", "tumour_segmentation", "linear_probe") in jobs
