@@ -26,7 +26,7 @@ from typing import Any, Iterable
 from bench.atomic import atomic_write_bytes
 from bench.results import record_path, safe_name
 
-#: Hidden folder of a results directory holding job locks and failure markers.
+#: Hidden folder of a results directory holding job locks, failure markers and finished seeds.
 STATE_DIR = ".jobs"
 
 
@@ -57,6 +57,10 @@ class Job:
 
     def failure_path(self, results_dir: str | Path) -> Path:
         return _state_path(results_dir, self.key, ".failed")
+
+    def seeds_path(self, results_dir: str | Path) -> Path:
+        """The finished seeds of a job that trains networks (:mod:`bench.seed_checkpoints`)."""
+        return _state_path(results_dir, self.key, ".seeds")
 
 
 def _state_path(results_dir: str | Path, key: str, suffix: str) -> Path:

@@ -316,11 +316,31 @@ def _compute(job: Job, settings: RunSettings, cohort: Cohort, ws: Workspace, rec
     examples, split = ws.prepare(spec, cohort, settings.splits_root)
     ctx = Context(examples, split, cohort=cohort, encoder=encoder, profile=settings.profile,
                   keep_predictions=settings.keep_predictions, store=ws.store, embeddings=ws.embeddings,
-                  progress=settings.progress, options=_options(job, cohort, cohorts, ws, settings))
+                  progress=settings.progress, options=_options(job, cohort, cohorts, ws, settings),
+                  checkpoints=_seed_checkpoints(job, encoder, settings, cohort, cohorts))
     _prepare_features(ctx, protocol, settings, ws)
     scores = run_protocol(job.protocol, ctx)
     write_record(build_record(spec, job.protocol, encoder, ctx, scores, start, settings, cohort), record)
+    if ctx.checkpoints is not None:
+        ctx.checkpoints.clear()
     return headline(spec, job.protocol, scores)
+
+
+def _seed_checkpoints(job: Job, encoder, settings: RunSettings, cohort: Cohort,
+                      cohorts: dict[str, Cohort] | None):
+    """Where a job that trains networks keeps its finished seeds, valid for this run's identity
+    (:mod:`bench.seed_checkpoints`); None for the jobs that fit heads on frozen embeddings."""
+    if not job.trains_network:
+        return None
+    from bench.seed_checkpoints import SeedCheckpoints
+
+    identity = job_identity(job, encoder, settings, cohort, cohorts) | {
+        "options": dict(job.options), "keep predictions": settings.keep_predictions}
+    store = SeedCheckpoints(job.seeds_path(settings.results_dir), identity, fresh=settings.overwrite)
+    if store.finished():
+        print(f"{job.key}: {len(store.finished())} seed(s) finished by an interrupted run of this job are "
+              f"reused ({store.folder})", file=sys.stderr)
+    return store
 
 
 def _options(job: Job, cohort: Cohort, cohorts: dict[str, Cohort] | None, ws: Workspace,

@@ -52,6 +52,7 @@ class Context:
     extra: dict = field(default_factory=dict)     # protocol-specific blocks of the record
     fitted_heads: dict = field(default_factory=dict, repr=False)  # see fit_head
     options: dict = field(default_factory=dict)   # the job's protocol options (cross_cohort: sites, target)
+    checkpoints: object = None                    # SeedCheckpoints of a job that trains networks
 
     @property
     def spec(self):

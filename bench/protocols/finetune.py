@@ -24,6 +24,7 @@ from bench.protocols import Protocol
 from bench.protocols.context import (FULL, Context, Setting, eval_indices, example_volumes, record_predictions, seeds,
                                      segmentation_support, setting_score, split_indices)
 from bench.protocols.probe import probe
+from bench.seed_checkpoints import resumable_seed
 from bench.timing import phase
 
 
@@ -71,12 +72,18 @@ def _targets(ctx: Context, idx: np.ndarray, stats: tuple[float, float]) -> torch
     return ctx.target.finetune_targets(ctx.examples.labels()[idx], stats)
 
 
-@phase("fine-tuning")
 def finetune_seed(ctx: Context, vols: list[torch.Tensor], seed: int, subjects: set[str] | None = None,
                   setting: Setting = FULL) -> list:
     """Fine-tune a fresh copy of the encoder with ``seed`` on the training examples of ``subjects``
     (all training subjects by default); its scores on test and external, labelled ``setting``.
-    Early stopping always watches the whole validation split."""
+    Early stopping always watches the whole validation split. A seed that an interrupted run of
+    the same job finished is read back from the job's seed checkpoints instead."""
+    return resumable_seed(ctx, setting.label, seed, lambda: _finetune_seed(ctx, vols, seed, subjects, setting))
+
+
+@phase("fine-tuning")
+def _finetune_seed(ctx: Context, vols: list[torch.Tensor], seed: int, subjects: set[str] | None,
+                   setting: Setting) -> list:
     spec, ex, target = ctx.spec, ctx.examples, ctx.target
     train, val = split_indices(ctx, "train", subjects), split_indices(ctx, "val")
     stats = target.finetune_stats(ex.labels()[train])
