@@ -51,6 +51,10 @@ class MetricSpec:
     fn: Callable[..., float]
     higher_is_better: bool
     kind: str  # classification | regression | survival | segmentation
+    #: what a predictor that ignores its input scores, where that does not depend on the data
+    #: (AUC and concordance 0.5, correlation 0); None otherwise (balanced accuracy is 1/k, MAE
+    #: depends on the label spread). The leaderboard marks a ratio to a chance-level score.
+    chance: float | None = None
 
 
 def _as_labels(y_pred: np.ndarray) -> np.ndarray:
@@ -268,14 +272,14 @@ def hd95(y_true, y_pred, spacing: float = 1.0) -> float:
 #: can add more).
 METRICS: Registry[MetricSpec] = Registry("metric", group="mribench.metrics")
 for _metric in (
-    MetricSpec("auc", auc, True, "classification"),
-    MetricSpec("mauc", mauc, True, "classification"),
+    MetricSpec("auc", auc, True, "classification", chance=0.5),
+    MetricSpec("mauc", mauc, True, "classification", chance=0.5),
     MetricSpec("balanced_accuracy", balanced_accuracy, True, "classification"),
     MetricSpec("accuracy", accuracy, True, "classification"),
     MetricSpec("mae", mae, False, "regression"),
-    MetricSpec("pearson_r", pearson_r, True, "regression"),
-    MetricSpec("c_index", c_index, True, "survival"),
-    MetricSpec("uno_c", uno_c, True, "survival"),
+    MetricSpec("pearson_r", pearson_r, True, "regression", chance=0.0),
+    MetricSpec("c_index", c_index, True, "survival", chance=0.5),
+    MetricSpec("uno_c", uno_c, True, "survival", chance=0.5),
     MetricSpec("dice", dice, True, "segmentation"),
     MetricSpec("hd95", hd95, False, "segmentation"),
 ):

@@ -626,3 +626,35 @@ def test_cd_text_escapes_names_for_markdown_only():
     summary = SimpleNamespace(cd=cd)
     assert "simclr3d\\@init 1.50" in cd_text(summary)
     assert "simclr3d@init 1.50" in cd_text(summary, name=str) and "\\" not in cd_text(summary, name=str)
+
+
+def test_a_robustness_ratio_to_a_chance_level_clean_score_is_marked_and_listed_last(tmp_path):
+    """An encoder at chance stays at chance under any artefact, so score / clean is about 1 and
+    would top the robustness table. Perfect predictions (AUC 1, CI 1-1) are robust at 0.90;
+    constant predictions (AUC 0.5, CI 0.5-0.5, which includes chance) 'score' 1.02 but go last,
+    marked with the reason, in the markdown and on the page."""
+    from bench.leaderboard.board import _robustness_rows
+    from bench.leaderboard.render_html import render_html
+    from bench.leaderboard.render_markdown import render_markdown
+
+    subjects = split_test_subjects("ad_diagnosis", 12)
+    truth = [i % 2 for i in range(12)]
+
+    def robust(encoder, pred, clean, ratio):
+        rec = make_record(encoder, "ad_diagnosis", {"clean": {0: pred}}, truth, subjects, protocol="robustness")
+        block = {"splits": {"test": {"clean": clean, "robustness_score": ratio,
+                                      "mean_relative_drop": {"motion": 1 - ratio}}}}
+        return rec.model_copy(update={"robustness": block})
+
+    good = robust("good", [0.9 if t else 0.1 for t in truth], 1.0, 0.90)
+    flat = robust("flat", [0.5] * 12, 0.5, 1.02)
+    rows = _robustness_rows([entry(flat), entry(good)])
+    assert [(r.encoder, r.clean_at_chance) for r in rows] == [("good", False), ("flat", True)]
+    assert rows[1].clean_ci == (0.5, 0.5) and rows[1].chance == 0.5
+    board = build_board([entry(good), entry(flat)], n_boot=200, power_sims=0)
+    text = render_markdown(board, tmp_path).read_text()
+    assert "| flat | 0.500 (0.500-0.500) | 1.020 † |" in text
+    assert "| good | 1.000 (1.000-1.000) | 0.900 |" in text
+    assert "† the clean score's 95 % CI includes chance (0.5)" in text
+    page = render_html(board, tmp_path).read_text()
+    assert "1.020 †" in page and "includes chance (0.5)" in page

@@ -26,13 +26,23 @@ def protocol_order() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class RobustnessRow:
-    """One encoder's robustness on a task (test split): clean score, mean score/clean, worst artefact."""
+    """One encoder's robustness on a task (test split): clean score with its CI, mean score/clean,
+    worst artefact, and the metric's chance level (:attr:`bench.metrics.MetricSpec.chance`)."""
 
     encoder: str
     clean: float | None
     robustness_score: float | None
     worst: str | None
     worst_drop: float | None
+    clean_ci: tuple[float | None, float | None] = (None, None)
+    chance: float | None = None
+
+    @property
+    def clean_at_chance(self) -> bool:
+        """The clean score's 95 % CI includes chance: a ratio to it says nothing about robustness
+        (an encoder at chance stays at chance under any artefact, and "scores" about 1)."""
+        low, high = self.clean_ci
+        return self.chance is not None and low is not None and high is not None and low <= self.chance <= high
 
 
 @dataclass
@@ -121,6 +131,10 @@ class Board:
 
 
 def _robustness_rows(entries: list[Entry]) -> list[RobustnessRow]:
+    """Most robust first; encoders whose clean score is at chance after all the others, since
+    their ratio measures nothing."""
+    from bench.metrics import METRICS
+
     rows = []
     for e in entries:
         block = (e.record.robustness or {}).get("splits", {}).get("test")
@@ -128,9 +142,12 @@ def _robustness_rows(entries: list[Entry]) -> list[RobustnessRow]:
             continue
         drops = {k: v for k, v in block.get("mean_relative_drop", {}).items() if v is not None}
         worst = max(drops, key=lambda k: (drops[k], k)) if drops else None
+        metric = METRICS.get(e.record.main_score_name)
         rows.append(RobustnessRow(e.encoder, block.get("clean"), block.get("robustness_score"), worst,
-                                  drops.get(worst) if worst else None))
-    return sorted(rows, key=lambda r: (r.robustness_score is None, -(r.robustness_score or 0.0), r.encoder))
+                                  drops.get(worst) if worst else None, clean_ci=e.ci,
+                                  chance=metric.chance if metric is not None else None))
+    return sorted(rows, key=lambda r: (r.robustness_score is None, r.clean_at_chance, -(r.robustness_score or 0.0),
+                                       r.encoder))
 
 
 def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n_boot: int = 1000,

@@ -31,13 +31,23 @@ def ci(low: float | None, high: float | None, digits: int = 3) -> str:
     return f"{low:.{digits}f}-{high:.{digits}f}"
 
 
+def num_with_ci(value: float | None, low: float | None, high: float | None, digits: int = 3) -> str:
+    """``value (low-high)``; the value alone without a CI."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" + (f" ({ci(low, high, digits)})" if low is not None and high is not None else "")
+
+
+def chance_note(chance: float | None) -> str:
+    """Why a robustness score is marked: its clean score is not told apart from chance."""
+    return (f"the clean score's 95 % CI includes chance ({chance:g}): the encoder is at chance with or "
+            "without artefacts, so its ratio to clean says nothing about robustness; listed last.")
+
+
 def entry_score(entry, digits: int = 3) -> str:
     """An entry's ``score (low-high)`` for a table cell; the score alone when it has no CI, ``-``
     when there is no entry or no score."""
-    if entry is None or entry.score is None:
-        return "-"
-    low, high = entry.ci
-    return f"{entry.score:.{digits}f}" + (f" ({ci(low, high, digits)})" if low is not None and high is not None else "")
+    return "-" if entry is None else num_with_ci(entry.score, *entry.ci, digits)
 
 
 def score_with_ci(r: Ranked, digits: int = 3) -> str:

@@ -233,16 +233,19 @@ def _task(table: TaskTable, board: Board, out_dir: Path) -> str:
              f'<table class="sortable entries"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>']
     if table.robustness:
         rows = "".join(
-            f'<tr data-protocol="robustness"><td>{_e(r.encoder)}</td>{_num_td(fmt.num(r.clean), r.clean)}'
-            f"{_num_td(fmt.num(r.robustness_score), r.robustness_score)}"
+            f'<tr data-protocol="robustness"><td>{_e(r.encoder)}</td>'
+            f"{_num_td(fmt.num_with_ci(r.clean, *r.clean_ci), r.clean)}"
+            f"{_num_td(fmt.num(r.robustness_score) + (' †' if r.clean_at_chance else ''), r.robustness_score)}"
             f"<td>{'-' if r.worst is None else _e(f'{r.worst} ({100 * r.worst_drop:.1f} % drop)')}</td></tr>"
             for r in table.robustness)
-        rhead = "".join([_th("encoder"), _th(f"clean {table.metric}", "num"), _th("robustness score", "num"),
+        rhead = "".join([_th("encoder"), _th(f"clean {table.metric} (95 % CI)", "num"), _th("robustness score", "num"),
                          _th("worst artefact")])
+        at_chance = [r for r in table.robustness if r.clean_at_chance]
+        note = f'<p class="note">† {_e(fmt.chance_note(at_chance[0].chance))}</p>' if at_chance else ""
         parts.append('<div class="protocol-block"><h3 class="note">Robustness: score / clean over every artefact '
                      'and severity on the test split (1 = unaffected)</h3>'
                      f'<table class="sortable robustness"><thead><tr>{rhead}</tr></thead><tbody>{rows}'
-                     "</tbody></table></div>")
+                     f"</tbody></table>{note}</div>")
     figs = [_figure(p, out_dir) for p in board.plots if p.task == table.task and p.cohort == table.cohort]
     if figs:
         parts.append(f'<div class="plots">{"".join(figs)}</div>')
