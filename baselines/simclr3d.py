@@ -28,6 +28,7 @@ from torch import nn
 
 from baselines.random_init import resnet_feature_maps
 from baselines.recipe import PretrainedEncoder, Recipe
+from baselines.regularisers import variance_covariance
 from bench.encoders import EncoderCard
 from bench.errors import MribenchError
 
@@ -45,6 +46,8 @@ class SimCLRConfig:
     views: str = "crop_resize"           # "crop_resize" (the paper's) or "anatomy" (no change of scale)
     momentum: float = 0.0                # > 0: queue and positives come from an EMA key network (MoCo)
     max_shift: int = 3                   # "anatomy" views: largest translation per axis, voxels
+    var_cov: float = 0.0                 # > 0: weight of the variance-covariance regulariser on the pooled
+                                         # embeddings (baselines/regularisers.py, against dimensional collapse)
 
 
 CONFIGS = {
@@ -54,6 +57,10 @@ CONFIGS = {
     # the recipe tried against collapse (see below): the backbone temporal-small is warm-started from
     "small-anatomy-moco": SimCLRConfig("small-anatomy-moco", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58),
                                        rotation=0.1, queue_size=512, views="anatomy", momentum=0.99),
+    # ``small`` plus VICReg's variance-covariance term on the pooled embeddings: the measured
+    # failure of round 1 was dimensional collapse (90 % of the variance in one direction)
+    "small-vc": SimCLRConfig("small-vc", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58), rotation=0.1,
+                             queue_size=512, var_cov=1.0),
 }
 VIEW_KINDS = ("crop_resize", "anatomy")
 # Why ``small`` keeps a queue: on 2 CPU cores a batch is 8 volumes, so NT-Xent sees 14 negatives
@@ -234,25 +241,32 @@ class SimCLRMethod(Recipe):
             views.append(torch.stack(out))
         if self.training.key is not None:
             return self._momentum_loss(views)
-        z1 = self.net.projector(self.net(views[0]))
-        z2 = self.net.projector(self.net(views[1]))
+        h1, h2 = self.net(views[0]), self.net(views[1])
+        z1, z2 = self.net.projector(h1), self.net.projector(h2)
         queue = self.training.queue
         # a copy: pushing below overwrites the queue in place, which the backward pass must not see
         negatives = None if queue is None else queue.negatives().clone()
-        loss = nt_xent(z1, z2, self.config.temperature, negatives)
+        loss = nt_xent(z1, z2, self.config.temperature, negatives) + self._regulariser(h1, h2)
         if queue is not None:
             queue.push(torch.cat([z1, z2]))
         return loss
+
+    def _regulariser(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor | float:
+        """The config's variance-covariance term on both views' pooled embeddings (0 when off)."""
+        if not self.config.var_cov:
+            return 0.0
+        return self.config.var_cov * variance_covariance(torch.cat([h1, h2]))
 
     def _momentum_loss(self, views: list[torch.Tensor]) -> torch.Tensor:
         """Symmetric InfoNCE: view 1's queries against view 2's keys and back; the keys enter the queue."""
         key, queue = self.training.key, self.training.queue
         with torch.no_grad():
             k1, k2 = (key.projector(key(v)) for v in views)
-        q1, q2 = (self.net.projector(self.net(v)) for v in views)
+        h1, h2 = (self.net(v) for v in views)
+        q1, q2 = self.net.projector(h1), self.net.projector(h2)
         negatives = queue.negatives().clone() if queue is not None else q1.new_zeros(0, q1.shape[1])
         t = self.config.temperature
-        loss = (info_nce(q1, k2, t, negatives) + info_nce(q2, k1, t, negatives)) / 2
+        loss = (info_nce(q1, k2, t, negatives) + info_nce(q2, k1, t, negatives)) / 2 + self._regulariser(h1, h2)
         if queue is not None:
             queue.push(torch.cat([k1, k2]))
         return loss
@@ -270,7 +284,8 @@ def ssl_method_of(config: SimCLRConfig) -> str:
         return (f"SimCLR views with MoCo's momentum-{config.momentum:g} key network and {config.queue_size}-key "
                 f"queue (InfoNCE, temperature {config.temperature:g}; {views})")
     queue = f", {config.queue_size}-projection memory queue" if config.queue_size else ""
-    return f"SimCLR (NT-Xent, temperature {config.temperature:g}{queue}; {views})"
+    vc = f", VICReg variance-covariance term x {config.var_cov:g} on the pooled embeddings" if config.var_cov else ""
+    return f"SimCLR (NT-Xent, temperature {config.temperature:g}{queue}{vc}; {views})"
 
 
 class SimCLR3D(PretrainedEncoder):

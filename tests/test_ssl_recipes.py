@@ -161,3 +161,65 @@ def test_momentum_key_network_follows_the_online_one_and_fills_the_queue(monkeyp
     assert torch.isfinite(loss) and int(training.queue.filled) == 4
     loss.backward()
     assert all(p.grad is None for p in training.key.parameters())
+
+
+def test_variance_and_covariance_terms_by_hand():
+    from baselines.regularisers import COVARIANCE_WEIGHT, covariance_term, variance_covariance, variance_term
+
+    # column 0: values 0, 2 -> unbiased var 2, std > 1, no penalty; column 1: constant -> std sqrt(1e-4) = 0.01,
+    # penalty 1 - 0.01 = 0.99; mean over the two columns 0.495
+    h = torch.tensor([[0.0, 5.0], [2.0, 5.0]])
+    assert variance_term(h).item() == pytest.approx(0.495, abs=1e-6)
+    # rows (1, 1) and (-1, -1): cov = [[2, 2], [2, 2]] (n - 1 = 1); off-diagonal 2 and 2 -> (4 + 4) / d=2 = 4
+    g = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    assert covariance_term(g).item() == pytest.approx(4.0)
+    # decorrelated columns with std above 1 cost nothing
+    free = torch.tensor([[2.0, 2.0], [2.0, -2.0], [-2.0, 2.0], [-2.0, -2.0]])
+    assert variance_covariance(free).item() == pytest.approx(0.0, abs=1e-7)
+    assert variance_covariance(g).item() == pytest.approx(variance_term(g).item() + COVARIANCE_WEIGHT * 4.0)
+    with pytest.raises(ValueError, match="at least 2 embeddings"):
+        variance_covariance(h[:1])
+
+
+def test_the_regulariser_spreads_a_collapsed_batch():
+    """Gradient steps on the regulariser alone take a batch folded onto one direction to one whose
+    variance spans the dimensions: the mechanism against the collapse round 1 measured."""
+    from baselines.regularisers import variance_covariance
+
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(1, 16, generator=gen)
+    h = (0.1 * torch.randn(32, 1, generator=gen) * direction + 0.01 * torch.randn(32, 16, generator=gen)).requires_grad_()
+
+    def top_share(x):
+        s = torch.linalg.svdvals(x - x.mean(0)) ** 2
+        return (s[0] / s.sum()).item()
+
+    before = top_share(h.detach())
+    opt = torch.optim.SGD([h], lr=2.0)
+    for _ in range(1000):
+        opt.zero_grad()
+        variance_covariance(h).backward()
+        opt.step()
+    assert before > 0.95 and top_share(h.detach()) < 0.25
+    assert h.detach().std(0).min().item() > 0.9
+
+
+def test_small_vc_adds_the_regulariser_on_the_pooled_embeddings_to_nt_xent(monkeypatch):
+    """``small-vc`` is ``small`` plus var_cov x the regulariser of both views' backbone outputs: with
+    the same seed, batch and views the two losses differ by exactly that term."""
+    from baselines import simclr3d
+
+    seen = []
+
+    def fake(h):
+        seen.append(tuple(h.shape))
+        return torch.tensor(0.25)
+
+    monkeypatch.setattr(simclr3d, "variance_covariance", fake)
+    batch = torch.rand(2, 1, 64, 64, 64, generator=torch.Generator().manual_seed(1))
+    plain = SimCLRMethod("small", seed=0).loss(batch, np.random.default_rng(0))
+    vc = SimCLRMethod("small-vc", seed=0)
+    regularised = vc.loss(batch, np.random.default_rng(0))
+    assert seen == [(4, vc.config.widths[-1])]  # 2 volumes x 2 views, the pooled (probed) embedding
+    assert regularised.item() == pytest.approx(plain.item() + vc.config.var_cov * 0.25, abs=1e-6)
+    assert "VICReg variance-covariance" in simclr3d.ssl_method_of(vc.config)
