@@ -271,6 +271,11 @@ class SimCLRMethod(Recipe):
             queue.push(torch.cat([k1, k2]))
         return loss
 
+    def warm_started(self) -> None:
+        """After ``--init-from`` loaded weights into the network: the key network starts from them."""
+        if self.training.key is not None:
+            self.training.key.load_state_dict(self.net.state_dict())
+
     def after_step(self, step: int, total_steps: int) -> None:
         """The key network follows the trained one (MoCo's momentum update)."""
         if self.training.key is not None:

@@ -221,7 +221,10 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     own_rng = rng if not info.enabled else np.random.default_rng((seed, info.rank))
     torch.manual_seed(seed if not info.enabled else int(np.random.SeedSequence((seed, info.rank)).generate_state(1)[0]))
     start_step, losses = _restore(state, net, optimiser, rng, own_rng, info, last)
-    warm_start = warm_start_from(init_from, net, out_dir, start_step, method.name)
+    warm_start = warm_start_from(init_from, net, out_dir, start_step, method.name,
+                                 encoder_net=getattr(method, "net", None))
+    if warm_start is not None and start_step == 0 and hasattr(method, "warm_started"):
+        method.warm_started()  # e.g. a momentum key network starts from the loaded weights too
 
     log = _start_log(out_dir / "loss.tsv", start_step, info)
     begin = time.perf_counter()
@@ -327,12 +330,15 @@ def _check_before_work(init_from: Path | None, state: dict | None, steps: int, l
 
 
 def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path, start_step: int,
-                    name: str) -> dict | None:
+                    name: str, encoder_net: torch.nn.Module | None = None) -> dict | None:
     """Continue another run's weights (``bench pretrain --init-from ENCODER.pt``): every tensor of
     the checkpoint whose name and shape the recipe's network shares is copied in before step 1
-    (e.g. simclr3d's backbone into temporal's, whose order and sequence heads start fresh). What
-    was loaded (checkpoint hash, tensors, the source card's pretraining subjects) is kept in
-    ``out_dir/init_from.json`` for the card, so a resumed run still declares it."""
+    (e.g. simclr3d's backbone into temporal's, whose order and sequence heads start fresh). When
+    no name matches the training network (a wrapper with a queue: ``net.encoder...``), the names
+    are matched in ``encoder_net``, the module whose state an encoder checkpoint holds, so a
+    committed ``baselines/weights/*.pt`` continues too. What was loaded (checkpoint hash, tensors,
+    the source card's pretraining subjects) is kept in ``out_dir/init_from.json`` for the card,
+    so a resumed run still declares it."""
     record = out_dir / WARM_START
     if start_step > 0 or init_from is None:
         return json.loads(record.read_text()) if record.is_file() else None
@@ -342,12 +348,16 @@ def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path,
 
     init_from = Path(init_from)
     source = read_state_dict(init_from)  # a missing or unreadable file is its one-line error
-    own = net.state_dict()
-    shared = {k: v for k, v in source.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    n_own = len(net.state_dict())
+    for target in [net] + ([encoder_net] if encoder_net is not None and encoder_net is not net else []):
+        own = target.state_dict()
+        shared = {k: v for k, v in source.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+        if shared:
+            break
     if not shared:
         raise MribenchError(f"--init-from {init_from}: no tensor of it has the name and shape of one in {name}'s "
                             f"network (its keys start {', '.join(list(source)[:3])})")
-    net.load_state_dict(shared, strict=False)
+    target.load_state_dict(shared, strict=False)
     card_file = init_from.with_suffix(".json")  # travels with the weights from anywhere: read with bounds
     card = read_bounded_json(card_file, "encoder card") if card_file.is_file() else {}
     card = card if isinstance(card, dict) else {}
@@ -357,7 +367,7 @@ def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path,
                             "fix or remove the card")
     warm = {"checkpoint_sha256": file_sha256(init_from), "encoder": card.get("name"),
             "ssl_method": card.get("ssl_method"), "steps": data.get("steps"), "cohort": data.get("cohort"),
-            "tensors_loaded": len(shared), "tensors_fresh": len(own) - len(shared),
+            "tensors_loaded": len(shared), "tensors_fresh": n_own - len(shared),
             "subjects": list(data.get("subjects", []))}
     _atomic_text(record, json.dumps(warm, indent=2, sort_keys=True) + "\n")
     return warm

@@ -318,3 +318,29 @@ def test_init_from_reads_the_source_card_with_bounds_and_refuses_a_malformed_one
     (tmp_path / "run").mkdir()
     warm = warm_start_from(weights, torch.nn.Linear(2, 2), tmp_path / "run", 0, "toy")
     assert warm["subjects"] == ["s1"] and warm["tensors_loaded"] == 2 and warm["tensors_fresh"] == 0
+
+
+def test_init_from_an_encoder_checkpoint_continues_a_recipe_whose_network_wraps_the_encoder(tmp_path, monkeypatch):
+    """simclr3d trains a wrapper (``net.encoder...`` beside its queue) while an encoder checkpoint
+    holds ``encoder...``: the names are matched in the encoder network instead, so a committed
+    checkpoint can be continued (``--init-from baselines/weights/simclr3d-small.pt``); with a
+    momentum key network, the key starts from the loaded weights too."""
+    import dataclasses
+
+    from baselines import simclr3d
+    from bench.pretrain import warm_start_from
+
+    source = simclr3d.SimCLRMethod("small", seed=1)
+    weights = tmp_path / "encoder.pt"
+    torch.save(source.encoder_state(), weights)
+    monkeypatch.setitem(simclr3d.CONFIGS, "small", dataclasses.replace(simclr3d.CONFIGS["small"], momentum=0.99))
+    method = simclr3d.SimCLRMethod("small", seed=0)
+    net = method.network()
+    assert not set(source.encoder_state()) & set(net.state_dict())  # no name in common with the wrapper
+    warm = warm_start_from(weights, net, tmp_path / "run", 0, "simclr3d", encoder_net=method.net)
+    method.warm_started()
+    loaded = net.state_dict()
+    for name, tensor in source.encoder_state().items():
+        assert torch.equal(loaded[f"net.{name}"], tensor) and torch.equal(loaded[f"key.{name}"], tensor)
+    assert warm["tensors_loaded"] == len(source.encoder_state())
+    assert warm["tensors_fresh"] == len(loaded) - len(source.encoder_state())  # the key network and the queue
