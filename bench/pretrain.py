@@ -221,10 +221,7 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     own_rng = rng if not info.enabled else np.random.default_rng((seed, info.rank))
     torch.manual_seed(seed if not info.enabled else int(np.random.SeedSequence((seed, info.rank)).generate_state(1)[0]))
     start_step, losses = _restore(state, net, optimiser, rng, own_rng, info, last)
-    warm_start = warm_start_from(init_from, net, out_dir, start_step, method.name,
-                                 encoder_net=getattr(method, "net", None))
-    if warm_start is not None and start_step == 0 and hasattr(method, "warm_started"):
-        method.warm_started()  # e.g. a momentum key network starts from the loaded weights too
+    warm_start = _warm_start(init_from, method, net, out_dir, start_step)
 
     log = _start_log(out_dir / "loss.tsv", start_step, info)
     begin = time.perf_counter()
@@ -327,6 +324,16 @@ def _check_before_work(init_from: Path | None, state: dict | None, steps: int, l
     learning_rate(1, steps, lr, lr_schedule)
     if init_from is not None and state is None and not Path(init_from).is_file():
         raise MribenchError(f"--init-from: {init_from} not found")
+
+
+def _warm_start(init_from: Path | None, method: SSLMethod, net: torch.nn.Module, out_dir: Path,
+                start_step: int) -> dict | None:
+    """:func:`warm_start_from` for a recipe: names also matched in its encoder network, and the recipe
+    told once the weights are in (e.g. a momentum key network starts from them too)."""
+    warm = warm_start_from(init_from, net, out_dir, start_step, method.name, encoder_net=getattr(method, "net", None))
+    if warm is not None and start_step == 0 and hasattr(method, "warm_started"):
+        method.warm_started()
+    return warm
 
 
 def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path, start_step: int,
