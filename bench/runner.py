@@ -337,8 +337,9 @@ def _seed_checkpoints(job: Job, encoder, settings: RunSettings, cohort: Cohort,
     identity = job_identity(job, encoder, settings, cohort, cohorts) | {
         "options": dict(job.options), "keep predictions": settings.keep_predictions}
     store = SeedCheckpoints(job.seeds_path(settings.results_dir), identity, fresh=settings.overwrite)
-    if store.finished():
-        print(f"{job.key}: {len(store.finished())} seed(s) finished by an interrupted run of this job are "
+    finished = store.finished()
+    if finished:
+        print(f"{job.key}: {len(finished)} seed(s) finished by an interrupted run of this job are "
               f"reused ({store.folder})", file=sys.stderr)
     return store
 

@@ -38,10 +38,22 @@ def num_with_ci(value: float | None, low: float | None, high: float | None, digi
     return f"{value:.{digits}f}" + (f" ({ci(low, high, digits)})" if low is not None and high is not None else "")
 
 
-def chance_note(chance: float | None) -> str:
-    """Why a robustness score is marked: its clean score is not told apart from chance."""
-    return (f"the clean score's 95 % CI includes chance ({chance:g}): the encoder is at chance with or "
-            "without artefacts, so its ratio to clean says nothing about robustness; listed last.")
+#: The mark of a robustness score whose clean score is at chance (explained by :func:`chance_note`).
+CHANCE_MARK = "†"
+
+
+def robustness_score(row) -> str:
+    """A robustness row's mean score / clean, marked when its clean score is at chance."""
+    return num(row.robustness_score) + (f" {CHANCE_MARK}" if row.clean_at_chance else "")
+
+
+def chance_note(rows) -> str | None:
+    """The footnote under a robustness table that marks a row (:func:`robustness_score`), else None."""
+    marked = next((r for r in rows if r.clean_at_chance), None)
+    if marked is None:
+        return None
+    return (f"{CHANCE_MARK} the clean score's 95 % CI includes chance ({marked.chance:g}): the encoder is at "
+            "chance with or without artefacts, so its ratio to clean says nothing about robustness; listed last.")
 
 
 def entry_score(entry, digits: int = 3) -> str:

@@ -235,13 +235,13 @@ def _task(table: TaskTable, board: Board, out_dir: Path) -> str:
         rows = "".join(
             f'<tr data-protocol="robustness"><td>{_e(r.encoder)}</td>'
             f"{_num_td(fmt.num_with_ci(r.clean, *r.clean_ci), r.clean)}"
-            f"{_num_td(fmt.num(r.robustness_score) + (' †' if r.clean_at_chance else ''), r.robustness_score)}"
+            f"{_num_td(fmt.robustness_score(r), r.robustness_score)}"
             f"<td>{'-' if r.worst is None else _e(f'{r.worst} ({100 * r.worst_drop:.1f} % drop)')}</td></tr>"
             for r in table.robustness)
         rhead = "".join([_th("encoder"), _th(f"clean {table.metric} (95 % CI)", "num"), _th("robustness score", "num"),
                          _th("worst artefact")])
-        at_chance = [r for r in table.robustness if r.clean_at_chance]
-        note = f'<p class="note">† {_e(fmt.chance_note(at_chance[0].chance))}</p>' if at_chance else ""
+        chance = fmt.chance_note(table.robustness)
+        note = f'<p class="note">{_e(chance)}</p>' if chance else ""
         parts.append('<div class="protocol-block"><h3 class="note">Robustness: score / clean over every artefact '
                      'and severity on the test split (1 = unaffected)</h3>'
                      f'<table class="sortable robustness"><thead><tr>{rhead}</tr></thead><tbody>{rows}'

@@ -130,12 +130,12 @@ def _task(table: TaskTable, board: Board, plots: list[Plot]) -> list[str]:
                     "1 = unaffected):", ""]
         out += _table(["encoder", f"clean {table.metric} (95 % CI)", "robustness score", "worst artefact (mean drop)"],
                       [[fmt.md(r.encoder), fmt.num_with_ci(r.clean, *r.clean_ci),
-                        fmt.num(r.robustness_score) + (" †" if r.clean_at_chance else ""),
+                        fmt.robustness_score(r),
                         "-" if r.worst is None else f"{fmt.md(r.worst)} ({100 * r.worst_drop:.1f} %)"]
                        for r in table.robustness], "lrrl")
-        at_chance = [r for r in table.robustness if r.clean_at_chance]
-        if at_chance:
-            out += ["", f"† {fmt.chance_note(at_chance[0].chance)}"]
+        note = fmt.chance_note(table.robustness)
+        if note:
+            out += ["", note]
     mine = [p for p in plots if p.task == table.task and p.cohort == table.cohort]
     if mine:
         out += [""] + [f"![{fmt.md(p.alt)}]({p.png})" for p in mine]
