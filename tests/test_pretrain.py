@@ -344,3 +344,12 @@ def test_init_from_an_encoder_checkpoint_continues_a_recipe_whose_network_wraps_
         assert torch.equal(loaded[f"net.{name}"], tensor) and torch.equal(loaded[f"key.{name}"], tensor)
     assert warm["tensors_loaded"] == len(source.encoder_state())
     assert warm["tensors_fresh"] == len(loaded) - len(source.encoder_state())  # the key network and the queue
+
+
+def test_an_unknown_config_is_a_one_line_error_naming_the_choices(capsys):
+    from bench.cli import main
+
+    assert main(["pretrain", "--encoder", "simclr3d", "--config", "nope", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no config 'nope' for simclr3d; available: paper, small" in err
+    assert "small-vc" in err
