@@ -288,6 +288,35 @@ def job_identity(job: Job, encoder, settings: RunSettings, cohort: Cohort,
             "task hash": spec.sha256, "split hash": file_sha256(split) if split.is_file() else None}
 
 
+def _adopt_equal_settings(job: Job, store, encoder, settings: RunSettings, cohort: Cohort,
+                          cohorts: dict[str, Cohort] | None) -> None:
+    """Seeds of the job's settings that are another protocol's (``Protocol.same_as``, e.g.
+    ``finetune_fractions`` at 100 % is ``finetune``), taken from that protocol's finished record
+    of the same encoder, task and identity when the results folder has one. A record of another
+    run (other weights, profile...) lends nothing."""
+    from dataclasses import replace
+
+    from bench.results import existing_record_matches
+
+    protocol = get_protocol(job.protocol)
+    for label, other, other_label in protocol.same_as:
+        sibling = replace(job, protocol=other, stem="")
+        path = sibling.record_path(settings.results_dir)
+        if not path.is_file():
+            continue
+        try:
+            record = existing_record_matches(path, job_identity(sibling, encoder, settings, cohort, cohorts))
+        except MribenchError:
+            continue
+        if record is None:
+            continue
+        seeds = store.adopt(record, other_label, label, protocol.setting_params(label),
+                            with_predictions=settings.keep_predictions)
+        if seeds:
+            print(f"{job.key}: {label} is {other}'s {other_label} setting; seed(s) {', '.join(map(str, seeds))} "
+                  f"taken from {path}", file=sys.stderr)
+
+
 def record_done(record: Path, job: Job, ws: Workspace, settings: RunSettings, cohort: Cohort,
                 cohorts: dict[str, Cohort] | None = None):
     """The record when ``record`` holds this job's result already (skip it); None when it must run;
@@ -337,6 +366,8 @@ def _seed_checkpoints(job: Job, encoder, settings: RunSettings, cohort: Cohort,
     identity = job_identity(job, encoder, settings, cohort, cohorts) | {
         "options": dict(job.options), "keep predictions": settings.keep_predictions}
     store = SeedCheckpoints(job.seeds_path(settings.results_dir), identity, fresh=settings.overwrite)
+    if not settings.overwrite:
+        _adopt_equal_settings(job, store, encoder, settings, cohort, cohorts)
     finished = store.finished()
     if finished:
         print(f"{job.key}: {len(finished)} seed(s) finished by an interrupted run of this job are "

@@ -70,6 +70,26 @@ class SeedCheckpoints:
                    "predictions": predictions}
         atomic_write_bytes(self._path(setting, seed), json.dumps(payload).encode(), mode=0o644)
 
+    def adopt(self, record, from_setting: str, setting: str, params: dict[str, Any], *,
+              with_predictions: bool) -> list[int]:
+        """Keep as finished the seeds of ``record`` (another protocol's, see ``Protocol.same_as``)
+        at ``from_setting``, relabelled ``setting`` with its ``params`` first, as the protocol
+        itself would have written them. Seeds already finished here are left alone; with
+        ``with_predictions`` a record without its predictions lends nothing. Returns the seeds kept."""
+        if with_predictions and not record.predictions:
+            return []
+        adopted = []
+        for seed in sorted({s.seed for s in record.scores if s.setting == from_setting}):
+            if self._path(setting, seed).is_file():
+                continue
+            scores = [s.model_copy(update={"setting": setting, "params": {**params, **s.params}})
+                      for s in record.scores if s.setting == from_setting and s.seed == seed]
+            rows = [{**r, "setting": setting} for r in (record.predictions if with_predictions else [])
+                    if r.get("setting") == from_setting and r.get("seed") == seed]
+            self.save(setting, seed, scores, rows)
+            adopted.append(seed)
+        return adopted
+
     def finished(self) -> list[str]:
         """File names of the finished seeds (for messages and tests)."""
         return sorted(p.name for p in self.folder.glob("*-seed*.json"))

@@ -83,3 +83,38 @@ def test_an_interrupted_finetune_job_resumes_from_its_finished_seeds(tmp_path, m
     assert a.main_score == b.main_score and a.summary == b.summary
     assert [(s.seed, s.split, s.metrics, s.ci) for s in a.scores] == [(s.seed, s.split, s.metrics, s.ci) for s in b.scores]
     assert a.predictions == b.predictions and len(a.predictions) > 0
+
+
+@pytest.mark.slow
+def test_finetune_fractions_takes_its_100_percent_seeds_from_the_finetune_record(tmp_path, monkeypatch):
+    """``fraction=1`` trains exactly what ``finetune`` trains (``Protocol.same_as``): with the job's
+    finetune record in the folder, those seeds are not trained again, and the record written is the
+    one a run without that record writes. A finetune record of another run lends nothing."""
+    smoke = open_cohort(None, profile="smoke", progress=False)
+    quick = replace(get_profile("smoke"), finetune_epochs=1, seeds=1, n_boot=50)
+    trained = []
+    real = finetune._finetune_seed
+
+    def counted(ctx, vols, seed, subjects, setting):
+        trained.append((setting.label, seed))
+        return real(ctx, vols, seed, subjects, setting)
+
+    monkeypatch.setattr(finetune, "_finetune_seed", counted)
+
+    def run(results, profile, protocol):
+        trained.clear()
+        runner = Runner(smoke, profile, results, progress=False, cache_root=tmp_path / "cache")
+        (done,) = runner.run("simclr3d@init", ["brain_age"], [protocol])
+        return load_record(done.path)
+
+    run(tmp_path / "shared", quick, "finetune")
+    shared = run(tmp_path / "shared", quick, "finetune_fractions")
+    assert sorted(trained) == [("fraction=0.01", 0), ("fraction=0.1", 0), ("fraction=0.2", 0)]
+    alone = run(tmp_path / "alone", quick, "finetune_fractions")
+    assert ("fraction=1", 0) in trained
+    assert shared.scores == alone.scores and shared.summary == alone.summary
+    assert shared.predictions == alone.predictions and len(shared.predictions) > 0
+
+    run(tmp_path / "other", replace(quick, seeds=2), "finetune")  # another run's identity (seeds)
+    run(tmp_path / "other", quick, "finetune_fractions")
+    assert ("fraction=1", 0) in trained

@@ -66,6 +66,9 @@ class Protocol:
     transfer: bool = False                           # scores another cohort / site than it trains on
     record_name: Callable[[str, dict], str] | None = None  # (cohort, options) -> record file stem
     extra_blocks: tuple[str, ...] = field(default_factory=tuple)  # ctx.extra keys copied into the record
+    #: settings that train and score exactly what another protocol's setting does, as
+    #: ``(label, other protocol, its label)``: a finished record of that protocol lends its seeds
+    same_as: tuple[tuple[str, str, str], ...] = ()
 
     def embeds(self, spec) -> bool:
         """Whether a job of this protocol on ``spec`` needs the frozen embeddings of its scans."""
