@@ -40,6 +40,7 @@ from torch import nn
 
 from baselines.random_init import resnet_feature_maps
 from baselines.recipe import PretrainedEncoder, Recipe
+from baselines.regularisers import variance_covariance
 from bench.encoders import EncoderCard
 from bench.errors import MribenchError
 
@@ -53,10 +54,14 @@ class TemporalConfig:
     sequence_dim: int = 64        # width of the sequence model's tokens
     max_context: int = 3          # scans in a pretraining prefix (1..max_context)
     temperature: float = 0.1
+    var_cov: float = 0.0          # > 0: weight of the variance-covariance term on the scans' embeddings
 
 
 CONFIGS = {
     "small": TemporalConfig("small", (16, 32, 64, 128), 2, "cpu-small"),
+    # ``small`` plus VICReg's variance-covariance term on the backbone embeddings of the batch's scans
+    # (baselines/regularisers.py): round 1's temporal embeddings collapsed like simclr3d's did
+    "small-vc": TemporalConfig("small-vc", (16, 32, 64, 128), 2, "cpu-small", var_cov=1.0),
     "paper": TemporalConfig("paper", (64, 128, 256, 512), 1, "simclr-paper", sequence_dim=256, max_context=4),
 }
 
@@ -214,7 +219,14 @@ class TemporalMethod(Recipe):
         tgt = nn.functional.normalize(self.net.target(later), dim=1)
         logits = pred @ tgt.T / self.config.temperature
         contrast = nn.functional.cross_entropy(logits, torch.arange(len(logits)))
-        return order + contrast
+        return order + contrast + self._regulariser(z)
+
+    def _regulariser(self, z: torch.Tensor) -> torch.Tensor | float:
+        """The config's variance-covariance term on every scan's pooled embedding (0 when off): the
+        vector the probes read, kept from folding onto a few directions."""
+        if not self.config.var_cov:
+            return 0.0
+        return self.config.var_cov * variance_covariance(z)
 
 
 class TemporalSSL(PretrainedEncoder):
@@ -234,7 +246,9 @@ class TemporalSSL(PretrainedEncoder):
             n_parameters=sum(p.numel() for n, p in self.net.named_parameters()
                              if n.startswith(("encoder.", "sequence."))),
             embed_dim=c.widths[-1], input_space=c.input_space,
-            ssl_method="temporal-order prediction + predictive contrastive over scan sequences",
+            ssl_method="temporal-order prediction + predictive contrastive over scan sequences"
+                       + (f", VICReg variance-covariance term x {c.var_cov:g} on the scans' embeddings"
+                          if c.var_cov else ""),
             pretraining_data=pretraining, checkpoint_sha256=sha,
             reference="after Kaczmarek et al., arXiv 2509.10453 (SSL-AD); their code is not public",
             supports_finetune=True, supports_segmentation=True)

@@ -125,6 +125,37 @@ def test_order_and_contrastive_loss_decrease_on_a_fixed_batch():
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1, losses
 
 
+def test_small_vc_adds_the_regulariser_on_every_scans_embedding(monkeypatch):
+    """``small-vc`` is ``small`` plus var_cov x the variance-covariance term of the backbone
+    embeddings of all the batch's scans (prefixes and later scans): with the same seed, batch and
+    draws the two losses differ by exactly that term."""
+    from baselines import temporal
+
+    seen = []
+
+    def fake(h):
+        seen.append(tuple(h.shape))
+        return torch.tensor(0.5)
+
+    monkeypatch.setattr(temporal, "variance_covariance", fake)
+    grid = torch.linspace(0, 1, 32)
+    volumes = {f"sub-{s}@{m:g}": (grid[:, None, None] * (1 + s + m / 12)).expand(32, 32, 32).numpy()
+               for s in range(3) for m in (0.0, 12.0, 24.0)}
+    table = pd.DataFrame([(p.split("@")[0], float(p.split("@")[1]), p) for p in volumes],
+                         columns=["participant_id", "months_from_baseline", "path"])
+    losses = []
+    for name in ("small", "small-vc"):
+        method = TemporalMethod(name, seed=0)
+        rng = np.random.default_rng(3)
+        batch = method.draw_batch(table, volumes.__getitem__, rng, batch_size=3)
+        losses.append(method.loss(batch, rng).item())
+    n_scans = len(batch.volumes)
+    assert seen == [(n_scans, CONFIGS["small-vc"].widths[-1])]  # once, for small-vc only
+    assert losses[1] == pytest.approx(losses[0] + CONFIGS["small-vc"].var_cov * 0.5, abs=1e-5)
+    assert "variance-covariance" in TemporalSSL("small-vc", untrained_ok=True).card.ssl_method
+    assert "variance-covariance" not in TemporalSSL("small", untrained_ok=True).card.ssl_method
+
+
 def test_wrong_weights_are_refused_with_a_listing(tmp_path):
     state = TemporalNet(CONFIGS["small"]).state_dict()
     state.pop("order_head.0.weight")
