@@ -32,7 +32,7 @@ import torch
 from monai.networks.nets import ViT
 from torch import nn
 
-from baselines.recipe import PretrainedEncoder, Recipe
+from baselines.recipe import PretrainedEncoder, Recipe, named_config
 from bench.encoders import EncoderCard
 
 
@@ -141,7 +141,7 @@ class DINOMethod(Recipe):
     """Pretraining recipe for :func:`bench.pretrain.pretrain`: slices, multi-crop, EMA teacher."""
 
     def __init__(self, config: str | DINOConfig = "small", seed: int = 0):
-        self.config = config if isinstance(config, DINOConfig) else CONFIGS[config]
+        self.config = config if isinstance(config, DINOConfig) else named_config(CONFIGS, config, self.name)
         self.config_name = self.config.name
         self.input_space = self.config.input_space
         with torch.random.fork_rng():

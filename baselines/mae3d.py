@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from monai.networks.nets import MaskedAutoEncoderViT
 
-from baselines.recipe import PretrainedEncoder, Recipe
+from baselines.recipe import PretrainedEncoder, Recipe, named_config
 from bench.encoders import EncoderCard
 from bench.errors import MribenchError
 
@@ -101,7 +101,7 @@ class MAEMethod(Recipe):
     """Pretraining recipe for :func:`bench.pretrain.pretrain`."""
 
     def __init__(self, config: str = "small", seed: int = 0):
-        self.config = CONFIGS[config]
+        self.config = named_config(CONFIGS, config, self.name)
         self.config_name = config
         self.input_space = self.config.input_space
         with torch.random.fork_rng():

@@ -4,7 +4,8 @@ loads and vouches for the weights a recipe produced."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from collections.abc import Mapping
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
@@ -12,6 +13,17 @@ from torch import nn
 from bench.encoders import Encoder, EncoderCard
 from bench.encoders.api import INIT, file_sha256, load_strict, read_state_dict
 from bench.errors import MribenchError
+
+C = TypeVar("C")
+
+
+def named_config(configs: Mapping[str, C], name: str, owner: str) -> C:
+    """The configuration called ``name``; any other name is a one-line error naming the choices.
+    The one lookup behind every encoder and recipe, so ``bench run --encoder`` and ``bench
+    pretrain --config`` refuse an unknown config in the same words."""
+    if name not in configs:
+        raise MribenchError(f"no config '{name}' for {owner}; available: {', '.join(configs)}")
+    return configs[name]
 
 #: committed checkpoints, ``<encoder>-<config>.pt`` with the card ``<encoder>-<config>.json`` beside it
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -87,9 +99,7 @@ class PretrainedEncoder(Encoder):
 
     def _build(self, configs: dict, config: str, build: Callable[[object], nn.Module]) -> None:
         """Set ``self.config`` and ``self.net`` (seeded, eval mode) for a named configuration."""
-        if config not in configs:
-            raise MribenchError(f"{self.registry_name}: unknown config '{config}'; choose from {', '.join(configs)}")
-        self.config = configs[config]
+        self.config = named_config(configs, config, self.registry_name)
         with torch.random.fork_rng():
             torch.manual_seed(0)
             self.net = build(self.config).eval()

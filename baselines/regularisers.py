@@ -40,3 +40,14 @@ def variance_covariance(h: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
     if h.shape[0] < 2:
         raise ValueError("the variance-covariance regulariser needs at least 2 embeddings in a batch")
     return variance_term(h, gamma) + COVARIANCE_WEIGHT * covariance_term(h)
+
+
+def weighted_variance_covariance(weight: float, h: torch.Tensor) -> torch.Tensor | float:
+    """``weight`` x the regulariser on ``h``, the term a recipe adds to its loss; 0, with nothing
+    computed, when its config leaves it off (``weight`` 0)."""
+    return weight * variance_covariance(h) if weight else 0.0
+
+
+def described(weight: float, embeddings: str) -> str:
+    """What a recipe's card adds to its SSL method when the term is on (empty when off)."""
+    return f", VICReg variance-covariance term x {weight:g} on {embeddings}" if weight else ""

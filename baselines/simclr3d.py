@@ -27,8 +27,8 @@ from monai.networks.nets import ResNet
 from torch import nn
 
 from baselines.random_init import resnet_feature_maps
-from baselines.recipe import PretrainedEncoder, Recipe
-from baselines.regularisers import variance_covariance
+from baselines.recipe import PretrainedEncoder, Recipe, named_config
+from baselines.regularisers import described, weighted_variance_covariance
 from bench.encoders import EncoderCard
 from bench.errors import MribenchError
 
@@ -211,7 +211,7 @@ class SimCLRMethod(Recipe):
     """Pretraining recipe for :func:`bench.pretrain.pretrain`."""
 
     def __init__(self, config: str = "small", seed: int = 0):
-        self.config = CONFIGS[config]
+        self.config = named_config(CONFIGS, config, self.name)
         self.config_name = config
         self.input_space = self.config.input_space
         with torch.random.fork_rng():
@@ -253,9 +253,7 @@ class SimCLRMethod(Recipe):
 
     def _regulariser(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor | float:
         """The config's variance-covariance term on both views' pooled embeddings (0 when off)."""
-        if not self.config.var_cov:
-            return 0.0
-        return self.config.var_cov * variance_covariance(torch.cat([h1, h2]))
+        return weighted_variance_covariance(self.config.var_cov, torch.cat([h1, h2]))
 
     def _momentum_loss(self, views: list[torch.Tensor]) -> torch.Tensor:
         """Symmetric InfoNCE: view 1's queries against view 2's keys and back; the keys enter the queue."""
@@ -289,7 +287,7 @@ def ssl_method_of(config: SimCLRConfig) -> str:
         return (f"SimCLR views with MoCo's momentum-{config.momentum:g} key network and {config.queue_size}-key "
                 f"queue (InfoNCE, temperature {config.temperature:g}; {views})")
     queue = f", {config.queue_size}-projection memory queue" if config.queue_size else ""
-    vc = f", VICReg variance-covariance term x {config.var_cov:g} on the pooled embeddings" if config.var_cov else ""
+    vc = described(config.var_cov, "the pooled embeddings")
     return f"SimCLR (NT-Xent, temperature {config.temperature:g}{queue}{vc}; {views})"
 
 

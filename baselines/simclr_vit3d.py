@@ -21,7 +21,7 @@ import torch
 from monai.networks.nets import ViT
 from torch import nn
 
-from baselines.recipe import PretrainedEncoder
+from baselines.recipe import PretrainedEncoder, named_config
 from baselines.simclr3d import SimCLRConfig, SimCLRMethod
 from bench.encoders import EncoderCard
 from bench.encoders.api import load_strict, load_torch_file
@@ -78,8 +78,8 @@ class SimCLRViTMethod(SimCLRMethod):
     """The SimCLR recipe with the ViT backbone."""
 
     def __init__(self, config: str = "small", seed: int = 0):
+        self.vit_config = named_config(CONFIGS, config, self.name)
         self.config = VIEW_CONFIGS[config]
-        self.vit_config = CONFIGS[config]
         self.config_name = config
         self.input_space = self.vit_config.input_space
         with torch.random.fork_rng():

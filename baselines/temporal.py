@@ -39,8 +39,8 @@ from monai.networks.nets import ResNet
 from torch import nn
 
 from baselines.random_init import resnet_feature_maps
-from baselines.recipe import PretrainedEncoder, Recipe
-from baselines.regularisers import variance_covariance
+from baselines.recipe import PretrainedEncoder, Recipe, named_config
+from baselines.regularisers import described, weighted_variance_covariance
 from bench.encoders import EncoderCard
 from bench.errors import MribenchError
 
@@ -174,7 +174,7 @@ class TemporalMethod(Recipe):
     """Pretraining recipe for :func:`bench.pretrain.pretrain` (draws subject sequences, not scans)."""
 
     def __init__(self, config: str | TemporalConfig = "small", seed: int = 0):
-        self.config = config if isinstance(config, TemporalConfig) else CONFIGS[config]
+        self.config = config if isinstance(config, TemporalConfig) else named_config(CONFIGS, config, self.name)
         self.config_name = self.config.name
         self.input_space = self.config.input_space
         with torch.random.fork_rng():
@@ -224,9 +224,7 @@ class TemporalMethod(Recipe):
     def _regulariser(self, z: torch.Tensor) -> torch.Tensor | float:
         """The config's variance-covariance term on every scan's pooled embedding (0 when off): the
         vector the probes read, kept from folding onto a few directions."""
-        if not self.config.var_cov:
-            return 0.0
-        return self.config.var_cov * variance_covariance(z)
+        return weighted_variance_covariance(self.config.var_cov, z)
 
 
 class TemporalSSL(PretrainedEncoder):
@@ -247,8 +245,7 @@ class TemporalSSL(PretrainedEncoder):
                              if n.startswith(("encoder.", "sequence."))),
             embed_dim=c.widths[-1], input_space=c.input_space,
             ssl_method="temporal-order prediction + predictive contrastive over scan sequences"
-                       + (f", VICReg variance-covariance term x {c.var_cov:g} on the scans' embeddings"
-                          if c.var_cov else ""),
+                       + described(c.var_cov, "the scans' embeddings"),
             pretraining_data=pretraining, checkpoint_sha256=sha,
             reference="after Kaczmarek et al., arXiv 2509.10453 (SSL-AD); their code is not public",
             supports_finetune=True, supports_segmentation=True)

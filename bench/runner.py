@@ -30,7 +30,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -294,8 +294,6 @@ def _adopt_equal_settings(job: Job, store, encoder, settings: RunSettings, cohor
     ``finetune_fractions`` at 100 % is ``finetune``), taken from that protocol's finished record
     of the same encoder, task and identity when the results folder has one. A record of another
     run (other weights, profile...) lends nothing."""
-    from dataclasses import replace
-
     from bench.results import existing_record_matches
 
     protocol = get_protocol(job.protocol)

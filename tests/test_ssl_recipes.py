@@ -207,7 +207,7 @@ def test_the_regulariser_spreads_a_collapsed_batch():
 def test_small_vc_adds_the_regulariser_on_the_pooled_embeddings_to_nt_xent(monkeypatch):
     """``small-vc`` is ``small`` plus var_cov x the regulariser of both views' backbone outputs: with
     the same seed, batch and views the two losses differ by exactly that term."""
-    from baselines import simclr3d
+    from baselines import regularisers, simclr3d
 
     seen = []
 
@@ -215,7 +215,7 @@ def test_small_vc_adds_the_regulariser_on_the_pooled_embeddings_to_nt_xent(monke
         seen.append(tuple(h.shape))
         return torch.tensor(0.25)
 
-    monkeypatch.setattr(simclr3d, "variance_covariance", fake)
+    monkeypatch.setattr(regularisers, "variance_covariance", fake)
     batch = torch.rand(2, 1, 64, 64, 64, generator=torch.Generator().manual_seed(1))
     plain = SimCLRMethod("small", seed=0).loss(batch, np.random.default_rng(0))
     vc = SimCLRMethod("small-vc", seed=0)

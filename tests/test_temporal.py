@@ -129,7 +129,7 @@ def test_small_vc_adds_the_regulariser_on_every_scans_embedding(monkeypatch):
     """``small-vc`` is ``small`` plus var_cov x the variance-covariance term of the backbone
     embeddings of all the batch's scans (prefixes and later scans): with the same seed, batch and
     draws the two losses differ by exactly that term."""
-    from baselines import temporal
+    from baselines import regularisers
 
     seen = []
 
@@ -137,7 +137,7 @@ def test_small_vc_adds_the_regulariser_on_every_scans_embedding(monkeypatch):
         seen.append(tuple(h.shape))
         return torch.tensor(0.5)
 
-    monkeypatch.setattr(temporal, "variance_covariance", fake)
+    monkeypatch.setattr(regularisers, "variance_covariance", fake)
     grid = torch.linspace(0, 1, 32)
     volumes = {f"sub-{s}@{m:g}": (grid[:, None, None] * (1 + s + m / 12)).expand(32, 32, 32).numpy()
                for s in range(3) for m in (0.0, 12.0, 24.0)}
