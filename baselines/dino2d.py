@@ -33,6 +33,7 @@ from monai.networks.nets import ViT
 from torch import nn
 
 from baselines.recipe import PretrainedEncoder, Recipe, named_config
+from baselines.regularisers import described, weighted_variance_covariance
 from bench.encoders import EncoderCard
 
 
@@ -53,10 +54,13 @@ class DINOConfig:
     teacher_temp: float = 0.04
     momentum: float = 0.996
     centre_momentum: float = 0.9
+    var_cov: float = 0.0                # > 0: weight of the variance-covariance term on the student's class
+    #                                     tokens of the global crops (baselines/regularisers.py; issue 16)
 
 
 CONFIGS = {
     "small": DINOConfig("small", "cpu-small", 64, 8, 192, 768, 4, 3, 1024),
+    "small-vc": DINOConfig("small-vc", "cpu-small", 64, 8, 192, 768, 4, 3, 1024, var_cov=1.0),
     "paper": DINOConfig("paper", "brainiac-96", 224, 16, 768, 3072, 12, 12, 65536, slices_per_volume=8,
                         local_crops=8),
 }
@@ -167,7 +171,8 @@ class DINOMethod(Recipe):
         globals_ = [random_crops(slices, (0.4, 1.0), size, rng) for _ in range(2)]
         locals_ = [random_crops(slices, (0.1, 0.4), size, rng) for _ in range(c.local_crops)]
         student, teacher = self.net.student, self.net.teacher
-        s_out = [student["head"](class_tokens(student["backbone"], v)) / c.student_temp for v in globals_ + locals_]
+        tokens = [class_tokens(student["backbone"], v) for v in globals_ + locals_]
+        s_out = [student["head"](t) / c.student_temp for t in tokens]
         with torch.no_grad():
             t_raw = [teacher["head"](class_tokens(teacher["backbone"], v)) for v in globals_]
             t_out = [nn.functional.softmax((t - self.net.centre) / c.teacher_temp, dim=-1) for t in t_raw]
@@ -179,7 +184,12 @@ class DINOMethod(Recipe):
                     continue
                 total = total + torch.sum(-t * nn.functional.log_softmax(s, dim=-1), dim=-1).mean()
                 terms += 1
-        return total / terms
+        return total / terms + self.spread(torch.cat(tokens[:2]))
+
+    def spread(self, tokens: torch.Tensor) -> torch.Tensor | float:
+        """The variance-covariance term on the global crops' class tokens, the vectors whose
+        (teacher's EMA) mean over slices the probes read; 0 when the config leaves it off."""
+        return weighted_variance_covariance(self.config.var_cov, tokens)
 
     def after_step(self, step: int, total_steps: int) -> None:
         """Teacher EMA (momentum cosine-scheduled to 1) and centre EMA of the teacher's outputs."""
@@ -208,7 +218,8 @@ class DINO2D(PretrainedEncoder):
             architecture=f"MONAI ViT (2D, {c.img_size}^2 axial slices, patch {c.patch}, hidden {c.hidden}, "
                          f"{c.layers} layers, {c.heads} heads; class token, mean over brain slices)",
             n_parameters=sum(p.numel() for p in self.net.parameters()), embed_dim=c.hidden,
-            input_space=c.input_space, ssl_method="DINO self-distillation (EMA teacher, centring, multi-crop)",
+            input_space=c.input_space, ssl_method="DINO self-distillation (EMA teacher, centring, multi-crop"
+                                                  + described(c.var_cov, "the global crops' class tokens") + ")",
             pretraining_data=pretraining, checkpoint_sha256=sha,
             reference="after BrainDINO, arXiv 2604.27277 (weights unreleased); Caron et al., ICCV 2021",
             supports_finetune=False)  # its module reads 2D slices, not volumes

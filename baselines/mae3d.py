@@ -33,6 +33,7 @@ import torch
 from monai.networks.nets import MaskedAutoEncoderViT
 
 from baselines.recipe import PretrainedEncoder, Recipe, named_config
+from baselines.regularisers import described, weighted_variance_covariance
 from bench.encoders import EncoderCard
 from bench.errors import MribenchError
 
@@ -51,6 +52,8 @@ class MAEConfig:
     decoder_layers: int
     masking_ratio: float = 0.75
     readout: str = "mean"                # how patch tokens become the embedding (see the module docstring)
+    var_cov: float = 0.0                 # > 0: weight of the variance-covariance term on the read-out of the
+    #                                      unmasked batch (baselines/regularisers.py; issue 16)
 
 
 READOUTS = ("mean", "mid", "grid")
@@ -58,6 +61,7 @@ READOUTS = ("mean", "mid", "grid")
 
 CONFIGS = {
     "small": MAEConfig("small", "cpu-small", 64, 8, 192, 768, 6, 3, 96, 2, readout="mid"),
+    "small-vc": MAEConfig("small-vc", "cpu-small", 64, 8, 192, 768, 6, 3, 96, 2, readout="mid", var_cov=1.0),
     "paper": MAEConfig("paper", "brainiac-96", 96, 16, 768, 3072, 12, 12, 384, 4),
 }
 
@@ -113,7 +117,14 @@ class MAEMethod(Recipe):
         pred, mask = self.net(batch)
         target = patchify(batch, self.config.patch)
         per_token = ((pred - target) ** 2).mean(dim=-1)
-        return (per_token * mask).sum() / mask.sum()
+        return (per_token * mask).sum() / mask.sum() + self.spread(batch)
+
+    def spread(self, batch: torch.Tensor) -> torch.Tensor | float:
+        """The variance-covariance term on the embeddings the probes read (the read-out of the
+        unmasked volumes: one more pass of the encoder, so it is only run when the term is on)."""
+        if not self.config.var_cov:
+            return 0.0
+        return weighted_variance_covariance(self.config.var_cov, encode(self.net, batch, self.config.readout))
 
 
 class MAE3D(PretrainedEncoder):
@@ -135,7 +146,8 @@ class MAE3D(PretrainedEncoder):
             architecture=f"MONAI MaskedAutoEncoderViT (3D, {c.img_size}^3, patch {c.patch}, hidden {c.hidden}, "
                          f"{c.layers} layers; read-out: {c.readout})",
             n_parameters=encoder_params, embed_dim=embed_dim_of(c), input_space=c.input_space,
-            ssl_method=f"masked autoencoding ({int(c.masking_ratio * 100)} % of patches)",
+            ssl_method=f"masked autoencoding ({int(c.masking_ratio * 100)} % of patches"
+                       + described(c.var_cov, f"the {c.readout} read-out of the unmasked volumes") + ")",
             pretraining_data=pretraining, checkpoint_sha256=sha, reference="He et al., CVPR 2022 (MAE)",
             supports_finetune=False)  # its module is the masked autoencoder, not volumes -> embeddings
 

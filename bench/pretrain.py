@@ -338,7 +338,8 @@ def _warm_start(init_from: Path | None, method: SSLMethod, net: torch.nn.Module,
 
 def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path, start_step: int,
                     name: str, encoder_net: torch.nn.Module | None = None) -> dict | None:
-    """Continue another run's weights (``bench pretrain --init-from ENCODER.pt``): every tensor of
+    """Continue another run's weights (``bench pretrain --init-from ENCODER.pt``, or a run's
+    ``last.pt``: see :func:`_warm_source`): every tensor of
     the checkpoint whose name and shape the recipe's network shares is copied in before step 1
     (e.g. simclr3d's backbone into temporal's, whose order and sequence heads start fresh). When
     no name matches the training network (a wrapper with a queue: ``net.encoder...``), the names
@@ -349,12 +350,11 @@ def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path,
     record = out_dir / WARM_START
     if start_step > 0 or init_from is None:
         return json.loads(record.read_text()) if record.is_file() else None
-    from bench.encoders.api import read_state_dict
     from bench.results import read_bounded_json
     from bench.splits import file_sha256
 
     init_from = Path(init_from)
-    source = read_state_dict(init_from)  # a missing or unreadable file is its one-line error
+    source, card_file = _warm_source(init_from)
     n_own = len(net.state_dict())
     for target in [net] + ([encoder_net] if encoder_net is not None and encoder_net is not net else []):
         own = target.state_dict()
@@ -365,7 +365,6 @@ def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path,
         raise MribenchError(f"--init-from {init_from}: no tensor of it has the name and shape of one in {name}'s "
                             f"network (its keys start {', '.join(list(source)[:3])})")
     target.load_state_dict(shared, strict=False)
-    card_file = init_from.with_suffix(".json")  # travels with the weights from anywhere: read with bounds
     card = read_bounded_json(card_file, "encoder card") if card_file.is_file() else {}
     card = card if isinstance(card, dict) else {}
     data = card.get("pretraining_data") or {}
@@ -378,6 +377,19 @@ def warm_start_from(init_from: Path | None, net: torch.nn.Module, out_dir: Path,
             "subjects": list(data.get("subjects", []))}
     _atomic_text(record, json.dumps(warm, indent=2, sort_keys=True) + "\n")
     return warm
+
+
+def _warm_source(init_from: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The tensors --init-from continues, and the card that declares them (read with bounds: it
+    travels with the weights from anywhere). An encoder checkpoint holds only the encoder, its card
+    beside it (``NAME.json``). A run's ``last.pt`` holds the whole training network, so a recipe
+    whose heads carry what it learnt (DINO's prototypes, teacher and centre) continues all of it;
+    its card is the run's ``encoder.json``. Either file is loaded with ``weights_only=True``."""
+    from bench.encoders.api import read_state_dict
+
+    if init_from.name == "last.pt":
+        return read_pretrain_state(init_from)["network"], init_from.with_name("encoder.json")
+    return read_state_dict(init_from), init_from.with_suffix(".json")  # a bad file is its one-line error
 
 
 def _pool_rows(method: SSLMethod, cohort: Cohort):

@@ -80,6 +80,31 @@ def test_student_learns_the_teacher_targets_on_a_fixed_batch():
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
 
 
+def test_small_vc_adds_the_regulariser_on_the_global_crops_class_tokens(monkeypatch):
+    """``small-vc`` is ``small`` plus var_cov x the variance-covariance term of the student's class
+    tokens of the two global crops (2 crops x 2 slices x 2 volumes rows, hidden wide): with the same
+    seed, batch and draws the two losses differ by exactly that term, and the card says so."""
+    import dataclasses
+
+    from baselines import regularisers
+
+    seen = []
+
+    def fake(h):
+        seen.append(tuple(h.shape))
+        return torch.tensor(0.5)
+
+    monkeypatch.setattr(regularisers, "variance_covariance", fake)
+    batch, losses = _head_phantom(2, size=32), []
+    for weight in (0.0, 1.0):
+        losses.append(DINOMethod(dataclasses.replace(TINY, var_cov=weight)).loss(batch, np.random.default_rng(0)).item())
+    assert seen == [(2 * TINY.slices_per_volume * 2, TINY.hidden)]  # once, for the term that is on
+    assert losses[1] == pytest.approx(losses[0] + 0.5, abs=1e-5)
+    assert CONFIGS["small-vc"] == dataclasses.replace(CONFIGS["small"], name="small-vc", var_cov=1.0)
+    assert "variance-covariance" in DINO2D("small-vc", untrained_ok=True).card.ssl_method
+    assert "variance-covariance" not in DINO2D("small", untrained_ok=True).card.ssl_method
+
+
 def test_volume_embedding_is_the_mean_over_brain_slices_and_deterministic(tmp_path):
     method = DINOMethod("small")
     path = tmp_path / "dino.pt"

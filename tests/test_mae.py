@@ -88,3 +88,33 @@ def test_readout_sets_the_embed_dim_and_is_part_of_the_cache_key():
     assert encoder_key(mean) != encoder_key(grid)
     with pytest.raises(MribenchError, match="mae3d: unknown read-out 'cls'; choose one of mean, mid, grid"):
         get_encoder("mae3d@init", readout="cls")
+
+
+def test_small_vc_adds_the_regulariser_on_the_read_out_of_the_unmasked_batch(monkeypatch):
+    """``small-vc`` is ``small`` plus var_cov x the variance-covariance term of exactly the vectors
+    the probes read (the ``mid`` read-out of the unmasked volumes): with the same seeds (so the same
+    patch mask) the two losses differ by that term, computed by hand here."""
+    from baselines import regularisers
+    from baselines.mae3d import encode
+
+    seen = []
+    real = regularisers.variance_covariance
+
+    def spy(h):
+        seen.append(h.detach().clone())
+        return real(h)
+
+    monkeypatch.setattr(regularisers, "variance_covariance", spy)
+    batch = torch.randn(3, 1, 64, 64, 64, generator=torch.Generator().manual_seed(1))
+    losses = []
+    for name in ("small", "small-vc"):
+        method = MAEMethod(name, seed=0)
+        torch.manual_seed(5)  # MONAI draws the patch mask from torch's generator
+        losses.append(float(method.loss(batch, np.random.default_rng(0)).detach()))
+    assert len(seen) == 1 and seen[0].shape == (3, CONFIGS["small"].hidden)
+    with torch.no_grad():
+        readout = encode(method.net, batch, "mid")
+    torch.testing.assert_close(seen[0], readout)
+    assert losses[1] == pytest.approx(losses[0] + CONFIGS["small-vc"].var_cov * float(real(readout)), rel=1e-5)
+    assert "variance-covariance" in MAE3D("small-vc", untrained_ok=True).card.ssl_method
+    assert "variance-covariance" not in MAE3D("small", untrained_ok=True).card.ssl_method

@@ -346,6 +346,30 @@ def test_init_from_an_encoder_checkpoint_continues_a_recipe_whose_network_wraps_
     assert warm["tensors_fresh"] == len(loaded) - len(source.encoder_state())  # the key network and the queue
 
 
+def test_init_from_a_runs_last_checkpoint_continues_its_whole_training_network(tmp_path):
+    """A run's ``last.pt`` holds the training network, not only the encoder: --init-from it
+    continues everything (for DINO: student, teacher, heads and centre), and the card it declares
+    is the run's ``encoder.json``."""
+    from baselines.dino2d import DINOConfig, DINOMethod
+    from bench.pretrain import warm_start_from, write_pretrain_state
+
+    tiny = DINOConfig("tiny", "cpu-small", 32, 8, 64, 128, 2, 2, 64)
+    source = DINOMethod(tiny, seed=1).network()
+    with torch.no_grad():
+        source.centre.fill_(0.25)
+    run = tmp_path / "run"
+    run.mkdir()
+    write_pretrain_state(run / "last.pt", step=5, network=source.state_dict(), optimiser={}, numpy_rng=
+                         np.random.default_rng(0).bit_generator.state, torch_rng=torch.get_rng_state(), losses=[1.0])
+    (run / "encoder.json").write_text(json.dumps({"name": "dino2d", "pretraining_data": {"subjects": ["s1"],
+                                                                                          "steps": 5}}))
+    net = DINOMethod(tiny, seed=0).network()
+    warm = warm_start_from(run / "last.pt", net, tmp_path / "next", 0, "dino2d")
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(net.state_dict()[name], tensor), name
+    assert warm["tensors_fresh"] == 0 and warm["steps"] == 5 and warm["subjects"] == ["s1"]
+
+
 def test_an_unknown_config_is_a_one_line_error_naming_the_choices(capsys):
     from bench.cli import main
 

@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--init-from", default=None, metavar="ENCODER.pt",
                    help="start from another run's weights: tensors of the same name and shape are copied "
-                        "(e.g. temporal from simclr3d's backbone); recorded in the card")
+                        "(e.g. temporal from simclr3d's backbone); a run's last.pt continues its whole "
+                        "training network (e.g. DINO's heads and teacher); recorded in the card")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs); "
                         "--batch-size is the global batch, shared by them")
