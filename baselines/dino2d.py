@@ -33,7 +33,7 @@ from monai.networks.nets import ViT
 from torch import nn
 
 from baselines.recipe import PretrainedEncoder, Recipe, named_config
-from baselines.regularisers import described, weighted_variance_covariance
+from baselines.regularisers import described, weighted_variance_covariance, with_variance_covariance
 from bench.encoders import EncoderCard
 
 
@@ -58,9 +58,10 @@ class DINOConfig:
     #                                     tokens of the global crops (baselines/regularisers.py; issue 16)
 
 
+SMALL = DINOConfig("small", "cpu-small", 64, 8, 192, 768, 4, 3, 1024)
 CONFIGS = {
-    "small": DINOConfig("small", "cpu-small", 64, 8, 192, 768, 4, 3, 1024),
-    "small-vc": DINOConfig("small-vc", "cpu-small", 64, 8, 192, 768, 4, 3, 1024, var_cov=1.0),
+    "small": SMALL,
+    "small-vc": with_variance_covariance(SMALL),
     "paper": DINOConfig("paper", "brainiac-96", 224, 16, 768, 3072, 12, 12, 65536, slices_per_volume=8,
                         local_crops=8),
 }
@@ -184,7 +185,7 @@ class DINOMethod(Recipe):
                     continue
                 total = total + torch.sum(-t * nn.functional.log_softmax(s, dim=-1), dim=-1).mean()
                 terms += 1
-        return total / terms + self.spread(torch.cat(tokens[:2]))
+        return total / terms + self.spread(torch.cat(tokens[:len(globals_)]))
 
     def spread(self, tokens: torch.Tensor) -> torch.Tensor | float:
         """The variance-covariance term on the global crops' class tokens, the vectors whose

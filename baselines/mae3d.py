@@ -33,7 +33,7 @@ import torch
 from monai.networks.nets import MaskedAutoEncoderViT
 
 from baselines.recipe import PretrainedEncoder, Recipe, named_config
-from baselines.regularisers import described, weighted_variance_covariance
+from baselines.regularisers import described, weighted_variance_covariance, with_variance_covariance
 from bench.encoders import EncoderCard
 from bench.errors import MribenchError
 
@@ -59,9 +59,10 @@ class MAEConfig:
 READOUTS = ("mean", "mid", "grid")
 
 
+SMALL = MAEConfig("small", "cpu-small", 64, 8, 192, 768, 6, 3, 96, 2, readout="mid")
 CONFIGS = {
-    "small": MAEConfig("small", "cpu-small", 64, 8, 192, 768, 6, 3, 96, 2, readout="mid"),
-    "small-vc": MAEConfig("small-vc", "cpu-small", 64, 8, 192, 768, 6, 3, 96, 2, readout="mid", var_cov=1.0),
+    "small": SMALL,
+    "small-vc": with_variance_covariance(SMALL),
     "paper": MAEConfig("paper", "brainiac-96", 96, 16, 768, 3072, 12, 12, 384, 4),
 }
 

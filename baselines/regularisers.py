@@ -13,7 +13,12 @@ recipe's own loss.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TypeVar
+
 import torch
+
+C = TypeVar("C")
 
 #: VICReg's weights, variance 25 : covariance 1 (with invariance 25); kept as their ratio here,
 #: since the recipe's own loss stands in for the invariance term.
@@ -51,3 +56,9 @@ def weighted_variance_covariance(weight: float, h: torch.Tensor) -> torch.Tensor
 def described(weight: float, embeddings: str) -> str:
     """What a recipe's card adds to its SSL method when the term is on (empty when off)."""
     return f", VICReg variance-covariance term x {weight:g} on {embeddings}" if weight else ""
+
+
+def with_variance_covariance(config: C, weight: float = 1.0) -> C:
+    """``config`` plus the term (a dataclass config with ``name`` and ``var_cov`` fields): every
+    recipe's ``small-vc`` is its ``small`` with exactly this change and nothing else."""
+    return dataclasses.replace(config, name=f"{config.name}-vc", var_cov=weight)

@@ -28,7 +28,7 @@ from torch import nn
 
 from baselines.random_init import resnet_feature_maps
 from baselines.recipe import PretrainedEncoder, Recipe, named_config
-from baselines.regularisers import described, weighted_variance_covariance
+from baselines.regularisers import described, weighted_variance_covariance, with_variance_covariance
 from bench.encoders import EncoderCard
 from bench.errors import MribenchError
 
@@ -50,17 +50,16 @@ class SimCLRConfig:
                                          # embeddings (baselines/regularisers.py, against dimensional collapse)
 
 
+SMALL = SimCLRConfig("small", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58), rotation=0.1, queue_size=512)
 CONFIGS = {
     "paper": SimCLRConfig("paper", (64, 128, 256, 512), 1, "simclr-paper", (30, 40, 40)),
-    "small": SimCLRConfig("small", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58), rotation=0.1,
-                          queue_size=512),
+    "small": SMALL,
     # the recipe tried against collapse (see below): the backbone temporal-small is warm-started from
     "small-anatomy-moco": SimCLRConfig("small-anatomy-moco", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58),
                                        rotation=0.1, queue_size=512, views="anatomy", momentum=0.99),
     # ``small`` plus VICReg's variance-covariance term on the pooled embeddings: the measured
     # failure of round 1 was dimensional collapse (90 % of the variance in one direction)
-    "small-vc": SimCLRConfig("small-vc", (16, 32, 64, 128), 2, "cpu-small", (58, 58, 58), rotation=0.1,
-                             queue_size=512, var_cov=1.0),
+    "small-vc": with_variance_covariance(SMALL),
 }
 VIEW_KINDS = ("crop_resize", "anatomy")
 # Why ``small`` keeps a queue: on 2 CPU cores a batch is 8 volumes, so NT-Xent sees 14 negatives

@@ -40,7 +40,7 @@ from torch import nn
 
 from baselines.random_init import resnet_feature_maps
 from baselines.recipe import PretrainedEncoder, Recipe, named_config
-from baselines.regularisers import described, weighted_variance_covariance
+from baselines.regularisers import described, weighted_variance_covariance, with_variance_covariance
 from bench.encoders import EncoderCard
 from bench.errors import MribenchError
 
@@ -57,11 +57,12 @@ class TemporalConfig:
     var_cov: float = 0.0          # > 0: weight of the variance-covariance term on the scans' embeddings
 
 
+SMALL = TemporalConfig("small", (16, 32, 64, 128), 2, "cpu-small")
 CONFIGS = {
-    "small": TemporalConfig("small", (16, 32, 64, 128), 2, "cpu-small"),
+    "small": SMALL,
     # ``small`` plus VICReg's variance-covariance term on the backbone embeddings of the batch's scans
     # (baselines/regularisers.py): round 1's temporal embeddings collapsed like simclr3d's did
-    "small-vc": TemporalConfig("small-vc", (16, 32, 64, 128), 2, "cpu-small", var_cov=1.0),
+    "small-vc": with_variance_covariance(SMALL),
     "paper": TemporalConfig("paper", (64, 128, 256, 512), 1, "simclr-paper", sequence_dim=256, max_context=4),
 }
 
