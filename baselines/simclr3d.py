@@ -279,14 +279,15 @@ class SimCLRMethod(Recipe):
             self.training.update_key(self.config.momentum)
 
 
-def ssl_method_of(config: SimCLRConfig) -> str:
-    """The card's one-line description of the recipe: loss, negatives and views."""
+def ssl_method_of(config: SimCLRConfig, embeddings: str = "the pooled embeddings") -> str:
+    """The card's one-line description of the recipe: loss, negatives and views (``embeddings``:
+    the vectors the variance-covariance term reads, when it is on)."""
     views = "rigid anatomy-preserving views" if config.views == "anatomy" else "random resized crops"
     if config.momentum:
         return (f"SimCLR views with MoCo's momentum-{config.momentum:g} key network and {config.queue_size}-key "
                 f"queue (InfoNCE, temperature {config.temperature:g}; {views})")
     queue = f", {config.queue_size}-projection memory queue" if config.queue_size else ""
-    vc = described(config.var_cov, "the pooled embeddings")
+    vc = described(config.var_cov, embeddings)
     return f"SimCLR (NT-Xent, temperature {config.temperature:g}{queue}{vc}; {views})"
 
 

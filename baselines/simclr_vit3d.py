@@ -10,10 +10,14 @@ the last layer, as in BrainIAC. Pretraining reuses the SimCLR recipe of :mod:`ba
   head, are left out).
 * ``small``: 64^3 (``cpu-small``), patch 16, hidden 192, MLP 768, 6 layers, 3 heads (3.5 M
   parameters), for CPUs.
+* ``small-vc``: ``small``'s network with simclr3d's round-3 recipe (a 512-projection queue and
+  VICReg's variance-covariance term on the first token). Tried on the v2 pool (issue 16, round 5:
+  docs/pretraining-v2); not better than v1's checkpoint on the validation split, so not committed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +26,8 @@ from monai.networks.nets import ViT
 from torch import nn
 
 from baselines.recipe import PretrainedEncoder, named_config
-from baselines.simclr3d import SimCLRConfig, SimCLRMethod
+from baselines.regularisers import with_variance_covariance
+from baselines.simclr3d import SimCLRConfig, SimCLRMethod, ssl_method_of
 from bench.encoders import EncoderCard
 from bench.encoders.api import load_strict, load_torch_file
 from bench.errors import MribenchError
@@ -39,14 +44,23 @@ class ViTConfig:
     patch: int = 16
 
 
+SMALL = ViTConfig("small", "cpu-small", 64, 192, 768, 6, 3)
 CONFIGS = {
     "paper": ViTConfig("paper", "brainiac-96", 96, 768, 3072, 12, 12),
-    "small": ViTConfig("small", "cpu-small", 64, 192, 768, 6, 3),
+    "small": SMALL,
+    # the same network; only its recipe (VIEW_CONFIGS) differs
+    "small-vc": dataclasses.replace(SMALL, name="small-vc"),
 }
-#: view pipeline of the SimCLR recipe, per configuration
+SMALL_VIEWS = SimCLRConfig("small", (0, 0, 0, 0), 1, "cpu-small", (58, 58, 58), projection_dim=128, rotation=0.1)
+#: view pipeline and loss of the SimCLR recipe, per configuration
 VIEW_CONFIGS = {
     "paper": SimCLRConfig("paper", (0, 0, 0, 0), 1, "brainiac-96", (48, 48, 48), projection_dim=128),
-    "small": SimCLRConfig("small", (0, 0, 0, 0), 1, "cpu-small", (58, 58, 58), projection_dim=128, rotation=0.1),
+    # v1's recipe: its loss never left chance (log 15) in 150 steps of batch 8
+    "small": SMALL_VIEWS,
+    # simclr3d's round-3 recipe (issue 16) on the ViT: a 512-projection queue of negatives (a batch
+    # of 8 alone gives 14) plus VICReg's variance-covariance term on the first token, the vector
+    # the probes read
+    "small-vc": with_variance_covariance(dataclasses.replace(SMALL_VIEWS, queue_size=512)),
 }
 
 
@@ -102,7 +116,7 @@ class SimCLRViT3D(PretrainedEncoder):
             architecture=f"MONAI ViT (3D, {c.img_size}^3, patch {c.patch}, hidden {c.hidden}, "
                          f"{c.layers} layers, {c.heads} heads; first token)",
             n_parameters=sum(p.numel() for p in self.net.backbone.parameters()), embed_dim=c.hidden,
-            input_space=c.input_space, ssl_method="SimCLR (NT-Xent, temperature 0.5)",
+            input_space=c.input_space, ssl_method=ssl_method_of(VIEW_CONFIGS[config], "the first token"),
             pretraining_data=pretraining, checkpoint_sha256=sha,
             reference="Tak et al., Nature Neuroscience 2026 (BrainIAC)", supports_finetune=True)
 

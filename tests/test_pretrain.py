@@ -377,3 +377,20 @@ def test_an_unknown_config_is_a_one_line_error_naming_the_choices(capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no config 'nope' for simclr3d; available: paper, small" in err
     assert "small-vc" in err
+
+
+def test_documented_pretraining_runs_keep_their_pool_off_every_evaluated_subject():
+    """Every run card under docs/pretraining-v2 (kept or not) names its pool, and no subject of it is
+    one a committed split of that cohort evaluates; its command carries no machine path (OUT)."""
+    from bench.paths import repo_root
+
+    cards = sorted((repo_root() / "docs" / "pretraining-v2").glob("*/encoder.json"))
+    assert len(cards) >= 10
+    for path in cards:
+        data = json.loads(path.read_text())["pretraining_data"]
+        assert data["command"].startswith("bench pretrain --encoder "), path
+        assert "--out OUT" in data["command"] and "/tmp" not in data["command"], path
+        assert len(data["subjects"]) > 100, path
+        for f in (repo_root() / "splits" / data["cohort"]).glob("*.tsv"):
+            t = pd.read_csv(f, sep="\t")
+            assert not set(t.loc[t.split != "train", "participant_id"]) & set(data["subjects"]), (path, f)

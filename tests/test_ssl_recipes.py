@@ -223,3 +223,34 @@ def test_small_vc_adds_the_regulariser_on_the_pooled_embeddings_to_nt_xent(monke
     assert seen == [(4, vc.config.widths[-1])]  # 2 volumes x 2 views, the pooled (probed) embedding
     assert regularised.item() == pytest.approx(plain.item() + vc.config.var_cov * 0.25, abs=1e-6)
     assert "VICReg variance-covariance" in simclr3d.ssl_method_of(vc.config)
+
+
+def test_simclr_vit3d_small_vc_adds_the_queue_and_the_regulariser_on_the_first_token(monkeypatch):
+    """simclr_vit3d's ``small-vc`` is v1's ``small`` with simclr3d's round-3 changes and nothing else:
+    the same seeded network, a 512-projection queue (empty at the first step, so that step's NT-Xent
+    is v1's; both views' projections then enter it) and var_cov x the regulariser on both views'
+    first tokens, the vector the probes read."""
+    import dataclasses
+
+    from baselines import regularisers
+    from baselines.simclr_vit3d import CONFIGS, VIEW_CONFIGS, SimCLRViT3D, SimCLRViTMethod
+
+    seen = []
+
+    def fake(h):
+        seen.append(tuple(h.shape))
+        return torch.tensor(0.25)
+
+    monkeypatch.setattr(regularisers, "variance_covariance", fake)
+    batch = torch.rand(2, 1, 64, 64, 64, generator=torch.Generator().manual_seed(1))
+    v1 = SimCLRViTMethod("small", seed=0)
+    vc = SimCLRViTMethod("small-vc", seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(v1.net.state_dict().values(), vc.net.state_dict().values()))
+    plain = v1.loss(batch, np.random.default_rng(0))
+    regularised = vc.loss(batch, np.random.default_rng(0))
+    assert seen == [(4, CONFIGS["small-vc"].hidden)]  # 2 volumes x 2 views, the first token
+    assert regularised.item() == pytest.approx(plain.item() + vc.config.var_cov * 0.25, abs=1e-6)
+    assert v1.training.queue is None and len(vc.training.queue.negatives()) == 4
+    assert VIEW_CONFIGS["small-vc"] == dataclasses.replace(VIEW_CONFIGS["small"], name="small-vc",
+                                                           queue_size=512, var_cov=1.0)
+    assert "variance-covariance term x 1 on the first token" in SimCLRViT3D("small-vc", untrained_ok=True).card.ssl_method
