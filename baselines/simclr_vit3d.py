@@ -42,9 +42,20 @@ class ViTConfig:
     layers: int
     heads: int
     patch: int = 16
+    readout: str = "first"               # the encoder's embedding of the last layer's tokens (READOUTS)
 
 
-SMALL = ViTConfig("small", "cpu-small", 64, 192, 768, 6, 3)
+#: ``first``: the first token, BrainIAC's read-out (this ViT has no class token, so it is the
+#: corner patch's output); ``mean``: the mean over all patch tokens
+READOUTS = ("first", "mean")
+#: what pretraining projects and regularises, whatever the encoder's read-out: the committed
+#: checkpoints were pretrained this way, so a card's command reproduces its run
+PRETRAINING_READOUT = "first"
+
+
+# ``small`` reads the mean token: on the validation split it beat the first token for the init, v1's
+# checkpoint and both round-5 runs (issue 16, docs/pretraining-v2); ``paper`` keeps BrainIAC's
+SMALL = ViTConfig("small", "cpu-small", 64, 192, 768, 6, 3, readout="mean")
 CONFIGS = {
     "paper": ViTConfig("paper", "brainiac-96", 96, 768, 3072, 12, 12),
     "small": SMALL,
@@ -72,10 +83,11 @@ class SimCLRViTNet(nn.Module):
                             num_heads=config.heads, spatial_dims=3)
         self.projector = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.ReLU(),
                                        nn.Linear(config.hidden, projection_dim))
+        self.readout = config.readout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens, _ = self.backbone(x)
-        return tokens[:, 0]
+        return tokens[:, 0] if self.readout == "first" else tokens.mean(dim=1)
 
 
 def brainiac_backbone(state: dict, path: Path) -> dict[str, torch.Tensor]:
@@ -98,7 +110,8 @@ class SimCLRViTMethod(SimCLRMethod):
         self.input_space = self.vit_config.input_space
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.net = SimCLRViTNet(self.vit_config, self.config.projection_dim)
+            self.net = SimCLRViTNet(dataclasses.replace(self.vit_config, readout=PRETRAINING_READOUT),
+                                    self.config.projection_dim)
         self._attach_queue()
         self._views = None
 
@@ -107,14 +120,21 @@ class SimCLRViT3D(PretrainedEncoder):
     registry_name = "simclr_vit3d"
     recipe = SimCLRViTMethod  # the SSL recipe whose weights it loads
 
-    def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False):
+    def __init__(self, config: str = "small", weights: str | Path | None = None, untrained_ok: bool = False,
+                 readout: str | None = None):
         self._build(CONFIGS, config, SimCLRViTNet)
+        if readout is not None:  # an encoder option: the same weights read another way
+            if readout not in READOUTS:
+                raise MribenchError(f"simclr_vit3d: unknown read-out '{readout}'; choose one of {', '.join(READOUTS)}")
+            self.config = dataclasses.replace(self.config, readout=readout)
+            self.net.readout = readout
         sha, pretraining = self._load_weights(config, weights, self._load, untrained_ok=untrained_ok)
         c = self.config
+        tokens = "first token" if c.readout == "first" else "mean token"
         self.card = EncoderCard(
             name="simclr_vit3d" if config == "small" else f"simclr_vit3d-{config}",
             architecture=f"MONAI ViT (3D, {c.img_size}^3, patch {c.patch}, hidden {c.hidden}, "
-                         f"{c.layers} layers, {c.heads} heads; first token)",
+                         f"{c.layers} layers, {c.heads} heads; {tokens})",
             n_parameters=sum(p.numel() for p in self.net.backbone.parameters()), embed_dim=c.hidden,
             input_space=c.input_space, ssl_method=ssl_method_of(VIEW_CONFIGS[config], "the first token"),
             pretraining_data=pretraining, checkpoint_sha256=sha,

@@ -230,7 +230,7 @@ def test_committed_checkpoints_are_used_by_default(name):
     card = json.loads(path.with_suffix(".json").read_text())
     assert path.stat().st_size < 20e6
     assert card["checkpoint_sha256"] == file_sha256(path)
-    # re-pretrained on the v2 default cohort's pool (issue 16; simclr_vit3d still holds v1's)
+    # re-pretrained on the v2 default cohort's pool (issue 16)
     assert card["pretraining_data"]["cohort"] == "synth-default"
     assert card["pretraining_data"]["wall_time_s"] > 0 and card["pretraining_data"]["volumes_per_s"] > 0
     assert card["pretraining_data"]["command"].startswith(f"bench pretrain --encoder {name} ")

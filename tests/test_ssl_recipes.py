@@ -254,3 +254,24 @@ def test_simclr_vit3d_small_vc_adds_the_queue_and_the_regulariser_on_the_first_t
     assert VIEW_CONFIGS["small-vc"] == dataclasses.replace(VIEW_CONFIGS["small"], name="small-vc",
                                                            queue_size=512, var_cov=1.0)
     assert "variance-covariance term x 1 on the first token" in SimCLRViT3D("small-vc", untrained_ok=True).card.ssl_method
+
+
+def test_simclr_vit3d_small_reads_the_mean_token_and_pretrains_on_the_first():
+    """``small``'s encoder embeds a volume as the mean of the last layer's tokens (chosen on val);
+    pretraining still projects the first token, as the committed run did, so its card's command
+    reproduces it; ``readout=first`` gives BrainIAC's read-out of the same weights."""
+    from baselines.simclr_vit3d import SimCLRViT3D, SimCLRViTMethod
+    from bench.errors import MribenchError
+
+    x = torch.rand(2, 1, 64, 64, 64, generator=torch.Generator().manual_seed(2))
+    mean, first = SimCLRViT3D("small", weights="init"), SimCLRViT3D("small", weights="init", readout="first")
+    with torch.no_grad():
+        tokens, _ = mean.net.backbone(x)
+        assert torch.allclose(mean.embed(x), tokens.mean(dim=1), atol=1e-6)
+        assert torch.allclose(first.embed(x), tokens[:, 0], atol=1e-6)
+        recipe = SimCLRViTMethod("small-vc", seed=0)
+        recipe.net.load_state_dict(mean.net.state_dict())
+        assert torch.allclose(recipe.net(x), tokens[:, 0], atol=1e-6)
+    assert "mean token" in mean.card.architecture and "first token" in first.card.architecture
+    with pytest.raises(MribenchError, match="simclr_vit3d: unknown read-out 'cls'; choose one of first, mean"):
+        SimCLRViT3D("small", weights="init", readout="cls")
