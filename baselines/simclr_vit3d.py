@@ -1,8 +1,9 @@
 """``simclr_vit3d``: SimCLR on a 3D ViT, after BrainIAC (Tak et al., Nature Neuroscience 2026).
 
-The backbone is MONAI's ``ViT`` (no classification token); the embedding is the first token of
-the last layer, as in BrainIAC. Pretraining reuses the SimCLR recipe of :mod:`baselines.simclr3d`
-(same views and NT-Xent) with a 2-layer projection head.
+The backbone is MONAI's ``ViT`` (no classification token). Pretraining reuses the SimCLR recipe
+of :mod:`baselines.simclr3d` (same views and NT-Xent) with a 2-layer projection head on the first
+token of the last layer, as in BrainIAC. The encoder's embedding (``readout``, an encoder option)
+is that first token (``paper``) or the mean of the last layer's tokens (``small``).
 
 * ``paper``: 96^3 input (``brainiac-96`` space), patch 16, hidden 768, MLP 3072, 12 layers,
   12 heads. ``--weights BrainIAC.ckpt`` loads the released Lightning checkpoint: its encoder
@@ -11,8 +12,8 @@ the last layer, as in BrainIAC. Pretraining reuses the SimCLR recipe of :mod:`ba
 * ``small``: 64^3 (``cpu-small``), patch 16, hidden 192, MLP 768, 6 layers, 3 heads (3.5 M
   parameters), for CPUs.
 * ``small-vc``: ``small``'s network with simclr3d's round-3 recipe (a 512-projection queue and
-  VICReg's variance-covariance term on the first token). Tried on the v2 pool (issue 16, round 5:
-  docs/pretraining-v2); not better than v1's checkpoint on the validation split, so not committed.
+  VICReg's variance-covariance term on the first token): the committed checkpoint's recipe
+  (issue 16, round 5: docs/pretraining-v2).
 """
 
 from __future__ import annotations

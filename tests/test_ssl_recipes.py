@@ -204,10 +204,10 @@ def test_the_regulariser_spreads_a_collapsed_batch():
     assert h.detach().std(0).min().item() > 0.9
 
 
-def test_small_vc_adds_the_regulariser_on_the_pooled_embeddings_to_nt_xent(monkeypatch):
-    """``small-vc`` is ``small`` plus var_cov x the regulariser of both views' backbone outputs: with
-    the same seed, batch and views the two losses differ by exactly that term."""
-    from baselines import regularisers, simclr3d
+def _regulariser_inputs(monkeypatch) -> list[tuple[int, ...]]:
+    """Replace the variance-covariance regulariser by a constant 0.25; the shapes it is called on
+    land in the returned list."""
+    from baselines import regularisers
 
     seen = []
 
@@ -216,6 +216,15 @@ def test_small_vc_adds_the_regulariser_on_the_pooled_embeddings_to_nt_xent(monke
         return torch.tensor(0.25)
 
     monkeypatch.setattr(regularisers, "variance_covariance", fake)
+    return seen
+
+
+def test_small_vc_adds_the_regulariser_on_the_pooled_embeddings_to_nt_xent(monkeypatch):
+    """``small-vc`` is ``small`` plus var_cov x the regulariser of both views' backbone outputs: with
+    the same seed, batch and views the two losses differ by exactly that term."""
+    from baselines import simclr3d
+
+    seen = _regulariser_inputs(monkeypatch)
     batch = torch.rand(2, 1, 64, 64, 64, generator=torch.Generator().manual_seed(1))
     plain = SimCLRMethod("small", seed=0).loss(batch, np.random.default_rng(0))
     vc = SimCLRMethod("small-vc", seed=0)
@@ -229,19 +238,12 @@ def test_simclr_vit3d_small_vc_adds_the_queue_and_the_regulariser_on_the_first_t
     """simclr_vit3d's ``small-vc`` is v1's ``small`` with simclr3d's round-3 changes and nothing else:
     the same seeded network, a 512-projection queue (empty at the first step, so that step's NT-Xent
     is v1's; both views' projections then enter it) and var_cov x the regulariser on both views'
-    first tokens, the vector the probes read."""
+    first tokens, the token pretraining projects."""
     import dataclasses
 
-    from baselines import regularisers
     from baselines.simclr_vit3d import CONFIGS, VIEW_CONFIGS, SimCLRViT3D, SimCLRViTMethod
 
-    seen = []
-
-    def fake(h):
-        seen.append(tuple(h.shape))
-        return torch.tensor(0.25)
-
-    monkeypatch.setattr(regularisers, "variance_covariance", fake)
+    seen = _regulariser_inputs(monkeypatch)
     batch = torch.rand(2, 1, 64, 64, 64, generator=torch.Generator().manual_seed(1))
     v1 = SimCLRViTMethod("small", seed=0)
     vc = SimCLRViTMethod("small-vc", seed=0)
