@@ -70,8 +70,8 @@ VIEW_CONFIGS = {
     # v1's recipe: its loss never left chance (log 15) in 150 steps of batch 8
     "small": SMALL_VIEWS,
     # simclr3d's round-3 recipe (issue 16) on the ViT: a 512-projection queue of negatives (a batch
-    # of 8 alone gives 14) plus VICReg's variance-covariance term on the first token, the vector
-    # the probes read
+    # of 8 alone gives 14) plus VICReg's variance-covariance term on the first token, the one
+    # pretraining projects (PRETRAINING_READOUT)
     "small-vc": with_variance_covariance(dataclasses.replace(SMALL_VIEWS, queue_size=512)),
 }
 
