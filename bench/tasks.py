@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +55,10 @@ class LabelSpec(_Strict):
     index_diagnosis: str | None = None        # sessions eligible as the index visit
 
 
+#: Spec fields that say how the board reads a task, not what it measures: not in the spec's hash.
+OUTSIDE_IDENTITY = ("ranking",)
+
+
 class TaskSpec(_Strict):
     name: str
     version: int
@@ -68,6 +73,11 @@ class TaskSpec(_Strict):
     higher_is_better: bool
     split: str                                 # split file under splits/; '{cohort}' = cohort name
     headline: str = "linear_probe"             # protocol whose full-label score is main_score
+    #: Whether the task ranks encoders across tasks (the board's overall ranking and its test). A
+    #: saturated or ceiling-limited task (every encoder perfect, or the oracle itself near chance)
+    #: stays as a sanity check with ``ranking: false``. How the board reads a task, not what the
+    #: task measures: kept out of :attr:`sha256`, so declaring it changes no record's identity.
+    ranking: bool = True
 
     @field_validator("kind")
     @classmethod
@@ -102,7 +112,8 @@ class TaskSpec(_Strict):
     @property
     def sha256(self) -> str:
         """Hash of the resolved content (not the file's bytes: comments and key order don't count)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(self.model_dump(mode="json", exclude=set(OUTSIDE_IDENTITY)), sort_keys=True,
+                          separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     @property
@@ -154,19 +165,28 @@ def list_tasks() -> dict[str, TaskSpec]:
     real cohort's ``tasks/adni/conversion.yaml`` is ``adni/conversion``.
 
     A namespaced spec carries its full name, so its result records and leaderboard rows never
-    collide with the synthetic task of the same file name.
+    collide with the synthetic task of the same file name. Parsed once per state of the folder
+    (each file's path, size and modification time): verifying a board of 373 records asks for
+    the specs once per record, and YAML plus validation is most of a record's verification time.
     """
-    out = {}
     root = tasks_dir()
-    for path in sorted(root.rglob("*.yaml")):
+    state = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.rglob("*.yaml")))
+    return dict(_parsed_tasks(str(root), state))
+
+
+@lru_cache(maxsize=8)
+def _parsed_tasks(root: str, state: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, TaskSpec], ...]:
+    out = []
+    for path_text, _, _ in state:
+        path = Path(path_text)
         spec = load_task_file(path)
         rel = path.relative_to(root).with_suffix("")
         key = "/".join(rel.parts)
         if spec.name != key:
             what = "file name" if len(rel.parts) == 1 else "folder/file name"
             raise MribenchError(f"{path}: spec name '{spec.name}' differs from its {what} '{key}'")
-        out[key] = spec
-    return out
+        out.append((key, spec))
+    return tuple(out)
 
 
 def check_task_args(names: list[str]) -> list[TaskSpec]:

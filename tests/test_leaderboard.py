@@ -178,17 +178,19 @@ def test_tie_groups_on_a_hand_made_case():
     assert [(r.entry.encoder, r.rank, r.group) for r in ranked] == [
         ("A", 1, 1), ("B", 1, 1), ("C", 3, 2), ("D", 3, 2)]
     by = {r.entry.encoder: r for r in ranked}
-    # B - A differs only on subject 0 (+0.5 / 10 per draw of it), so delta* <= 0 exactly when subject 0
-    # is never drawn: P = 0.9 ** 10 = 0.349, two-sided p = 2 * 0.349 = 0.697 -> not separable.
-    assert by["B"].comparison.method == "paired_bootstrap"
-    assert by["B"].comparison.p_value == pytest.approx(2 * 0.9 ** 10, abs=0.04)
-    assert not by["B"].comparison.separable
-    # C - A is +2.0 on every subject, so every replicate favours A: p = 0, separable.
+    # B - A differs only on subject 0 (+0.5 / 10 per draw of it): delta* = 0.05 * k, k ~ Binomial(10, 0.1),
+    # so the bootstrap SE is 0.05 * sqrt(0.9) and the Wald p = 2 * Phi(-1 / sqrt(0.9)) = 0.292.
+    assert by["B"].vs_best.method == "paired_bootstrap"
+    assert by["B"].vs_best.p_value == pytest.approx(0.292, abs=0.03)
+    # six pairs: A-C and B-D differ by exactly 2.0 on every replicate (SE 0, p 0), A-D and B-C by about 2
+    # with SE 0.047 (p ~ 1e-300); A-B and C-D are the two p = 0.292, 5th and 6th of the family, so Holm
+    # multiplies both by 2: 0.584.
+    assert by["B"].vs_best.p_adjusted == pytest.approx(2 * by["B"].vs_best.p_value)
+    assert not by["B"].vs_best.separable
     assert by["C"].vs_best.p_value == 0.0 and by["C"].vs_best.separable
     assert by["C"].vs_best.delta == pytest.approx(2.0)
-    # D joins C's group by the same argument as B with A, tested against C (C's group leader).
-    assert by["D"].comparison.leader == "C"
-    assert by["D"].comparison.p_value == pytest.approx(2 * 0.9 ** 10, abs=0.04)
+    # C and D are both beaten by A and B (rank 3 = 1 + 2), and C does not beat D
+    assert by["C"].beaten_by == by["D"].beaten_by == ("A", "B")
 
 
 def test_tie_test_is_seeded_and_resamples_subjects_jointly():
@@ -206,12 +208,13 @@ def test_without_predictions_the_cis_decide():
     c = entry(age_record("C", ERRORS["C"], keep_predictions=False))
     ranked = {r.entry.encoder: r for r in rank_entries([a, b, c], n_boot=500)}
     # A's MAE CI is [1, 1] and C's [3, 3]: apart; B's CI reaches 1.0 (resamples without subject 0)
-    assert ranked["B"].comparison.method == "ci_overlap" and ranked["B"].rank == 1
+    assert ranked["B"].vs_best.method == "ci_overlap" and ranked["B"].rank == 1
+    assert ranked["B"].vs_best.p_adjusted is None                        # outside the Holm family
     assert ranked["C"].vs_best.method == "ci_overlap" and ranked["C"].vs_best.separable
-    assert ranked["C"].rank == 3
+    assert ranked["C"].rank == 3                                           # beaten by A and B
 
 
-def test_borda_mean_rank_and_cd_by_hand(tmp_path):
+def test_mean_rank_and_cd_by_hand(tmp_path):
     board = load_board(write_board(tmp_path, borda_case()), n_boot=N_BOOT)
     summary = board.overall[0]
     rows = {r.encoder: r for r in summary.rows}
@@ -220,18 +223,20 @@ def test_borda_mean_rank_and_cd_by_hand(tmp_path):
     assert rows["P"].ranks == {"ad_diagnosis": 1, "brain_age": 1, "conversion": 1}
     assert rows["Q"].ranks == {"ad_diagnosis": 1, "brain_age": 1, "conversion": 2}
     assert rows["R"].ranks == {"ad_diagnosis": 3, "brain_age": 3, "conversion": None}
-    # Borda counts complete encoders (P, Q) in strictly worse groups: P beats Q on conversion only.
-    assert (rows["P"].borda, rows["Q"].borda, rows["R"].borda) == (1, 0, None)
     assert rows["Q"].mean_rank == pytest.approx(4 / 3) and rows["R"].mean_rank == 3.0 and rows["R"].n_tasks == 2
-    assert [r.encoder for r in summary.rows] == ["P", "Q", "R"]
-    # Friedman over P, Q by point score: ranks (1, 2), (1.5, 1.5), (1, 2) -> means 7/6, 11/6;
-    # chi2 = 12 * 3 / (2 * 3) * ((7/6)^2 + (11/6)^2 - 2 * 9 / 4) = 4/3; CD = 1.960 * sqrt(2 * 3 / 18) = 1.1316
+    assert [r.encoder for r in summary.rows] == ["P", "Q", "R"]             # by mean rank
+    # P and Q predict identically on ad_diagnosis but not on brain_age (both single-scan), so they are two
+    # networks; R has 2 of the 3 tasks (at least half): tested, so the test runs on the two tasks R has.
     cd = summary.cd
-    assert cd.computed and cd.encoders == ["P", "Q"]
-    assert cd.mean_ranks == pytest.approx({"P": 7 / 6, "Q": 11 / 6})
-    assert cd.chi2 == pytest.approx(4 / 3)
-    assert cd.cd == pytest.approx(1.959964 * math.sqrt(1 / 3), rel=1e-5)
-    assert cd.different == [] and "only 3 tasks" in cd.note and "no pair can be declared different" in cd.note
+    assert cd.left_out == {}
+    assert cd.encoders == ["P", "Q", "R"] and cd.tasks == ["ad_diagnosis", "brain_age"]
+    assert cd.tasks_left_out == {"conversion": "2 of the 3 tested encoders have it"}
+    # Friedman over P, Q, R by point score: ad_diagnosis (1.5, 1.5, 3), brain_age (1, 2, 3) -> mean ranks
+    # 1.25, 1.75, 3; chi2 = 12 * 2 / (3 * 4) * (1.25^2 + 1.75^2 + 3^2 - 3 * 16 / 4) = 3.25
+    assert cd.computed and cd.mean_ranks == pytest.approx({"P": 1.25, "Q": 1.75, "R": 3.0})
+    assert cd.chi2 == pytest.approx(3.25)
+    assert cd.cd == pytest.approx(nemenyi_q(3) * math.sqrt(3 * 4 / 12), rel=1e-6)
+    assert "only 2 tasks" in cd.note
 
 
 def test_nemenyi_q_matches_demsar_table():
@@ -264,23 +269,29 @@ def test_outputs_match_the_records(tmp_path):
         head = [s for s in raw["scores"] if s["setting"] == raw["headline_setting"] and s["split"] == "test"]
         metric = raw["main_score_name"]
         assert float(row["main_score"]) == pytest.approx(np.mean([s["metrics"][metric] for s in head]))
-        assert float(row["ci_low"]) == pytest.approx(np.mean([s["ci"][metric]["low"] for s in head]))
-        assert float(row["ci_high"]) == pytest.approx(np.mean([s["ci"][metric]["high"] for s in head]))
+        if row["seed_sd"] in ("", "0.0"):  # deterministic: the record's subject CI, as the harness wrote it
+            assert float(row["ci_low"]) == pytest.approx(np.mean([s["ci"][metric]["low"] for s in head]))
+            assert float(row["ci_high"]) == pytest.approx(np.mean([s["ci"][metric]["high"] for s in head]))
         assert int(row["n_test_subjects"]) == head[0]["n_subjects"]
         assert row["split_sha256"] == raw["provenance"]["split_sha256"]
         assert row["task_version"] == str(raw["task_version"])
-    # the fractions record's headline is fraction=1: errors 1.0 (seed 0) and 1.2 (seed 1) -> MAE 1.1
+    # the fractions record's headline is fraction=1: errors 1.0 (seed 0) and 1.2 (seed 1) -> MAE 1.1; it is
+    # shown as label efficiency, not ranked (at 100 % it would repeat the probe)
     frac = next(r for r in rows if r["protocol"] == "fractions")
     assert float(frac["main_score"]) == pytest.approx(1.1) and frac["n_seeds"] == "2"
+    assert frac["rank"] == "" and frac["section"] == "fractions"
     ranks = {(r["task"], r["encoder"]): r["rank"] for r in rows if r["protocol"] == "linear_probe"}
     assert ranks == {("brain_age", "P"): "1", ("brain_age", "Q"): "1", ("brain_age", "R"): "3",
                      ("ad_diagnosis", "P"): "1", ("ad_diagnosis", "Q"): "1", ("ad_diagnosis", "R"): "3",
                      ("conversion", "P"): "1", ("conversion", "Q"): "2"}
 
     md = (out / "README.md").read_text()
-    assert "| P | 1 | 1.00 (3) | 1 | 1 | 1 |" in md                      # overall: Borda 1, mean rank 1.00
-    assert "| 3 | R | linear probe | 3.000 (3.000-3.000) | p < 0.001 | 10 | v2 |" in md
+    assert "| P | 1.00 (3/3) | 1 | 1 | 1 |" in md                           # overall: mean rank, coverage
+    assert "| 3 | R | linear probe | 3.000 (no variation: every resample scores 3.000) | p < 0.001 | 1 | 10 | v2 |" in md
+    # label efficiency below 100 %: seed 0 errors 4 - 3p, seed 1 4.2 - 3p -> mean 4.07 - 3p, SD 0.141
+    assert "| P | 4.070 (SD 0.141) | 3.800 (SD 0.141) | 3.500 (SD 0.141) | 2.600 (SD 0.141) |" in md
     assert "![label efficiency of P on brain_age" in md
+    assert "Holm-adjusted within the table" in md                           # the rule, stated on the board
     page = (out / "index.html").read_text()
     assert "http://" not in page and "https://" not in page and "default-src 'none'" in page
     assert page.count("data:image/png;base64,") == 2                   # CD + label efficiency, inlined
@@ -288,8 +299,9 @@ def test_outputs_match_the_records(tmp_path):
     latex = render_latex(board, "brain_age", protocols=["linear_probe"])
     assert latex.count(r"\toprule") == latex.count(r"\midrule") == latex.count(r"\bottomrule") == 1
     bold = [line for line in latex.splitlines() if r"\textbf" in line]
-    assert [line.split(" & ")[0] for line in bold] == ["P", "Q"]           # the tied best group
-    assert r"R & linear probe & 3.000 {\scriptsize [3.000, 3.000]} & 3 & 10 \\" in latex
+    assert [line.split(" & ")[0] for line in bold] == ["P", "Q"]           # rank 1: nobody beats them
+    assert r"R & linear probe & 3.000 {\scriptsize [no variation]} & 3 & p $<$ 0.001 & 10 \\" in latex
+    assert "Holm-adjusted over all pairs" in latex
 
 
 def test_latex_from_the_cli(tmp_path, capsys):
@@ -456,11 +468,17 @@ def test_cross_cohort_records_verify_and_get_a_section_of_their_own(tmp_path):
     assert r"### brain_age v2: synth-smoke\@S1+S2+S3 -> synth-smoke\@S4" in section
     assert r"### brain_age v2: synth-smoke\@S1 -> synth-smoke\@S4" in section
     # best first within a transfer; R has no in-distribution probe
-    assert "| P | 2.000 (2.000-2.000) | external | 6 | 1.000 (1.000-1.000) | +1.000 |" in section
-    assert "| C | 3.500 (3.500-3.500) | external | 6 | 3.000 (3.000-3.000) | +0.500 |" in section
-    assert "| R | 1.000 (1.000-1.000) | external | 6 | - | - |" in section
+    # every prediction is off by a constant, so every resample scores the same: no variation, and the
+    # drop's interval has no width either (both spreads are 0)
+    constant = "no variation: every resample scores"
+    assert f"| P | 2.000 ({constant} 2.000) | external | 6 | 1.000 ({constant} 1.000) | +1.000 (+1.000 to +1.000) |" \
+        in section
+    assert f"| C | 3.500 ({constant} 3.500) | external | 6 | 3.000 ({constant} 3.000) | +0.500 (+0.500 to +0.500) |" \
+        in section
+    assert f"| R | 1.000 ({constant} 1.000) | external | 6 | - | - |" in section
     assert section.index("| R |") < section.index("| P | 2.000") < section.index("| C | 3.500")
-    assert "| P | 0.000 (0.000-0.000) | external | 12 | 1.000 (1.000-1.000) | +1.000 |" in section
+    assert f"| P | 0.000 ({constant} 0.000) | external | 12 | 1.000 ({constant} 1.000) | +1.000 (+1.000 to +1.000) |" \
+        in section
     csv_rows = list(csv.DictReader((tmp_path / "board" / "results.csv").open()))
     cross = [r for r in csv_rows if r["section"] == "cross_cohort"]
     assert len(cross) == 5 and {r["section"] for r in csv_rows} == {"task", "cross_cohort"}
@@ -513,33 +531,44 @@ def test_encoder_cards_from_the_records(tmp_path):
 
 
 def test_power_of_each_test_split(tmp_path):
+    from bench.leaderboard.sections import power_text
     from bench.power import GAPS, smallest_detectable_gap
 
     results = write_board(tmp_path / "r", [age_record("P", ERRORS["A"]), class_record("P", "ad_diagnosis", "perfect"),
                                            age_record("K", ERRORS["A"], keep_predictions=False)])
-    board = load_board(results, n_boot=200, power_sims=20)  # (the board's default is 40; 20 keeps the test quick)
+    board = load_board(results, n_boot=200, power_sims=20)  # (the board's default is 400; 20 keeps the test quick)
     power = {t.task: t.power for t in board.tables}
     # brain_age: 10 test subjects of one example each, a regression: counts only
     assert (power["brain_age"].n_subjects, power["brain_age"].n_examples, power["brain_age"].gap) == (10, 10, None)
-    # ad_diagnosis: 12 subjects, labels 0, 1, 2 in turn -> AD (2) vs rest, 4 against 8: no gap up to 0.25 reaches
-    # 80 % power on so few subjects
+    assert power_text(power["brain_age"]) == \
+        "Test split: 10 subjects, 10 examples. (The AUC power line is for classification tasks.)"
+    # ad_diagnosis: 12 subjects, labels 0, 1, 2 in turn -> AD (2) vs rest, 4 against 8: no gap up to 0.30 reaches
+    # 80 % power on so few subjects; the line names the 3-class macro AUC and the AD-vs-rest proxy it simulates
     ad = power["ad_diagnosis"]
-    assert (ad.n_subjects, ad.n_examples, ad.proxy) == (12, 12, "AD vs rest") and math.isnan(ad.gap)
+    assert (ad.n_subjects, ad.n_examples, ad.proxy, ad.n_sim) == (12, 12, "AD vs rest", 20) and math.isnan(ad.gap)
+    assert ad.power is not None and ad.power < 0.8
+    text = power_text(ad)
+    assert text.startswith("Test split: 12 subjects, 12 examples. Main score: 3-class macro one-vs-rest AUC "
+                           "(CN / MCI / AD); power simulated for the AD-vs-rest AUC. Smallest AUC gap detectable at "
+                           "80 % power: "
+                           f"none up to 0.30 (power at 0.30: {ad.power:.2f} +/- {ad.mc_se:.2f} Monte-Carlo s.e., "
+                           "20 simulations per gap) at alpha = ")
+    assert "Wald test on the paired-bootstrap SE (200 replicates over subjects)" in text
     render(board, tmp_path / "o", ("markdown", "html"))
-    md = (tmp_path / "o" / "README.md").read_text()
-    assert "Test split: 10 subjects, 10 examples. (The AUC power line is for classification tasks.)" in md
-    assert ("Test split: 12 subjects, 12 examples. Smallest AUC gap detectable at 80 % power: none up to 0.25 "
-            "(AD vs rest; paired bootstrap, 20 simulated replicates per gap") in md
-    assert "Test split: 12 subjects, 12 examples. Smallest AUC gap" in (tmp_path / "o" / "index.html").read_text()
+    for page in ("README.md", "index.html"):
+        assert "Test split: 12 subjects, 12 examples." in (tmp_path / "o" / page).read_text()
     # a large split (unverified entries: 120 subjects, 2 examples each, half positive) finds a gap, the one
-    # bench.power finds on the same labels and subjects
+    # bench.power finds on the same labels and subjects at the line's level
     subjects = [f"sub-{i // 2:04d}" for i in range(240)]
     truth = [int(i // 2 % 2 == 0) for i in range(240)]
     big = make_record("Z", "conversion", {"full": {0: [0.5] * 240}}, truth, subjects)
     table = build_board([entry(big)], n_boot=200, power_sims=20).table("conversion")
-    want, _ = smallest_detectable_gap(np.asarray(truth), np.asarray(subjects), n_sim=20, n_boot=200, bisect=True)
-    assert table.power.gap == want and want in GAPS and want < 0.25
+    want, tried = smallest_detectable_gap(np.asarray(truth), np.asarray(subjects), n_sim=20, n_boot=200,
+                                          alpha=table.power.level)
+    assert (table.power.gap, table.power.power) == (want, tried[want]) and want in GAPS and want < 0.25
     assert (table.power.n_subjects, table.power.n_examples, table.power.proxy) == (120, 240, "")
+    assert "Main score: binary AUC (converts positive). Smallest AUC gap detectable at 80 % power: " \
+           f"{want:.2f} (power {tried[want]:.2f} +/- " in power_text(table.power)
     # without kept predictions the counts come from the scores, and there is nothing to simulate on
     lone = build_board([entry(age_record("K", ERRORS["A"], keep_predictions=False))], n_boot=200)
     assert (lone.tables[0].power.n_subjects, lone.tables[0].power.note) == (10, "no record kept its test predictions")
@@ -574,14 +603,14 @@ def test_page_in_headless_chromium(tmp_path):
         def encoders() -> list[str]:
             return table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.encoder)")
 
-        assert encoders() == ["P", "Q", "R", "P"]                 # linear probe by rank, then fractions
+        assert encoders() == ["P", "Q", "R"]                      # linear probe by rank (fractions: its own table)
         header = table.locator("thead th", has_text="encoder")
         header.click()
-        assert encoders() == ["P", "P", "Q", "R"]                 # by name, ascending (stable for the P's)
+        assert encoders() == ["P", "Q", "R"]                      # by name, ascending
         assert header.get_attribute("aria-sort") == "ascending"
         header.click()
-        assert encoders() == ["R", "Q", "P", "P"]
-        table.locator("thead th", has_text="mae").click()          # numeric: 1.0 (P), 1.05, 1.0 (P frac), 3.0
+        assert encoders() == ["R", "Q", "P"]
+        table.locator("thead th", has_text="mae").click()          # numeric: 1.0 (P), 1.05 (Q), 3.0 (R)
         assert encoders()[-1] == "R"
 
         images = page.locator("img")
@@ -596,8 +625,10 @@ def test_page_in_headless_chromium(tmp_path):
         assert not page.locator("section.task[data-task='conversion']").is_visible()
         page.select_option("#filter-task", "")
         page.select_option("#filter-protocol", "fractions")
-        assert table.locator("tbody tr:not(.hidden)").evaluate_all("rows => rows.map(r => r.dataset.protocol)") \
-            == ["fractions"]
+        assert table.locator("tbody tr:not(.hidden)").count() == 0
+        fractions = page.locator("section.task[data-task='brain_age'] table.fractions")
+        assert fractions.locator("tbody tr:not(.hidden)").evaluate_all(
+            "rows => rows.map(r => r.dataset.protocol + ' ' + r.dataset.encoder)") == ["fractions P"]
         assert not page.locator("section.task[data-task='conversion']").is_visible()
         assert "1 of 9 entries shown" in page.locator("#visible-count").inner_text()
         # the sections beside the ranked tables: transfers sort like any table, cards and power lines show
@@ -622,39 +653,56 @@ def test_cd_text_escapes_names_for_markdown_only():
 
     cd = SimpleNamespace(computed=True, mean_ranks={"simclr3d@init": 1.5, "random": 1.5}, different=[],
                          chi2=0.0, encoders=["simclr3d@init", "random"], n_tasks=3, p_value=1.0, cd=1.1,
-                         alpha=0.05, note="")
+                         alpha=0.05, note="", tasks=["a", "b", "c"], left_out={"temporal@init": "same network as x"},
+                         tasks_left_out={})
     summary = SimpleNamespace(cd=cd)
     assert "simclr3d\\@init 1.50" in cd_text(summary)
     assert "simclr3d@init 1.50" in cd_text(summary, name=str) and "\\" not in cd_text(summary, name=str)
+    assert "Left out: temporal\\@init (same network as x)." in cd_text(summary)
 
 
-def test_a_robustness_ratio_to_a_chance_level_clean_score_is_marked_and_listed_last(tmp_path):
-    """An encoder at chance stays at chance under any artefact, so score / clean is about 1 and
-    would top the robustness table. Perfect predictions (AUC 1, CI 1-1) are robust at 0.90;
-    constant predictions (AUC 0.5, CI 0.5-0.5, which includes chance) 'score' 1.02 but go last,
-    marked with the reason, in the markdown and on the page."""
-    from bench.leaderboard.board import _robustness_rows
+def test_robustness_is_chance_corrected_and_n_a_at_chance(tmp_path):
+    """An encoder at chance stays at chance under any artefact, so score / clean is about 1 and would top
+    the robustness table. The board shows (score - chance) / (clean - chance) instead: perfect predictions
+    (AUC 1) falling to 0.9 and 0.8 at two severities keep (0.8 + 0.6) / 2 = 0.70 of their margin; constant
+    predictions (AUC 0.5, CI 0.5-0.5, which includes chance) are "n/a (clean at chance)" and go last."""
     from bench.leaderboard.render_html import render_html
     from bench.leaderboard.render_markdown import render_markdown
+    from bench.leaderboard.robustness_rows import robustness_rows
 
     subjects = split_test_subjects("ad_diagnosis", 12)
     truth = [i % 2 for i in range(12)]
 
-    def robust(encoder, pred, clean, ratio):
+    def robust(encoder, pred, clean, scores, ratio):
         rec = make_record(encoder, "ad_diagnosis", {"clean": {0: pred}}, truth, subjects, protocol="robustness")
-        block = {"splits": {"test": {"clean": clean, "robustness_score": ratio,
+        block = {"splits": {"test": {"clean": clean, "robustness_score": ratio, "score": {"motion": scores},
                                       "mean_relative_drop": {"motion": 1 - ratio}}}}
         return rec.model_copy(update={"robustness": block})
 
-    good = robust("good", [0.9 if t else 0.1 for t in truth], 1.0, 0.90)
-    flat = robust("flat", [0.5] * 12, 0.5, 1.02)
-    rows = _robustness_rows([entry(flat), entry(good)])
+    good = robust("good", [0.9 if t else 0.1 for t in truth], 1.0, {"1": 0.9, "3": 0.8}, 0.85)
+    flat = robust("flat", [0.5] * 12, 0.5, {"1": 0.5, "3": 0.52}, 1.02)
+    rows = robustness_rows([entry(flat), entry(good)])
     assert [(r.encoder, r.clean_at_chance) for r in rows] == [("good", False), ("flat", True)]
-    assert rows[1].clean_ci == (0.5, 0.5) and rows[1].chance == 0.5
+    assert rows[0].robustness_score == pytest.approx(0.70) and rows[0].worst_drop == pytest.approx(0.30)
+    assert rows[0].recorded_score == 0.85                                 # the record's ratio, untouched
+    assert rows[1].robustness_score is None and rows[1].chance == 0.5
     board = build_board([entry(good), entry(flat)], n_boot=200, power_sims=0)
     text = render_markdown(board, tmp_path).read_text()
-    assert "| flat | 0.500 (0.500-0.500) | 1.020 † |" in text
-    assert "| good | 1.000 (1.000-1.000) | 0.900 |" in text
-    assert "† the clean score's 95 % CI includes chance (0.5)" in text
+    assert "| flat | 0.500 (0.500-0.500) | n/a (clean at chance) |" in text
+    assert "| good | 1.000 (1.000-1.000) | 0.700 | motion (30.0 %) |" in text
+    assert "Chance = the metric's chance level (0.5)" in text
     page = render_html(board, tmp_path).read_text()
-    assert "1.020 †" in page and "includes chance (0.5)" in page
+    assert "n/a (clean at chance)" in page and "0.700" in page
+
+
+def test_robustness_chance_for_an_error_is_the_mean_predictor():
+    """MAE has no fixed chance level: it is the error of predicting the test labels' mean (the records
+    hold no training labels). Truth 70..79 -> mean 74.5, mean |t - 74.5| = 2.5."""
+    from bench.leaderboard.robustness_rows import robustness_rows
+
+    rec = age_record("A", [1.0] * 10, protocol="robustness", preds={"clean": {0: [70.0 + i + 1.0 for i in range(10)]}})
+    block = {"splits": {"test": {"clean": 1.0, "robustness_score": 0.9, "score": {"blur": {"1": 1.75}}}}}
+    row = robustness_rows([entry(rec.model_copy(update={"robustness": block}))])[0]
+    assert row.chance == pytest.approx(2.5) and row.chance_source.startswith("mean predictor")
+    # (1.75 - 2.5) / (1.0 - 2.5) = 0.5
+    assert row.robustness_score == pytest.approx(0.5)

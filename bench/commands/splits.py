@@ -84,14 +84,15 @@ def cmd_splits_make(args: argparse.Namespace) -> int:
 
 def add_power_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-power", action="store_true", help="skip the per-task power table")
-    p.add_argument("--power-sims", type=positive_int, default=100,
-                   help="simulated replicates per AUC gap of the power table (default 100)")
+    p.add_argument("--power-sims", type=positive_int, default=None,
+                   help="simulated replicates per AUC gap of the power table (default 400: Monte-Carlo "
+                        "error of the power <= 0.02)")
 
 
 def print_power(args: argparse.Namespace, cohort, split_dir: Path) -> None:
     """Per task of this cohort: test / external counts and the smallest AUC gap the paired
     bootstrap detects at 80 % power on the test split (bench.power states the model)."""
-    from bench.power import task_power
+    from bench.power import N_SIM, task_power
     from bench.runner import split_file
     from bench.tasks import list_tasks
 
@@ -104,12 +105,12 @@ def print_power(args: argparse.Namespace, cohort, split_dir: Path) -> None:
         if not path.is_file():
             continue
         try:
-            p = task_power(spec, cohort, path, n_sim=args.power_sims)
+            p = task_power(spec, cohort, path, n_sim=args.power_sims or N_SIM)
         except MribenchError as e:
             err_console.print(f"note: {name}: {e}", highlight=False)
             continue
         c = p.counts
-        gap = "-" if p.gap is None else ("not found" if p.gap != p.gap else f"{p.gap:.2f}")
+        gap = "-" if p.gap is None else p.summary
         rows.append([name, c.test_examples, c.test_subjects, c.external_examples, c.external_subjects,
                      ", ".join(f"{k}: {v}" for k, v in c.test_classes.items()),
                      gap + (f" ({p.proxy})" if p.proxy and p.gap is not None else "")])

@@ -2,8 +2,8 @@
 
 Data flows one way: :mod:`.verify` checks each record against the repository, :mod:`.entries`
 loads a results folder into verified entries, :mod:`.ranking` turns one table's entries into
-rank groups (paired bootstrap ties), :mod:`.aggregate` summarises across tasks (Borda, mean
-rank, Friedman / Nemenyi), :mod:`.board` holds all of it, :mod:`.plots` draws the figures and
+ranks (all pairs tested, Holm-adjusted, monotone in score), :mod:`.aggregate` summarises across
+tasks (mean rank, Friedman / Nemenyi over the encoders it can measure), :mod:`.board` holds all of it, :mod:`.plots` draws the figures and
 the ``render_*`` modules format the board. :mod:`.api_checks` and :mod:`.submit` are the way a
 new encoder gets onto the board (``bench submit``).
 """

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import MribenchError
-from bench.leaderboard.aggregate import CriticalDifference, OverallRow, critical_difference, overall
+from bench.leaderboard.aggregate import CriticalDifference, OverallRow, critical_difference, overall, roles
 from bench.leaderboard.entries import Entry, Refused, load_entries
-from bench.leaderboard.ranking import ALPHA, Ranked, rank_entries
+from bench.leaderboard.label_efficiency import FractionRow, fraction_rows
+from bench.leaderboard.ranking import ALPHA, Ranked, Replicates, rank_entries
+from bench.leaderboard.robustness_rows import RobustnessRow, robustness_rows
 from bench.leaderboard.sections import (POWER_SIMS, CardRow, CrossCohortRow, SplitPower, card_rows, cross_cohort_rows,
-                                        split_power)
+                                        metric_name, split_power)
 
 
 def protocol_order() -> tuple[str, ...]:
@@ -22,27 +24,6 @@ def protocol_order() -> tuple[str, ...]:
     from bench.protocols import by_order
 
     return tuple(p.name for p in by_order())
-
-
-@dataclass(frozen=True)
-class RobustnessRow:
-    """One encoder's robustness on a task (test split): clean score with its CI, mean score/clean,
-    worst artefact, and the metric's chance level (:attr:`bench.metrics.MetricSpec.chance`)."""
-
-    encoder: str
-    clean: float | None
-    robustness_score: float | None
-    worst: str | None
-    worst_drop: float | None
-    clean_ci: tuple[float | None, float | None] = (None, None)
-    chance: float | None = None
-
-    @property
-    def clean_at_chance(self) -> bool:
-        """The clean score's 95 % CI includes chance: a ratio to it says nothing about robustness
-        (an encoder at chance stays at chance under any artefact, and "scores" about 1)."""
-        low, high = self.clean_ci
-        return self.chance is not None and low is not None and high is not None and low <= self.chance <= high
 
 
 @dataclass
@@ -59,6 +40,10 @@ class TaskTable:
     by_protocol: dict[str, list[Ranked]]
     robustness: list[RobustnessRow] = field(default_factory=list)
     power: SplitPower | None = None     # the test split's size and detectable AUC gap
+    ranking: bool = True                # the spec's ``ranking``: counts in the overall ranking
+    metric_label: str = ""              # the main score named exactly ("3-class macro AUC ...")
+    label_efficiency: list[FractionRow] = field(default_factory=list)  # ``fractions`` below 100 %
+    unranked: dict[str, list[Entry]] = field(default_factory=dict)     # UNRANKED_PROTOCOLS' entries
 
     @property
     def anchor(self) -> str:
@@ -70,7 +55,8 @@ class TaskTable:
 
     @property
     def entries(self) -> list[Entry]:
-        return [r.entry for r in self.rows]
+        """Every entry of the table: the ranked rows' and the unranked protocols'."""
+        return [r.entry for r in self.rows] + [e for p in protocol_order() for e in self.unranked.get(p, [])]
 
 
 @dataclass
@@ -82,6 +68,7 @@ class Overall:
     rows: list[OverallRow]
     cd: CriticalDifference
     left_out: list[str] = field(default_factory=list)   # tasks without headline-protocol entries
+    not_ranking: list[str] = field(default_factory=list)  # tasks whose spec says ranking: false
 
 
 @dataclass
@@ -109,7 +96,7 @@ class Board:
 
     @property
     def protocols(self) -> list[str]:
-        have = {e.protocol for e in self.entries}
+        have = {e.protocol for e in self.entries} | {p for t in self.tables for p in t.unranked}
         return [p for p in protocol_order() if p in have]
 
     @property
@@ -130,24 +117,52 @@ class Board:
         return found[0]
 
 
-def _robustness_rows(entries: list[Entry]) -> list[RobustnessRow]:
-    """Most robust first; encoders whose clean score is at chance after all the others, since
-    their ratio measures nothing."""
-    from bench.metrics import METRICS
+#: Protocols the board shows without ranking them: ``fractions`` at 100 % is the linear probe again
+#: (:mod:`.label_efficiency`), so it is a label-efficiency table instead.
+UNRANKED_PROTOCOLS = ("fractions",)
 
-    rows = []
-    for e in entries:
-        block = (e.record.robustness or {}).get("splits", {}).get("test")
-        if not block:
-            continue
-        drops = {k: v for k, v in block.get("mean_relative_drop", {}).items() if v is not None}
-        worst = max(drops, key=lambda k: (drops[k], k)) if drops else None
-        metric = METRICS.get(e.record.main_score_name)
-        rows.append(RobustnessRow(e.encoder, block.get("clean"), block.get("robustness_score"), worst,
-                                  drops.get(worst) if worst else None, clean_ci=e.ci,
-                                  chance=metric.chance if metric is not None else None))
-    return sorted(rows, key=lambda r: (r.robustness_score is None, r.clean_at_chance, -(r.robustness_score or 0.0),
-                                       r.encoder))
+
+def _power(spec, by_protocol: dict[str, list[Ranked]], entries: list[Entry], n_sim: int, alpha: float):
+    """The split's power at the level the board tests the headline table's pairs: Holm's strictest step,
+    alpha over its number of pairs."""
+    n = sum(1 for r in by_protocol.get(spec.headline, []) if r.rank is not None)
+    return split_power(spec, entries, n_sim, n_pairs=max(1, n * (n - 1) // 2), alpha=alpha)
+
+
+def _task_table(key: tuple[str, int, str], members: list[Entry], reps: Replicates, *, n_boot: int, seed: int,
+                alpha: float, power_sims: int) -> TaskTable:
+    """One task version on one cohort: each protocol ranked (the unranked ones shown their own way)."""
+    from bench.tasks import get_task
+
+    task, version, cohort = key
+    spec = get_task(task)
+    by_protocol: dict[str, list[Ranked]] = {}
+    for protocol in protocol_order():
+        chosen = [e for e in members if e.protocol == protocol]
+        if chosen and protocol not in UNRANKED_PROTOCOLS:
+            by_protocol[protocol] = rank_entries(chosen, n_boot=n_boot, seed=seed, alpha=alpha, reps=reps)
+    first = members[0].record
+    ranked_entries = [r.entry for p in protocol_order() for r in by_protocol.get(p, [])]
+    return TaskTable(task, version, cohort, first.main_score_name, first.higher_is_better, spec.headline,
+                     " ".join(spec.description.split()), by_protocol,
+                     robustness_rows([e for e in members if e.protocol == "robustness"]),
+                     _power(spec, by_protocol, ranked_entries, power_sims, alpha), spec.ranking, metric_name(spec),
+                     fraction_rows([e for e in members if e.protocol == "fractions"]),
+                     {p: [e for e in members if e.protocol == p] for p in UNRANKED_PROTOCOLS
+                      if any(e.protocol == p for e in members)})
+
+
+def _overall(cohort: str, tables: list[TaskTable], alpha: float) -> Overall:
+    """The cohort's summary over its ranking tasks' headline-protocol tables."""
+    from bench.tasks import get_task
+
+    headline = {t.task: t.by_protocol[t.headline_protocol] for t in tables
+                if t.ranking and t.headline_protocol in t.by_protocol}
+    single_scan = {t for t in headline if not get_task(t).is_sequence}
+    who = roles(headline, single_scan)
+    return Overall(cohort, sorted(headline), overall(headline, who), critical_difference(headline, alpha, who),
+                   [t.task for t in tables if t.ranking and t.headline_protocol not in t.by_protocol],
+                   [t.task for t in tables if not t.ranking])
 
 
 def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n_boot: int = 1000,
@@ -157,7 +172,6 @@ def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n
     records (cross-cohort) go to a section of their own, unranked. ``power_sims``: simulated
     replicates per AUC gap of each classification task's power line (0: not simulated)."""
     from bench.protocols import PROTOCOLS
-    from bench.tasks import get_task
 
     transfers, ranked = [], []
     for e in entries:
@@ -165,27 +179,11 @@ def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n
     groups: dict[tuple[str, int, str], list[Entry]] = {}
     for e in ranked:
         groups.setdefault(e.table_key, []).append(e)
-    tables = []
-    for (task, version, cohort), members in sorted(groups.items()):
-        spec = get_task(task)
-        by_protocol: dict[str, list[Ranked]] = {}
-        for protocol in protocol_order():
-            chosen = [e for e in members if e.protocol == protocol]
-            if chosen:
-                by_protocol[protocol] = rank_entries(chosen, n_boot=n_boot, seed=seed, alpha=alpha)
-        first = members[0].record
-        tables.append(TaskTable(task, version, cohort, first.main_score_name, first.higher_is_better,
-                                spec.headline, " ".join(spec.description.split()), by_protocol,
-                                _robustness_rows([e for e in members if e.protocol == "robustness"]),
-                                split_power(spec, [r.entry for p in protocol_order()
-                                                   for r in by_protocol.get(p, [])], power_sims)))
-    summaries = []
-    for cohort in sorted({t.cohort for t in tables}):
-        mine = [t for t in tables if t.cohort == cohort]
-        headline = {t.task: t.by_protocol[t.headline_protocol] for t in mine if t.headline_protocol in t.by_protocol}
-        left_out = [t.task for t in mine if t.headline_protocol not in t.by_protocol]
-        summaries.append(Overall(cohort, sorted(headline), overall(headline), critical_difference(headline, alpha),
-                                 left_out))
+    reps = Replicates(n_boot, seed)
+    tables = [_task_table(key, members, reps, n_boot=n_boot, seed=seed, alpha=alpha, power_sims=power_sims)
+              for key, members in sorted(groups.items())]
+    summaries = [_overall(cohort, [t for t in tables if t.cohort == cohort], alpha)
+                 for cohort in sorted({t.cohort for t in tables})]
     return Board(tables, summaries, list(refused or []), n_boot, seed, alpha, results_label,
                  cross_cohort=cross_cohort_rows(transfers, ranked), cards=card_rows(entries))
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from bench.errors import MribenchError
 from bench.results import ResultRecord
+from bench.stats import Spread
 
 #: The flag prefix the harness writes when evaluated subjects were in the encoder's pretraining data.
 OVERLAP_FLAG = "pretraining_overlap"
@@ -78,13 +79,63 @@ class Entry:
         return (self.encoder, *self.table_key, self.protocol) + (self.transfer or ())
 
     @cached_property
-    def ci(self) -> tuple[float | None, float | None]:
-        """Mean over seeds of the per-seed 95 % bootstrap CI bounds (as ``bench run`` prints them)."""
+    def record_ci(self) -> tuple[float | None, float | None]:
+        """Mean over seeds of the per-seed 95 % bootstrap CI bounds (as ``bench run`` prints them):
+        sampling noise of the test subjects only."""
         name = self.record.main_score_name
         cis = [s.ci.get(name) for s in self.headline_scores]
         lows = [c.low for c in cis if c is not None and c.low is not None]
         highs = [c.high for c in cis if c is not None and c.high is not None]
         return (float(np.mean(lows)) if lows else None, float(np.mean(highs)) if highs else None)
+
+    @cached_property
+    def seed_scores(self) -> list[float]:
+        """The headline main score of each seed."""
+        name = self.record.main_score_name
+        return [float(s.metrics[name]) for s in self.headline_scores
+                if s.metrics.get(name) is not None and np.isfinite(s.metrics[name])]
+
+    @cached_property
+    def seed_sd(self) -> float | None:
+        """SD of the per-seed scores (training noise; 0 where the seeds agree), None with one seed."""
+        from bench.stats import seed_spread
+
+        return seed_spread(self.seed_scores)[0] if len(self.seed_scores) > 1 else None
+
+    @property
+    def seeds_vary(self) -> bool:
+        return bool(self.seed_sd)
+
+    @cached_property
+    def spread(self) -> Spread:
+        """The mean score's variance split into subjects (the mean of the per-seed bootstrap standard
+        errors, squared: every seed reads the same subjects, so their sampling errors move together)
+        and seeds (``s^2 / S``)."""
+        from bench.stats import seed_spread
+
+        name = self.record.main_score_name
+        ses = [c.se for c in (s.ci.get(name) for s in self.headline_scores)
+               if c is not None and getattr(c, "se", None) is not None and np.isfinite(c.se)]
+        _, seed_var, seed_df = seed_spread(self.seed_scores)
+        return Spread(float(np.mean(ses)) ** 2 if ses else 0.0, seed_var, seed_df)
+
+    @cached_property
+    def ci(self) -> tuple[float | None, float | None]:
+        """The displayed 95 % interval. Where the seeds agree (a deterministic head), the record's
+        bootstrap CI over subjects; where they differ (fine-tuning, few-shot draws), the
+        variance-components interval ``score -/+ t * sqrt(SE_subjects^2 + s^2 / S)`` with
+        Welch-Satterthwaite degrees of freedom (:mod:`bench.stats`), so training noise is in it."""
+        from bench.stats import interval
+
+        if not self.seeds_vary or self.score is None:
+            return self.record_ci
+        return interval(self.score, self.spread)
+
+    @property
+    def zero_width(self) -> bool:
+        """The interval has no width: every resample scores the same (e.g. a perfect separation)."""
+        low, high = self.ci
+        return low is not None and high is not None and high - low <= 0
 
     @cached_property
     def n_test_subjects(self) -> int | None:

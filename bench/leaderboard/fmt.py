@@ -38,52 +38,77 @@ def num_with_ci(value: float | None, low: float | None, high: float | None, digi
     return f"{value:.{digits}f}" + (f" ({ci(low, high, digits)})" if low is not None and high is not None else "")
 
 
-#: The mark of a robustness score whose clean score is at chance (explained by :func:`chance_note`).
-CHANCE_MARK = "†"
-
-
 def robustness_score(row) -> str:
-    """A robustness row's mean score / clean, marked when its clean score is at chance."""
-    return num(row.robustness_score) + (f" {CHANCE_MARK}" if row.clean_at_chance else "")
+    """A robustness row's chance-corrected ratio, or why there is none."""
+    if row.robustness_score is None:
+        return "n/a (clean at chance)" if row.clean_at_chance else "-"
+    return num(row.robustness_score)
 
 
 def chance_note(rows) -> str | None:
-    """The footnote under a robustness table that marks a row (:func:`robustness_score`), else None."""
-    marked = next((r for r in rows if r.clean_at_chance), None)
-    if marked is None:
+    """The sentence under a robustness table: what chance is and what "n/a" means; None without rows."""
+    if not rows:
         return None
-    return (f"{CHANCE_MARK} the clean score's 95 % CI includes chance ({marked.chance:g}): the encoder is at "
-            "chance with or without artefacts, so its ratio to clean says nothing about robustness; listed last.")
+    first = rows[0]
+    level = "-" if first.chance is None else f"{first.chance:.3g}"
+    source = ("the error of predicting the test labels' mean" if first.chance_source.startswith("mean")
+              else "the metric's chance level")
+    return (f"Chance-corrected: (score - chance) / (clean - chance), averaged over every artefact and severity; "
+            f"1 = unaffected, 0 = down to chance. Chance = {source} ({level}). n/a: the clean score's 95 % "
+            "interval includes chance, so there is no margin whose survival could be measured.")
+
+
+def interval_text(entry, digits: int = 3) -> str:
+    """An entry's interval as a cell shows it: ``low-high``, or "no variation" when it has no width
+    (every resample scores the same, e.g. a perfect separation), or "CI n/a"."""
+    low, high = entry.ci
+    if low is None or high is None:
+        return "CI n/a"
+    if entry.zero_width:
+        return f"no variation: every resample scores {low:.{digits}f}"
+    return ci(low, high, digits)
 
 
 def entry_score(entry, digits: int = 3) -> str:
-    """An entry's ``score (low-high)`` for a table cell; the score alone when it has no CI, ``-``
-    when there is no entry or no score."""
-    return "-" if entry is None else num_with_ci(entry.score, *entry.ci, digits)
+    """An entry's ``score (interval)`` for a table cell; ``-`` when there is no entry or no score."""
+    if entry is None or entry.score is None:
+        return "-"
+    low, high = entry.ci
+    if low is None or high is None:
+        return f"{entry.score:.{digits}f}"
+    return f"{entry.score:.{digits}f} ({interval_text(entry, digits)})"
 
 
 def score_with_ci(r: Ranked, digits: int = 3) -> str:
-    e = r.entry
-    if e.score is None:
-        return "-"
-    low, high = e.ci
-    return f"{e.score:.{digits}f} ({ci(low, high, digits)})"
+    """A ranked row's score cell; "n/a (...)" for an entry the task does not apply to."""
+    if r.status:
+        return r.status
+    return entry_score(r.entry, digits)
 
 
-def p_value(p: float | None, n_boot: int) -> str:
-    """``= p`` or ``< floor``: a bootstrap p-value is floored at the resolution the replicates allow."""
+def seeds(entry) -> str:
+    """What the seeds did: ``3, SD 1.37`` where they changed the fit (training noise is in the
+    interval), ``3 identical`` where a deterministic head gave the same fit three times."""
+    n = entry.seeds
+    if n <= 1:
+        return str(n)
+    return f"{n}, SD {entry.seed_sd:.3g}" if entry.seeds_vary else f"{n} identical"
+
+
+def p_value(p: float | None) -> str:
+    """``= p`` to two significant digits, ``< 0.001`` below that (a Wald p-value is continuous; its
+    precision is the bootstrap SE's, not worth more digits)."""
     if p is None:
         return "-"
-    floor = 2.0 / n_boot
-    return f"< {floor:.2g}" if p < floor else f"= {p:.2g}"
+    return "< 0.001" if p < 0.001 else f"= {p:.2g}"
 
 
-def comparison(c: Comparison | None, n_boot: int) -> str:
-    """How an entry compares with the best one: the paired p-value, or which fallback decided."""
+def comparison(c: Comparison | None) -> str:
+    """How an entry compares with the best one: the Holm-adjusted paired p-value, or the fallback."""
     if c is None:
         return "best"
     if c.method == "paired_bootstrap":
-        return f"p {p_value(c.p_value, n_boot)}"
+        return f"p {p_value(c.p_adjusted)}"
     if c.method == "ci_overlap":
         return "CIs apart" if c.separable else "CIs overlap"
     return "untestable"
@@ -104,13 +129,30 @@ def drop(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:+.{digits}f}"
 
 
+def drop_with_ci(value: float | None, interval: tuple[float, float] | None, digits: int = 3) -> str:
+    """A cross-cohort drop with its sign and its 95 % interval."""
+    if value is None:
+        return "-"
+    return drop(value, digits) + ("" if interval is None else f" ({interval[0]:+.{digits}f} to {interval[1]:+.{digits}f})")
+
+
 def rank(r: Ranked) -> str:
     return "-" if r.rank is None else str(r.rank)
 
 
-def short_flags(r: Ranked) -> str:
+def held_rank(r) -> str | None:
+    """Where more entries beat an entry (after Holm) than its rank says: its rank was held by a
+    worse-scoring entry that nothing separates from the top (monotone ranks), so say how many."""
+    beaten, rank = getattr(r, "beaten_by", ()), getattr(r, "rank", None)
+    if rank is None or len(beaten) < rank:
+        return None
+    return f"beaten by {len(beaten)} after Holm (rank held by a worse-scoring entry)"
+
+
+def short_flags(r) -> str:
     flags = (["pretraining overlap"] if r.entry.overlap else []) + \
-        ([f"submitted ({md(r.entry.submitted)})"] if r.entry.submitted else [])
+        ([f"submitted ({md(r.entry.submitted)})"] if r.entry.submitted else []) + \
+        [f for f in [held_rank(r)] if f]
     return ", ".join(flags)
 
 

@@ -98,19 +98,19 @@ def _figure(width: float, height: float):
 
 def label_efficiency(table: TaskTable, palette: dict[str, str]):
     """Score vs % of training subjects, CI bands, one line per encoder (fractions protocol)."""
-    rows = table.by_protocol.get("fractions", [])
-    if not rows:
+    entries = table.unranked.get("fractions", [])
+    if not entries:
         return None
     fig = _figure(5.2, 3.4)
     ax = fig.add_subplot()
-    for r in sorted(rows, key=lambda r: r.entry.encoder):
-        pts = _series(r.entry, _param("fractions", "fraction"))
+    for e in sorted(entries, key=lambda e: e.encoder):
+        pts = _series(e, _param("fractions", "fraction"))
         if not pts:
             continue
         x = np.array([100 * p[0] for p in pts])
         y = np.array([p[1] for p in pts])
-        colour = palette[r.entry.encoder]
-        ax.plot(x, y, marker="o", color=colour, label=r.entry.encoder)
+        colour = palette[e.encoder]
+        ax.plot(x, y, marker="o", color=colour, label=e.encoder)
         if all(p[2] is not None and p[3] is not None for p in pts):
             ax.fill_between(x, [p[2] for p in pts], [p[3] for p in pts], color=colour, alpha=0.15, linewidth=0)
     ax.set_xscale("log")
@@ -267,7 +267,7 @@ def write_plots(board: Board, out_dir: str | Path) -> list[Plot]:
                 continue
             stem = _slug(f"{kind}-{table.task}" + (f"-{table.cohort}" if several else ""))
             png, svg = _save(fig, out, stem)
-            encoders = ", ".join(sorted({r.entry.encoder for r in table.by_protocol.get(protocol, [])}))
+            encoders = ", ".join(sorted({e.encoder for e in table.entries if e.protocol == protocol}))
             plots.append(Plot(kind, f"{table.task}: {words}", table.task, table.cohort, protocol, png, svg,
                               f"{words} of {encoders} on {table.task} ({table.cohort})"))
     for summary in board.overall:
@@ -278,5 +278,6 @@ def write_plots(board: Board, out_dir: str | Path) -> list[Plot]:
         png, svg = _save(fig, out, stem)
         plots.append(Plot("critical_difference", f"critical difference ({summary.cohort})", None,
                           summary.cohort, None, png, svg,
-                          f"mean ranks and Nemenyi critical difference over {len(summary.tasks)} tasks"))
+                          f"mean ranks and Nemenyi critical difference of {len(summary.cd.encoders)} encoders over "
+                          f"{summary.cd.n_tasks} tasks"))
     return plots

@@ -1,69 +1,73 @@
-"""Ranks with ties: rank groups from a paired bootstrap over the same test subjects.
+"""Ranks that follow the scores: all pairs of a table tested, Holm-adjusted, made monotone.
 
-A difference of 0.01 AUC on 20 test subjects is noise, so the board does not give the two
-encoders different ranks unless the data separate them. The rule, applied within one table
-(same task version, cohort and protocol):
+A difference of 0.01 AUC on 20 test subjects is noise, so the board gives two encoders
+different ranks only where the data separate them, and it says how sure it is after counting
+every comparison it made. The rule, within one table (same task version, cohort and protocol):
 
-1. Order the entries by their main score, best first (ties in the point score by encoder name,
-   so the order is deterministic); entries without a score go last, unranked.
-2. The best entry not yet grouped is the **leader** of a new rank group. Every other ungrouped
-   entry joins the leader's group unless it is **separable** from the leader.
-3. Repeat 2 with the remaining entries. A group's rank is 1 + the number of entries in better
-   groups (competition ranking: two entries tied for first are both 1, the next is 3).
-
-**Separable** means: with both entries' per-subject test predictions at the headline setting
-aligned on the same examples, ``B = n_boot`` bootstrap replicates resample *subjects* (all of a
-subject's examples together) with one set of draws shared by the two entries
-(``numpy.random.default_rng(seed)``), each entry's score on a replicate is its metric averaged
-over its seeds, and delta* = score(leader) - score(other), signed so that positive favours the
-leader. The two-sided p-value is ``min(1, 2 * min(P(delta* <= 0), P(delta* >= 0)))`` (as
-:func:`bench.metrics.paired_bootstrap`), replicates where the metric is undefined are dropped,
-and the entry is separable when ``p < alpha`` (0.05) and the point difference favours the
-leader. When the two entries have no predictions on the same examples (``--no-predictions``,
-another cohort's subjects) the paired test is impossible and the rule falls back to the
-conservative CI check: separable only if the two 95 % CIs do not overlap; an entry with neither
-predictions nor a CI cannot be separated and joins the group.
-
-Only the leader is tested against, so groups do not chain: C may be inseparable from B and
-still land in a worse group than B when it is separable from B's leader A.
+1. Order the entries by main score, best first (ties by encoder name); entries without a score,
+   and entries whose predictions are constant over the task's examples ("n/a": the task does not
+   apply to them), are listed last and not ranked.
+2. **Every pair** of ranked entries is tested (:func:`compare`). With both entries' per-seed test
+   predictions at the headline setting aligned on the same examples, ``B = n_boot`` bootstrap
+   replicates resample *subjects* (a subject's examples together) with one set of draws shared by
+   the table; each replicate's score is the entry's metric averaged over its seeds. The difference
+   of the two point scores is tested with a Wald test: its variance is the replicates' variance
+   of the difference (subjects) plus each entry's seed variance ``s^2 / S`` (training noise, 0 where
+   the seeds agree), referred to Student's t with Welch-Satterthwaite degrees of freedom
+   (:mod:`bench.stats`). Entries without shared predictions fall back to their 95 % intervals
+   (separated only if they do not overlap) and are not part of the Holm family; with neither,
+   the pair is untestable and not separated.
+3. The p-values of all tested pairs of the table are **Holm-adjusted** together; a pair is
+   separated when its adjusted p < alpha (0.05) and the point difference favours the better entry.
+4. An entry's rank is 1 + the number of entries separated above it, then made monotone in score
+   from the bottom up (an entry never ranks below a worse-scoring one): rank ``r`` says at least
+   ``r - 1`` entries beat it after Holm, and equal ranks share a rank group.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import combinations
 from typing import Literal
 
 import numpy as np
 
 from bench.leaderboard.entries import Entry
+from bench.stats import Spread, holm, wald_p
 
-#: Significance level of the tie test.
+#: Significance level of the tie test, after Holm's adjustment within the table.
 ALPHA = 0.05
+
+Method = Literal["paired_bootstrap", "ci_overlap", "untestable"]
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """How an entry was compared with its group's leader."""
+    """One entry against a better-scoring one (``against``): the test and its verdict."""
 
-    leader: str
-    method: Literal["paired_bootstrap", "ci_overlap", "untestable"]
-    delta: float | None          # leader - entry, positive favours the leader
-    p_value: float | None        # paired bootstrap only
+    against: str
+    method: Method
+    delta: float | None          # against - entry, positive favours ``against``
+    p_value: float | None        # paired test, unadjusted
+    p_adjusted: float | None     # Holm within the table
     separable: bool
     n_subjects: int | None = None
+    seed_noise: bool = False     # training noise (seed variance) entered the test
 
 
 @dataclass(frozen=True)
 class Ranked:
-    """An entry with its rank (competition rank of its group), group number and comparison."""
+    """An entry with its rank, rank group, and its comparison with the table's best entry."""
 
     entry: Entry
     rank: int | None
     group: int | None
-    comparison: Comparison | None   # with its group's leader; None for a leader and for unranked entries
-    vs_best: Comparison | None = None  # with the best entry (the first group's leader), for display
+    vs_best: Comparison | None = None   # None for the best entry and for unranked ones
+    beaten_by: tuple[str, ...] = ()     # entries separated above it after Holm
+    status: str = ""                    # why an entry is not ranked ("n/a (constant predictions)")
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,15 @@ def aligned_predictions(entry: Entry) -> _Aligned | None:
     return _Aligned(ids, subjects, y_true, preds)
 
 
+def constant_predictions(entry: Entry) -> bool:
+    """Every seed predicts the same value for every test example: the task does not apply to the
+    encoder (a ranking metric of a constant is chance by construction, not a finding)."""
+    al = aligned_predictions(entry)
+    if al is None or len(al.example_ids) < 2:
+        return False
+    return all(np.ptp(pred.reshape(len(pred), -1), axis=0).max() == 0 for pred in al.preds)
+
+
 def _metric_params(entry: Entry) -> dict | None:
     """The keyword arguments the task gives its main metric (a survival horizon is Uno's tau), so the
     paired test scores what the records scored; None when the task is not here at that version."""
@@ -128,70 +141,117 @@ def _task_metric_params(task: str, version: int, metric: str) -> dict | None:
     return spec.target.metric_params(spec).get(metric) if spec.version == version else None
 
 
-def paired_delta(leader: Entry, other: Entry, *, n_boot: int, seed: int) -> tuple[np.ndarray, int] | None:
-    """Bootstrap replicates of score(leader) - score(other) (positive favours the leader), and the
-    number of subjects resampled; None when the two were not scored on the same examples."""
-    from bench.metrics import boot_scores, replicates, subject_index
+@dataclass
+class Replicates:
+    """Bootstrap replicates of each entry's seed-mean score, one set of subject draws per set of
+    examples, computed once per entry (a table of n entries costs n metric passes, not n^2)."""
 
-    a, b = aligned_predictions(leader), aligned_predictions(other)
-    if a is None or b is None or a.example_ids != b.example_ids or not np.array_equal(a.y_true, b.y_true):
+    n_boot: int = 1000
+    seed: int = 0
+    _draws: dict[tuple, tuple] = field(default_factory=dict)
+    _scores: dict[int, tuple[tuple[str, ...], np.ndarray] | None] = field(default_factory=dict)
+
+    def of(self, entry: Entry) -> tuple[tuple[str, ...], np.ndarray, int] | None:
+        """(example ids, seed-mean score per replicate (NaN where undefined), n subjects), or None
+        when the entry kept no usable predictions."""
+        from bench.metrics import boot_scores, replicates, subject_index
+
+        key = id(entry)
+        if key not in self._scores:
+            al = aligned_predictions(entry)
+            if al is None:
+                self._scores[key] = None
+            else:
+                ids_key = (al.example_ids, al.y_true.shape, al.y_true.tobytes())
+                if ids_key not in self._draws:
+                    members = subject_index(al.subjects, len(al.example_ids))
+                    self._draws[ids_key] = (members, replicates(len(members), self.n_boot, self.seed))
+                members, draws = self._draws[ids_key]
+                metric = entry.record.main_score_name
+                per_seed = np.stack([boot_scores(metric, al.y_true, pred, draws, members, _metric_params(entry))
+                                     for pred in al.preds])
+                self._scores[key] = (ids_key, per_seed.mean(axis=0))  # NaN in any seed -> NaN
+        found = self._scores[key]
+        if found is None:
+            return None
+        ids_key, scores = found
+        return ids_key, scores, len(self._draws[ids_key][0])
+
+
+def paired_spread(better: Entry, other: Entry, reps: Replicates) -> tuple[float, Spread, int] | None:
+    """(point difference favouring ``better``, its spread, n subjects) for two entries scored on the
+    same examples with the same labels; None otherwise (or when no replicate is defined)."""
+    a, b = reps.of(better), reps.of(other)
+    if a is None or b is None or a[0] != b[0] or better.score is None or other.score is None:
         return None
-    metric = leader.record.main_score_name
-    params = _metric_params(leader)
-    members = subject_index(a.subjects, len(a.example_ids))
-    draws = replicates(len(members), n_boot, seed)
-
-    def replicate_scores(al: _Aligned) -> np.ndarray:
-        per_seed = np.stack([boot_scores(metric, al.y_true, pred, draws, members, params) for pred in al.preds])
-        return per_seed.mean(axis=0)  # NaN in any seed -> NaN -> the replicate is dropped
-
-    delta = _oriented(replicate_scores(a), replicate_scores(b), leader.record.higher_is_better)
-    return delta[np.isfinite(delta)], len(members)
+    hib = better.record.higher_is_better
+    delta = _oriented(a[1], b[1], hib)
+    delta = delta[np.isfinite(delta)]
+    if len(delta) < 2:
+        return None
+    seeds = better.spread + other.spread
+    spread = Spread(float(np.var(delta, ddof=1)), seeds.seed_var, seeds.seed_df)
+    return _oriented(better.score, other.score, hib), spread, a[2]
 
 
-def compare(leader: Entry, other: Entry, *, n_boot: int = 1000, seed: int = 0, alpha: float = ALPHA) -> Comparison:
-    """Is ``other`` separable from ``leader``? (the rule in the module docstring)."""
-    hib = leader.record.higher_is_better
-    point = None if other.score is None or leader.score is None else _oriented(leader.score, other.score, hib)
-    paired = paired_delta(leader, other, n_boot=n_boot, seed=seed)
-    if paired is not None and len(paired[0]):
-        delta, n = paired
-        p = float(min(1.0, 2 * min(np.mean(delta <= 0), np.mean(delta >= 0))))
-        return Comparison(leader.encoder, "paired_bootstrap", point, p,
-                          bool(p < alpha and point is not None and point > 0), n)
-    (lo_a, hi_a), (lo_b, hi_b) = leader.ci, other.ci
+def compare(better: Entry, other: Entry, *, n_boot: int = 1000, seed: int = 0, alpha: float = ALPHA,
+            reps: Replicates | None = None) -> Comparison:
+    """``other`` against ``better`` on their own (unadjusted: ``p_adjusted`` is the raw p-value and
+    ``separable`` compares it with ``alpha``); :func:`rank_entries` adjusts a table's family."""
+    reps = reps or Replicates(n_boot, seed)
+    point = None if other.score is None or better.score is None else \
+        _oriented(better.score, other.score, better.record.higher_is_better)
+    paired = paired_spread(better, other, reps)
+    if paired is not None:
+        delta, spread, n = paired
+        p = wald_p(delta, spread)
+        return Comparison(better.encoder, "paired_bootstrap", delta, p, p,
+                          bool(p < alpha and delta > 0), n, spread.seed_var > 0)
+    (lo_a, hi_a), (lo_b, hi_b) = better.ci, other.ci
     if None in (lo_a, hi_a, lo_b, hi_b):
-        return Comparison(leader.encoder, "untestable", point, None, False)
-    apart = hi_b < lo_a if hib else lo_b > hi_a
-    return Comparison(leader.encoder, "ci_overlap", point, None, bool(apart))
+        return Comparison(better.encoder, "untestable", point, None, None, False)
+    apart = hi_b < lo_a if better.record.higher_is_better else lo_b > hi_a
+    return Comparison(better.encoder, "ci_overlap", point, None, None, bool(apart))
 
 
-def rank_entries(entries: list[Entry], *, n_boot: int = 1000, seed: int = 0, alpha: float = ALPHA) -> list[Ranked]:
-    """Rank groups of one table's entries (same task version, cohort, protocol), best first."""
+def _adjusted(pairs: dict[tuple[int, int], Comparison], alpha: float) -> dict[tuple[int, int], Comparison]:
+    """The table's family of paired tests, Holm-adjusted together; fallbacks keep their verdict."""
+    keys = [k for k, c in pairs.items() if c.p_value is not None]
+    adjusted = holm([pairs[k].p_value for k in keys])
+    out = dict(pairs)
+    for k, p_adj in zip(keys, adjusted):
+        c = pairs[k]
+        out[k] = Comparison(c.against, c.method, c.delta, c.p_value, p_adj,
+                            bool(p_adj is not None and p_adj < alpha and c.delta is not None and c.delta > 0),
+                            c.n_subjects, c.seed_noise)
+    return out
+
+
+def _monotone_ranks(raw: list[int]) -> list[int]:
+    """Raw ranks in score order (best first), each lowered to the best raw rank at or below it, so
+    no entry ranks below a worse-scoring one."""
+    out, running = [0] * len(raw), math.inf
+    for i in range(len(raw) - 1, -1, -1):
+        running = min(running, raw[i])
+        out[i] = int(running)
+    return out
+
+
+def rank_entries(entries: list[Entry], *, n_boot: int = 1000, seed: int = 0, alpha: float = ALPHA,
+                 reps: Replicates | None = None) -> list[Ranked]:
+    """Ranks of one table's entries (same task version, cohort, protocol), best first (module rule)."""
     keys = {(e.table_key, e.protocol) for e in entries}
     if len(keys) > 1:
         raise ValueError(f"rank_entries needs one task/cohort/protocol, got {sorted(keys)}")
+    reps = reps or Replicates(n_boot, seed)
     ordered = sorted(entries, key=sort_key)
-    scored = [e for e in ordered if e.score is not None]
-    out: list[Ranked] = []
-    remaining = list(scored)
-    vs_best: dict[int, Comparison] = {}
-    group = 0
-    while remaining:
-        group += 1
-        leader, rest = remaining[0], remaining[1:]
-        rank = len(out) + 1
-        members = [Ranked(leader, rank, group, None, vs_best.get(id(leader)))]
-        left = []
-        for other in rest:
-            c = compare(leader, other, n_boot=n_boot, seed=seed, alpha=alpha)
-            if group == 1:
-                vs_best[id(other)] = c
-            if c.separable:
-                left.append(other)
-            else:
-                members.append(Ranked(other, rank, group, c, vs_best.get(id(other))))
-        out += members
-        remaining = left
-    out += [Ranked(e, None, None, None) for e in ordered if e.score is None]
-    return out
+    constant = {id(e) for e in ordered if e.score is not None and constant_predictions(e)}
+    ranked = [e for e in ordered if e.score is not None and id(e) not in constant]
+    pairs = _adjusted({(i, j): compare(ranked[i], ranked[j], n_boot=n_boot, seed=seed, alpha=alpha, reps=reps)
+                       for i, j in combinations(range(len(ranked)), 2)}, alpha)
+    beaten = [tuple(ranked[i].encoder for i in range(j) if pairs[(i, j)].separable) for j in range(len(ranked))]
+    ranks = _monotone_ranks([1 + len(b) for b in beaten])
+    groups = {r: g for g, r in enumerate(sorted(set(ranks)), start=1)}
+    out = [Ranked(e, ranks[j], groups[ranks[j]], pairs.get((0, j)), beaten[j]) for j, e in enumerate(ranked)]
+    out += [Ranked(e, None, None, status="n/a (constant predictions)") for e in ordered if id(e) in constant]
+    return out + [Ranked(e, None, None) for e in ordered if e.score is None]

@@ -1,6 +1,8 @@
 """``leaderboard/results.csv``: one row per verified entry, every number the tables show, unrounded.
 
-``section`` tells the ranked tables' rows (``task``) from the cross-cohort transfers
+``p_vs_best`` is Holm-adjusted within the table (``p_vs_best_unadjusted`` beside it); ``ci_low`` /
+``ci_high`` are the displayed interval (seed noise included where the seeds differ, ``seed_sd``).
+``section`` tells the ranked tables' rows (``task``) from the unranked ``fractions`` rows and the cross-cohort transfers
 (``cross_cohort``: unranked, with ``train_side`` / ``test_side``, the split the score is read on,
 the in-distribution linear-probe score and the drop; empty in ``task`` rows).
 
@@ -18,8 +20,8 @@ from bench.leaderboard.board import Board
 
 COLUMNS = ("cohort", "task", "task_version", "protocol", "encoder", "metric", "higher_is_better", "main_score",
            "ci_low", "ci_high", "n_test_subjects", "n_seeds", "rank", "rank_group", "tie_test", "p_vs_best",
-           "pretraining_overlap", "submitted", "split_sha256", "task_spec_sha256", "record", "section",
-           "train_side", "test_side", "scored_split", "in_distribution_score", "drop")
+           "p_vs_best_unadjusted", "beaten_by", "seed_sd", "status", "pretraining_overlap", "submitted", "split_sha256", "task_spec_sha256", "record", "section",
+           "train_side", "test_side", "scored_split", "in_distribution_score", "drop", "drop_ci_low", "drop_ci_high")
 
 
 def _entry_cells(e) -> dict[str, object]:
@@ -29,7 +31,7 @@ def _entry_cells(e) -> dict[str, object]:
     return {"cohort": e.cohort, "task": e.task, "task_version": e.record.task_version,
             "protocol": e.protocol, "encoder": e.encoder, "metric": e.record.main_score_name,
             "higher_is_better": e.record.higher_is_better, "main_score": e.score, "ci_low": low,
-            "ci_high": high, "n_test_subjects": e.n_test_subjects, "n_seeds": e.seeds,
+            "ci_high": high, "n_test_subjects": e.n_test_subjects, "n_seeds": e.seeds, "seed_sd": e.seed_sd,
             "pretraining_overlap": bool(e.overlap), "submitted": e.submitted,
             "split_sha256": prov.split_sha256, "task_spec_sha256": prov.task_spec_sha256, "record": e.source}
 
@@ -42,11 +44,18 @@ def csv_rows(board: Board) -> list[dict[str, object]]:
             vs = r.vs_best
             rows.append(_entry_cells(r.entry) | {
                 "rank": r.rank, "rank_group": r.group, "tie_test": "" if vs is None else vs.method,
-                "p_vs_best": None if vs is None else vs.p_value, "section": "task"})
+                "p_vs_best": None if vs is None else vs.p_adjusted,
+                "p_vs_best_unadjusted": None if vs is None else vs.p_value,
+                "beaten_by": " ".join(r.beaten_by), "status": r.status, "section": "task"})
+        for protocol, entries in table.unranked.items():   # fractions: shown as label efficiency, not ranked
+            rows += [_entry_cells(e) | {"status": "not ranked (label efficiency)", "section": protocol}
+                     for e in entries]
     for t in board.cross_cohort:
         rows.append(_entry_cells(t.entry) | {
             "section": "cross_cohort", "train_side": t.train, "test_side": t.test, "scored_split": t.split,
-            "in_distribution_score": None if t.in_distribution is None else t.in_distribution.score, "drop": t.drop})
+            "in_distribution_score": None if t.in_distribution is None else t.in_distribution.score, "drop": t.drop,
+            "drop_ci_low": None if t.drop_ci is None else t.drop_ci[0],
+            "drop_ci_high": None if t.drop_ci is None else t.drop_ci[1]})
     # text from records cannot start a spreadsheet formula; numbers stay numbers (fmt.csv_cell)
     return [{k: ("" if row.get(k) is None else fmt.csv_cell(row[k])) for k in COLUMNS} for row in rows]
 

@@ -17,8 +17,10 @@ from pathlib import Path
 from bench.leaderboard import fmt
 from bench.leaderboard.board import Board, Overall, TaskTable
 from bench.leaderboard.plots import Plot
-from bench.leaderboard.render_markdown import (CARD_HEADER, CROSS_COHORT_TITLE, card_cells, cd_text, method_notes,
-                                               power_text, transfer_groups, transfer_intro)
+from bench.leaderboard.render_markdown import (CARD_HEADER, CROSS_COHORT_TITLE, LABEL_EFFICIENCY_INTRO, ROBUSTNESS_INTRO,
+                                               card_cells, cd_text, fraction_cells, method_notes, overall_intro,
+                                               rank_rule, task_heading_text, transfer_groups, transfer_intro)
+from bench.leaderboard.sections import power_text
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
@@ -178,74 +180,83 @@ def _figure(plot: Plot, out_dir: Path) -> str:
 
 
 def _overall(summary: Overall, board: Board, out_dir: Path, several: bool) -> str:
-    head = "".join([_th("encoder"), _th("Borda", "num"), _th("mean rank", "num"), _th("tasks", "num")]
-                   + [_th(t, "num") for t in summary.tasks])
+    head = "".join([_th("encoder"), _th("mean rank", "num"), _th("tasks", "num")] + [_th(t, "num") for t in summary.tasks])
     body = []
     for r in summary.rows:
-        cells = [f"<td>{_e(r.encoder)}</td>", _num_td("-" if r.borda is None else str(r.borda), r.borda),
-                 _num_td(fmt.num(r.mean_rank, 2), r.mean_rank), _num_td(str(r.n_tasks), r.n_tasks)]
+        role = f' <span class="flag">{_e(r.role)}</span>' if r.role else ""
+        cells = [f"<td>{_e(r.encoder)}{role}</td>", _num_td(fmt.num(r.mean_rank, 2), r.mean_rank),
+                 _num_td(f"{r.n_tasks}/{len(summary.tasks)}", r.n_tasks)]
         cells += [f'<td class="num" data-task="{_e(t)}"' + ("" if r.ranks[t] is None else f' data-sort="{r.ranks[t]}"')
                   + f'>{"-" if r.ranks[t] is None else r.ranks[t]}</td>' for t in summary.tasks]
         body.append(f"<tr>{''.join(cells)}</tr>")
     figs = "".join(_figure(p, out_dir) for p in board.plots
                    if p.kind == "critical_difference" and p.cohort == summary.cohort)
-    left = (f" Left out (no headline-protocol records): {_e(', '.join(summary.left_out))}."
-            if summary.left_out else "")
     return (f'<section class="overall" id="overall-{_e(summary.cohort)}"><h2>Overall'
             + (f' <span class="version">{_e(summary.cohort)}</span>' if several else "") + "</h2>"
-            f'<p class="desc">Borda count and mean rank over {len(summary.tasks)} task(s) under each task\'s '
-            f"headline protocol, cohort <code>{_e(summary.cohort)}</code>.{left}</p>"
+            f'<p class="desc">{_inline_markdown(overall_intro(summary))}</p>'
             f'<table class="sortable overall"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-            f'<p class="cd"><strong>Critical difference.</strong> {_e(cd_text(summary, name=str))}</p>'
+            f'<p class="cd"><strong>Overall test.</strong> {_e(cd_text(summary, name=str))}</p>'
             + (f'<div class="plots">{figs}</div>' if figs else "") + "</section>")
 
 
-def _task(table: TaskTable, board: Board, out_dir: Path) -> str:
-    direction = "higher" if table.higher_is_better else "lower"
-    head = "".join([_th("rank", "num"), _th("encoder"), _th("protocol"), _th(f"{table.metric} (95 % CI)", "num"),
-                    _th("vs best", "num"), _th("n test", "num"), _th("task"), _th("split"), _th("flags")])
-    body = []
-    for r in table.rows:
-        e = r.entry
-        low, high = e.ci
-        score = ("-" if e.score is None else
-                 f'{e.score:.3f} <span class="ci">({_e(fmt.ci(low, high))})</span>')
-        flag = (f'<span class="flag" title="{_e(e.overlap)}">pretraining overlap</span>' if e.overlap else "")
-        if e.submitted:
-            flag += f'<span class="flag" title="bench submit bundle {_e(e.submitted)}">submitted</span>'
-
-        group = f"entry group-{r.group}" if r.group else "entry"
-        body.append(
-            f'<tr class="{group}" data-protocol="{_e(e.protocol)}" data-encoder="{_e(e.encoder)}">'
+def _entry_row(r, board: Board) -> str:
+    e = r.entry
+    score = "-" if e.score is None else (_e(r.status) if r.status else
+                                         f'{e.score:.3f} <span class="ci">({_e(fmt.interval_text(e))})</span>')
+    flag = (f'<span class="flag" title="{_e(e.overlap)}">pretraining overlap</span>' if e.overlap else "")
+    if e.submitted:
+        flag += f'<span class="flag" title="bench submit bundle {_e(e.submitted)}">submitted</span>'
+    held = fmt.held_rank(r)
+    if held:
+        flag += f'<span class="flag" title="{_e(", ".join(r.beaten_by))}">{_e(held)}</span>'
+    group = f"entry group-{r.group}" if r.group else "entry"
+    p = None if r.vs_best is None else r.vs_best.p_adjusted
+    return (f'<tr class="{group}" data-protocol="{_e(e.protocol)}" data-encoder="{_e(e.encoder)}">'
             + _num_td(fmt.rank(r), r.rank, " rank")
             + f"<td>{_e(e.encoder)}</td><td>{_e(fmt.protocol_label(e.protocol))}</td>"
             + _num_td(score, e.score)
-            + f'<td data-sort="{"" if r.vs_best is None or r.vs_best.p_value is None else r.vs_best.p_value}">'
-              f"{_e(fmt.comparison(r.vs_best, board.n_boot))}</td>"
+            + f'<td data-sort="{"" if p is None else p}">{_e("-" if r.status else fmt.comparison(r.vs_best))}</td>'
+            + f"<td>{_e(fmt.seeds(e))}</td>"
             + _num_td("-" if e.n_test_subjects is None else str(e.n_test_subjects), e.n_test_subjects)
             + f'<td>v{e.record.task_version}</td><td class="hash" title="{_e(e.record.provenance.split_sha256)}">'
               f"{_e(e.split_sha_short)}</td><td>{flag}</td></tr>")
+
+
+def _plain_table(css: str, header: list[str], rows: list[list[str]], protocol: str, entries: bool = False) -> str:
+    """A sortable table of already-plain cells (escaped here), the encoder first; ``entries``: each row
+    is a record of the board (counted by the filters' "entries shown")."""
+    head = "".join(_th(h, "text" if i == 0 else "num") for i, h in enumerate(header))
+    cls = ' class="entry"' if entries else ""
+    body = "".join(f'<tr{cls} data-protocol="{_e(protocol)}" data-encoder="{_e(c[0])}"><td>{_e(c[0])}</td>'
+                   + "".join(f'<td class="num">{_e(v)}</td>' for v in c[1:]) + "</tr>" for c in rows)
+    return f'<table class="sortable {css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _robustness(table: TaskTable) -> str:
+    rows = [[r.encoder, fmt.num_with_ci(r.clean, *r.clean_ci), fmt.robustness_score(r),
+             "-" if r.worst is None else f"{r.worst} ({100 * r.worst_drop:.1f} % drop)"] for r in table.robustness]
+    header = ["encoder", f"clean {table.metric} (95 % interval)", "robustness (chance-corrected)", "worst artefact"]
+    return (f'<div class="protocol-block"><h3 class="note">{_e(ROBUSTNESS_INTRO)}</h3>'
+            + _plain_table("robustness", header, rows, "robustness")
+            + f'<p class="note">{_e(fmt.chance_note(table.robustness))}</p></div>')
+
+
+def _task(table: TaskTable, board: Board, out_dir: Path) -> str:
+    head = "".join([_th("rank", "num"), _th("encoder"), _th("protocol"), _th(f"{table.metric} (95 % interval)", "num"),
+                    _th("Holm p vs best", "num"), _th("seeds"), _th("n test", "num"), _th("task"), _th("split"),
+                    _th("flags")])
+    body = "".join(_entry_row(r, board) for r in table.rows)
     parts = [f'<section class="task" id="{_e(table.anchor)}" data-task="{_e(table.task)}">',
              f'<h2>{_e(table.task)} <span class="version">v{table.version} &middot; {_e(table.cohort)}</span></h2>',
-             f'<p class="desc">{_e(table.description)} Main score <code>{_e(table.metric)}</code> '
-             f"({direction} is better).</p>",
+             f'<p class="desc">{_e(table.description)} {_inline_markdown(task_heading_text(table))}</p>',
              f'<p class="power note">{_e(power_text(table.power))}</p>',
-             f'<table class="sortable entries"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>']
+             f'<table class="sortable entries"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>']
+    if table.label_efficiency:
+        header, rows = fraction_cells(table)
+        parts.append(f'<div class="protocol-block"><h3 class="note">{_inline_markdown(LABEL_EFFICIENCY_INTRO)}</h3>'
+                     + _plain_table("fractions", header, rows, "fractions", entries=True) + "</div>")
     if table.robustness:
-        rows = "".join(
-            f'<tr data-protocol="robustness"><td>{_e(r.encoder)}</td>'
-            f"{_num_td(fmt.num_with_ci(r.clean, *r.clean_ci), r.clean)}"
-            f"{_num_td(fmt.robustness_score(r), r.robustness_score)}"
-            f"<td>{'-' if r.worst is None else _e(f'{r.worst} ({100 * r.worst_drop:.1f} % drop)')}</td></tr>"
-            for r in table.robustness)
-        rhead = "".join([_th("encoder"), _th(f"clean {table.metric} (95 % CI)", "num"), _th("robustness score", "num"),
-                         _th("worst artefact")])
-        chance = fmt.chance_note(table.robustness)
-        note = f'<p class="note">{_e(chance)}</p>' if chance else ""
-        parts.append('<div class="protocol-block"><h3 class="note">Robustness: score / clean over every artefact '
-                     'and severity on the test split (1 = unaffected)</h3>'
-                     f'<table class="sortable robustness"><thead><tr>{rhead}</tr></thead><tbody>{rows}'
-                     f"</tbody></table>{note}</div>")
+        parts.append(_robustness(table))
     figs = [_figure(p, out_dir) for p in board.plots if p.task == table.task and p.cohort == table.cohort]
     if figs:
         parts.append(f'<div class="plots">{"".join(figs)}</div>')
@@ -256,8 +267,7 @@ def _task(table: TaskTable, board: Board, out_dir: Path) -> str:
 def _score_cell(entry) -> str:
     if entry is None or entry.score is None:
         return _num_td("-", None)
-    low, high = entry.ci
-    return _num_td(f'{entry.score:.3f} <span class="ci">({_e(fmt.ci(low, high))})</span>', entry.score)
+    return _num_td(f'{entry.score:.3f} <span class="ci">({_e(fmt.interval_text(entry))})</span>', entry.score)
 
 
 def _cross_cohort(board: Board) -> str:
@@ -274,7 +284,7 @@ def _cross_cohort(board: Board) -> str:
         body = "".join(
             f'<tr class="transfer" data-encoder="{_e(r.encoder)}"><td>{_e(r.encoder)}</td>{_score_cell(r.entry)}'
             f"<td>{_e(r.split)}</td>{_num_td(_e(r.entry.n_test_subjects or '-'), r.entry.n_test_subjects)}"
-            f"{_score_cell(r.in_distribution)}{_num_td(_e(fmt.drop(r.drop)), r.drop)}"
+            f"{_score_cell(r.in_distribution)}{_num_td(_e(fmt.drop_with_ci(r.drop, r.drop_ci)), r.drop)}"
             f'<td class="hash" title="{_e(r.entry.record.provenance.split_sha256)}">{_e(r.entry.split_sha_short)}</td>'
             f"<td>{_e(fmt.short_flags(r))}</td></tr>" for r in group)
         parts.append(f'<h3>{_e(first.task)} <span class="version">v{first.version} &middot; {_e(first.train)} '
@@ -331,7 +341,8 @@ def render_html(board: Board, out_dir: str | Path) -> Path:
 <header><h1>mribench leaderboard</h1>
 <p>{len(board.entries) + len(board.cross_cohort)} verified result records{cross} &middot; {len(board.encoders)} encoders &middot; {len(tasks)} tasks
 &middot; cohort {_e(', '.join(board.cohorts))} &middot; {len(board.refused)} refused &middot;
-ties by paired bootstrap over test subjects ({board.n_boot} replicates, seed {board.seed})</p>
+ranks by all-pairs paired bootstrap tests, Holm-adjusted within each table ({board.n_boot} replicates, seed {board.seed})</p>
+<p class="note-line"><strong>How ranks are decided.</strong> {_e(rank_rule(board))}</p>
 {f'<p class="note-line">{_inline_markdown(board.note)}</p>' if board.note else ''}</header>
 <main>
 <div class="filters" role="search">

@@ -1,9 +1,9 @@
 """Paper-ready LaTeX tables: one task (``bench leaderboard --format latex --task T``), or the
 encoder x task matrix of a cohort (``--format latex`` without ``--task``).
 
-booktabs rules, one block per protocol, the best rank group in bold (entries a paired bootstrap
-cannot separate from the best are as good as the best, so all of them are bold), and the 95 % CI
-in ``\\scriptsize`` after the score. Needs ``\\usepackage{booktabs}`` in the preamble.
+booktabs rules, one block per protocol, in bold every entry that no other entry beats after Holm's
+adjustment within the table (as good as the best, so all of them are bold), the 95 % interval
+in ``\\scriptsize`` after the score and the Holm-adjusted p against the best entry. Needs ``\\usepackage{booktabs}`` in the preamble.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def render_latex(board: Board, task: str, *, cohort: str | None = None, protocol
                             f"it has {', '.join(table.by_protocol)}")
     arrow = _arrow(table.higher_is_better)
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\begin{tabular}{llrrr}", r"\toprule",
-             rf"Encoder & Protocol & {tex(table.metric)} {arrow} & Rank & $n$ \\", r"\midrule"]
+             r"\begin{tabular}{llrrrr}", r"\toprule",
+             rf"Encoder & Protocol & {tex(table.metric)} {arrow} & Rank & Holm $p$ vs best & $n$ \\", r"\midrule"]
     for i, protocol in enumerate(chosen):
         if i:
             lines.append(r"\midrule")
@@ -42,14 +42,14 @@ def render_latex(board: Board, task: str, *, cohort: str | None = None, protocol
             e = r.entry
             score = _score_cell(r, digits)
             name = tex(e.encoder) + (r"$^\dagger$" if e.overlap else "")
-            lines.append(rf"{name} & {tex(fmt.protocol_label(protocol))} & {score} & {fmt.rank(r)} & "
+            vs = "--" if r.status else tex(fmt.comparison(r.vs_best)).replace("<", r"$<$")
+            lines.append(rf"{name} & {tex(fmt.protocol_label(protocol))} & {score} & {fmt.rank(r)} & {vs} & "
                          rf"{'--' if e.n_test_subjects is None else e.n_test_subjects} \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     overlap = any(r.entry.overlap for p in chosen for r in table.by_protocol[p])
-    caption = (f"{tex(table.task)} (v{table.version}, cohort {tex(table.cohort)}): {tex(table.metric)} on "
-               f"the test split, mean over seeds, with the mean 95\\,\\% bootstrap CI over subjects in "
-               f"brackets. Bold: the best rank group (not separable from the best entry by a paired "
-               f"bootstrap over the same test subjects, {board.n_boot} replicates, $\\alpha = {board.alpha}$).")
+    caption = (f"{tex(table.task)} (v{table.version}, cohort {tex(table.cohort)}): {tex(table.metric_label)} on "
+               f"the test split, mean over seeds, with its 95\\,\\% interval in brackets (subjects, and seeds where "
+               f"they change the fit). {_RULE.format(n_boot=board.n_boot, alpha=board.alpha)}")
     if overlap:
         caption += r" $^\dagger$: some test subjects were in the encoder's pretraining data."
     lines += [rf"\caption{{{caption}}}", rf"\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', table.task)}}}",
@@ -57,18 +57,28 @@ def render_latex(board: Board, task: str, *, cohort: str | None = None, protocol
     return "\n".join(lines) + "\n"
 
 
+#: The ranking rule as a caption states it.
+_RULE = ("Rank: 1 + the entries that beat it in a paired bootstrap over the same test subjects ({n_boot} "
+         "replicates), Holm-adjusted over all pairs of the table at $\\alpha = {alpha}$, monotone in score; "
+         "bold: no entry beats it.")
+
+
 def _arrow(higher_is_better: bool) -> str:
     return r"$\uparrow$" if higher_is_better else r"$\downarrow$"
 
 
 def _score_cell(ranked, digits: int) -> str:
-    """Score (bold in the best rank group) with its CI in ``\\scriptsize`` after it."""
+    """Score (bold where no entry beats it) with its interval in ``\\scriptsize`` after it."""
     e = ranked.entry
+    if ranked.status:
+        return tex(ranked.status)
     score = "--" if e.score is None else f"{e.score:.{digits}f}"
-    if ranked.group == 1:
+    if ranked.rank == 1 and not ranked.beaten_by:
         score = rf"\textbf{{{score}}}"
     low, high = e.ci
-    if low is not None and high is not None:
+    if e.zero_width:
+        score += r" {\scriptsize [no variation]}"
+    elif low is not None and high is not None:
         score += rf" {{\scriptsize [{low:.{digits}f}, {high:.{digits}f}]}}"
     return score
 
@@ -103,9 +113,8 @@ def render_latex_matrix(board: Board, *, protocol: str = "linear_probe", cohort:
             lines.append(rf"{tex(enc)} & {' & '.join(row)} \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
         caption = (f"Cohort {tex(c)}, protocol {tex(fmt.protocol_label(protocol))}: the main score of each task on "
-                   f"its test split, mean over seeds, with the mean 95\\,\\% bootstrap CI over subjects in "
-                   f"brackets. Bold: the task's best rank group (not separable from the best entry by a paired "
-                   f"bootstrap over the same test subjects, {board.n_boot} replicates, $\\alpha = {board.alpha}$).")
+                   f"its test split, mean over seeds, with its 95\\,\\% interval in brackets (subjects, and seeds "
+                   f"where they change the fit). {_RULE.format(n_boot=board.n_boot, alpha=board.alpha)}")
         if any(r.entry.overlap for r in cells.values()):
             caption += r" $^\dagger$: some test subjects were in the encoder's pretraining data."
         lines += [rf"\caption{{{caption}}}", rf"\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', c)}-{protocol}}}",
