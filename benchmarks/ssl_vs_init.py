@@ -21,49 +21,30 @@ pretraining helps when labels are scarce)::
     python benchmarks/ssl_vs_init.py DIR --setting fraction=0.01 --setting fraction=0.1 \\
         --setting fraction=0.2 --setting fraction=1
 
-Records score test and external only, so nothing here chooses a recipe: recipes are chosen by
-pretext loss before this table is made, once.
+Records score test and external only, so nothing here may choose a recipe: choose on the
+validation split (``benchmarks/val_scores.py``) and make this table once. p-values are the board's
+paired test, unadjusted. The committed board's version of these tables is rendered into README.md
+by ``bench docs --write`` (:mod:`bench.doctables.ssl`).
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
+from bench.doctables.cells import versus_text
+from bench.doctables.settings import at_setting
 from bench.leaderboard import fmt
 from bench.leaderboard.entries import Entry, load_entries
-from bench.leaderboard.ranking import compare
 
 INIT_SUFFIX = "@init"
-BOOT = 1000  # replicates of the paired test
-
-
-def at_setting(entry: Entry, setting: str, split: str) -> Entry | None:
-    """``entry`` re-headlined on ``setting`` and ``split``: the leaderboard's score, CI and paired
-    test then read that setting's per-seed results; None when the record has no such setting."""
-    r = entry.record
-    summary = r.summary.get(f"{setting}|{split}")
-    if summary is None or r.main_score_name not in summary:
-        return None
-    scores = [s.model_copy(update={"split": "test"}) for s in r.scores if s.setting == setting and s.split == split]
-    predictions = [{**p, "split": "test"} for p in r.predictions or [] if p.get("setting") == setting
-                   and p.get("split") == split]
-    record = r.model_copy(update={"headline_setting": setting, "main_score": summary[r.main_score_name]["mean"],
-                                  "scores": scores, "predictions": predictions})
-    return replace(entry, record=record)
 
 
 def _p(pretrained: Entry | None, init: Entry | None) -> str:
-    if pretrained is None or init is None:
-        return "-"
-    c = compare(pretrained, init, n_boot=BOOT)
-    if c.p_value is None:
-        return c.method
-    better = c.delta is not None and c.delta > 0
-    # floored at what the bootstrap resolves (2 / replicates), as the leaderboard prints it
-    return f"{'+' if better else '-'} p {fmt.p_value(c.p_value, BOOT)}" + (" *" if better and c.p_value < 0.05 else "")
+    """The board's paired test of ``pretrained`` against ``init``, unadjusted, as the generated
+    README tables print it (:func:`bench.doctables.cells.versus_text`)."""
+    return versus_text(pretrained, init)
 
 
 def _setting_label(setting: str) -> str:
