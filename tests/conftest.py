@@ -1,15 +1,20 @@
-"""Shared fixtures: a tiny synthetic cohort generated once per test session."""
+"""Shared fixtures: a tiny synthetic cohort generated once per test session. First of all, the CPU
+kernels are pinned to those the numeric fixtures were taken with (:mod:`cpu_kernels`)."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import re
-import uuid
-from pathlib import Path
+from cpu_kernels import pin_avx2_kernels
 
-import pytest
+pin_avx2_kernels()  # before anything imports numpy or torch
+
+import hashlib  # noqa: E402
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 from bench.data.synth.generate import SynthConfig, generate
 

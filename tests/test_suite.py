@@ -19,11 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.data.synth.latents import EXTERNAL_SITE
-from bench.errors import MribenchError
-from bench.results import read_record_json
-from bench.suite import job_options, load_suite, plan, restrict, suite_jobs
+sys.path.insert(0, str(Path(__file__).parent))
+from cpu_kernels import pin_avx2_kernels  # noqa: E402
+
+pin_avx2_kernels()  # as a script (--write): the kernels the fixture is taken with, before bench loads numpy
+
+from bench.cli import main  # noqa: E402
+from bench.data.synth.latents import EXTERNAL_SITE  # noqa: E402
+from bench.errors import MribenchError  # noqa: E402
+from bench.results import read_record_json  # noqa: E402
+from bench.suite import job_options, load_suite, plan, restrict, suite_jobs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
