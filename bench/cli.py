@@ -15,6 +15,7 @@ import warnings
 
 from bench.commands._args import err_console
 from bench.errors import MribenchError
+from bench.names import term
 
 
 #: Command families listed first in ``bench --help`` (modules of bench/commands/), in this order; the
@@ -43,9 +44,10 @@ def _one_line_warnings(previous):
     as one line, and hands every other warning to ``previous``."""
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         from bench.data.sanity import ScanWarning
+        from bench.errors import MribenchWarning
 
-        if issubclass(category, ScanWarning):
-            err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+        if issubclass(category, (ScanWarning, MribenchWarning)):
+            err_console.print(f"[yellow]warning:[/yellow] {term(message)}", highlight=False, soft_wrap=True)
         else:
             previous(message, category, filename, lineno, file, line)
 
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
             return int(args.func(args) or 0)
     except MribenchError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        # the message may quote a file's text: shown as text (``[/]`` is not markup, ESC not a command)
+        err_console.print(f"[red]error:[/red] {term(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted: finished work is kept; run the same command to continue")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -128,9 +129,13 @@ class EmbeddingCache:
         return self.root / encoder_hash[:20] / space / perturbation / scan_hash[:2] / f"{scan_hash}.npy"
 
     def _write(self, todo: list[tuple[int, Path]], vectors: list[np.ndarray]) -> None:
-        """Write embeddings to the cache, each file atomically (a crash leaves whole files only)."""
+        """Write embeddings to the cache, each file atomically (a crash leaves whole files only),
+        then its checksum sidecar (:func:`_read_cached` serves only an entry that matches it)."""
         for (_, path), v in zip(todo, vectors):
-            atomic_write(path, lambda f, v=v: np.save(f, v))
+            buf = io.BytesIO()
+            np.save(buf, v)
+            atomic_write(path, lambda f, data=buf.getvalue(): f.write(data))
+            _write_checksum(path, buf.getvalue())
 
     def _keep(self, todo: list[tuple[int, Path]], vectors, out: dict[int, np.ndarray]) -> None:
         """Write freshly computed embeddings to the cache and into ``out``."""
@@ -228,11 +233,46 @@ class EmbeddingCache:
                 w.result()  # a failed write is an error, not a silently missing cache entry
 
 
+#: Beside each cache entry ``<scan>.npy``: ``<scan>.npy.sha256``, the SHA-256 of the entry's bytes.
+#: A sidecar (not a new key or file format) so that every existing entry keeps its path.
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def _write_checksum(path: Path, data: bytes) -> None:
+    """Record the SHA-256 of the entry ``path`` holds (``data``), so an entry changed since (zeroed
+    but still a valid .npy, say) is recomputed instead of served."""
+    atomic_write(_checksum_path(path), lambda f: f.write(hashlib.sha256(data).hexdigest().encode("ascii")),
+                 mode=0o644)
+
+
 def _read_cached(path: Path) -> np.ndarray | None:
-    """A cached embedding, or None when it is missing or unreadable (then it is recomputed)."""
+    """A cached embedding, or None (then it is recomputed) when it is missing, unreadable, holds a
+    non-finite value, or its bytes differ from its checksum sidecar.
+
+    An entry without a sidecar (written before checksums, or by a writer that died between the two
+    files) is trusted once it loads and is finite and not all zeros, and its sidecar is written
+    then, so warm caches stay warm; an all-zero one is recomputed (what a zeroed file reads as).
+    A NaN here is the cache's fault, not the encoder's: it is recomputed before anyone is blamed."""
     try:
-        return np.load(path)
-    except FileNotFoundError:
+        data = path.read_bytes()
+        vector = np.load(io.BytesIO(data))
+    except (ValueError, OSError, EOFError):  # missing, or damaged by something other than us: redo it
         return None
-    except (ValueError, OSError, EOFError):  # damaged by something other than us: redo it
+    try:
+        expected = _checksum_path(path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        expected = None
+    if expected is not None and expected != hashlib.sha256(data).hexdigest():
         return None
+    if not np.issubdtype(vector.dtype, np.floating) or not np.isfinite(vector).all():
+        return None
+    if expected is None:
+        if not vector.any():
+            return None
+        with contextlib.suppress(OSError):  # a read-only cache is still read
+            _write_checksum(path, data)
+    return vector

@@ -21,3 +21,8 @@ class CohortError(MribenchError):
 
 class SplitError(MribenchError):
     """A split file that leaks subjects, changed on disk, or does not match its cohort."""
+
+
+class MribenchWarning(UserWarning):
+    """Input the harness repaired and went on with (a suite that names an encoder twice): the CLI
+    prints it as one line, like a :class:`~bench.data.sanity.ScanWarning`."""

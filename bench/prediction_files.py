@@ -47,8 +47,45 @@ KEYS = ("example_id", "participant_id", "seed", "setting", "split", "y_pred", "y
 SCALE = 1_000_000
 
 
+#: Most bytes a predictions file may decompress to. The largest committed one is 245 KB
+#: (``mae3d/ad_diagnosis@v1/few_shot``, 12,030 rows); 16 MiB is ~65x that, room for a real
+#: cohort of ~10,000 examples at the default profile, and json.loads of it stays well under 300 MB.
+MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024
+#: Most a predictions file may expand by, past its first :data:`RATIO_FREE_BYTES`. Committed
+#: files expand 3-7x, at most 49x (a 1.5 KB file of repeated labels); a gzip bomb of zeros
+#: expands ~1000x and is stopped after ``ratio x`` its size, before it is parsed.
+MAX_EXPANSION_RATIO = 100
+RATIO_FREE_BYTES = 1024 * 1024
+#: Decompressed bytes per step: the limits are checked between steps, never after the whole file.
+CHUNK_BYTES = 256 * 1024
+
+
 class PredictionsFileError(ValueError):
     """A predictions file that is not what :func:`encode` writes (the caller names the file)."""
+
+
+def gunzip_bounded(blob: bytes, max_bytes: int = MAX_DECOMPRESSED_BYTES,
+                   max_ratio: int = MAX_EXPANSION_RATIO) -> bytes:
+    """``blob`` decompressed, in chunks, refused (:class:`PredictionsFileError`) as soon as it passes
+    ``max_bytes`` or ``max_ratio`` times its compressed size (past :data:`RATIO_FREE_BYTES`): a
+    65 KB file must not inflate into 64 MB (and gigabytes of parsed JSON) before it is judged.
+    Reads one gzip member, as :func:`encode` writes; zlib errors propagate to the caller."""
+    import zlib
+
+    limit = min(max_bytes, max(RATIO_FREE_BYTES, max_ratio * len(blob)))
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer checked
+    out, size, pending = [], 0, blob
+    while pending and not inflate.eof:
+        chunk = inflate.decompress(pending, CHUNK_BYTES)
+        pending = inflate.unconsumed_tail
+        size += len(chunk)
+        if size > limit:
+            why = "bytes" if limit == max_bytes else f"bytes ({max_ratio}x its {len(blob)} compressed bytes)"
+            raise PredictionsFileError(f"decompresses to more than {limit} {why}")
+        out.append(chunk)
+    if not inflate.eof:
+        raise PredictionsFileError("a truncated gzip stream")
+    return b"".join(out)
 
 
 def sidecar_name(record_name: str) -> str:
@@ -83,9 +120,13 @@ def _runs(indices: list[int]) -> list[int]:
     return out
 
 
-def _unruns(runs: list[int]) -> list[int]:
-    if len(runs) % 2 or not all(type(v) is int for v in runs):
+def _unruns(runs: list[int], n_ids: int) -> list[int]:
+    """The example indices of [start, stop) runs, each run checked within ``n_ids`` before it is
+    expanded (``[0, 10**9]`` in a small file must not become a billion integers)."""
+    if not isinstance(runs, list) or len(runs) % 2 or not all(type(v) is int for v in runs):
         raise PredictionsFileError("a block's rows are not [start, stop) pairs of integers")
+    if any(not 0 <= start <= stop <= n_ids for start, stop in zip(runs[::2], runs[1::2])):
+        raise PredictionsFileError("a block names an example the file does not list")
     return [i for start, stop in zip(runs[::2], runs[1::2]) for i in range(start, stop)]
 
 
@@ -178,7 +219,7 @@ def _decode_y_pred(stored: Any, n: int) -> list[Any]:
 def _decode_block(block: Any, ids: list, participants: list) -> list[dict]:
     if not isinstance(block, dict) or set(block) != {"setting", "seed", "split", "rows", "y_true", "y_pred"}:
         raise PredictionsFileError("a block does not have setting / seed / split / rows / y_true / y_pred")
-    rows = _unruns(block["rows"])
+    rows = _unruns(block["rows"], len(ids))
     y_true = block["y_true"]
     if not isinstance(y_true, list) or len(y_true) != len(rows):
         raise PredictionsFileError(f"a block has {len(rows)} rows but y_true is not a list of that length")

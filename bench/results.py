@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import math
 import os
@@ -28,10 +27,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench import __version__
 from bench.errors import MribenchError
+from bench.names import check_name, json_has_control, strip_tree
 
 SCHEMA_VERSION = 1
 
@@ -81,6 +81,12 @@ class CohortInfo(_Strict):
     name: str
     n_scans: int
     root_hash: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _cohort_is_a_name(cls, v: str) -> str:
+        # the split file a record is checked against is found from this name: never a path
+        return check_name("cohort", v)
 
 
 class Hardware(_Strict):
@@ -189,14 +195,49 @@ class ResultRecord(_Strict):
     #: perturbations (seed, severities, scans, parameters_sha256; per-scan ``parameters`` in older records)
     robustness: dict[str, Any] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_text(cls, data: Any) -> Any:
+        # free text loses its control characters; names keep them, so their validators refuse them
+        return _strip_record_text(data) if isinstance(data, dict) else data
+
+    @field_validator("encoder")
+    @classmethod
+    def _encoder_is_a_name(cls, v: str) -> str:
+        return check_name("encoder", v)
+
+    @field_validator("task")
+    @classmethod
+    def _task_is_a_name(cls, v: str) -> str:
+        return check_name("task", v)
+
     @field_validator("protocol")
     @classmethod
     def _registered_protocol(cls, v: str) -> str:
         from bench.protocols import PROTOCOLS
 
+        check_name("protocol", v)
         if v not in PROTOCOLS:
             raise ValueError(f"unknown protocol {v!r}; registered: {', '.join(PROTOCOLS)}")
         return v
+
+
+#: Top-level record fields that are names: validated as they are (:func:`bench.names.check_name`),
+#: never stripped, so a name with a control character is refused rather than quietly repaired.
+_NAME_FIELDS = ("encoder", "task", "protocol")
+
+
+def _strip_record_text(data: dict[str, Any]) -> dict[str, Any]:
+    """The record's raw JSON with control characters stripped from every string
+    (:func:`bench.names.strip_tree`) except the names (the top-level ones and the cohort's) and the
+    per-example predictions, which :func:`load_record` strips as it reads them (walking a million
+    rows here would double the time ``bench verify`` takes; the reader knows when none can need it)."""
+    out = {k: v if k in _NAME_FIELDS or k == "predictions" else strip_tree(v) for k, v in data.items()}
+    prov = data.get("provenance")
+    cohort = prov.get("cohort") if isinstance(prov, dict) else None
+    if isinstance(cohort, dict) and "name" in cohort:
+        out["provenance"] = {**out["provenance"], "cohort": {**out["provenance"]["cohort"], "name": cohort["name"]}}
+    return out
 
 
 # --------------------------------------------------------------------------------------------- summary
@@ -609,20 +650,11 @@ def read_bounded_json(path: str | Path, what: str = "JSON file", *, max_bytes: i
         raise MribenchError(f"{path}: not a readable {what} ({_one_line(e)}); delete it or rerun the job") from None
 
 
-def _gunzip_bounded(blob: bytes, max_bytes: int) -> bytes:
-    """Decompress at most ``max_bytes`` (a small file must not inflate into all of memory)."""
-    with gzip.GzipFile(fileobj=io.BytesIO(blob)) as f:
-        text = f.read(max_bytes + 1)
-    if len(text) > max_bytes:
-        raise ValueError(f"more than {max_bytes} bytes once decompressed")
-    return text
-
-
 def read_predictions_file(path: str | Path, expected: PredictionsFile, record_name: str) -> list[dict]:
     """The rows of the predictions file at ``path``, which the record ``record_name`` names with
     ``expected``; a missing, altered (SHA-256) or unreadable file is a one-line ``MribenchError``
     naming it. Size, decompressed size and nesting are bounded as for records."""
-    from bench.prediction_files import FORMAT, PredictionsFileError, decode
+    from bench.prediction_files import FORMAT, PredictionsFileError, decode, gunzip_bounded
 
     path = Path(path)
     if not path.is_file():
@@ -638,10 +670,12 @@ def read_predictions_file(path: str | Path, expected: PredictionsFile, record_na
                                 "names: the predictions were altered or replaced; restore them or rerun the job")
         if expected.format != FORMAT:
             raise ValueError(f"format {expected.format!r}; this version reads {FORMAT}")
-        text = _gunzip_bounded(blob, MAX_RECORD_BYTES).decode("utf-8")
+        text = gunzip_bounded(blob).decode("utf-8")  # byte and expansion-ratio limits, before allocating
         if json_depth(text) > MAX_JSON_DEPTH:
             raise ValueError(f"nested more than {MAX_JSON_DEPTH} deep")
         rows = decode(json.loads(text))
+        if json_has_control(text):  # text is text: ids lose their control characters as records do
+            rows = strip_tree(rows)
         if len(rows) != expected.rows:
             raise ValueError(f"{len(rows)} rows where {record_name} says {expected.rows}")
         return rows
@@ -653,20 +687,32 @@ def read_predictions_file(path: str | Path, expected: PredictionsFile, record_na
 def _with_predictions(path: Path, data: Any) -> Any:
     """The record's JSON with its predictions read from the predictions file its ``predictions_file``
     names (that key removed, so both forms validate as the same :class:`ResultRecord`)."""
-    if not isinstance(data, dict) or "predictions_file" not in data:
+    if not isinstance(data, dict):
         return data
+    if "predictions_file" not in data:  # inline (older records): few, so always stripped
+        return {**data, "predictions": strip_tree(data["predictions"])} if "predictions" in data else data
     data = dict(data)
     ref = data.pop("predictions_file")
     if ref is None:
-        return data
+        return {**data, "predictions": strip_tree(data.get("predictions"))}
     try:
         ref = PredictionsFile.model_validate(ref)
     except ValidationError as e:
         raise _invalid(path, e, prefix="predictions_file.") from None
     if data.get("predictions") is not None:
         raise MribenchError(f"{path}: has inline predictions and a predictions file; keep one (rerun the job)")
-    data["predictions"] = read_predictions_file(path.parent / ref.file, ref, path.name)
+    data["predictions"] = read_predictions_file(_beside(path, ref.file), ref, path.name)
     return data
+
+
+def _beside(record: Path, name: str) -> Path:
+    """The file ``name`` beside ``record``, refused (one line) when it is a symbolic link or resolves
+    anywhere else: a record reads its own predictions, never another record's through a link."""
+    sidecar = record.parent / name
+    if sidecar.is_symlink() or sidecar.resolve().parent != record.parent.resolve():
+        raise MribenchError(f"{record}: its predictions file {name!r} is a symbolic link or lies outside the "
+                            "record's folder; copy the file itself beside the record")
+    return sidecar
 
 
 def read_record_json(path: str | Path) -> dict[str, Any]:

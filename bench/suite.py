@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bench.errors import MribenchError
+from bench.errors import MribenchError, MribenchWarning
 from bench.paths import repo_root
 
 
@@ -67,19 +67,45 @@ def list_suites() -> list[str]:
 
 
 def load_suite(name: str) -> Suite:
-    """``suites/<name>.yaml``, or a YAML file's path; a bad file is a one-line error naming it."""
-    import yaml
+    """``suites/<name>.yaml``, or a YAML file's path; a bad file is a one-line error naming it.
+
+    Read by :func:`bench.safe_yaml.load_yaml` (no aliases, bounded size and integers: a suite is
+    a file a stranger can hand over); the error names the field, never echoes its value."""
+    from bench.safe_yaml import load_yaml
 
     path = Path(name) if name.endswith((".yaml", ".yml")) else suites_root() / f"{name}.yaml"
     if not path.is_file():
         raise MribenchError(f"no suite '{name}': {path} does not exist; known suites: {', '.join(list_suites())}")
     try:
-        suite = Suite.model_validate(yaml.safe_load(path.read_text()))
-    except (yaml.YAMLError, ValidationError) as e:
-        first = str(e).splitlines()
-        raise MribenchError(f"{path}: not a valid suite ({' '.join(first[:3])})") from None
+        suite = Suite.model_validate(load_yaml(path, "suite"))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        raise MribenchError(f"{path}: not a valid suite (at '{where}': {first['msg']})") from None
+    suite = _merged(suite, path)
     _check_names(suite, path)
     return suite
+
+
+def _merged(suite: Suite, path: Path) -> Suite:
+    """``suite`` with each encoder, task and protocol once (in first-seen order): a name listed
+    twice would run, and plan, the same jobs twice; merged with a warning that says so."""
+    update, repeated = {}, []
+    for what in ("encoders", "tasks", "protocols"):
+        names = getattr(suite, what)
+        if names == "all":
+            continue
+        once = list(dict.fromkeys(names))
+        if len(once) < len(names):
+            update[what] = once
+            repeated += [f"{n} (x{names.count(n)})" for n in once if names.count(n) > 1]
+    if repeated:
+        import warnings
+
+        more = f" and {len(repeated) - 10} more" if len(repeated) > 10 else ""
+        warnings.warn(f"{path}: listed more than once, merged: {', '.join(repeated[:10])}{more}",
+                      MribenchWarning, stacklevel=2)
+    return suite.model_copy(update=update) if update else suite
 
 
 def _check_names(suite: Suite, path: Path) -> None:
@@ -163,9 +189,11 @@ def plan(suite: Suite, cohort_name: str, get_encoder=None) -> SuitePlan:
 
     get_encoder = get_encoder or registered
     out = SuitePlan()
+    tasks = _tasks(suite, cohort_name)
+    _check_size(suite, len(tasks))
     for name in suite.encoders:
         encoder = get_encoder(name)
-        for task in _tasks(suite, cohort_name):
+        for task in tasks:
             spec = get_task(task)
             for protocol in suite.protocols:
                 limit = suite.only.get(protocol, Limit())
@@ -178,6 +206,22 @@ def plan(suite: Suite, cohort_name: str, get_encoder=None) -> SuitePlan:
                 else:
                     out.jobs.append((name, task, protocol))
     return out
+
+
+#: Most encoder x task x protocol combinations one suite may declare on a cohort: the default suite
+#: declares 15 x 9 x 6 = 810 on the synthetic cohort; past this a typo (or a hostile file) would
+#: spend minutes planning before a job runs.
+MAX_COMBINATIONS = 5000
+
+
+def _check_size(suite: Suite, n_tasks: int) -> None:
+    """Refuse a suite of more than :data:`MAX_COMBINATIONS` combinations, with the count, before
+    any encoder is built."""
+    n = len(suite.encoders) * n_tasks * len(suite.protocols)
+    if n > MAX_COMBINATIONS:
+        raise MribenchError(f"suite {suite.name}: {len(suite.encoders)} encoders x {n_tasks} tasks x "
+                            f"{len(suite.protocols)} protocols = {n} combinations, more than the "
+                            f"{MAX_COMBINATIONS} a suite may declare; split it into several suites")
 
 
 def suite_jobs(runner, planned: SuitePlan, options: dict[str, dict[str, str]] | None = None) -> list:

@@ -18,11 +18,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from bench.data.cohort import Cohort
 from bench.errors import MribenchError
+from bench.safe_yaml import load_yaml
 from bench.paths import repo_root, splits_root
 
 LabelType = Literal["diagnosis", "conversion", "diagnosis_change", "time_to_conversion", "age",
@@ -136,11 +136,10 @@ def tasks_dir() -> Path:
 
 
 def load_task_file(path: str | Path) -> TaskSpec:
+    """The spec in ``path``, read by :func:`bench.safe_yaml.load_yaml` (no aliases, bounded size and
+    integers, so a stranger's spec cannot exhaust memory); a bad one is a one-line error naming it."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise MribenchError(f"{path}: cannot read task spec ({e})") from None
+    data = load_yaml(path, "task spec")
     try:
         return TaskSpec.model_validate(data)
     except ValidationError as e:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 import torch
 
 from bench.cli import main
@@ -223,13 +224,20 @@ FORMULA = '=HYPERLINK("http://evil.example","click")'
 
 
 def test_a_hostile_card_cannot_inject_markdown_html_or_formulas(tmp_path):
+    """Names are names (issue 32): a hostile encoder name is refused at the schema, in one line; the
+    card's free text and the record's path still reach the renderers, escaped."""
     from test_leaderboard import class_record, write_board
 
     from bench.leaderboard import load_board, render
+    from bench.results import write_record
 
-    results = write_board(tmp_path / "results", [class_record(HOSTILE, "ad_diagnosis", "perfect"),
-                                                 class_record(FORMULA, "ad_diagnosis", "inverted"),
-                                                 class_record("plain", "ad_diagnosis", "perfect")])
+    for name in (HOSTILE, FORMULA):
+        with pytest.raises(ValidationError, match="is not a name"):
+            class_record(name, "ad_diagnosis", "perfect")
+    results = write_board(tmp_path / "results", [
+        class_record("hostile", "ad_diagnosis", "perfect", card={"architecture": HOSTILE}),
+        class_record("plain", "ad_diagnosis", "perfect")])
+    write_record(class_record("formula", "ad_diagnosis", "inverted"), results / "=1+1" / "linear_probe.json")
     board = load_board(results, n_boot=200)
     assert len(board.entries) == 3, board.refused
     out = tmp_path / "board"
@@ -245,14 +253,14 @@ def test_a_hostile_card_cannot_inject_markdown_html_or_formulas(tmp_path):
         elif block:
             tables, block = tables + [block], []
     hostile = [t for t in tables if any("A\\|B" in line for line in t)]
-    assert len(hostile) == 3  # the overall table, the task table and the encoder cards
-    for table in hostile:  # every row of a table has its header's columns: the name opened none
+    assert len(hostile) == 1  # the encoder cards
+    for table in hostile:  # every row of a table has its header's columns: the text opened none
         assert len({line.replace("\\|", "").count("|") for line in table}) == 1, table
     assert "&lt;script&gt;" in md and "\\[link\\]" in md  # shown, as text
 
     rows = list(csv.DictReader((out / "results.csv").open(newline="")))
     by_encoder = {r["encoder"]: r for r in rows}
-    assert "'" + FORMULA in by_encoder and FORMULA not in by_encoder
+    assert by_encoder["formula"]["record"] == "'=1+1/linear_probe.json"  # a path from the folder: guarded
     assert all(not r[k].startswith(("=", "+", "-", "@")) for r in rows for k in r)
     assert float(by_encoder["plain"]["main_score"]) == pytest.approx(1.0)  # numbers stay numbers
 

@@ -11,6 +11,10 @@ from rich.table import Table
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
+#: What ``--encoder path/to/file.py:ClassName`` does, said wherever the flag is: it is code, run.
+FILE_ENCODER_NOTE = ("path/to/file.py:ClassName imports that file and runs its code with your permissions: "
+                     "give only a file you would run yourself")
+
 
 def add_cohort_args(p: argparse.ArgumentParser, *,
                     profile_help: str = "run profile (sets the synthetic cohort's size)") -> None:
@@ -35,9 +39,10 @@ def positive_int(text: str) -> int:
     return value
 
 
-def results_folder(path: str, must_exist: bool = False):
+def results_folder(path: str, must_exist: bool = False, writable: bool = True):
     """``--results``: a folder (created later when missing, unless ``must_exist``); a file there is a
-    one-line error instead of a traceback from mkdir."""
+    one-line error instead of a traceback from mkdir, and so is one records cannot be written to
+    (checked unless ``must_exist``, which reads, or not ``writable``, e.g. a dry run)."""
     from pathlib import Path
 
     from bench.errors import MribenchError
@@ -48,7 +53,31 @@ def results_folder(path: str, must_exist: bool = False):
                             "(it is created when missing)")
     if must_exist and not folder.is_dir():
         raise MribenchError(f"--results {path}: no such results folder")
+    if writable and not must_exist:
+        _check_writable(folder, path)
     return folder
+
+
+def _check_writable(folder, given: str) -> None:
+    """A folder that records will be written to: it, or the nearest folder above it that exists
+    (it is created later), must take a file; otherwise one line now, not an ``OSError``
+    traceback after the cohort has been opened. Probed with an unnamed temporary file."""
+    import tempfile
+
+    from bench.errors import MribenchError
+
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MribenchError(f"--results {given}: cannot write there ({existing} is a file, not a folder); give a "
+                            "folder you can write to")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise MribenchError(f"--results {given}: cannot write there ({e.strerror or e}: {existing}); give a folder "
+                            "you can write to") from None
 
 
 def cohort_from(args: argparse.Namespace):

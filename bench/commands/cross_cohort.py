@@ -10,11 +10,11 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from bench.commands._args import positive_int
+    from bench.commands._args import FILE_ENCODER_NOTE, positive_int
     from bench.profiles import PROFILES
 
     p = sub.add_parser("cross-cohort", help="out-of-distribution probe: train on one cohort / site, test on another")
-    p.add_argument("--encoder", required=True, help="registered name or path/to/file.py:ClassName")
+    p.add_argument("--encoder", required=True, help=f"registered name, or {FILE_ENCODER_NOTE}")
     p.add_argument("--task", required=True, help="task on the training cohort, e.g. adni/ad_diagnosis")
     p.add_argument("--train-cohort", default=None,
                    help="BIDS folder or manifest (default: the profile's synthetic cohort)")

@@ -19,7 +19,7 @@ FORMAT_CHOICES = ("all", "markdown", "html", "csv", "latex")
 
 
 def register(sub) -> None:
-    from bench.commands._args import add_cohort_args
+    from bench.commands._args import FILE_ENCODER_NOTE, add_cohort_args
     from bench.leaderboard.submit import suite_protocols
 
     suite = suite_protocols()
@@ -55,7 +55,7 @@ def register(sub) -> None:
                        description="API checks first (card, input space, output shape and dtype, no NaN, "
                                    "determinism, batch independence; the first failure stops with one line), then "
                                    f"every task x {', '.join(suite)}, then the bundle.")
-    p.add_argument("--encoder", required=True, help="path/to/file.py:ClassName")
+    p.add_argument("--encoder", required=True, help=FILE_ENCODER_NOTE)
     p.add_argument("--weights", default=None, help="checkpoint passed to the encoder as weights=...")
     p.add_argument("--out", required=True, help="bundle folder")
     p.add_argument("--task", action="append", default=None, help="only these tasks (repeatable; default: all)")
@@ -78,10 +78,9 @@ def _console(stderr: bool = False):
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
     from bench.errors import MribenchError
     from bench.leaderboard import FORMATS, load_board, render
+    from bench.names import term
 
     from bench.leaderboard.sections import POWER_SIMS
 
@@ -94,7 +93,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                        seed=args.seed, power_sims=POWER_SIMS if args.power_sims is None else args.power_sims)
     board.note = args.note
     for r in board.refused:
-        err.print(f"[yellow]refused[/yellow] {escape(r.source)}: {escape(r.reason)}")
+        err.print(f"[yellow]refused[/yellow] {term(r.source)}: {term(r.reason)}")
     if args.format == "latex":
         from bench.leaderboard.render_latex import render_latex, render_latex_matrix
 
@@ -107,22 +106,21 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     formats = FORMATS if args.format == "all" else (args.format,)
     written = render(board, args.out, formats, screenshot=args.screenshot)
     for summary in board.overall:
-        ranking = ", ".join(f"{escape(r.encoder)} (mean rank {'-' if r.mean_rank is None else f'{r.mean_rank:.2f}'}"
+        ranking = ", ".join(f"{term(r.encoder)} (mean rank {'-' if r.mean_rank is None else f'{r.mean_rank:.2f}'}"
                             f" over {r.n_tasks}/{len(summary.tasks)} tasks)" for r in summary.rows)
-        out.print(f"{summary.cohort}: {ranking}")
+        out.print(f"{term(summary.cohort)}: {ranking}")
     n_plots = sum(1 for p in written if p.parent.name == "plots")
     files = [p.name for p in written if p.parent.name != "plots"]
     cross = f" ({len(board.cross_cohort)} cross-cohort)" if board.cross_cohort else ""
     out.print(f"{len(board.entries) + len(board.cross_cohort)} verified record(s){cross}, {len(board.refused)} "
               "refused; wrote "
-              f"{', '.join(files)}" + (f" and {n_plots} plot file(s)" if n_plots else "") + f" in {args.out}")
+              f"{', '.join(files)}" + (f" and {n_plots} plot file(s)" if n_plots else "") + f" in {term(args.out)}")
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
     from bench.leaderboard.submit import submit
+    from bench.names import term as escape  # record text: markup escaped, control characters stripped
 
     out = _console()
     command = " ".join(shlex.quote(a) for a in ["bench", *sys.argv[1:]])
@@ -132,20 +130,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
     for c in result.checks:
         out.print(f"check {c.name}: ok ({escape(c.detail)})")
     for t, p, reason in result.plan.skipped:
-        out.print(f"skipped {t} / {p}: {escape(reason)}")
+        out.print(f"skipped {escape(t)} / {escape(p)}: {escape(reason)}")
     for r in result.records:
         score = "-" if r["main_score"] is None else f"{r['main_score']:.3f}"
         state = "verified" if r["verified"] else f"NOT verified: {escape(r['refused_because'])}"
-        out.print(f"{r['task']} / {r['protocol']}: {score} ({state})")
-    out.print(f"bundle for {result.encoder} in {args.out}: {len(result.records)} record(s); see its README.md")
+        out.print(f"{escape(r['task'])} / {escape(r['protocol'])}: {score} ({state})")
+    out.print(f"bundle for {escape(result.encoder)} in {escape(args.out)}: {len(result.records)} record(s); "
+              "see its README.md")
     return 1 if result.n_refused else 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
     from bench.errors import MribenchError
     from bench.leaderboard.verify import verify_path
+    from bench.names import term as escape  # record text: markup escaped, control characters stripped
 
     out = _console()
     paths: list[Path] = []
@@ -163,7 +161,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         verdict = verify_path(path)
         if verdict.ok:
             r = verdict.record
-            out.print(f"ok {escape(str(path))}: {r.encoder} {r.task}@v{r.task_version} {r.protocol}")
+            out.print(f"ok {escape(str(path))}: {escape(r.encoder)} {escape(r.task)}@v{r.task_version} "
+                      f"{escape(r.protocol)}")
         else:
             bad += 1
             out.print(f"[red]REFUSED[/red] {escape(str(path))}: {escape(verdict.reason)}")

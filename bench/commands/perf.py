@@ -12,13 +12,13 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from bench.commands._args import add_cohort_args
+    from bench.commands._args import FILE_ENCODER_NOTE, add_cohort_args
 
     p = sub.add_parser("perf", help="measure encoder vs harness throughput, the probe grid and memory",
                        description="(a) encoder forward on in-memory tensors, (b) harness embedding from "
                                    "the volume store, (c) the same from raw NIfTI with cold caches, (d) the "
                                    "warm linear-probe grid (fractions + few-shot) of one task, (e) peak memory.")
-    p.add_argument("--encoder", default="simclr3d", help="registered name or path/to/file.py:ClassName")
+    p.add_argument("--encoder", default="simclr3d", help=f"registered name, or {FILE_ENCODER_NOTE}")
     p.add_argument("--weights", default=None, help="checkpoint to load into the encoder")
     p.add_argument("--task", default="conversion", help="task whose scans and probe grid are measured")
     add_cohort_args(p, profile_help="run profile: cohort size, seeds, draws and bootstrap replicates of the grid")

@@ -45,9 +45,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from rich.console import Console
-    from rich.markup import escape
-
     from bench.errors import MribenchError
+    from bench.names import term as escape  # record text: markup escaped, control characters stripped
     from bench.results import compact_record
 
     out = Console(highlight=False, soft_wrap=True)

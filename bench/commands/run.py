@@ -6,15 +6,15 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.commands._args import (add_cohort_args, add_executor_args, cohort_from, executor_from, positive_int,
-                                  print_results)
+from bench.commands._args import (FILE_ENCODER_NOTE, add_cohort_args, add_executor_args, cohort_from,
+                                  executor_from, positive_int, print_results)
 from bench.errors import MribenchError
 
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="evaluate encoders on tasks under protocols; write result records")
     p.add_argument("--encoder", action="append", required=True,
-                   help="registered name or path/to/file.py:ClassName (repeatable)")
+                   help=f"registered name, or {FILE_ENCODER_NOTE} (repeatable)")
     p.add_argument("--task", action="append", required=True, help="task name (repeatable)")
     from bench.protocols import all_protocols
 

@@ -112,6 +112,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from bench.names import term
+
     console = Console()
     jobs = collect_status(args.results, args.encoder, args.task, args.protocol)
     counts = {s: sum(j.state == s for j in jobs) for s in STATES}
@@ -120,9 +122,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     table = Table(title=f"jobs in {args.results}")
     for col in ("encoder", "task", "protocol", "state", "detail"):
         table.add_column(col, overflow="fold")
-    for j in shown:
-        table.add_row(j.encoder, f"{j.task}@v{j.task_version}", j.protocol,
-                      f"[{colour[j.state]}]{j.state}[/{colour[j.state]}]", j.detail)
+    for j in shown:  # names come from folder names, details from files: shown as text, never as markup
+        table.add_row(term(j.encoder), term(f"{j.task}@v{j.task_version}"), term(j.protocol),
+                      f"[{colour[j.state]}]{j.state}[/{colour[j.state]}]", term(j.detail))
     if shown:
         console.print(table)
     console.print(f"{len(jobs)} job(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)

@@ -67,7 +67,7 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
     from bench.timing import measure
 
     suite = restrict(load_suite(args.name), args.encoder, args.task, args.protocol)  # a bad suite fails before the cohort, which can take minutes
-    results_folder(args.results)
+    results_folder(args.results, writable=not args.dry_run)
     with measure() as clock:
         ran = _run(args, suite)
     if ran is None:  # --dry-run

@@ -373,8 +373,13 @@ def _refuse_reserved_name(encoder, path: Path) -> None:
     be taken for, that encoder's (``random``, ``simclr3d``...)."""
     from bench.results import safe_name
 
+    from bench.names import name_problem
+
     card = getattr(encoder, "card", None)
     name = getattr(card, "name", None)
+    problem = name_problem("encoder", name) if name is not None else None
+    if problem:  # it names the encoder's records, whose schema refuses anything else
+        raise MribenchError(f"{path}: the card's {problem}")
     if isinstance(name, str) and safe_name(name).lower() in reserved_names():
         raise MribenchError(f"{path}: the card name '{name}' is reserved for the registered encoder of that "
                             "name; give your encoder's card another name")

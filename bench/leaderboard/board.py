@@ -6,12 +6,13 @@ disagree about a number, a rank or a tie.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import MribenchError
 from bench.leaderboard.aggregate import CriticalDifference, OverallRow, critical_difference, overall, roles
-from bench.leaderboard.entries import Entry, Refused, load_entries
+from bench.leaderboard.entries import Entry, Refused, load_entries, registered_names
 from bench.leaderboard.label_efficiency import FractionRow, fraction_rows
 from bench.leaderboard.ranking import ALPHA, Ranked, Replicates, rank_entries
 from bench.leaderboard.robustness_rows import RobustnessRow, robustness_rows
@@ -200,8 +201,14 @@ def load_board(results_dir: str | Path | list, *, submissions: str | Path | None
         got, bad = load_entries(folder, seen=seen)
         entries += got
         refused += bad
-    for bundle in submission_bundles(submissions):
-        got, bad = load_entries(bundle / "results", submitted=bundle.name, seen=seen)
+    bundles = submission_bundles(submissions)
+    reserved = (registered_names() | {e.encoder for e in entries}) if bundles else set()
+    for bundle in bundles:
+        problem = bundle_problem(bundle)
+        if problem:
+            refused.append(Refused(bundle.name, problem))
+            continue
+        got, bad = load_entries(bundle / "results", submitted=bundle.name, seen=seen, reserved=reserved)
         entries += got
         refused += bad
     if not entries:
@@ -211,6 +218,36 @@ def load_board(results_dir: str | Path | list, *, submissions: str | Path | None
                                "; run `bench run` first"))
     return build_board(entries, refused, n_boot=n_boot, seed=seed, alpha=alpha,
                        results_label=" + ".join(f.name for f in folders), power_sims=power_sims)
+
+
+#: Records one ``bench submit`` bundle may hold: the standard suite writes at most 9 tasks x 4 protocols
+#: = 36 on the synthetic cohort; a bundle of thousands would make the board verify without end.
+MAX_RECORDS_PER_BUNDLE = 200
+
+
+def bundle_problem(bundle: Path) -> str | None:
+    """Why a ``bench submit`` bundle is refused whole: its folder name is not a name (it is shown as
+    the rows' "submitted" mark), it holds a symbolic link, which could make a committed record, or
+    any file on the maintainer's machine, pass for the submission's own, or it holds more records
+    than :data:`MAX_RECORDS_PER_BUNDLE`; None when none of these."""
+    from bench.names import name_problem
+
+    problem = name_problem("bundle", bundle.name)
+    if problem:
+        return f"submission {problem}"
+    if bundle.is_symlink():
+        return "is a symbolic link; a bundle is a folder of its own files: copy it in"
+    for folder, dirs, files in os.walk(bundle):
+        links = sorted(n for n in dirs + files if (Path(folder) / n).is_symlink())
+        if links:
+            link = (Path(folder) / links[0]).relative_to(bundle).as_posix()
+            return (f"holds a symbolic link ({link!r}); a bundle carries its own files, not links to others: "
+                    "copy the files in")
+    records = sum(1 for p in (bundle / "results").rglob("*.json") if p.is_file())
+    if records > MAX_RECORDS_PER_BUNDLE:
+        return (f"holds {records} records, more than the {MAX_RECORDS_PER_BUNDLE} a bundle may hold "
+                "(the standard suite writes at most 36): split it")
+    return None
 
 
 def submission_bundles(submissions: str | Path | None) -> list[Path]:

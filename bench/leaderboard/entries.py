@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -177,14 +178,43 @@ def _relative(path: Path, root: Path) -> str:
         return path.name
 
 
+def registered_names() -> set[str]:
+    """The names of the registered encoders (the references), ``NAME@init`` included. Imports the
+    encoder registry (and so torch): asked only when there is a submission to check."""
+    from bench.encoders.api import list_encoders
+
+    return set(list_encoders())
+
+
+def submission_problem(encoder: str, reserved: Iterable[str]) -> str | None:
+    """Why a submitted record may not call its encoder ``encoder``: it is a reserved name (a
+    registered encoder's, or a reference on the board), or a name a reader cannot tell from one
+    (:func:`bench.names.skeleton`: case, ``0``/``o``, ``1``/``l``, separators, other scripts)."""
+    from bench.names import skeleton
+
+    reserved = set(reserved)
+    if encoder in reserved:
+        return (f"encoder {encoder!r} is a reference encoder's name; a submission must give its encoder a "
+                "name of its own")
+    look = skeleton(encoder)
+    twin = next((r for r in sorted(reserved) if skeleton(r) == look), None)
+    if twin is not None:
+        return (f"encoder {encoder!r} looks like the reference encoder {twin!r}; a submission must give its "
+                "encoder a name that cannot be taken for another")
+    return None
+
+
 def load_entries(results_dir: str | Path, *, submitted: str | None = None,
-                 seen: dict[tuple, str] | None = None) -> tuple[list[Entry], list[Refused]]:
+                 seen: dict[tuple, str] | None = None,
+                 reserved: Iterable[str] | None = None) -> tuple[list[Entry], list[Refused]]:
     """Verify every ``*.json`` under ``results_dir``; return (entries, refused), both in path order.
 
     Two verified records for the same (encoder, task@version, cohort, protocol) would put one
     encoder twice in a ranking; the first in path order is kept and the other refused. ``seen``
     carries that check across several folders (the first folder wins); ``submitted`` names the
-    submission bundle the folder belongs to, so the board can flag its entries.
+    submission bundle the folder belongs to, so the board can flag its entries, and refuses a
+    record whose encoder is named (or looks named) after one in ``reserved`` (default: the
+    registered encoders; :func:`submission_problem`).
     """
     from bench.leaderboard.verify import verify_path
 
@@ -195,13 +225,17 @@ def load_entries(results_dir: str | Path, *, submitted: str | None = None,
     entries: list[Entry] = []
     refused: list[Refused] = []
     seen = {} if seen is None else seen
+    if submitted and reserved is None:
+        reserved = registered_names()
     for path in sorted(p for p in root.rglob("*.json") if p.is_file()):
         source = _relative(path, root)
         if submitted:  # shown as the bundle's path, so a reader finds the file and who sent it
             source = f"{submitted}/results/{source}"
         verdict = verify_path(path)
-        if not verdict.ok:
-            refused.append(Refused(source, verdict.reason))
+        reason = verdict.reason or (submission_problem(verdict.record.encoder, reserved or ())
+                                    if submitted and verdict.record is not None else None)
+        if not verdict.ok or reason:
+            refused.append(Refused(source, reason))
             continue
         entry = Entry(verdict.record, source, submitted)
         key = entry.unique_key

@@ -10,8 +10,12 @@ from bench.leaderboard.ranking import Comparison, Ranked
 #: emphasis, link and image brackets, strikethrough, headings, and ``@`` (e-mail autolinks).
 #: ``_`` is left alone: it is common in names (``simclr_vit3d``) and inside a word is not emphasis.
 _MD_SPECIAL = re.compile(r"([\\`*\[\]~!#@])")
-#: Characters a spreadsheet reads as the start of a formula (OWASP's list, with line breaks).
-_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n")
+#: Characters a spreadsheet reads as the start of a formula (OWASP's list, with line breaks), and
+#: what a spreadsheet skips or folds into one of them first: a leading space (`` =1+1`` is a
+#: formula in some), and the full-width forms ``＝ ＋ － ＠`` that NFKC-folding spreadsheets read as
+#: ``= + - @``.
+_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n", " ", "\u00a0", "\u3000", "\uff1d", "\uff0b", "\uff0d",
+                "\uff20")
 
 def protocol_label(protocol: str) -> str:
     """The protocol with its headline setting, since that is what the table's score is (its
@@ -170,7 +174,7 @@ def md(text: object) -> str:
 
 def csv_cell(value: object) -> object:
     """A CSV value that a spreadsheet cannot run: text starting with ``=``, ``+``, ``-``, ``@``, a
-    tab or a line break gets a leading apostrophe (shown as text, OWASP's advice); numbers and
+    tab, a line break, a space or a full-width ``＝ ＋ － ＠`` gets a leading apostrophe (shown as text, OWASP's advice); numbers and
     booleans are written as they are, so they stay numbers."""
     if isinstance(value, str) and value.startswith(_CSV_FORMULA):
         return "'" + value

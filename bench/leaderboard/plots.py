@@ -9,6 +9,7 @@ the same files.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,8 +238,21 @@ def cd_diagram(summary: Overall, palette: dict[str, str]):
     return fig
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+def file_stem(text: str) -> str:
+    """A file-name-safe form of ``text``; where that loses anything (``adni/conversion``, a ``+`` or
+    ``@`` in a cohort), a short hash of ``text`` itself is appended, so two different names can
+    never share a figure's file name (and one board's figure can never overwrite another's)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+    return slug if slug == text else f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def _unique(stem: str, key: str, used: set[str]) -> str:
+    """``stem``, or (when an earlier figure of the board took it: another version of the task) the
+    stem with a short hash of the figure's full ``key``; remembered in ``used``."""
+    if stem.lower() in used:  # lower case: on a case-insensitive disk A.png is a.png
+        stem = f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    used.add(stem.lower())
+    return stem
 
 
 def _save(fig, out_dir: Path, stem: str) -> tuple[str, str]:
@@ -257,6 +271,7 @@ def write_plots(board: Board, out_dir: str | Path) -> list[Plot]:
     palette = colours(board.encoders)
     several = len(board.cohorts) > 1
     plots: list[Plot] = []
+    used: set[str] = set()
     makers = (("label_efficiency", "fractions", label_efficiency, "label efficiency"),
               ("few_shot", "few_shot", few_shot_bars, "few-shot"),
               ("robustness", "robustness", robustness_curves, "robustness"))
@@ -265,7 +280,8 @@ def write_plots(board: Board, out_dir: str | Path) -> list[Plot]:
             fig = make(table, palette)
             if fig is None:
                 continue
-            stem = _slug(f"{kind}-{table.task}" + (f"-{table.cohort}" if several else ""))
+            stem = _unique(file_stem(f"{kind}-{table.task}" + (f"-{table.cohort}" if several else "")),
+                           f"{kind}|{table.task}|{table.version}|{table.cohort}", used)
             png, svg = _save(fig, out, stem)
             encoders = ", ".join(sorted({e.encoder for e in table.entries if e.protocol == protocol}))
             plots.append(Plot(kind, f"{table.task}: {words}", table.task, table.cohort, protocol, png, svg,
@@ -274,7 +290,8 @@ def write_plots(board: Board, out_dir: str | Path) -> list[Plot]:
         fig = cd_diagram(summary, palette)
         if fig is None:
             continue
-        stem = _slug("critical_difference" + (f"-{summary.cohort}" if several else ""))
+        stem = _unique(file_stem("critical_difference" + (f"-{summary.cohort}" if several else "")),
+                       f"critical_difference|{summary.cohort}", used)
         png, svg = _save(fig, out, stem)
         plots.append(Plot("critical_difference", f"critical difference ({summary.cohort})", None,
                           summary.cohort, None, png, svg,

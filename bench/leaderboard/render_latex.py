@@ -41,7 +41,7 @@ def render_latex(board: Board, task: str, *, cohort: str | None = None, protocol
         for r in table.by_protocol[protocol]:
             e = r.entry
             score = _score_cell(r, digits)
-            name = tex(e.encoder) + (r"$^\dagger$" if e.overlap else "")
+            name = tex(e.encoder) + (r"$^\dagger$" if e.overlap else "") + (SUBMITTED if e.submitted else "")
             vs = "--" if r.status else tex(fmt.comparison(r.vs_best)).replace("<", r"$<$")
             lines.append(rf"{name} & {tex(fmt.protocol_label(protocol))} & {score} & {fmt.rank(r)} & {vs} & "
                          rf"{'--' if e.n_test_subjects is None else e.n_test_subjects} \\")
@@ -52,9 +52,24 @@ def render_latex(board: Board, task: str, *, cohort: str | None = None, protocol
                f"they change the fit). {_RULE.format(n_boot=board.n_boot, alpha=board.alpha)}")
     if overlap:
         caption += r" $^\dagger$: some test subjects were in the encoder's pretraining data."
+    caption += submitted_note([r.entry for p in chosen for r in table.by_protocol[p]])
     lines += [rf"\caption{{{caption}}}", rf"\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', table.task)}}}",
               r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+#: The mark of a submitted row (a record from a ``bench submit`` bundle), as markdown and HTML
+#: flag it "submitted (bundle)": a reader must see which rows the maintainers did not produce.
+SUBMITTED = r"$^{\S}$"
+
+
+def submitted_note(entries) -> str:
+    """The caption's sentence for :data:`SUBMITTED` rows, naming their bundles ('' without any)."""
+    bundles = sorted({e.submitted for e in entries if e.submitted})
+    if not bundles:
+        return ""
+    return (f" {SUBMITTED}: submitted in a bench submit bundle ({', '.join(map(tex, bundles))}), verified against "
+            "the repository, not rerun by its maintainers.")
 
 
 #: The ranking rule as a caption states it.
@@ -85,7 +100,8 @@ def _score_cell(ranked, digits: int) -> str:
 
 def _matrix_cell(ranked, digits: int) -> str:
     """The score cell, with the pretraining-overlap mark (the matrix has no name per cell)."""
-    return _score_cell(ranked, digits) + (r"$^\dagger$" if ranked.entry.overlap else "")
+    return (_score_cell(ranked, digits) + (r"$^\dagger$" if ranked.entry.overlap else "")
+            + (SUBMITTED if ranked.entry.submitted else ""))
 
 
 def render_latex_matrix(board: Board, *, protocol: str = "linear_probe", cohort: str | None = None,
@@ -117,6 +133,7 @@ def render_latex_matrix(board: Board, *, protocol: str = "linear_probe", cohort:
                    f"where they change the fit). {_RULE.format(n_boot=board.n_boot, alpha=board.alpha)}")
         if any(r.entry.overlap for r in cells.values()):
             caption += r" $^\dagger$: some test subjects were in the encoder's pretraining data."
+        caption += submitted_note([r.entry for r in cells.values()])
         lines += [rf"\caption{{{caption}}}", rf"\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', c)}-{protocol}}}",
                   r"\end{table}"]
         blocks.append("\n".join(lines) + "\n")

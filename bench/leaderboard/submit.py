@@ -8,8 +8,9 @@ The bundle (``--out DIR``) holds everything a reviewer needs and nothing machine
 * ``environment.json``: mribench version and commit, Python and library versions, hardware;
 * ``submission.json``: the suite that was run (profile, cohort, tasks x protocols), what was
   skipped and why, and every record with its SHA-256 and verification result;
-* ``results/<encoder>/<task>@v<version>/<protocol>.json``: the result records, which the pull
-  request copies under ``leaderboard/results/``;
+* ``results/<encoder>/<task>@v<version>/<protocol>.json``: the result records; the pull request
+  copies the whole bundle under ``leaderboard/submissions/``, where the board verifies them and
+  flags them as submitted;
 * ``README.md``: the steps above, for the reviewer.
 
 The standard suite is every task under ``tasks/`` defined on the cohort's family (the synthetic
@@ -208,9 +209,11 @@ def _bundle_readme(name: str, profile: str, cohort: str, plan: Plan, records: li
     lines = [f"# Submission: {name}", "",
              f"Standard suite on cohort `{cohort}` ({profile} profile): "
              + "; ".join(f"{t}: {', '.join(p)}" for t, p in plan.jobs.items()) + ".", "",
-             "To put it on the leaderboard, copy the records and open a pull request:", "", "```bash",
-             f"cp -r results/{name} <mribench checkout>/leaderboard/results/",
-             "bench verify leaderboard/results/" + name, "bench leaderboard", "```", "",
+             "To put it on the leaderboard, copy this whole bundle folder into `leaderboard/submissions/` of a "
+             "mribench checkout and open a pull request; `bench leaderboard` verifies its records and flags "
+             "them `submitted (<bundle>)`:", "", "```bash",
+             "cp -r <this bundle> <mribench checkout>/leaderboard/submissions/",
+             "bench leaderboard", "```", "",
              "| task | protocol | main score | verified |", "|---|---|---:|---|"]
     for r in records:
         score = "-" if r["main_score"] is None else f"{r['main_score']:.3f}"

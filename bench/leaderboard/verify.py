@@ -15,8 +15,13 @@ What is checked, in order:
    like the record's own task, its training side's split hash against the repository, and its
    ``external`` predictions against every subject of the split file (the target subjects the head
    never saw);
+   Every name in it (encoder, task, protocol, cohort) is a name (:data:`bench.names.NAME`,
+   refused otherwise) and its free text has lost its control characters (:mod:`bench.names`);
 2. **task**: ``tasks/<task>.yaml`` exists, has the record's version, its resolved-content hash
    equals ``provenance.task_spec_sha256``, and its main score / direction are the record's;
+   **names** (:func:`check_names`): the cohort is one the task is defined on, the split file it
+   names resolves inside ``splits/``, and a protocol that trains the encoder has a card that
+   says it can be fine-tuned;
 3. **split**: the split file the task names for the record's cohort exists, matches its hash
    sidecar, its SHA-256 equals ``provenance.split_sha256`` and the record's ``split_file``
    names it; every subject with a prediction is in that file's test / external split;
@@ -110,6 +115,9 @@ def verify_record(record: ResultRecord) -> list[str]:
         if scored is None:
             return problems + more
         problems += more
+    name_problems = check_names(record, scored)
+    if name_problems:  # a cohort that is not one of the task's names no file the record may open
+        return problems + name_problems
     split_problems, split_subjects = _check_split(record, scored)
     problems += split_problems
     problems += _check_consistency(record)
@@ -183,11 +191,67 @@ def _check_transfer(record: ResultRecord):
     if test.get("cohort") != record.provenance.cohort.name or test.get("split_sha256") != record.provenance.split_sha256:
         problems.append("the transfer's test side is not the record's cohort and split: the record was edited")
     train_spec = list_tasks().get(record.task)
+    side_problem = _cohort_problem(train_spec, train.get("cohort")) if train_spec is not None else None
+    if side_problem:  # checked before its split file is opened: the name must not steer the path
+        return spec, problems + [f"training side: {side_problem}"]
     path = train_spec.split_path(str(train.get("cohort"))) if train_spec is not None else None
     if path is not None and path.is_file() and file_sha256(path) != train.get("split_sha256"):
         problems.append(f"the training side's split hash {str(train.get('split_sha256'))[:12]} does not match "
                         f"{path.parent.name}/{path.name}: the head was trained on another split")
     return spec, problems
+
+
+# ------------------------------------------------------------------------------------------ names
+
+
+def check_names(record: ResultRecord, scored) -> list[str]:
+    """The record's cohort (the scored side's, for a transfer) is a cohort its task is defined on and
+    names a split file under ``splits/``, and its protocol is one the encoder's card supports.
+
+    The schema already holds every name to :data:`bench.names.NAME`; this is the second wall: the
+    split path is resolved and must sit under the splits folder, whatever the name pattern allows."""
+    problem = _cohort_problem(scored, record.provenance.cohort.name)
+    return [problem] if problem else _card_protocol_problem(record)
+
+
+def _cohort_problem(spec, cohort: object) -> str | None:
+    """Why ``cohort`` may not be ``spec``'s cohort: not a name, not of the task's family, or its split
+    file would lie outside ``splits/``; None when it may."""
+    from bench.names import name_problem
+    from bench.paths import splits_root
+
+    problem = name_problem("cohort", cohort)
+    if problem:
+        return problem
+    if not _fits(spec, str(cohort)):
+        return f"cohort {cohort!r} is not one task {spec.name} is defined on ({spec.cohort} or {spec.cohort}-*)"
+    root = splits_root().resolve()
+    if not spec.split_path(str(cohort)).resolve().is_relative_to(root):
+        return f"cohort {cohort!r} names a split file outside {root.name}/; the record cannot be checked"
+    return None
+
+
+def _fits(spec, cohort: str) -> bool:
+    """Whether a record of ``spec`` may be on ``cohort``: a cohort of the task's family (``synth``,
+    ``synth-default``), or of no family a task names (a cohort generated under a name of one's own,
+    as ``bench run --cohort DIR`` allows); never another family's (``adni`` for a synthetic task)."""
+    from bench.tasks import list_tasks, task_fits_cohort
+
+    if task_fits_cohort(spec, cohort):
+        return True
+    return not any(task_fits_cohort(other, cohort) for other in list_tasks().values())
+
+
+def _card_protocol_problem(record: ResultRecord) -> list[str]:
+    """A protocol that trains the encoder needs a card that says it can be fine-tuned."""
+    from bench.protocols import PROTOCOLS
+
+    protocol = PROTOCOLS.get(record.protocol)
+    says = record.provenance.encoder_card.get("supports_finetune")
+    if protocol is not None and protocol.trains_network and says is not True:
+        return [f"encoder {record.encoder!r} is not fine-tuned (its card says supports_finetune {says}), "
+                f"yet this is a {record.protocol} record"]
+    return []
 
 
 # ------------------------------------------------------------------------------------------ split
