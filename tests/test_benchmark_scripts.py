@@ -76,7 +76,7 @@ def test_val_scores_fit_on_train_and_score_the_validation_split(capsys):
 def test_fine_tuned_ssl_is_compared_with_its_own_init_fine_tuned(tmp_path):
     """The seeds' claim with the architecture held fixed: NAME fine-tuned vs NAME@init fine-tuned."""
     def tuned(name, error_at):
-        return age_record(name, [0.0] * 10, protocol="finetune_fractions", preds={
+        return age_record(name, [0.0] * 10, protocol="finetune_fractions", card={"supports_finetune": True}, preds={
             f"fraction={p:g}": {0: [70.0 + i + error_at(p) for i in range(10)]} for p in (0.01, 0.1, 0.2, 1)})
 
     results = write_board(tmp_path / "results", [tuned("toy", lambda p: 1.0), tuned("toy@init", lambda p: 2.0)])
