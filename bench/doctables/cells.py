@@ -10,6 +10,7 @@ unadjusted and against what. The direction (+ / -) is read from the two scores, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,12 +70,21 @@ def versus(a: Entry | None, b: Entry | None) -> Versus | None:
         return None
     key = (id(a), id(b))
     if key not in _VERSUS:
-        c = compare(a, b, n_boot=N_BOOT, seed=SEED)
+        c = compare(a, b, n_boot=N_BOOT, seed=SEED, reps=_replicates())
         better = None
         if a.score is not None and b.score is not None and a.score != b.score:
             better = (a.score > b.score) == a.record.higher_is_better
         _VERSUS[key] = (a, b, Versus(better, c.p_value, c.method, bool(c.separable)))
     return _VERSUS[key][2]
+
+
+@lru_cache(maxsize=1)
+def _replicates():
+    """One set of bootstrap replicates per entry for every document's tests (an entry compared with
+    its init, ``random`` and ``supervised`` is resampled once, as on the board)."""
+    from bench.leaderboard.ranking import Replicates
+
+    return Replicates(N_BOOT, SEED)
 
 
 def fallback_text(v: Versus) -> str:

@@ -11,14 +11,10 @@ identical fits as three seeds.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from bench.leaderboard.entries import Entry
 from bench.stats import negligible
-
-_FRACTION = re.compile(r"fraction=([0-9.eE+-]+)")
-
 
 @dataclass(frozen=True)
 class FractionRow:
@@ -28,20 +24,18 @@ class FractionRow:
     points: dict[float, tuple[float, float | None]]   # fraction -> (mean over seeds, SD over seeds)
 
 
-def _fraction(setting: str) -> float | None:
-    m = _FRACTION.fullmatch(setting)
-    return float(m.group(1)) if m else None
-
-
 def fraction_rows(entries: list[Entry]) -> list[FractionRow]:
     """Rows for a task's ``fractions`` entries, best at the smallest fraction first."""
+    from bench.protocols import get_protocol
+
+    params_of = get_protocol("fractions").setting_params  # the protocol reads its own setting labels
     rows = []
     for e in entries:
         name = e.record.main_score_name
         points = {}
         for key, metrics in (e.record.summary or {}).items():
             setting, _, split = key.partition("|")
-            fraction = _fraction(setting)
+            fraction = params_of(setting).get("fraction")
             stats = metrics.get(name) if isinstance(metrics, dict) else None
             if split != "test" or fraction is None or fraction >= 1 or not stats or stats.get("mean") is None:
                 continue

@@ -149,9 +149,10 @@ class Replicates:
     n_boot: int = 1000
     seed: int = 0
     _draws: dict[tuple, tuple] = field(default_factory=dict)
-    _scores: dict[int, tuple[tuple[str, ...], np.ndarray] | None] = field(default_factory=dict)
+    #: by ``id(entry)``, with the entry itself held so its id can never be reused for another
+    _scores: dict[int, tuple[Entry, tuple | None, np.ndarray | None]] = field(default_factory=dict)
 
-    def of(self, entry: Entry) -> tuple[tuple[str, ...], np.ndarray, int] | None:
+    def of(self, entry: Entry) -> tuple[tuple, np.ndarray, int] | None:
         """(example ids, seed-mean score per replicate (NaN where undefined), n subjects), or None
         when the entry kept no usable predictions."""
         from bench.metrics import boot_scores, replicates, subject_index
@@ -160,7 +161,7 @@ class Replicates:
         if key not in self._scores:
             al = aligned_predictions(entry)
             if al is None:
-                self._scores[key] = None
+                self._scores[key] = (entry, None, None)
             else:
                 ids_key = (al.example_ids, al.y_true.shape, al.y_true.tobytes())
                 if ids_key not in self._draws:
@@ -170,12 +171,9 @@ class Replicates:
                 metric = entry.record.main_score_name
                 per_seed = np.stack([boot_scores(metric, al.y_true, pred, draws, members, _metric_params(entry))
                                      for pred in al.preds])
-                self._scores[key] = (ids_key, per_seed.mean(axis=0))  # NaN in any seed -> NaN
-        found = self._scores[key]
-        if found is None:
-            return None
-        ids_key, scores = found
-        return ids_key, scores, len(self._draws[ids_key][0])
+                self._scores[key] = (entry, ids_key, per_seed.mean(axis=0))  # NaN in any seed -> NaN
+        _, ids_key, scores = self._scores[key]
+        return None if ids_key is None else (ids_key, scores, len(self._draws[ids_key][0]))
 
 
 def paired_spread(better: Entry, other: Entry, reps: Replicates) -> tuple[float, Spread, int] | None:

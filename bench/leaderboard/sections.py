@@ -130,9 +130,9 @@ class SplitPower:
     @property
     def mc_se(self) -> float | None:
         """Monte-Carlo standard error of :attr:`power` (binomial over :attr:`n_sim` simulations)."""
-        if self.power is None or self.n_sim <= 0:
-            return None
-        return math.sqrt(self.power * (1 - self.power) / self.n_sim)
+        from bench.power import mc_se
+
+        return None if self.power is None or self.n_sim <= 0 else mc_se(self.power, self.n_sim)
 
 
 def cross_cohort_rows(transfers: list[Entry], ranked: list[Entry]) -> list[CrossCohortRow]:
