@@ -26,3 +26,11 @@ class SplitError(MribenchError):
 class MribenchWarning(UserWarning):
     """Input the harness repaired and went on with (a suite that names an encoder twice): the CLI
     prints it as one line, like a :class:`~bench.data.sanity.ScanWarning`."""
+
+
+def first_invalid(error) -> str:
+    """``'field.path': message`` of a pydantic ``ValidationError``'s first error: where a spec or
+    suite file is wrong, in one line, without echoing the (possibly huge) value."""
+    first = error.errors()[0]
+    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    return f"'{where}': {first['msg']}"

@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bench.errors import MribenchError, MribenchWarning
+from bench.errors import MribenchError, MribenchWarning, first_invalid
 from bench.paths import repo_root
 
 
@@ -79,9 +79,7 @@ def load_suite(name: str) -> Suite:
     try:
         suite = Suite.model_validate(load_yaml(path, "suite"))
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise MribenchError(f"{path}: not a valid suite (at '{where}': {first['msg']})") from None
+        raise MribenchError(f"{path}: not a valid suite (at {first_invalid(e)})") from None
     suite = _merged(suite, path)
     _check_names(suite, path)
     return suite

@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from bench.data.cohort import Cohort
-from bench.errors import MribenchError
+from bench.errors import MribenchError, first_invalid
 from bench.safe_yaml import load_yaml
 from bench.paths import repo_root, splits_root
 
@@ -143,9 +143,7 @@ def load_task_file(path: str | Path) -> TaskSpec:
     try:
         return TaskSpec.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise MribenchError(f"{path}: invalid task spec at '{where}': {first['msg']}") from None
+        raise MribenchError(f"{path}: invalid task spec at {first_invalid(e)}") from None
 
 
 def task_fits_cohort(spec: TaskSpec, cohort_name: str) -> bool:
