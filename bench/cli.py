@@ -7,13 +7,13 @@ fix, with exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 import warnings
+from pathlib import Path
 
-
-
-from bench.commands._args import err_console
+from bench.commands._args import BenchParser, err_console
 from bench.errors import MribenchError
 from bench.names import term
 
@@ -21,6 +21,8 @@ from bench.names import term
 #: Command families listed first in ``bench --help`` (modules of bench/commands/), in this order; the
 #: others follow by name.
 FIRST = ("data", "splits", "run", "pretrain", "perturb", "listing")
+#: The package folder: warnings raised under it are mribench's own, shown as one-line notes.
+_PACKAGE = Path(__file__).resolve().parent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     import bench.commands
 
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser = BenchParser(prog="bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     names = [m.name for m in pkgutil.iter_modules(bench.commands.__path__) if not m.name.startswith("_")]
     for name in sorted(names, key=lambda n: (FIRST.index(n) if n in FIRST else len(FIRST), n)):
@@ -39,20 +41,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``np.int64(2)``, ``np.float64(0.5)``: how numpy 2 scalars print inside a message; a user reads ``2``.
+_NUMPY_REPR = re.compile(r"\bnp\.(?:u?int|float|bool_?|str_)\w*\(([^()]*)\)")
+
+
+def note_text(message) -> str:
+    """A warning's text as a note: one line, numpy scalars as plain numbers."""
+    return " ".join(_NUMPY_REPR.sub(r"\1", str(message)).split())
+
+
+def _ours(filename: str) -> bool:
+    """Whether a warning was raised in mribench's own code (not a library's)."""
+    try:
+        return Path(filename).resolve().is_relative_to(_PACKAGE)
+    except (OSError, ValueError):
+        return False
+
+
 def _one_line_warnings(previous):
-    """A ``warnings.showwarning`` that prints mribench's own warnings (a scan's oblique affine...)
-    as one line, and hands every other warning to ``previous``."""
+    """A ``warnings.showwarning`` that prints mribench's own warnings (a scan's oblique affine, a
+    class with fewer train subjects than k...) as one line each, once per run, with no source line
+    under it and no numpy reprs in it, and hands every other warning to ``previous``."""
+    seen: set[str] = set()
+
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         from bench.data.sanity import ScanWarning
         from bench.errors import MribenchWarning
 
         if issubclass(category, (ScanWarning, MribenchWarning)):
-            err_console.print(f"[yellow]warning:[/yellow] {term(message)}", highlight=False, soft_wrap=True)
+            label = "[yellow]warning:[/yellow]"
+        elif issubclass(category, UserWarning) and _ours(filename):
+            label = "note:"
         else:
             previous(message, category, filename, lineno, file, line)
+            return
+        text = note_text(message)
+        if text not in seen:
+            seen.add(text)
+            err_console.print(f"{label} {term(text)}", highlight=False, soft_wrap=True)
 
     return show
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,7 +84,7 @@ def test_adni_to_oasis3_is_recorded_with_both_cohorts(cohorts, profile, tmp_path
     assert by_split["test"].params["n_train_subjects"] == cfg["train"]["n_subjects"]["train"]
     assert {p["participant_id"][:7] for p in rec.predictions} == {"sub-OAS"}
     again = run_cross_cohort(ENCODER, train, test, profile, tmp_path, progress=False)
-    assert again.status == "skipped (exists)"
+    assert again.status == "reused"
 
 
 def test_site_transfer_within_adni_from_the_command_line(cohorts, tmp_path, capsys):

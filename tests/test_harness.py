@@ -165,7 +165,7 @@ def test_resume_after_crash_writes_exactly_the_missing_records(smoke, profile, t
     monkeypatch.setattr(runner_mod, "run_protocol", real)
     results = r.run("oracle", ["brain_age", "ad_diagnosis"], ["linear_probe", "fractions"])
     status = {(x.task, x.protocol): x.status for x in results}
-    assert status[jobs[0]] == status[jobs[1]] == "skipped (exists)"
+    assert status[jobs[0]] == status[jobs[1]] == "reused"
     # a reused record still reports its headline score and CI (what the first command prints on a clone)
     first = next(x for x in results if (x.task, x.protocol) == jobs[0])
     record = json.loads(paths[jobs[0]].read_text())

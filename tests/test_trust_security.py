@@ -321,11 +321,11 @@ def test_a_rerun_with_other_settings_refuses_and_the_same_one_skips(tiny_cohort_
     assert main(run_args(tiny_cohort_dir, results)) == 0
     capsys.readouterr()
     assert main(run_args(tiny_cohort_dir, results)) == 0  # same settings: skipped, as before
-    assert "skipped" in capsys.readouterr().out
+    assert "reused (" in capsys.readouterr().out
     for profile, seeds, field in (("smoke", "2", "seeds [0] -> [0,1]"), ("default", "1", "profile smoke -> default")):
         assert main(run_args(tiny_cohort_dir, results, profile=profile, seeds=seeds)) == 2
         err = capsys.readouterr().err
-        assert field in err and "--overwrite" in err and "--results" in err and "skipped" not in err, err
+        assert field in err and "--overwrite" in err and "--results" in err and "reused" not in err, err
     # --overwrite replaces it; status still sees every job done
     assert main([*run_args(tiny_cohort_dir, results, seeds="2"), "--overwrite"]) == 0
     assert [j.state for j in collect_status(results)] == ["done"]

@@ -4,12 +4,77 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Callable, Iterable, Iterator
 
-from rich.console import Console
-from rich.table import Table
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+
+class _Console:
+    """A rich ``Console`` made on first use: importing rich's console costs more than building the
+    whole parser, and ``bench --help`` never prints through one."""
+
+    def __init__(self, **options) -> None:
+        self._options = options
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+console = _Console(stderr=False)
+err_console = _Console(stderr=True)
+wrap_console = _Console(soft_wrap=True)  # paths stay whole, so they can be copied
+
+
+class Later:
+    """A help text or description that costs an import to write (the protocols' names load torch):
+    made when that help is printed (:class:`BenchParser`), not each time the parser is built, so
+    ``bench --help`` and ``bench list`` start without the libraries the work needs."""
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self.make = make
+
+    def __str__(self) -> str:
+        return self.make()
+
+
+class LazyChoices:
+    """``choices=`` whose names come from a registry that costs an import: read on the first check
+    (give the argument a ``metavar``, or argparse lists them while the parser is built)."""
+
+    def __init__(self, load: Callable[[], Iterable[str]]) -> None:
+        self._load = load
+        self._names: tuple[str, ...] | None = None
+
+    def _get(self) -> tuple[str, ...]:
+        if self._names is None:
+            self._names = tuple(self._load())
+        return self._names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+class BenchParser(argparse.ArgumentParser):
+    """The parser of ``bench`` and (argparse makes sub-parsers of the parent's class) of every
+    sub-command: a :class:`Later` help or description is written out when help is printed."""
+
+    def format_help(self) -> str:
+        if isinstance(self.description, Later):
+            self.description = str(self.description)
+        for action in self._actions:
+            if isinstance(action.help, Later):
+                action.help = str(action.help)
+        return super().format_help()
 
 #: What ``--encoder path/to/file.py:ClassName`` does, said wherever the flag is: it is code, run.
 FILE_ENCODER_NOTE = ("path/to/file.py:ClassName imports that file and runs its code with your permissions: "
@@ -98,6 +163,8 @@ def print_listing(args: argparse.Namespace, title: str, columns: list[str], rows
     if not console.is_terminal:
         print("\n".join("\t".join(row) for row in [columns, *cells]))
         return
+    from rich.table import Table
+
     table = Table(title=title)
     for col in columns:
         table.add_column(col, overflow="fold")  # wrap, never cut, a name that does not fit
@@ -138,24 +205,3 @@ def executor_from(args: argparse.Namespace):
                          **({"cores": args.worker_cores, "memory": args.worker_memory, "gpus": args.gpus_per_worker,
                              "walltime": args.walltime, "queue": args.queue, "account": args.account,
                              "interface": args.interface} if args.cluster else {}))
-
-
-def print_results(title: str, results: list, folder, start: float) -> list:
-    """The jobs' table, one line per failure and the closing line; returns the failed results."""
-    import time
-
-    table = Table(title=title)
-    for col in ("encoder", "task", "protocol", "main score (95% CI)", "status", "seconds"):
-        table.add_column(col)
-    for r in results:
-        score = "-" if r.main_score is None else f"{r.main_score:.3f}"
-        if r.ci[0] is not None:
-            score += f" ({r.ci[0]:.3f}-{r.ci[1]:.3f})"
-        table.add_row(r.encoder, r.task, r.protocol, score, r.status, f"{r.seconds:.1f}")
-    console.print(table)
-    failed = [r for r in results if r.failed]
-    for r in failed:
-        err_console.print(f"[red]failed[/red] {r.key}: {r.error}", highlight=False, soft_wrap=True)
-    console.print(f"records under {folder}; total {time.perf_counter() - start:.1f} s"
-                  + (f"; {len(failed)} job(s) failed (see `bench status --results {folder}`)" if failed else ""))
-    return failed

@@ -9,14 +9,10 @@ import argparse
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
-from bench.commands._args import add_cohort_args, cohort_from, console, err_console
+from bench.commands._args import (LazyChoices, Later, add_cohort_args, cohort_from, console, err_console,
+                                  wrap_console)
 from bench.commands.splits import add_power_args, default_split_dir, print_power
 from bench.profiles import PROFILES
-
-wrap_console = Console(soft_wrap=True)  # paths stay whole, so they can be copied
 
 
 def register(sub) -> None:
@@ -42,13 +38,19 @@ def register(sub) -> None:
     _add_import_prepare_calibrate(data)
 
 
-def _add_import_prepare_calibrate(data) -> None:
-    """Add ``import`` and ``prepare`` to the ``bench data`` sub-parsers."""
+def _datasets() -> tuple[str, ...]:
+    """The releases ``bench data import`` maps (the importers load pandas: read when needed)."""
     from bench.data.importers import DATASETS
 
+    return DATASETS
+
+
+def _add_import_prepare_calibrate(data) -> None:
+    """Add ``import`` and ``prepare`` to the ``bench data`` sub-parsers."""
     p = data.add_parser("import", help="map a real release (ADNI, OASIS-3, IXI, BraTS, UCSF-PDGM) into a "
                                        "cohort manifest, with counts of what was dropped and why")
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=LazyChoices(_datasets), metavar="DATASET",
+                   help=Later(lambda: "one of " + ", ".join(_datasets())))
     p.add_argument("--root", required=True, help="folder the release was unpacked into")
     p.add_argument("--clinical", default=None,
                    help="clinical table (ADNIMERGE.csv, OASIS3_UDSb4_cdr.csv, IXI.xls/csv, survival_info.csv, "
@@ -104,6 +106,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 def cmd_data_info(args: argparse.Namespace) -> int:
     cohort = cohort_from(args)
     t = cohort.table
+    from rich.table import Table
+
     table = Table(title=f"cohort {cohort.name} ({cohort.root})")
     for col in ("what", "value"):
         table.add_column(col)

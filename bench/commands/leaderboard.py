@@ -19,10 +19,7 @@ FORMAT_CHOICES = ("all", "markdown", "html", "csv", "latex")
 
 
 def register(sub) -> None:
-    from bench.commands._args import FILE_ENCODER_NOTE, add_cohort_args
-    from bench.leaderboard.submit import suite_protocols
-
-    suite = suite_protocols()
+    from bench.commands._args import FILE_ENCODER_NOTE, Later, add_cohort_args
 
     p = sub.add_parser("leaderboard", help="render the leaderboard from verified result records",
                        description="Verify every record under --results, rank each task (ties by a paired "
@@ -52,15 +49,15 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("submit", help="check a new encoder, run the standard suite, write a bundle for a PR",
-                       description="API checks first (card, input space, output shape and dtype, no NaN, "
-                                   "determinism, batch independence; the first failure stops with one line), then "
-                                   f"every task x {', '.join(suite)}, then the bundle.")
+                       description=Later(lambda: "API checks first (card, input space, output shape and dtype, "
+                                         "no NaN, determinism, batch independence; the first failure stops with one "
+                                         f"line), then every task x {', '.join(_suite())}, then the bundle."))
     p.add_argument("--encoder", required=True, help=FILE_ENCODER_NOTE)
     p.add_argument("--weights", default=None, help="checkpoint passed to the encoder as weights=...")
     p.add_argument("--out", required=True, help="bundle folder")
     p.add_argument("--task", action="append", default=None, help="only these tasks (repeatable; default: all)")
     p.add_argument("--protocol", action="append", default=None,
-                   help=f"only these protocols (repeatable; default: {' '.join(suite)})")
+                   help=Later(lambda: f"only these protocols (repeatable; default: {' '.join(_suite())})"))
     add_cohort_args(p)
     p.set_defaults(func=cmd_submit)
 
@@ -69,6 +66,13 @@ def register(sub) -> None:
                                    "recomputed from the record's predictions. Exit status 1 if any record fails.")
     p.add_argument("records", nargs="+", help="record files, or folders searched for *.json")
     p.set_defaults(func=cmd_verify)
+
+
+def _suite() -> tuple[str, ...]:
+    """The standard suite's protocols (loading them imports torch: only when ``submit --help`` is printed)."""
+    from bench.leaderboard.submit import suite_protocols
+
+    return suite_protocols()
 
 
 def _console(stderr: bool = False):

@@ -52,23 +52,27 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _existing_cohort(args: argparse.Namespace):
     """The cohort named by --cohort, or the profile's synthetic cohort if it is already generated;
     None otherwise. Listing never generates data (the default cohort takes minutes)."""
-    from bench.data.bids import read_bids
     from bench.data.sources import synth_dir, synth_name
-    from bench.data.synth.generate import SynthConfig, is_complete
 
     if args.cohort and args.cohort != "synth":
         return cohort_from(args)
     folder = synth_dir(args.profile, args.seed)
+    if not folder.is_dir():  # not generated: nothing to count, and no need to load the generator
+        return None
+    from bench.data.bids import read_bids
+    from bench.data.synth.generate import SynthConfig, is_complete
+
     if is_complete(folder, SynthConfig.from_profile(args.profile, seed=args.seed)):
         return read_bids(folder, name=synth_name(args.profile))  # read, never (re)generate
     return None
 
 
 def _list_tasks(args: argparse.Namespace) -> int:
-    from bench.runner import prepare_task
     from bench.tasks import list_tasks
 
     cohort = _existing_cohort(args)
+    if cohort is not None:
+        from bench.runner import prepare_task  # (torch): only to count the subjects of a cohort
     splits = ("train", "val", "test", "external")
     rows = []
     for name, spec in list_tasks().items():

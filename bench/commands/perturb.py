@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-from rich.table import Table
-
 from bench.commands._args import add_cohort_args, cohort_from, console
 from bench.errors import MribenchError
 
@@ -52,6 +49,8 @@ def _resolve_scan(args: argparse.Namespace):
         raise MribenchError(f"--scan {args.scan}: neither a file nor a scan of cohort {cohort.name} "
                             f"(give e.g. {ids.iloc[0]})")
     row = hits.iloc[0]
+    import numpy as np
+
     from bench.data.store import VolumeStore
     from bench.paths import cache_home
 
@@ -80,6 +79,8 @@ def cmd_perturb_show(args: argparse.Namespace) -> int:
 
 
 def cmd_perturb_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
     from bench.perturbations import PERTURBATIONS
 
     table = Table(title="perturbations (robustness protocol)")

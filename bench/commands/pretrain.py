@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from bench.commands._args import add_cohort_args, cohort_from, console
 from bench.errors import MribenchError
 
@@ -68,6 +66,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                       command=args.command_line, init_from=Path(args.init_from) if args.init_from else None)
     if env_rank() != 0:  # under torchrun, rank 0 reports for all
         return 0
+    import numpy as np
+
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
     console.print(f"pretrained {args.encoder} ({args.config}) for {result.steps} steps in {result.seconds:.0f} s: "
                   f"loss {first:.3f} -> {last:.3f} (mean of first / last 5 steps)", highlight=False)

@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.commands._args import (FILE_ENCODER_NOTE, add_cohort_args, add_executor_args, cohort_from,
-                                  executor_from, positive_int, print_results)
+from bench.commands._args import (FILE_ENCODER_NOTE, Later, add_cohort_args, add_executor_args, cohort_from,
+                                  executor_from, positive_int)
 from bench.errors import MribenchError
 
 
@@ -16,11 +16,7 @@ def register(sub) -> None:
     p.add_argument("--encoder", action="append", required=True,
                    help=f"registered name, or {FILE_ENCODER_NOTE} (repeatable)")
     p.add_argument("--task", action="append", required=True, help="task name (repeatable)")
-    from bench.protocols import all_protocols
-
-    p.add_argument("--protocol", action="append", default=None,
-                   help=", ".join(pr.name + (" (default)" if pr.name == "linear_probe" else "")
-                                  for pr in all_protocols() if not pr.options) + " (repeatable)")
+    p.add_argument("--protocol", action="append", default=None, help=Later(_protocol_help))
     p.add_argument("--seeds", type=positive_int, default=None, help="seeds per setting, >= 1 (default: profile's)")
     p.add_argument("--weights", default=None, help="checkpoint for the encoder (e.g. a published one)")
     p.add_argument("--features", default=None, metavar="PATH",
@@ -36,12 +32,21 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def _protocol_help() -> str:
+    """The protocols ``bench run`` takes (written when ``bench run --help`` is printed: it loads them)."""
+    from bench.protocols import all_protocols
+
+    return ", ".join(pr.name + (" (default)" if pr.name == "linear_probe" else "")
+                     for pr in all_protocols() if not pr.options) + " (repeatable)"
+
+
 # -- bench run ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the grid; every job is attempted, and the exit status is 1 when any of them failed."""
     from dataclasses import replace
 
     from bench.commands._args import results_folder
+    from bench.commands._report import print_results
     from bench.encoders.features import run_options
     from bench.locks import cache_lock
     from bench.profiles import get_profile

@@ -19,8 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.commands._args import (add_cohort_args, add_executor_args, cohort_from, console, executor_from, positive_int,
-                                  print_results)
+from bench.commands._args import add_cohort_args, add_executor_args, cohort_from, console, executor_from, positive_int
 
 
 def register(sub) -> None:
@@ -63,6 +62,7 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
     """Plan the suite on the cohort, print the skips, run the jobs, then the time by phase (see
     :mod:`bench.timing`); exit 1 when any job failed."""
     from bench.commands._args import results_folder
+    from bench.commands._report import print_results
     from bench.suite import load_suite, restrict, timing_report
     from bench.timing import measure
 
@@ -74,7 +74,7 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
         return 0
     cohort, profile, results, where, in_process, start = ran
     failed = print_results(f"bench suite run {suite.name} on {cohort.name} ({profile.name} profile, {where})",
-                           results, args.results, start)
+                           results, args.results, start, floors=False)
     report = {"suite": suite.name, "profile": profile.name, "cohort": cohort.name, "executor": where,
               "cpu_count": os.cpu_count(), **timing_report(clock.totals, results, in_process)}
     _print_timing(report, _write_timing(report, Path(args.results), suite.name))

@@ -160,9 +160,29 @@ def _scan_row(root: Path, sub: str, p: pd.Series, sessions: pd.DataFrame | None,
     return row
 
 
-def read_bids(root: str | Path, name: str | None = None) -> Cohort:
-    """Build a :class:`Cohort` from a BIDS tree (one row per anatomical scan)."""
+def read_bids(root: str | Path, name: str | None = None, cache: bool = True) -> Cohort:
+    """Build a :class:`Cohort` from a BIDS tree (one row per anatomical scan).
+
+    The table is kept between runs (:mod:`bench.data.bids_cache`) and read afresh whenever a file
+    of the tree changes; ``cache=False`` always reads the tree."""
+    from bench.data.bids_cache import cached_read
+
     root = Path(root).resolve()
+    if cache:
+        table, skipped = cached_read(root, lambda: read_bids_table(root), code=_READER_CODE)
+    else:
+        table, skipped = read_bids_table(root)
+    truth = None
+    truth_path = root / "derivatives" / "synth" / "ground_truth.tsv"
+    if truth_path.is_file():
+        truth = _read_tsv(truth_path)
+    return Cohort(table, name=name or root.name, root=root, ground_truth=truth,
+                  metadata={"source": "bids", "skipped_files": skipped})
+
+
+def read_bids_table(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The tree's scan table as the reader builds it (before the Cohort's checks), and the files
+    that are not an anatomical scan we know."""
     participants = _participants(root)
     subject_dirs = sorted(p for p in root.glob("sub-*") if p.is_dir())
     unknown = [p.name for p in subject_dirs if p.name not in participants.index]
@@ -192,9 +212,9 @@ def read_bids(root: str | Path, name: str | None = None) -> Cohort:
     for col in ("risk_factor", "marker", "event"):
         if col in table.columns:
             table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
-    truth = None
-    truth_path = root / "derivatives" / "synth" / "ground_truth.tsv"
-    if truth_path.is_file():
-        truth = _read_tsv(truth_path)
-    return Cohort(table, name=name or root.name, root=root, ground_truth=truth,
-                  metadata={"source": "bids", "skipped_files": skipped})
+    return table, skipped
+
+
+#: The source that turns a tree into a table: part of the cached table's fingerprint, so a change
+#: to the reader reads every tree again.
+_READER_CODE = (Path(__file__), Path(__file__).with_name("bids_cache.py"))

@@ -7,13 +7,16 @@ into the cache and reused afterwards (a second run does not regenerate it).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.data.bids import read_bids
-from bench.data.cohort import Cohort
-from bench.data.manifest import read_manifest
-from bench.data.synth.generate import SynthConfig, generate, is_complete
 from bench.errors import CohortError
 from bench.paths import cache_home
+
+if TYPE_CHECKING:
+    from bench.data.cohort import Cohort
+
+# The readers and the generator (pandas, torch) are imported where used: ``bench list`` asks where
+# the synthetic cohort would be without loading them.
 
 
 def synth_name(profile: str) -> str:
@@ -22,12 +25,25 @@ def synth_name(profile: str) -> str:
 
 
 def synth_dir(profile: str, seed: int = 0) -> Path:
-    cfg = SynthConfig.from_profile(profile, seed=seed)
-    return cache_home() / "cohorts" / f"synth-{profile}-seed{seed}-{cfg.resolution}mm"
+    """The folder of a profile's synthetic cohort (at the profile's resolution, as
+    ``SynthConfig.from_profile`` sets it), whether generated or not."""
+    from bench.profiles import get_profile
+
+    return cache_home() / "cohorts" / f"synth-{profile}-seed{seed}-{get_profile(profile).synth_resolution}mm"
+
+
+def generate(config, out: Path, progress: bool = True) -> None:
+    """Generate a synthetic cohort (:func:`bench.data.synth.generate.generate`, imported when called:
+    it loads torch)."""
+    from bench.data.synth.generate import generate as run_generator
+
+    run_generator(config, out, progress=progress)
 
 
 def ensure_synth(profile: str, seed: int = 0, progress: bool = True) -> Path:
     """The profile's synthetic cohort folder, generating it only if it is not there yet."""
+    from bench.data.synth.generate import SynthConfig, is_complete
+
     out = synth_dir(profile, seed)
     cfg = SynthConfig.from_profile(profile, seed=seed)
     if not is_complete(out, cfg):
@@ -38,6 +54,9 @@ def ensure_synth(profile: str, seed: int = 0, progress: bool = True) -> Path:
 def open_cohort(spec: str | Path | None = None, *, profile: str = "default", seed: int = 0,
                 progress: bool = True) -> Cohort:
     """``None``/'synth' -> the profile's synthetic cohort; a folder -> BIDS; a .csv/.tsv -> manifest."""
+    from bench.data.bids import read_bids
+    from bench.data.manifest import read_manifest
+
     if spec is None or str(spec) == "synth":
         return read_bids(ensure_synth(profile, seed, progress), name=synth_name(profile))
     path = Path(spec)
