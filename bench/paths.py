@@ -36,3 +36,14 @@ def display_path(path: str | os.PathLike) -> str:
         return str(Path(path).resolve().relative_to(repo_root()))
     except ValueError:
         return Path(path).name
+
+
+def split_display_path(path: str | os.PathLike) -> str:
+    """A split file as records name it: relative to the folder holding the splits root
+    (``splits/synth-default/ad.tsv``), wherever ``MRIBENCH_SPLITS`` puts that root; else as
+    :func:`display_path` gives it."""
+    root = splits_root().resolve()
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(root):
+        return resolved.relative_to(root.parent).as_posix()
+    return display_path(path)

@@ -629,6 +629,13 @@ def json_depth(text: str) -> int:
     return int(np.cumsum(steps).max())
 
 
+def refuse_non_finite(token: str) -> Any:
+    """``parse_constant`` of every reader of files nobody vouches for: Python's json reads ``NaN``,
+    ``Infinity`` and ``-Infinity``, which JSON does not allow and mribench never writes
+    (``allow_nan=False``); a CI of [NaN, Infinity] must be refused at read, not printed as ``nan-inf``."""
+    raise ValueError(f"{token} is not a JSON number (mribench writes none)")
+
+
 def read_bounded_json(path: str | Path, what: str = "JSON file", *, max_bytes: int = MAX_RECORD_BYTES,
                       max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse a JSON file nobody vouches for (records, failure markers, cards): its size is checked
@@ -645,7 +652,7 @@ def read_bounded_json(path: str | Path, what: str = "JSON file", *, max_bytes: i
         if depth > max_depth:
             raise MribenchError(f"{path}: not a readable {what} (nested {depth} deep, more than the {max_depth} "
                                 "allowed); delete it or rerun the job")
-        return json.loads(text)
+        return json.loads(text, parse_constant=refuse_non_finite)
     except (OSError, ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
         raise MribenchError(f"{path}: not a readable {what} ({_one_line(e)}); delete it or rerun the job") from None
 
@@ -673,7 +680,7 @@ def read_predictions_file(path: str | Path, expected: PredictionsFile, record_na
         text = gunzip_bounded(blob).decode("utf-8")  # byte and expansion-ratio limits, before allocating
         if json_depth(text) > MAX_JSON_DEPTH:
             raise ValueError(f"nested more than {MAX_JSON_DEPTH} deep")
-        rows = decode(json.loads(text))
+        rows = decode(json.loads(text, parse_constant=refuse_non_finite))
         if json_has_control(text):  # text is text: ids lose their control characters as records do
             rows = strip_tree(rows)
         if len(rows) != expected.rows:

@@ -52,7 +52,9 @@ from bench.splits import Split, load_split
 from bench.tasks import Examples, TaskSpec, attach_split, build_examples, get_task
 from bench.timing import measure, phase
 
-SKIPPED = "skipped (exists)"
+#: The status of a job whose record of this run's identity exists: its numbers are read, not recomputed
+#: (``bench run`` prints the record's path beside it).
+SKIPPED = "reused"
 BUSY = "busy (another run holds it)"
 
 
@@ -62,7 +64,7 @@ class JobResult:
     task: str
     protocol: str
     path: Path
-    status: str                 # "done", "skipped (exists)", "failed: ..."
+    status: str                 # "done", "reused" (SKIPPED), "failed: ..."
     main_score: float | None = None
     ci: tuple[float | None, float | None] = (None, None)
     seconds: float = 0.0
@@ -408,7 +410,7 @@ def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: l
                  settings: RunSettings, cohort: Cohort):
     """The record of a job: scores, summary, flags, predictions and provenance of the scored side."""
     from bench.encoders.api import weights_sha256
-    from bench.paths import display_path
+    from bench.paths import split_display_path
     from bench.results import ResultRecord, collect_provenance, summarise
 
     proto = get_protocol(protocol)
@@ -419,7 +421,8 @@ def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: l
     flags = [f"pretraining_overlap: {len(overlap)} evaluated subject(s) were in the encoder's "
              f"pretraining data, e.g. {sorted(overlap)[0]}"] if overlap else []
     provenance = collect_provenance(
-        task_spec_sha256=spec.sha256, split_sha256=scored.split.sha256, split_file=display_path(scored.split.path),
+        task_spec_sha256=spec.sha256, split_sha256=scored.split.sha256,
+        split_file=split_display_path(scored.split.path),
         cohort={"name": scored.cohort.name, "n_scans": len(scored.cohort), "root_hash": cohort_sha256(scored.cohort)},
         encoder_card=card.model_dump(mode="json"), checkpoint_sha256=encoder.checkpoint_hash(),
         weights_sha256=weights_sha256(encoder),

@@ -152,6 +152,16 @@ def task_fits_cohort(spec: TaskSpec, cohort_name: str) -> bool:
     return cohort_name == spec.cohort or cohort_name.startswith(f"{spec.cohort}-")
 
 
+def task_may_run_on(spec: TaskSpec, cohort_name: str) -> bool:
+    """Whether ``spec`` may be evaluated on ``cohort_name``: a cohort of the task's family
+    (``synth``, ``synth-default``), or of no family any task names (a cohort generated under a
+    name of one's own, as ``bench run --cohort DIR`` allows); never another family's (``adni`` for
+    a synthetic task)."""
+    if task_fits_cohort(spec, cohort_name):
+        return True
+    return not any(task_fits_cohort(other, cohort_name) for other in list_tasks().values())
+
+
 def tasks_on_cohort(cohort_name: str | None) -> list[str]:
     """Every task under tasks/ defined on ``cohort_name``'s family (every task when it is None)."""
     return [n for n, spec in list_tasks().items() if cohort_name is None or task_fits_cohort(spec, cohort_name)]

@@ -27,8 +27,10 @@ from bench.leaderboard.ranking import compare, rank_entries
 from bench.leaderboard.render_latex import render_latex
 from bench.leaderboard.verify import verify_path
 from bench.results import ResultRecord, read_record_json, summarise, write_record
+from bench.protocols import get_protocol
 from bench.splits import file_sha256, load_split
 from bench.tasks import get_task
+from fabricated_labels import declare
 
 COHORT = "synth-smoke"
 N_BOOT = 2000
@@ -44,13 +46,17 @@ def split_test_subjects(task: str, n: int) -> list[str]:
 
 def make_record(encoder: str, task: str, preds: dict[str, dict[int, list]], y_true: list, subjects: list[str],
                 protocol: str = "linear_probe", keep_predictions: bool = True, flags: list[str] | None = None,
-                split: str = "test", config: dict | None = None, card: dict | None = None) -> ResultRecord:
+                split: str = "test", config: dict | None = None, card: dict | None = None,
+                example_ids: list[str] | None = None, declare_labels: bool = True) -> ResultRecord:
     """A valid record from hand-made predictions: ``preds[setting][seed]`` = one prediction per subject
-    of ``split``; ``card`` overrides fields of the hand-made encoder card."""
+    of ``split``; ``card`` overrides fields of the hand-made encoder card. Its examples and labels
+    are declared the task's (:mod:`fabricated_labels`) unless ``declare_labels`` is False (a forgery
+    of a record whose labels were declared before); ``example_ids`` default to each subject's M00."""
     from bench.protocols.context import score_predictions
 
     spec = get_task(task)
     split_path = spec.split_path(COHORT)
+    ids = example_ids or [f"{s}_ses-M00" for s in subjects]
     scores, predictions = [], []
     for setting, by_seed in preds.items():
         for seed, pred in by_seed.items():
@@ -58,9 +64,12 @@ def make_record(encoder: str, task: str, preds: dict[str, dict[int, list]], y_tr
                                             np.asarray(subjects), 200, seed)
             scores.append({"setting": setting, "seed": seed, "split": split, "metrics": values, "ci": cis,
                            "n_subjects": len(set(subjects)), "n_examples": len(subjects), "params": {}})
-            predictions += [{"example_id": f"{s}_ses-M00", "participant_id": s, "split": split, "seed": seed,
+            predictions += [{"example_id": e, "participant_id": s, "split": split, "seed": seed,
                              "setting": setting, "y_true": t, "y_pred": p}
-                            for s, t, p in zip(subjects, y_true, pred)]
+                            for e, s, t, p in zip(ids, subjects, y_true, pred)]
+    if declare_labels:
+        declare(spec, COHORT, get_protocol(protocol), split, list(zip(ids, y_true)))
+    config = {"n_boot": 200, **(config or {})}  # the replicate count score_predictions used above
     head = [s["metrics"][spec.main_score] for s in scores if s["setting"] == HEADLINE[protocol]]
     card = {"name": encoder, "architecture": "hand-made", "n_parameters": 0, "embed_dim": 1,
             "input_space": "cpu-small", "ssl_method": "none", "pretraining_data": {"cohort": None, "subjects": []},
@@ -76,7 +85,7 @@ def make_record(encoder: str, task: str, preds: dict[str, dict[int, list]], y_tr
             "mribench_version": "0.1.0", "git_commit": None, "git_dirty": None,
             "task_spec_sha256": spec.sha256, "split_sha256": file_sha256(split_path),
             "split_file": f"splits/{COHORT}/{split_path.name}", "cohort": {"name": COHORT, "n_scans": 1},
-            "encoder_card": card, "checkpoint_sha256": "0" * 64, "config": config or {}, "seeds": sorted(
+            "encoder_card": card, "checkpoint_sha256": "0" * 64, "config": config, "seeds": sorted(
                 {s for by_seed in preds.values() for s in by_seed}), "libraries": {},
             "hardware": {"platform": "test", "processor": "test", "cpu_count": 1, "torch_threads": 1, "cuda": None},
             "started_at": "2026-01-01T00:00:00+00:00", "wall_time_s": 1.0, "command": "fabricated by a test"},

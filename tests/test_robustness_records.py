@@ -19,7 +19,10 @@ from bench.leaderboard.verify import verify_path
 from bench.protocols.robustness import PERTURBATION_SEED, summarise_robustness
 from bench.results import (ResultRecord, SettingScore, compact_record, read_bounded_json, record_json, summarise,
                            write_record)
-from test_leaderboard import class_record, split_test_subjects
+from bench.protocols import get_protocol
+from bench.tasks import get_task
+from fabricated_labels import declare
+from test_leaderboard import COHORT, class_record, split_test_subjects
 
 
 def robustness_record(n: int = 8) -> ResultRecord:
@@ -35,6 +38,8 @@ def robustness_record(n: int = 8) -> ResultRecord:
     subjects = sorted({row["participant_id"] for row in data["predictions"]})
     scans = [[s, "ses-M00", "T1w"] for s in subjects]
     typed = [SettingScore.model_validate(s) for s in scores]
+    declare(get_task("ad_diagnosis"), COHORT, get_protocol("robustness"), "test",  # one scan per subject
+            [(row["example_id"], row["y_true"]) for row in data["predictions"]])
     data.update(protocol="robustness", headline_setting="clean", scores=scores, summary=summarise(scores),
                 robustness=summarise_robustness(typed, data["main_score_name"], data["higher_is_better"], scans))
     return ResultRecord.model_validate(data)

@@ -39,6 +39,12 @@ def register(sub) -> None:
     p.add_argument("files", nargs="*", help="split TSVs (default: splits/<cohort>/*.tsv)")
     add_cohort_args(p)
     p.set_defaults(func=cmd_splits_check)
+    p = splits.add_parser("labels", help="write (or --check) the label digests beside each split file, "
+                                         "which bench verify holds records' examples and labels against")
+    add_cohort_args(p)
+    p.add_argument("--dir", default=None, help="folder of the split files (default: splits/<cohort>/)")
+    p.add_argument("--check", action="store_true", help="compare with the committed digests, write nothing")
+    p.set_defaults(func=cmd_splits_labels)
 
 
 # -- bench splits ------------------------------------------------------------------------------
@@ -77,9 +83,54 @@ def cmd_splits_make(args: argparse.Namespace) -> int:
         counts = df["split"].value_counts().to_dict()
         console.print(f"wrote {path} (sha256 {digest[:12]}): " +
                       ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test", "external")))
+    print_label_digests(cohort, out_dir)
     if not args.no_power:
         print_power(args, cohort, out_dir)
     return 0
+
+
+def print_label_digests(cohort, split_dir: Path) -> None:
+    """Write the label digests of the split files just made (what verify checks records against)."""
+    from bench.label_digests import write_cohort_sidecars
+    from bench.paths import display_path
+
+    for path, n_tasks in write_cohort_sidecars(cohort, split_dir):
+        console.print(f"wrote {display_path(path)} ({n_tasks} task versions)", highlight=False)
+
+
+def cmd_splits_labels(args: argparse.Namespace) -> int:
+    """Write or check the label digests of a cohort's split files. --check computes them in a
+    temporary folder and compares: a committed digest that the cohort does not give
+    means the records were checked against labels this cohort does not have."""
+    import json
+    import shutil
+    import tempfile
+
+    from bench.label_digests import labels_path, write_cohort_sidecars
+    from bench.paths import display_path
+    from bench.splits import sidecar_path
+
+    cohort = cohort_from(args)
+    split_dir = Path(args.dir) if args.dir else default_split_dir(cohort.name)
+    if not sorted(split_dir.glob("*.tsv")):
+        raise MribenchError(f"no split files under {split_dir}; run `bench splits make` first")
+    if not args.check:
+        print_label_digests(cohort, split_dir)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for tsv in split_dir.glob("*.tsv"):
+            for f in (tsv, sidecar_path(tsv)):
+                shutil.copy2(f, Path(tmp) / f.name)
+        fresh = write_cohort_sidecars(cohort, Path(tmp))
+        bad = 0
+        for path, _ in fresh:
+            committed = labels_path(split_dir / path.name.replace(".labels.json", ".tsv"))
+            same = committed.is_file() and json.loads(committed.read_text()) == json.loads(path.read_text())
+            bad += not same
+            console.print(f"ok {display_path(committed)}" if same else f"[red]differs[/red] {display_path(committed)}: the cohort gives other "
+                          "examples or labels (rewrite with `bench splits labels` only if the split is new)",
+                          highlight=False)
+    return 1 if bad else 0
 
 
 def add_power_args(p: argparse.ArgumentParser) -> None:

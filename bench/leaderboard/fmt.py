@@ -153,9 +153,15 @@ def held_rank(r) -> str | None:
     return f"beaten by {len(beaten)} after Holm (rank held by a worse-scoring entry)"
 
 
+#: Flag of a row whose record keeps no per-example predictions (segmentation: Dice over voxel maps
+#: the record does not hold), so verify could not recompute its score; any other kind is refused.
+NOT_RECOMPUTED = "score not recomputed (no per-case predictions)"
+
+
 def short_flags(r) -> str:
     flags = (["pretraining overlap"] if r.entry.overlap else []) + \
         ([f"submitted ({md(r.entry.submitted)})"] if r.entry.submitted else []) + \
+        ([NOT_RECOMPUTED] if not r.entry.record.predictions else []) + \
         [f for f in [held_rank(r)] if f]
     return ", ".join(flags)
 

@@ -68,9 +68,15 @@ def method_notes(board: Board) -> list[str]:
         "strictest level (alpha over the headline table's pairs), simulated on the split's labels and subjects "
         "(`bench.power`), with the Monte-Carlo error of that power.",
         "- **pretraining overlap**: some evaluated subjects were in the encoder's pretraining data.",
-        "- **submitted (bundle)**: a `bench submit` bundle from the submissions folder, verified like every record.",
-        "- Only records that pass `bench verify` (schema, task-spec and split hashes, scores "
-        "recomputed from their predictions) are shown; refused files are listed with the reason.",
+        "- **submitted (bundle)**: a `bench submit` bundle from the submissions folder, verified like every record "
+        "but not rerun by a maintainer: its numbers follow from its predictions of the task's test examples with "
+        "the committed labels; only a rerun shows that the encoder produced them. Every row without this flag "
+        "was computed by the project's own runs.",
+        "- **score not recomputed (no per-case predictions)**: a segmentation record, whose Dice needs voxel "
+        "maps the record does not keep; its hashes, consistency and interval shapes are checked, its score is not.",
+        "- Only records that pass `bench verify` (schema, task-spec and split hashes, every test example scored "
+        "once with the committed labels, scores and headline intervals recomputed from their predictions) are "
+        "shown; refused files are listed with the reason.",
     ]
 
 

@@ -35,12 +35,21 @@ What is checked, in order:
    predictions, when kept), and the perturbation parameters recomputed for those scans
    (:func:`~bench.perturbations.block_parameters`) have the SHA-256 the record names
    (``parameters_sha256``; a record written before kept the ``parameters`` themselves, which are
-   checked the same way: they must be exactly what the recomputation gives).
+   checked the same way: they must be exactly what the recomputation gives);
+6. **examples and labels** (:mod:`bench.leaderboard.verify_examples`): every (setting, seed, split)
+   block of predictions holds exactly the task's test (or external) examples, each once, with the
+   labels whose digest the repository keeps beside the split file (:mod:`bench.label_digests`); a
+   record of any kind but segmentation must keep its predictions (:func:`recomputable`);
+7. **intervals** (:mod:`bench.leaderboard.verify_ci`): every interval is finite, ordered and around
+   its score, and the headline ones are recomputed from the predictions with the record's bootstrap
+   seed and replicate count. JSON ``NaN`` / ``Infinity`` are refused when the file is read.
 
-Step 4 is what catches an edited score: numbers cannot be changed without also changing the
-predictions they were computed from, and those are tied to the split's subjects and labels.
+What a verified record proves: its numbers follow from these predictions of the task's real test
+examples, scored once each with their real labels. What it cannot prove: that the encoder produced
+those predictions (perfect predictions written by hand verify like a perfect encoder's); only a
+rerun shows that, and the board marks the rows that were not rerun by the project (submissions).
 Predictions are stored rounded to 6 decimals, so a recomputed value must lie within the range
-that rounding allows (:func:`_metric_range`), not be equal.
+that rounding allows (:func:`~bench.leaderboard.rounding.metric_range`), not be equal.
 """
 
 from __future__ import annotations
@@ -55,11 +64,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from bench.errors import MribenchError
+from bench.leaderboard.rounding import TOLERANCE, metric_range, metric_value
+from bench.leaderboard.verify_ci import check_intervals
+from bench.leaderboard.verify_examples import check_examples
 from bench.results import ResultRecord, load_record, summarise
 
-#: Tolerance when a metric is recomputed from the stored predictions, on top of the range their
-#: rounding to 6 decimals allows (see :func:`_metric_range`): float noise, not a loophole.
-TOLERANCE = 1e-5
 #: Tolerance for numbers derived from other numbers of the record (headline, summary, robustness
 #: block): the same float operations on the same JSON values, so only summation-order noise.
 EXACT = 1e-9
@@ -121,13 +130,36 @@ def verify_record(record: ResultRecord) -> list[str]:
     split_problems, split_subjects = _check_split(record, scored)
     problems += split_problems
     problems += _check_consistency(record)
+    problems += _kept_predictions(record, scored)
     if record.predictions:
         if transfer and split_subjects is not None:  # external: every target subject the head never saw
             split_subjects["external"] = split_subjects["all"]
-        problems += _check_predictions(record, split_subjects, scored.target.metric_params(scored))
+        params = scored.target.metric_params(scored)
+        problems += _check_predictions(record, split_subjects, params)
+        if not split_problems:
+            problems += check_examples(record, scored, scored.split_path(record.provenance.cohort.name),
+                                       get_protocol(record.protocol))
+        problems += check_intervals(record, params)
     if record.robustness is not None:
         problems += _check_perturbations(record, split_subjects)
     return problems
+
+
+def _kept_predictions(record: ResultRecord, scored) -> list[str]:
+    """A record keeps the per-example predictions its scores come from: without them nothing in it
+    can be recomputed (remove the predictions file, write any score, recompute the summary, and
+    the rest is consistent). Segmentation records are the exception: their predictions are voxel
+    maps, and the board marks their rows as not recomputed (:func:`recomputable`)."""
+    if record.predictions or not recomputable(scored):
+        return []
+    return [f"the record keeps no per-example predictions, so its {record.main_score_name} cannot be "
+            "recomputed: rerun the job (records keep their predictions unless they are segmentation)"]
+
+
+def recomputable(spec) -> bool:
+    """Whether records of ``spec`` keep per-example predictions that verify recomputes their scores
+    from (every kind but segmentation, scored by Dice over voxel maps the record does not hold)."""
+    return spec.target.name != "segmentation"
 
 
 def checked_protocols() -> list[str]:
@@ -219,27 +251,17 @@ def _cohort_problem(spec, cohort: object) -> str | None:
     file would lie outside ``splits/``; None when it may."""
     from bench.names import name_problem
     from bench.paths import splits_root
+    from bench.tasks import task_may_run_on
 
     problem = name_problem("cohort", cohort)
     if problem:
         return problem
-    if not _fits(spec, str(cohort)):
+    if not task_may_run_on(spec, str(cohort)):
         return f"cohort {cohort!r} is not one task {spec.name} is defined on ({spec.cohort} or {spec.cohort}-*)"
     root = splits_root().resolve()
     if not spec.split_path(str(cohort)).resolve().is_relative_to(root):
         return f"cohort {cohort!r} names a split file outside {root.name}/; the record cannot be checked"
     return None
-
-
-def _fits(spec, cohort: str) -> bool:
-    """Whether a record of ``spec`` may be on ``cohort``: a cohort of the task's family (``synth``,
-    ``synth-default``), or of no family a task names (a cohort generated under a name of one's own,
-    as ``bench run --cohort DIR`` allows); never another family's (``adni`` for a synthetic task)."""
-    from bench.tasks import list_tasks, task_fits_cohort
-
-    if task_fits_cohort(spec, cohort):
-        return True
-    return not any(task_fits_cohort(other, cohort) for other in list_tasks().values())
 
 
 def _card_protocol_problem(record: ResultRecord) -> list[str]:
@@ -446,9 +468,9 @@ def _check_predictions(record: ResultRecord, split_subjects: dict[str, set[str]]
             if name not in METRICS or name in ("dice", "hd95"):
                 continue  # segmentation predictions are summaries, not the voxels the metric needs
             kwargs = (params or {}).get(name)
-            if _close(value, _metric_value(name, y_true, y_pred, kwargs), TOLERANCE):
+            if _close(value, metric_value(name, y_true, y_pred, kwargs), TOLERANCE):
                 continue
-            low, high = _metric_range(name, y_true, y_pred, kwargs)
+            low, high = metric_range(name, y_true, y_pred, kwargs)
             if value is None and low is None:
                 continue
             if value is None or low is None or not (low - TOLERANCE <= value <= high + TOLERANCE):
@@ -457,74 +479,3 @@ def _check_predictions(record: ResultRecord, split_subjects: dict[str, set[str]]
                 return [f"{name} {value} at {key[0]} / seed {key[1]} / {key[2]} is not what its "
                         f"predictions give ({got}): the record was edited"]
     return []
-
-
-#: Largest change rounding to 6 decimals makes to a stored prediction.
-_ROUNDING = 5e-7
-#: Size of the nudge that breaks ties in rounded predictions: far below their 1e-6 rounding step,
-#: far above float64 resolution for values of order 1.
-_NUDGE = 1e-9
-
-
-def _metric_range(name: str, y_true: np.ndarray, y_pred: np.ndarray,
-                  kwargs: dict | None = None) -> tuple[float | None, float | None]:
-    """(lowest, highest) value of metric ``name`` that the rounded predictions are compatible with.
-
-    Predictions are stored rounded to 6 decimals (each off by at most :data:`_ROUNDING`), which
-    moves a recomputed metric by more than float noise in two ways:
-
-    * ranking metrics (AUC, C-index, and argmax-based accuracies): rounding never reverses an
-      order, it only creates ties (0.9999997 and 0.9999998 both become 1.0), which count as half
-      a pair; so the true value lies between the metric with every tie broken against the truth
-      and with every tie broken for it, computed by nudging the predictions by :data:`_NUDGE`
-      towards / away from the right answer (the true class's column; the risk of earlier events);
-    * continuous metrics: MAE moves by at most the rounding step; Pearson's r by at most
-      ``2 * step * sqrt(n) / ||p - mean(p)||`` (the change of the centred prediction's direction),
-      which is large when the predictions barely vary (a probe trained on one subject).
-
-    Returns (None, None) where the metric is undefined on these predictions.
-    """
-    if name == "pearson_r":
-        value = _metric_value(name, y_true, y_pred, kwargs)
-        spread = float(np.linalg.norm(y_pred - y_pred.mean())) if y_pred.size else 0.0
-        slack = 2.0 * _ROUNDING * math.sqrt(len(y_pred)) / spread if spread > 0 else 2.0
-        return (None, None) if value is None else (value - slack, value + slack)
-    if name == "mae":
-        value = _metric_value(name, y_true, y_pred, kwargs)
-        return (None, None) if value is None else (value - _ROUNDING, value + _ROUNDING)
-    nudge = _nudge(name, y_true, y_pred)
-    candidates = (y_pred, y_pred + nudge, y_pred - nudge) if np.any(nudge) else (y_pred,)
-    values = [v for v in (_metric_value(name, y_true, c, kwargs) for c in candidates) if v is not None]
-    return (min(values), max(values)) if values else (None, None)
-
-
-def _metric_value(name: str, y_true: np.ndarray, y_pred: np.ndarray, kwargs: dict | None = None) -> float | None:
-    """The harness's metric on these predictions; None where it is undefined (NaN, as recorded)."""
-    from bench.metrics import METRICS
-
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # one-class samples: the harness recorded None, and so do we
-        try:
-            v = float(METRICS[name].fn(y_true, y_pred, **(kwargs or {})))
-        except (ValueError, IndexError, ZeroDivisionError):
-            return None
-    return v if math.isfinite(v) else None
-
-
-def _nudge(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """A direction that breaks every tie in favour of the right answer (zero where none is needed)."""
-    kind = {"auc": "class", "mauc": "class", "balanced_accuracy": "class", "accuracy": "class",
-            "c_index": "survival", "uno_c": "survival"}.get(name)
-    if kind == "class":
-        labels = y_true.astype(int)
-        if y_pred.ndim == 2:
-            onehot = np.zeros_like(y_pred)
-            inside = (labels >= 0) & (labels < y_pred.shape[1])
-            onehot[np.flatnonzero(inside), labels[inside]] = 1.0
-            return _NUDGE * onehot
-        return _NUDGE * (2.0 * (labels == 1) - 1.0)
-    if kind == "survival" and y_true.ndim == 2 and y_pred.ndim == 1:
-        # earlier time -> larger bonus, so a tied pair becomes concordant (higher risk = earlier event)
-        rank = np.argsort(np.argsort(-y_true[:, 0], kind="stable"), kind="stable")
-        return _NUDGE * rank / max(len(rank), 1)
-    return np.zeros_like(y_pred)

@@ -69,6 +69,9 @@ class Protocol:
     #: settings that train and score exactly what another protocol's setting does, as
     #: ``(label, other protocol, its label)``: a finished record of that protocol lends its seeds
     same_as: tuple[tuple[str, str, str], ...] = ()
+    #: scores only the first example (earliest session) of each subject of an evaluation split,
+    #: not every example; ``bench verify`` holds its predictions to that set's label digest
+    one_example_per_subject: bool = False
 
     def embeds(self, spec) -> bool:
         """Whether a job of this protocol on ``spec`` needs the frozen embeddings of its scans."""

@@ -248,4 +248,4 @@ def _relative(value: float | None, clean: float | None, higher_is_better: bool) 
 PROTOCOL = Protocol(
     name="robustness", run=run, label="robustness (clean)", headline=CLEAN.label, order=4, suite=True,
     description="probe heads trained on clean scans, scored under artefacts at the profile's severities",
-    supports=supports, setting_params=setting_params, extra_blocks=("robustness",))
+    supports=supports, setting_params=setting_params, extra_blocks=("robustness",), one_example_per_subject=True)
