@@ -30,7 +30,9 @@ def verdict(comparison) -> str:
     if comparison.delta is None:
         return "cannot be compared (no score)"
     delta = f"{comparison.delta:+.3f}"
-    separated = "separated" if comparison.separable else "not separated"
+    # unadjusted: Holm can only raise a p, so "not separated" holds on the board too; "separated"
+    # may not survive the board's adjustment over its table's pairs, and says so
+    separated = "separated before the board's Holm adjustment" if comparison.separable else "not separated"
     if comparison.method == "paired_bootstrap":
         p = comparison.p_value
         p_text = "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
