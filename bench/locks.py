@@ -9,6 +9,8 @@ behind and the next run simply takes it. (On a network file system this needs wo
 
 from __future__ import annotations
 
+import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -52,9 +54,47 @@ def is_locked(path: str | Path) -> bool:
         return not acquired
 
 
+#: The cache locks this thread holds (see :func:`cache_lock`).
+_HELD = threading.local()
+
+
+def _held() -> set[str]:
+    if not hasattr(_HELD, "names"):
+        _HELD.names = set()
+    return _HELD.names
+
+
+def _acquire(lock: FileLock, notice: str) -> None:
+    """Take ``lock``, waiting as long as it takes; when another process holds it, say so first
+    (``notice``, as a one-line note) so that the wait is not taken for a hang."""
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if notice:
+            warnings.warn(notice, stacklevel=1)
+        lock.acquire(timeout=-1)
+
+
 @contextmanager
-def cache_lock(name: str) -> Iterator[None]:
+def cache_lock(name: str, *, notice: str = "") -> Iterator[None]:
     """Serialise one-off work on the shared cache (e.g. generating a synthetic cohort) across
-    processes: the second process waits, then finds the work done."""
-    with try_lock(cache_home() / "locks" / f"{name}.lock", wait=True):
+    processes: the second process waits, then finds the work done. ``notice`` is shown when it
+    has to wait.
+
+    Re-entrant in one thread: a command that holds a cohort's lock around opening the cohort reaches
+    the generator's own :func:`~bench.data.sources.ensure_synth`, which takes the same lock. Two
+    ``flock`` calls on one file by one process exclude each other, so without this the command
+    would wait on itself forever.
+    """
+    held = _held()
+    if name in held:
         yield
+        return
+    lock = lock_file(cache_home() / "locks" / f"{name}.lock")
+    _acquire(lock, notice)
+    held.add(name)
+    try:
+        yield
+    finally:
+        held.discard(name)
+        lock.release()

@@ -1,20 +1,15 @@
-"""Shared fixtures: a tiny synthetic cohort generated once per test session. First of all, the CPU
-kernels are pinned to those the numeric fixtures were taken with (:mod:`cpu_kernels`)."""
+"""Shared fixtures: a tiny synthetic cohort generated once per test session."""
 
 from __future__ import annotations
 
-from cpu_kernels import pin_avx2_kernels
+import hashlib
+import importlib.util
+import os
+import re
+import uuid
+from pathlib import Path
 
-pin_avx2_kernels()  # before anything imports numpy or torch
-
-import hashlib  # noqa: E402
-import importlib.util  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
+import pytest
 
 from bench.data.synth.generate import SynthConfig, generate
 

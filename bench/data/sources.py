@@ -40,14 +40,32 @@ def generate(config, out: Path, progress: bool = True) -> None:
     run_generator(config, out, progress=progress)
 
 
+def cohort_lock(profile: str, seed: int = 0) -> str:
+    """The name of the cache lock under which a profile's synthetic cohort is generated (the one
+    ``bench run``, ``bench suite run`` and ``bench pretrain`` hold around opening it)."""
+    return f"cohort-{profile}-seed{seed}"
+
+
 def ensure_synth(profile: str, seed: int = 0, progress: bool = True) -> Path:
-    """The profile's synthetic cohort folder, generating it only if it is not there yet."""
+    """The profile's synthetic cohort folder, generating it only if it is not there yet.
+
+    The generation runs under the cohort's lock, taken by every command that opens the cohort
+    this way: one that comes while another process generates it waits (with a note saying so)
+    and then reads the finished tree. Without the lock it would generate the cohort a second
+    time, and that second generator's final swap deletes the first one's tree under whoever is
+    already reading it (scans of a session missing half-way through a run).
+    """
     from bench.data.synth.generate import SynthConfig, is_complete
+    from bench.locks import cache_lock
 
     out = synth_dir(profile, seed)
     cfg = SynthConfig.from_profile(profile, seed=seed)
-    if not is_complete(out, cfg):
-        generate(cfg, out, progress=progress)
+    if is_complete(out, cfg):  # the common case: no lock to take (a complete tree is never rewritten)
+        return out
+    notice = f"waiting for another process to finish generating the synthetic cohort {out.name}"
+    with cache_lock(cohort_lock(profile, seed), notice=notice):
+        if not is_complete(out, cfg):  # the process waited for may have generated it
+            generate(cfg, out, progress=progress)
     return out
 
 
