@@ -8,6 +8,7 @@ are written, verified, and the new protocol appears in the leaderboard with its 
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import replace
@@ -64,7 +65,12 @@ def test_a_new_protocol_and_kind_run_through_the_runner_and_reach_the_board(plug
     from bench.runner import Runner
     from bench.tasks import get_task
 
+    from bench.cli import main
+
     cohort = open_cohort(tiny_cohort_dir, progress=False)
+    # a new task's labels join the split's label digests, which verify holds its records to
+    split_dir = Path(os.environ["MRIBENCH_SPLITS"]) / tiny_cohort_dir.name
+    assert main(["splits", "labels", "--cohort", str(tiny_cohort_dir), "--dir", str(split_dir), "--no-progress"]) == 0
     profile = replace(get_profile("smoke"), seeds=1, n_boot=20)
     runner = Runner(cohort, profile, tmp_path / "results", progress=False, cache_root=tmp_path / "cache")
     results = runner.run("oracle", ["sequence_classification", "age_band"], ["linear_probe", "half_probe"])

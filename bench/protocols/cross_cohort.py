@@ -193,13 +193,13 @@ def run(ctx: Context) -> list:
 
 
 def _side_info(cohort: Cohort, site: str | None, spec: TaskSpec, ctx: Context, role: str) -> dict:
-    from bench.paths import display_path
+    from bench.paths import split_display_path
 
     t = ctx.examples.table
     splits = ("train", "val") if role == "train" else ("test",)
     return {"cohort": cohort.name, "n_scans": int(len(cohort)), "site": site,
             "task": f"{spec.name}@v{spec.version}", "task_spec_sha256": spec.sha256,
-            "split_file": display_path(ctx.split.path), "split_sha256": ctx.split.sha256,
+            "split_file": split_display_path(ctx.split.path), "split_sha256": ctx.split.sha256,
             "n_subjects": {s: int(t.loc[t["split"] == s, "participant_id"].nunique()) for s in splits}
             | ({"all": int(t["participant_id"].nunique())} if role == "test" else {})}
 
