@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from sklearn import metrics as skm
 
 from bench.errors import MribenchError
 from bench.registry import Registry
@@ -83,6 +82,14 @@ def _binary_score(y_pred: np.ndarray) -> np.ndarray | None:
     return y_pred[:, 1] if y_pred.shape[1] == 2 else None
 
 
+def _sklearn():
+    """scikit-learn's metrics module, imported on first use: task specs name metrics and are read by
+    commands that score nothing (``bench list tasks``), which should not pay sklearn's 2 s import."""
+    from sklearn import metrics
+
+    return metrics
+
+
 def auc(y_true, y_pred) -> float:
     """Binary AUC (scores or (n, 2) probabilities) or macro one-vs-rest AUC for (n, C) probabilities.
 
@@ -96,9 +103,9 @@ def auc(y_true, y_pred) -> float:
         return float("nan")
     score = _binary_score(y_pred)
     if score is not None:
-        return float(skm.roc_auc_score(binary_positive(y_true), score))
+        return float(_sklearn().roc_auc_score(binary_positive(y_true), score))
     # macro OvR over the classes present in this sample
-    scores = [skm.roc_auc_score(y_true == c, y_pred[:, c]) for c in present]
+    scores = [_sklearn().roc_auc_score(y_true == c, y_pred[:, c]) for c in present]
     return float(np.mean(scores))
 
 
@@ -135,15 +142,15 @@ def mauc(y_true, y_pred) -> float:
 
 
 def balanced_accuracy(y_true, y_pred) -> float:
-    return float(skm.balanced_accuracy_score(np.asarray(y_true).astype(int), _as_labels(y_pred)))
+    return float(_sklearn().balanced_accuracy_score(np.asarray(y_true).astype(int), _as_labels(y_pred)))
 
 
 def accuracy(y_true, y_pred) -> float:
-    return float(skm.accuracy_score(np.asarray(y_true).astype(int), _as_labels(y_pred)))
+    return float(_sklearn().accuracy_score(np.asarray(y_true).astype(int), _as_labels(y_pred)))
 
 
 def mae(y_true, y_pred) -> float:
-    return float(skm.mean_absolute_error(y_true, y_pred))
+    return float(_sklearn().mean_absolute_error(y_true, y_pred))
 
 
 def pearson_r(y_true, y_pred) -> float:
