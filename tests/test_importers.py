@@ -231,7 +231,8 @@ def test_bench_run_on_fabricated_adni(adni, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "dropped 1 scan(s): subject not in ADNIMERGE" in printed and "adni_dropped.tsv" in printed
     cohort = str(out / "adni.tsv")
-    assert main(["splits", "make", "--cohort", cohort]) == 0
+    # stratified over the subjects present: the rule's hash split of 24 subjects may leave no sMCI in test
+    assert main(["splits", "make", "--cohort", cohort, "--no-rule"]) == 0
     results = tmp_path / "results"
     assert main(["run", "--encoder", "random", "--task", "adni/conversion", "--cohort", cohort, "--profile", "smoke",
                  "--seeds", "1", "--results", str(results), "--no-progress"]) == 0
@@ -240,3 +241,27 @@ def test_bench_run_on_fabricated_adni(adni, tmp_path, capsys):
     assert rec.provenance.config["excluded_examples"] == {"follow-up shorter than the horizon without conversion": 19}
     test = [s for s in rec.scores if s.split == "test"]
     assert test and test[0].n_examples > 0 and test[0].metrics["auc"] is not None
+
+
+def test_oasis3_takes_sex_from_participants_tsv_without_demographics(tmp_path):
+    """Issue 30 item 5: a BIDS export without OASIS3_demographics.csv but with participants.tsv."""
+    release = mini.build_oasis3(tmp_path / "release")
+    (release / "OASIS3_demographics.csv").unlink()
+    pd.DataFrame({"participant_id": [f"sub-OAS3{s:04d}" for s in range(1, 12)],
+                  "sex": ["M" if s % 2 else "F" for s in range(1, 12)],
+                  "age": [60.0] * 11}).to_csv(release / "participants.tsv", sep="\t", index=False)
+    res = import_dataset("oasis3", release, tmp_path / "out")
+    c, r = res.cohort, res.report
+    assert _row(c, "sub-OAS30001", "ses-d0030").sex == "M" and _row(c, "sub-OAS30002", "ses-d0030").sex == "F"
+    assert r.missing["sex"] == 3                                              # subject 12 is not listed
+    assert r.columns["sex"].startswith("participants.tsv (sex)") and "age at visit" in r.columns["age"]
+    assert "  source: 'sex' from participants.tsv (sex); no OASIS3_demographics.csv found" in r.lines()
+    assert json.loads(res.report_json.read_text())["column_sources"]["sex"] == r.columns["sex"]
+
+
+def test_importers_write_the_id_split_rules_hash(adni, tmp_path_factory):
+    """split_id: ADNI's PTID; UCSF-PDGM's BraTS 2021 id, which the BraTS rule hashes too."""
+    t = adni.cohort.table
+    assert set(t.loc[t.participant_id == "sub-ADNI002S4000", "split_id"]) == {"002_S_4000"}
+    ucsf = _imported(tmp_path_factory, "ucsf-pdgm", mini.build_ucsf_pdgm).cohort.table
+    assert set(ucsf.loc[ucsf.participant_id == "sub-UCSFPDGM0004", "split_id"]) == {"BraTS2021_00004"}

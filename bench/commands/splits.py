@@ -1,4 +1,6 @@
-"""``bench splits make | check``: patient-level split files, and the power table of their test splits."""
+"""``bench splits make | check | labels | compare``: patient-level split files, and the power table of their
+test splits. On a real release with a committed rule (``splits/<dataset>/<population>.rule.yaml``), ``make``
+applies the rule (:mod:`bench.split_rules`) instead of stratifying over the subjects present."""
 
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="folder (default: splits/<cohort>/)")
     p.add_argument("--force", action="store_true",
                    help="overwrite existing split files (committed ones are what every record is checked against)")
+    p.add_argument("--no-rule", action="store_true",
+                   help="stratify over the subjects present even where a split rule exists (such a split is "
+                        "not comparable between groups)")
     add_power_args(p)
     p.set_defaults(func=cmd_splits_make)
     p = splits.add_parser("check", help="verify hashes, leakage and subjects of split files")
@@ -45,6 +50,17 @@ def register(sub) -> None:
     p.add_argument("--dir", default=None, help="folder of the split files (default: splits/<cohort>/)")
     p.add_argument("--check", action="store_true", help="compare with the committed digests, write nothing")
     p.set_defaults(func=cmd_splits_labels)
+    p = splits.add_parser("compare", help="how many subjects a rule-made split shares with another group's "
+                                          "(a fingerprint, a record, or their <population>.fingerprint.json)")
+    p.add_argument("target", help="a split fingerprint, a record (JSON), or a <population>.fingerprint.json")
+    p.add_argument("--split", default=None, help="the local split file (default: the record's split file)")
+    p.set_defaults(func=cmd_splits_compare)
+
+
+def cmd_splits_compare(args: argparse.Namespace) -> int:
+    from bench.commands._rule_splits import cmd_splits_compare as compare
+
+    return compare(args)
 
 
 # -- bench splits ------------------------------------------------------------------------------
@@ -55,7 +71,10 @@ def default_split_dir(cohort_name: str) -> Path:
 
 
 def cmd_splits_make(args: argparse.Namespace) -> int:
+    from bench.commands._rule_splits import make_by_rule
     from bench.data.synth.latents import EXTERNAL_SITE
+    from bench.fingerprint import sidecar_of
+    from bench.split_rules import cohort_dataset, find_rule
     from bench.splits import make_split, write_split
 
     cohort = cohort_from(args)
@@ -67,11 +86,16 @@ def cmd_splits_make(args: argparse.Namespace) -> int:
     external = args.external_site
     if external is None and cohort.name.startswith("synth"):
         external = EXTERNAL_SITE
+    dataset = None if args.no_rule else cohort_dataset(cohort.table)
     for pop in populations:
         subj = subjects if pop == "all" else subjects[subjects["population"] == pop]
         label = args.label or SPLIT_LABELS.get(pop)
         if args.label is None and label not in subj.columns:  # e.g. IXI has no diagnosis, BraTS no marker
             label = None
+        rule = find_rule(dataset, pop)
+        if rule is not None:
+            make_by_rule(args, cohort, rule, subj, label, out_dir / f"{pop}.tsv")
+            continue
         held_out = external if external in set(subj["site"]) else None
         if external and held_out is None:
             console.print(f"note: {pop} has no subject at site {external}; no external split")
@@ -80,6 +104,7 @@ def cmd_splits_make(args: argparse.Namespace) -> int:
                         val_frac=val_frac, test_frac=test_frac)
         path = out_dir / f"{pop}.tsv"
         digest = write_split(df, path)
+        sidecar_of(path).unlink(missing_ok=True)  # a rule's fingerprint does not describe this split
         counts = df["split"].value_counts().to_dict()
         console.print(f"wrote {path} (sha256 {digest[:12]}): " +
                       ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test", "external")))

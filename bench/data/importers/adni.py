@@ -28,6 +28,7 @@ Decisions (each dropped item is counted with its reason):
   (e.g. ``MPRAGE`` and ``MPRAGE_Repeat``): the lowest image id is kept.
 * ``age``: baseline ``AGE`` plus the time since the baseline exam (``Years_bl`` or dates);
   ``site``: the site code of ``PTID`` (``002`` of ``002_S_0295``; ``SITE`` holds the same number).
+* ``split_id`` (what the split rule ``splits/adni/ad.rule.yaml`` hashes) is the ``PTID``.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def import_adni(root: Path, clinical: str | None, report: ImportReport, *, windo
                 report.drop("scan", f"repeat {seq} at the same visit; kept the lowest image id",
                             subject=sub, session=session, file=extra["path"], detail=str(cands[0]["image_id"]))
             used_visits.add(idx)
-            rows.append(_row(sub, session, seq, cands[0], visit, info, years_col))
+            rows.append({**_row(sub, session, seq, cands[0], visit, info, years_col), "split_id": ptid})
     no_scan = visits.index.difference(sorted(used_visits))
     report.note("ADNIMERGE visit(s) without a scan (kept for diagnosis follow-up and conversion)", len(no_scan))
     scanned = set(scans["PTID"])

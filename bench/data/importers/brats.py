@@ -18,6 +18,8 @@ Decisions (each dropped item is counted with its reason):
 * Labels 1 (necrotic core) and 4 (enhancing; 3 in BraTS 2023) become core (2), label 2 (oedema)
   becomes 1.
   Cases without ``_seg`` (validation data) have no label map.
+* ``split_id`` (what the split rule hashes) is the BraTS 2021 id: ``BraTS2021_00495`` as named, a 2023
+  ``BraTS-GLI-00495-000`` mapped to it; other cases keep their own name.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import pandas as pd
 
 from bench.data.importers.common import (DAYS_PER_MONTH, ImportFailed, ImportReport, find_table, is_nifti, nifti_stem,
                                          pick_column, read_table, release_dirs, to_float)
-from bench.data.importers.tumour import subject_rows
+from bench.data.importers.tumour import glioma_split_id, subject_rows
 
 CASE = re.compile(r"^(BraTS(?:20)?\d{0,2}_(?:Training_|Validation_)?\d+|BraTS-[A-Z]+-\d{5}-\d{3})$",
                   re.IGNORECASE)
@@ -112,7 +114,8 @@ def import_brats(root: Path, clinical: str | None, report: ImportReport, *, out:
         c = info.loc[case] if case in info.index else None
         if c is None and len(info):
             report.note("case(s) not in the survival table (age, survival left empty)")
-        fields = {"age": c["age"] if c is not None else np.nan, "sex": np.nan, "site": "unknown",
+        fields = {"split_id": glioma_split_id(case) or case,
+                  "age": c["age"] if c is not None else np.nan, "sex": np.nan, "site": "unknown",
                   "survival_months": c["survival_months"] if c is not None else np.nan,
                   "event": c["event"] if c is not None else np.nan,
                   "extent_of_resection": c["extent_of_resection"] if c is not None else np.nan,

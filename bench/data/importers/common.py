@@ -56,6 +56,9 @@ class ImportReport:
     missing: dict[str, int] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)
+    #: cohort column -> the file (and its column) its values were read from, where a release has
+    #: several possible sources (a release table, or the BIDS participants.tsv in its absence)
+    columns: dict[str, str] = field(default_factory=dict)
 
     def drop(self, kind: str, reason: str, *, subject: str = "", session: str = "", file: str | os.PathLike = "",
              detail: str = "") -> None:
@@ -72,6 +75,10 @@ class ImportReport:
     def source(self, role: str, path: Path) -> None:
         """Record an input table and its SHA-256, so the import can be reproduced."""
         self.sources[role] = f"{path.name} sha256:{file_sha256(path)[:16]}"
+
+    def column_source(self, column: str, source: str) -> None:
+        """Say where a cohort column's values came from (shown in the summary and the JSON report)."""
+        self.columns[column] = source
 
     def finish(self, table: pd.DataFrame) -> None:
         """Count what was kept and every empty value of the schema's columns."""
@@ -90,12 +97,15 @@ class ImportReport:
             out.append(f"  dropped {n} {kind}(s): {reason}")
         for what, n in sorted(self.notes.items(), key=lambda kv: (-kv[1], kv[0])):
             out.append(f"  note: {n} {what}")
+        for col, source in sorted(self.columns.items()):
+            out.append(f"  source: '{col}' from {source}")
         for col, n in self.missing.items():
             out.append(f"  missing: '{col}' empty on {n} scan row(s) (left empty, not guessed)")
         return out
 
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "kept": self.kept, "sources": self.sources,
+                "column_sources": dict(sorted(self.columns.items())),
                 "dropped": [{"kind": kind, "reason": reason, "count": n}
                             for (kind, reason), n in sorted(self.dropped.items())],
                 "notes": dict(sorted(self.notes.items())), "missing_values": self.missing}
@@ -186,6 +196,23 @@ def find_table(root: Path, given: str | os.PathLike | None, patterns: tuple[str,
         raise ImportFailed(f"{root}: no {what} found (looked for {', '.join(patterns)}); "
                            "pass it with --clinical FILE")
     return None
+
+
+def bids_participants(root: Path, report: ImportReport) -> tuple[pd.DataFrame, Path] | None:
+    """The BIDS ``participants.tsv`` at the root of the tree (rows by ``participant_id``), or None.
+
+    Why: a BIDS export of a release may lack the release's own tables but state sex, age and
+    more per participant here; an importer reads it where the release's table is absent rather
+    than leaving those columns empty, and says so with :meth:`ImportReport.column_source`.
+    """
+    path = root / "participants.tsv"
+    if not path.is_file():
+        return None
+    table = read_table(path)
+    need_columns(table, ["participant_id"], path)
+    report.source("participants", path)
+    table["participant_id"] = table["participant_id"].astype(str).str.strip()
+    return table.drop_duplicates("participant_id", keep="first").set_index("participant_id"), path
 
 
 def need_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None:

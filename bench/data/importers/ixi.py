@@ -102,7 +102,8 @@ def import_ixi(root: Path, clinical: str | None, report: ImportReport, **_: obje
         d = demo.loc[ixi]
         rows.append({"participant_id": sub, "session_id": "ses-01", "sequence": SEQUENCES[contrast],
                      "path": str(f), "months_from_baseline": 0.0, "age": d["age"], "sex": d["sex"],
-                     "site": hospital, "scanner": SCANNERS.get(hospital, np.nan), "population": "ad"})
+                     "site": hospital, "scanner": SCANNERS.get(hospital, np.nan), "population": "ad",
+                     "split_id": f"IXI{ixi:03d}"})
     scanned = {ixi for ixi, _ in seen}
     report.note("sheet subject(s) without any scan", int((~demo.index.isin(scanned)).sum()))
     return rows

@@ -7,7 +7,9 @@ Layout (the BIDS export of OASIS-3 MR sessions; sessions are labelled by the day
 Clinical data (OASIS-3 data files): ``OASIS3_UDSb4_cdr.csv`` with ``OASISID, days_to_visit,
 age at visit, CDRTOT, dx1`` (older exports: ``Subject``, ``cdr``, ``dx1``, ``Age`` and a
 ``..._d0000`` label instead of ``days_to_visit``), and ``OASIS3_demographics.csv`` with
-``OASISID, AgeatEntry, GENDER`` (1 = male, 2 = female). Column names follow those files.
+``OASISID, AgeatEntry, GENDER`` (1 = male, 2 = female). Column names follow those files. Without
+the demographics file, sex is read from the BIDS ``participants.tsv`` at the root of the tree
+(``participant_id``, ``sex``); the import summary says which file each such column came from.
 
 Decisions (each dropped item is counted with its reason):
 
@@ -31,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.data.importers.common import (DAYS_PER_MONTH, DAYS_PER_YEAR, ImportReport, find_table, release_niftis,
-                                         need_columns, nifti_stem, norm_sex, pick_column, read_table,
+from bench.data.importers.common import (DAYS_PER_MONTH, DAYS_PER_YEAR, ImportReport, bids_participants,
+                                         find_table, release_niftis, need_columns, nifti_stem, norm_sex, pick_column, read_table,
                                          scanner_from_sidecar, to_float)
 from bench.data.bids import parse_bids_name
 
@@ -94,18 +96,47 @@ def _demographics(root: Path, clinical: Path, report: ImportReport) -> pd.DataFr
     path = find_table(clinical.parent, None, ("*demographics*.csv",), "demographics", required=False) or \
         find_table(root, None, ("*demographics*.csv",), "demographics", required=False)
     if path is None:
-        report.note("no OASIS3_demographics.csv found: sex empty, age from clinical visits")
-        return pd.DataFrame(columns=["age_entry", "sex"])
+        return _participants(root, report)
     report.source("demographics", path)
     t = read_table(path)
     sub_col = pick_column(t, ("OASISID", "Subject"))
     need_columns(t, ["OASISID"] if sub_col is None else [], path)
     sex_col = pick_column(t, ("GENDER", "M/F", "Sex"))
     age_col = pick_column(t, ("AgeatEntry", "ageAtEntry"))
-    sex = t[sex_col].map(lambda v: {"1": "M", "2": "F"}.get(str(v).strip().split(".")[0], norm_sex(v))) \
-        if sex_col else np.nan
+    if sex_col:
+        report.column_source("sex", f"{path.name} ({sex_col})")
+    if age_col:
+        report.column_source("age", f"{path.name} ({age_col}) + days since entry")
     out = pd.DataFrame({"subject": t[sub_col].astype(str).str.extract(SUBJECT, expand=False),
-                        "age_entry": t[age_col].map(to_float) if age_col else np.nan, "sex": sex})
+                        "age_entry": t[age_col].map(to_float) if age_col else np.nan,
+                        "sex": t[sex_col].map(_sex) if sex_col else np.nan})
+    out = out.dropna(subset=["subject"]).drop_duplicates("subject", keep="first")
+    return out.set_index("subject")
+
+
+def _sex(value) -> str | float:
+    """M / F from OASIS-3's GENDER (1 = male, 2 = female) or a spelled-out sex."""
+    return {"1": "M", "2": "F"}.get(str(value).strip().split(".")[0], norm_sex(value))
+
+
+def _participants(root: Path, report: ImportReport) -> pd.DataFrame:
+    """Sex from the BIDS ``participants.tsv`` where ``OASIS3_demographics.csv`` is absent.
+
+    Why: a BIDS export of OASIS-3 may ship without the demographics file but state each subject's
+    sex there; leaving sex empty on every scan would throw that away. Age stays from the clinical
+    visits: participants.tsv's ``age`` does not say at which session it was taken.
+    """
+    found = bids_participants(root, report)
+    sex_col = pick_column(found[0], ("sex", "gender", "M/F")) if found is not None else None
+    if found is None or sex_col is None:
+        report.note("no OASIS3_demographics.csv and no participants.tsv with a sex column: sex empty, "
+                    "age from clinical visits")
+        return pd.DataFrame(columns=["age_entry", "sex"])
+    table, path = found
+    report.column_source("sex", f"{path.name} ({sex_col}); no OASIS3_demographics.csv found")
+    report.column_source("age", "the clinical table's age at visit (no age at entry given)")
+    out = pd.DataFrame({"subject": table.index.str.extract(SUBJECT, expand=False),
+                        "age_entry": np.nan, "sex": table[sex_col].map(_sex).to_numpy()})
     out = out.dropna(subset=["subject"]).drop_duplicates("subject", keep="first")
     return out.set_index("subject")
 
@@ -177,7 +208,7 @@ def import_oasis3(root: Path, clinical: str | None, report: ImportReport, *, win
             age = np.nan
         scanner = scanner_from_sidecar(f)
         rows.append({
-            "participant_id": sub, "session_id": session, "sequence": seq, "path": str(f),
+            "participant_id": sub, "split_id": subject, "session_id": session, "sequence": seq, "path": str(f),
             "months_from_baseline": round(day / DAYS_PER_MONTH, 3), "age": age,
             "sex": d["sex"] if d is not None else np.nan,
             "site": scanner if isinstance(scanner, str) else "unknown", "scanner": scanner,

@@ -8,6 +8,7 @@ the sequences are co-registered to one another in both releases.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,21 @@ import numpy as np
 from bench.data.importers.common import ImportReport, convert_tumour_labels
 
 SESSION = "ses-preop"
+
+#: A BraTS 2021 case (``BraTS2021_00495``) and a BraTS 2023 glioma case (``BraTS-GLI-00495-000``: the 2021
+#: number and a time point): both name the patient by the 2021 number.
+_BRATS21 = re.compile(r"^BraTS2021_(\d{5})$|^BraTS-GLI-(\d{5})-\d{3}$", re.IGNORECASE)
+
+
+def glioma_split_id(case: str) -> str | None:
+    """``BraTS2021_NNNNN`` for a case BraTS 2021 numbers (2021, 2023 glioma, UCSF-PDGM's ``BraTS21 ID``),
+    else None.
+
+    Why: UCSF-PDGM patients are also BraTS 2021 cases, so the split rules of both releases hash this
+    one id with one salt; a patient cannot then be train in one release and test in the other.
+    """
+    m = _BRATS21.match(str(case).strip())
+    return None if m is None else f"BraTS2021_{m.group(1) or m.group(2)}"
 
 
 def subject_rows(sub: str, files: dict[str, Path], seg: Path | None, out: Path, report: ImportReport,

@@ -19,6 +19,8 @@ Decisions (each dropped item is counted with its reason):
 * ``survival_months`` = ``OS`` / 30.4375, ``event`` = ``1-dead 0-alive``; empty stays empty.
 * Tumour labels follow BraTS (1 necrotic core, 2 oedema, 4 enhancing) and are converted.
   The site is ``UCSF`` (a single centre).
+* ``split_id`` (what the split rule hashes) is the patient's ``BraTS21 ID``, shared with the BraTS rule,
+  so a patient in both releases falls in one split; ``UCSF-PDGM-NNNN`` without one.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pandas as pd
 
 from bench.data.importers.common import (DAYS_PER_MONTH, ImportReport, find_table, is_nifti, need_columns,
                                          nifti_stem, norm_sex, read_table, release_dirs, to_float)
-from bench.data.importers.tumour import subject_rows
+from bench.data.importers.tumour import glioma_split_id, subject_rows
 
 CASE_DIR = re.compile(r"^UCSF-PDGM-(\d+)(?:_nifti)?$", re.IGNORECASE)
 NUMBER = re.compile(r"UCSF-PDGM-(\d+)", re.IGNORECASE)
@@ -123,6 +125,7 @@ def import_ucsf_pdgm(root: Path, clinical: str | None, report: ImportReport, *, 
             continue
         seen.add(n)
         fields = {k: meta.at[n, k] for k in meta.columns}
-        rows += subject_rows(sub, files, seg, out, report, {**fields, "site": "UCSF"})
+        split_id = glioma_split_id(fields.get("brats21_id", "")) or f"UCSF-PDGM-{n:04d}"
+        rows += subject_rows(sub, files, seg, out, report, {**fields, "site": "UCSF", "split_id": split_id})
     report.note("metadata patient(s) without an image folder", int((~meta.index.isin(seen)).sum()) if len(meta) else 0)
     return rows
