@@ -116,7 +116,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
     sim.fill_diagonal_(float("-inf"))
     if queue is not None and len(queue):
         sim = torch.cat([sim, z @ queue.T / temperature], dim=1)
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim.device)
     return nn.functional.cross_entropy(sim, target)
 
 
@@ -175,7 +175,7 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float, queue: torch.
     network); the other keys of the batch and the queue's rows are its negatives."""
     q, k = nn.functional.normalize(q, dim=1), nn.functional.normalize(k, dim=1)
     logits = torch.cat([q @ k.T, q @ queue.T], dim=1) / temperature
-    return nn.functional.cross_entropy(logits, torch.arange(len(q)))
+    return nn.functional.cross_entropy(logits, torch.arange(len(q), device=logits.device))
 
 
 def make_views(config: SimCLRConfig, shape: tuple[int, int, int]):

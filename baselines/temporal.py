@@ -163,7 +163,7 @@ def pad_sequences(z: torch.Tensor, index: list[list[int]], months: list[np.ndarr
     b, length = len(index), max(len(i) for i in index)
     seq = z.new_zeros(b, length, z.shape[1])
     years = z.new_zeros(b, length)
-    pad = torch.ones(b, length, dtype=torch.bool)
+    pad = torch.ones(b, length, dtype=torch.bool, device=z.device)
     for r, (idx, m) in enumerate(zip(index, months)):
         seq[r, :len(idx)] = z[idx]
         years[r, :len(idx)] = torch.as_tensor((m - m[-1]) / 12.0, dtype=z.dtype)
@@ -212,14 +212,14 @@ class TemporalMethod(Recipe):
         # predictive contrastive: summary of the prefix + gap -> the later scan among the batch's
         seq, years, pad = pad_sequences(z, batch.context, batch.context_months)
         summary = self.net.sequence(seq, years, pad)
-        last = torch.as_tensor([len(c) - 1 for c in batch.context])
-        s = summary[torch.arange(len(last)), last]
+        last = torch.as_tensor([len(c) - 1 for c in batch.context], device=summary.device)
+        s = summary[torch.arange(len(last), device=summary.device), last]
         gap = torch.as_tensor((batch.target_months - np.array([m[-1] for m in batch.context_months])) / 12.0,
-                              dtype=s.dtype)
+                              dtype=s.dtype, device=s.device)
         pred = nn.functional.normalize(self.net.predictor(torch.cat([s, time_encoding(gap, s.shape[1])], -1)), dim=1)
         tgt = nn.functional.normalize(self.net.target(later), dim=1)
         logits = pred @ tgt.T / self.config.temperature
-        contrast = nn.functional.cross_entropy(logits, torch.arange(len(logits)))
+        contrast = nn.functional.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
         return order + contrast + self._regulariser(z)
 
     def _regulariser(self, z: torch.Tensor) -> torch.Tensor | float:

@@ -15,7 +15,12 @@ both), so the pass
   batch, and writes the previous batch's embeddings, while the encoder runs on the current one
   (perturbations are applied on that thread too);
 * runs the encoder under ``torch.inference_mode`` in the memory layout that is fastest for it
-  on a CPU (:func:`harness_forward`).
+  on a CPU (:func:`harness_forward`), under autocast when the run asks for bf16 / fp16;
+* with ``--loader-workers N`` (:class:`bench.devices.Compute`), reads through a torch DataLoader
+  with N worker processes instead of the one thread, so decoding keeps up with a GPU.
+
+The device and precision are in the cache key only when they are not CPU fp32, so every entry
+written before they existed keeps its key.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from bench.atomic import atomic_write
 from bench.data.cohort import Cohort
 from bench.data.spaces import get_space
 from bench.data.store import VolumeStore, content_sha256, read_entry_into
+from bench.devices import Compute, autocast
 from bench.encoders.api import Latent, Trainable
 from bench.errors import ScanError
 from bench.progress import progress_bar
@@ -66,13 +72,14 @@ def encoder_device(encoder) -> torch.device:
 
 
 @contextlib.contextmanager
-def harness_forward(encoder) -> Iterator[Callable[[torch.Tensor], np.ndarray]]:
+def harness_forward(encoder, compute: Compute | None = None) -> Iterator[Callable[[torch.Tensor], np.ndarray]]:
     """Yield ``run(batch) -> (B, E) float32 array``: the forward pass the harness uses.
 
     Inside the block the encoder's module (if it exposes one and :func:`prefers_channels_last`)
     holds its 5D weights in channels-last layout and batches are converted to match; on exit the
     weights go back to the layout they had, so fine-tuning or saving sees the encoder unchanged.
     ``bench perf`` times this same function on random tensors as the encoder's raw speed.
+    ``compute``'s precision sets the autocast of the forward; the embeddings come back in fp32.
     """
     module = encoder.module() if isinstance(encoder, Trainable) else None
     device = encoder_device(encoder)
@@ -89,7 +96,9 @@ def harness_forward(encoder) -> Iterator[Callable[[torch.Tensor], np.ndarray]]:
                 batch = batch.to(device, non_blocking=True)
             if channels_last:
                 batch = batch.contiguous(memory_format=layout)
-            return encoder.embed(batch).float().cpu().numpy()
+            with autocast(compute, device.type):
+                out = encoder.embed(batch)
+            return out.float().cpu().numpy()
 
     try:
         yield run
@@ -98,17 +107,19 @@ def harness_forward(encoder) -> Iterator[Callable[[torch.Tensor], np.ndarray]]:
             module.to(memory_format=torch.contiguous_format)
 
 
-def encoder_key(encoder) -> str:
+def encoder_key(encoder, compute: Compute | None = None) -> str:
     """The cache key of an encoder: SHA-256 of (weights actually loaded, code, card and config).
 
     A file encoder that copies another's card (checkpoint hash included) has other code, so it
     neither reads nor writes that encoder's entries; an edited ``embed()`` or network is another
     key, so stale embeddings are never served; an unchanged encoder keeps its key from run to run
     (its weights are hashed once per encoder object, its source files once per process).
+    A device or precision other than CPU fp32 is part of the key (other arithmetic, other vectors).
     """
     from bench.encoders.api import code_sha256, config_fingerprint, weights_sha256
 
-    parts = ("mribench-embedding-key/1", weights_sha256(encoder), code_sha256(encoder), config_fingerprint(encoder))
+    parts = ("mribench-embedding-key/1", weights_sha256(encoder), code_sha256(encoder), config_fingerprint(encoder),
+             *(compute.key_parts() if compute is not None else ()))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -147,13 +158,14 @@ class EmbeddingCache:
     @phase("embeddings")
     def embed(self, encoder, cohort: Cohort, rows: np.ndarray, store: VolumeStore, *,
               perturbation: str = "clean", transform=None, batch_size: int = DEFAULT_BATCH_SIZE,
-              progress: bool = True) -> dict[int, np.ndarray]:
+              progress: bool = True, compute: Compute | None = None) -> dict[int, np.ndarray]:
         """Embeddings of cohort rows ``rows`` (cached ones are read, the rest computed in batches).
 
         ``transform(volume, row) -> volume`` applies a perturbation before the encoder; its name
         must be in ``perturbation`` so perturbed and clean embeddings never share a key.
+        ``compute``: the run's device and precision (keyed when not CPU fp32) and loader workers.
         """
-        enc_hash = encoder_key(encoder)
+        enc_hash = encoder_key(encoder, compute)
         space = encoder.card.input_space
         table = cohort.table
         out: dict[int, np.ndarray] = {}
@@ -174,51 +186,35 @@ class EmbeddingCache:
                 bar.advance(task, len(todo))
                 return out
             self._embed_volumes(encoder, cohort, todo, store, transform, batch_size, out,
-                                lambda n: bar.advance(task, n))
+                                lambda n: bar.advance(task, n), compute)
         return out
 
     def _embed_volumes(self, encoder, cohort: Cohort, todo: list[tuple[int, Path]], store: VolumeStore,
-                       transform, batch_size: int, out: dict[int, np.ndarray], advance) -> None:
-        """The pass itself: a background thread reads (and perturbs) batch n+1 and writes the
-        embeddings of batch n-1 while the encoder runs on batch n, so the encoder never waits
-        for the disk. Store entries are preprocessed up front (in parallel) only when missing;
-        a damaged entry met while reading is rebuilt by the store."""
-        table = cohort.table
+                       transform, batch_size: int, out: dict[int, np.ndarray], advance,
+                       compute: Compute | None = None) -> None:
+        """The pass itself: the scans are read (and perturbed) ahead of the encoder, by a background
+        thread (:func:`threaded_batches`) or a DataLoader's worker processes (:func:`loader_batches`),
+        while a background thread writes the previous batch's embeddings, so the encoder never waits
+        for the disk. Store entries are preprocessed up front (in parallel) only when missing; a
+        damaged entry met while reading is rebuilt by the store."""
         space = get_space(encoder.card.input_space)
-        paths = [table.at[r, "path"] for r, _ in todo]
+        paths = [cohort.table.at[r, "path"] for r, _ in todo]
         entries = [store.path_for(p, space) for p in paths]
         missing = [p for p, e in zip(paths, entries) if not e.is_file()]
         if missing:
             store.prefetch(missing, space, progress=False)
-
-        def read(i: int, slot: np.ndarray) -> None:
-            try:
-                read_entry_into(entries[i], slot)
-            except (ValueError, OSError, EOFError, ScanError):  # damaged since: rebuild it
-                read_entry_into(store.ensure(paths[i], space), slot)
-
-        def load(chunk: list[int], buffer: torch.Tensor) -> torch.Tensor:
-            batch = buffer[:len(chunk)]
-            view = batch.numpy()
-            for slot, i in enumerate(chunk):
-                read(i, view[slot, 0])
-                if transform is not None:
-                    view[slot, 0] = transform(view[slot, 0].copy(), table.loc[todo[i][0]])
-            return batch
-
+        reader = ScanReader(entries, paths, store, space.name, transform, cohort.table.loc[[r for r, _ in todo]])
         chunks = [list(range(s, min(s + batch_size, len(todo)))) for s in range(0, len(todo), batch_size)]
-        # two reused batch buffers, one filled while the other is in use; pinned for an encoder on a GPU
-        pin = encoder_device(encoder).type == "cuda"
-        buffers = [torch.empty((len(chunks[0]), 1, *space.shape), pin_memory=pin) for _ in range(2)]
+        pin = encoder_device(encoder).type == "cuda"  # pinned batches for an encoder on a GPU
+        workers = compute.loader_workers if compute is not None else 0
+        batches = iter(loader_batches(reader, chunks, workers, pin) if workers
+                       else threaded_batches(reader, chunks, space.shape, pin))
         writes = []
-        reader = "perturbations" if transform is not None else "store"  # the phase of waiting for the reader
-        with harness_forward(encoder) as forward, ThreadPoolExecutor(max_workers=1) as background:
-            pending = background.submit(load, chunks[0], buffers[0])
-            for n, chunk in enumerate(chunks):
-                with phase(reader):
-                    batch = pending.result()
-                if n + 1 < len(chunks):
-                    pending = background.submit(load, chunks[n + 1], buffers[(n + 1) % 2])
+        waiting = "perturbations" if transform is not None else "store"  # the phase of waiting for the reader
+        with harness_forward(encoder, compute) as forward, ThreadPoolExecutor(max_workers=1) as background:
+            for chunk in chunks:
+                with phase(waiting):
+                    batch = next(batches)
                 emb = forward(batch)
                 if emb.shape[0] != len(chunk) or not np.isfinite(emb).all():
                     raise RuntimeError(f"encoder {encoder.card.name} returned shape {emb.shape} or non-finite "
@@ -231,6 +227,62 @@ class EmbeddingCache:
                 advance(len(done))
             for w in writes:
                 w.result()  # a failed write is an error, not a silently missing cache entry
+
+
+class ScanReader(torch.utils.data.Dataset):
+    """Scan ``i`` of a pass as its preprocessed (and perturbed) volume: read into a given slot
+    (:func:`threaded_batches`' reused buffers) or as a new (1, D, H, W) tensor (a DataLoader's
+    workers). A damaged store entry is rebuilt. Holds plain data, so worker processes get a copy."""
+
+    def __init__(self, entries: list[Path], paths: list[str], store: VolumeStore, space: str, transform, rows):
+        self.entries, self.paths, self.store, self.space = entries, paths, store, space
+        self.transform, self.rows = transform, rows
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def read(self, i: int, slot: np.ndarray) -> None:
+        try:
+            read_entry_into(self.entries[i], slot)
+        except (ValueError, OSError, EOFError, ScanError):  # damaged since: rebuild it
+            read_entry_into(self.store.ensure(self.paths[i], get_space(self.space)), slot)
+        if self.transform is not None:
+            slot[...] = self.transform(slot.copy(), self.rows.iloc[i])
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        slot = np.empty(get_space(self.space).shape, dtype=np.float32)
+        self.read(i, slot)
+        return torch.from_numpy(slot)[None]
+
+
+def threaded_batches(reader: ScanReader, chunks: list[list[int]], shape: tuple[int, ...],
+                     pin: bool) -> Iterator[torch.Tensor]:
+    """Batches read by one background thread into two reused buffers: batch n+1 is read while the
+    caller runs the encoder on batch n (which must be done with it before asking for n+2)."""
+    buffers = [torch.empty((len(chunks[0]), 1, *shape), pin_memory=pin) for _ in range(2)]
+
+    def load(chunk: list[int], buffer: torch.Tensor) -> torch.Tensor:
+        batch = buffer[:len(chunk)]
+        view = batch.numpy()
+        for slot, i in enumerate(chunk):
+            reader.read(i, view[slot, 0])
+        return batch
+
+    with ThreadPoolExecutor(max_workers=1) as background:
+        pending = background.submit(load, chunks[0], buffers[0])
+        for n in range(len(chunks)):
+            batch = pending.result()
+            if n + 1 < len(chunks):
+                pending = background.submit(load, chunks[n + 1], buffers[(n + 1) % 2])
+            yield batch
+
+
+def loader_batches(reader: ScanReader, chunks: list[list[int]], workers: int, pin: bool) -> Iterator[torch.Tensor]:
+    """The same batches, in the same order, read by a DataLoader's ``workers`` processes (decoding
+    and perturbing in parallel, two batches ahead each), in pinned memory for a GPU."""
+    from torch.utils.data import DataLoader
+
+    yield from DataLoader(reader, batch_sampler=chunks, num_workers=workers, pin_memory=pin, prefetch_factor=2)
 
 
 #: Beside each cache entry ``<scan>.npy``: ``<scan>.npy.sha256``, the SHA-256 of the entry's bytes.

@@ -102,6 +102,10 @@ class PerfResult:
     rounds: list[dict[str, float]] = field(default_factory=list)
     peaks: list[PhasePeak] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"
+    loader_workers: int = 0
+    thread: Took | None = None      # (b) read by the one background thread, when (b) used a DataLoader
 
     @property
     def embed_ratio(self) -> float:
@@ -137,6 +141,10 @@ class PerfResult:
             "grid_seconds": self.grid.wall, "grid_cpu_seconds": self.grid.cpu, "grid_detail": self.grid_detail,
             "grid_settings": self.grid_settings,
             "peak_rss_mib": {p.name: p.mib for p in self.peaks}, "rounds": self.rounds, "machine": self.machine,
+            "device": self.device, "precision": self.precision, "loader_workers": self.loader_workers,
+            **({"thread_scans_per_s": rate(self.thread), "thread_seconds": self.thread.wall,
+                # > 1: the DataLoader's workers made the pass faster than the one reader thread
+                "loader_speedup": self._median_ratio("thread_seconds", "store_seconds")} if self.thread else {}),
         }
 
 
@@ -198,7 +206,7 @@ def machine_info() -> dict:
 
 
 # -- the phases ---------------------------------------------------------------------------------
-def forward_pass(encoder, n_scans: int, batch_size: int, seed: int = 0) -> Took:
+def forward_pass(encoder, n_scans: int, batch_size: int, seed: int = 0, compute=None) -> Took:
     """Time of the encoder over ``n_scans`` random volumes already in memory (after one
     warm-up batch), in the batches, memory layout and inference mode of the harness's own
     forward pass (:func:`bench.embeddings.harness_forward`): the speed limit of an embedding pass.
@@ -214,22 +222,22 @@ def forward_pass(encoder, n_scans: int, batch_size: int, seed: int = 0) -> Took:
     pool = torch.randn((distinct * batch_size, 1, *shape), generator=torch.Generator().manual_seed(seed))
     batches = [pool[(i % distinct) * batch_size:][:min(batch_size, n_scans - i * batch_size)]
                for i in range(n_batches)]
-    with harness_forward(encoder) as forward:
+    with harness_forward(encoder, compute) as forward:
         forward(batches[0])  # allocator and kernel warm-up
         with _clock() as took:
             for batch in batches:
-                forward(batch)
+                forward(batch)  # returns host arrays: a GPU has finished the batch when it returns
     return took
 
 
-def embedding_pass(encoder, cohort, rows: np.ndarray, store, emb_root: Path) -> Took:
+def embedding_pass(encoder, cohort, rows: np.ndarray, store, emb_root: Path, compute=None) -> Took:
     """Time for the harness to embed ``rows`` into an empty embedding cache at ``emb_root``."""
     from bench.embeddings import EmbeddingCache
 
     shutil.rmtree(emb_root, ignore_errors=True)
     cache = EmbeddingCache(emb_root)
     with _clock() as took:
-        out = cache.embed(encoder, cohort, rows, store, progress=False)
+        out = cache.embed(encoder, cohort, rows, store, progress=False, compute=compute)
     if len(out) != len(rows) or cache.computed != len(rows):
         raise RuntimeError(f"embedding pass returned {len(out)} embeddings and computed {cache.computed} "
                            f"for {len(rows)} scans")
@@ -254,7 +262,8 @@ def grid_pass(ctx_factory: Callable[[], object], protocols: tuple[str, ...]) -> 
         warnings.simplefilter("ignore")
         start = time.perf_counter()
         ctx = ctx_factory()
-        emb = ctx.embeddings.embed(ctx.encoder, ctx.cohort, ctx.examples.scan_rows(), ctx.store, progress=False)
+        emb = ctx.embeddings.embed(ctx.encoder, ctx.cohort, ctx.examples.scan_rows(), ctx.store, progress=False,
+                                   compute=ctx.compute)
         if ctx.embeddings.computed:
             raise RuntimeError("the grid's embedding cache was not warm")
         ctx.features = assemble_features(ctx.examples, emb)
@@ -297,15 +306,18 @@ def perf_workdir() -> Path:
 
 def measure(encoder_spec: str = "simclr3d", task: str = "conversion", profile: str = "default", *,
             cohort=None, repeats: int = 5, batch_size: int | None = None, workdir: str | Path | None = None,
-            encoder_kwargs: dict | None = None, log: Callable[[str], None] | None = None) -> PerfResult:
+            encoder_kwargs: dict | None = None, log: Callable[[str], None] | None = None,
+            compute=None) -> PerfResult:
     """Run phase (c), then ``repeats`` alternating rounds of (a) and (b), then up to 3 of (d).
 
     ``cohort`` defaults to the profile's synthetic cohort (generated on first use, like ``bench
     run``); the volume store and embedding caches are private to this call and removed after it.
-    Each timed figure is the median of its rounds (see the module doc).
+    Each timed figure is the median of its rounds (see the module doc). ``compute``: the passes'
+    device, precision and loader workers (:class:`bench.devices.Compute`; CPU fp32 by default).
     """
     from bench.data.sources import open_cohort
     from bench.data.store import VolumeStore
+    from bench.devices import CPU, place
     from bench.embeddings import DEFAULT_BATCH_SIZE, EmbeddingCache
     from bench.profiles import get_profile
     from bench.protocols.context import Context
@@ -318,6 +330,7 @@ def measure(encoder_spec: str = "simclr3d", task: str = "conversion", profile: s
     prof = get_profile(profile)
     spec = get_task(task)
     encoder = _measured_encoder(encoder_spec, encoder_kwargs)
+    place(encoder, compute := compute or CPU)
     if cohort is None:
         cohort = open_cohort(None, profile=profile, progress=False)
     examples, split = prepare_task(spec, cohort)
@@ -331,18 +344,14 @@ def measure(encoder_spec: str = "simclr3d", task: str = "conversion", profile: s
         workdir = perf_workdir()
     tmp = Path(tempfile.mkdtemp(prefix="mribench-perf-", dir=workdir))
     try:
-        cold, fwd, warm = _passes(encoder, cohort, rows, tmp, repeats, batch_size, peaks, rounds, say)
+        cold, fwd, warm, thread = _passes(encoder, cohort, rows, tmp, repeats, batch_size, peaks, rounds, say,
+                                          compute)
 
         def make_ctx() -> Context:
             return Context(examples, split, cohort=cohort, encoder=encoder, profile=prof,
-                           store=VolumeStore(tmp / "store"), embeddings=EmbeddingCache(tmp / "emb"))
+                           store=VolumeStore(tmp / "store"), embeddings=EmbeddingCache(tmp / "emb"), compute=compute)
 
-        grids = []
-        for r in range(min(repeats, GRID_ROUNDS)):
-            say(f"(d) linear-probe grid ({' + '.join(protocols)}), warm embedding cache, round {r + 1}")
-            with _phase("grid", peaks):
-                grids.append(grid_pass(make_ctx, protocols))
-            rounds.append({"grid_seconds": grids[-1][0].wall, "grid_cpu_seconds": grids[-1][0].cpu})
+        grids = _grid_rounds(make_ctx, protocols, min(repeats, GRID_ROUNDS), peaks, rounds, say)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     grid, detail, settings = _median(grids, key=lambda g: g[0].wall)
@@ -353,7 +362,26 @@ def measure(encoder_spec: str = "simclr3d", task: str = "conversion", profile: s
         encoder=encoder.card.name, task=spec.name, profile=prof.name, input_space=encoder.card.input_space,
         n_scans=len(rows), n_examples=len(examples.table), batch_size=batch_size, repeats=repeats,
         forward=_median(fwd, key=lambda t: t.wall), store=_median(warm, key=lambda t: t.wall), cold=cold, grid=grid,
-        grid_detail=detail, grid_settings=settings, rounds=rounds, peaks=peaks, machine=machine_info())
+        grid_detail=detail, grid_settings=settings, rounds=rounds, peaks=peaks, machine=machine_info(),
+        **_compute_figures(compute, thread))
+
+
+def _compute_figures(compute, thread: list[Took]) -> dict:
+    """PerfResult's device, precision, loader workers and reader-thread time (the median round)."""
+    return {"device": compute.device, "precision": compute.precision, "loader_workers": compute.loader_workers,
+            "thread": _median(thread, key=lambda t: t.wall) if thread else None}
+
+
+def _grid_rounds(make_ctx: Callable, protocols: tuple[str, ...], n: int, peaks: list, rounds: list,
+                 say: Callable[[str], None]) -> list:
+    """``n`` rounds of (d), each timed and added to ``rounds``."""
+    grids = []
+    for r in range(n):
+        say(f"(d) linear-probe grid ({' + '.join(protocols)}), warm embedding cache, round {r + 1}")
+        with _phase("grid", peaks):
+            grids.append(grid_pass(make_ctx, protocols))
+        rounds.append({"grid_seconds": grids[-1][0].wall, "grid_cpu_seconds": grids[-1][0].cpu})
+    return grids
 
 
 def _measured_encoder(encoder_spec: str, encoder_kwargs: dict | None):
@@ -369,31 +397,38 @@ def _measured_encoder(encoder_spec: str, encoder_kwargs: dict | None):
 
 
 def _passes(encoder, cohort, rows, tmp: Path, repeats: int, batch_size: int, peaks: list, rounds: list,
-            say: Callable[[str], None]) -> tuple[Took, list[Took], list[Took]]:
+            say: Callable[[str], None], compute) -> tuple[Took, list[Took], list[Took], list[Took]]:
     """Phase (c) once, then ``repeats`` alternating rounds of (a) and (b) (a-b, b-a, a-b...: a drift
-    in load favours neither): the cold pass, and the forward and store passes of every round."""
+    in load favours neither): the cold pass, and the forward and store passes of every round. With
+    loader workers, each round also times (b) with the one reader thread (the last list; else empty)."""
+    from dataclasses import replace
+
     from bench.data.store import VolumeStore
 
     say(f"(c) embedding {len(rows)} scans from raw NIfTI, empty caches")
     with _phase("cold", peaks):
-        cold = embedding_pass(encoder, cohort, rows, VolumeStore(tmp / "store"), tmp / "emb-cold")
-    fwd, warm = [], []
+        cold = embedding_pass(encoder, cohort, rows, VolumeStore(tmp / "store"), tmp / "emb-cold", compute)
+    fwd, warm, thread = [], [], []
 
     def phase_a() -> None:
         with _phase("forward", peaks):
-            fwd.append(forward_pass(encoder, len(rows), batch_size))
+            fwd.append(forward_pass(encoder, len(rows), batch_size, compute=compute))
 
     def phase_b() -> None:
         with _phase("store", peaks):
-            warm.append(embedding_pass(encoder, cohort, rows, VolumeStore(tmp / "store"), tmp / "emb"))
+            warm.append(embedding_pass(encoder, cohort, rows, VolumeStore(tmp / "store"), tmp / "emb", compute))
+        if compute.loader_workers:  # the same pass read by the one thread: the DataLoader's effect
+            thread.append(embedding_pass(encoder, cohort, rows, VolumeStore(tmp / "store"), tmp / "emb",
+                                         replace(compute, loader_workers=0)))
 
     for r in range(repeats):
         say(f"round {r + 1}/{repeats}: (a) encoder forward, (b) embedding from the store")
         for run in ((phase_a, phase_b) if r % 2 == 0 else (phase_b, phase_a)):
             run()
         rounds.append({"forward_seconds": fwd[-1].wall, "forward_cpu_seconds": fwd[-1].cpu,
-                       "store_seconds": warm[-1].wall, "store_cpu_seconds": warm[-1].cpu})
-    return cold, fwd, warm
+                       "store_seconds": warm[-1].wall, "store_cpu_seconds": warm[-1].cpu,
+                       **({"thread_seconds": thread[-1].wall} if thread else {})})
+    return cold, fwd, warm, thread
 
 
 def _median(items: list, key: Callable):

@@ -21,6 +21,7 @@ With one process nothing changes: same streams, same checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -198,13 +199,22 @@ def learning_rate(step: int, steps: int, peak: float, schedule: str = "cosine") 
     return float(peak * 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress))))
 
 
+def _process(device: str | None) -> ddp.DistInfo:
+    """Rank, world size and device from torchrun (bench pretrain --nproc N; each rank its own GPU when
+    there are GPUs), else rank 0 of 1 on ``device`` (``--device``; the CPU when None)."""
+    info = ddp.setup()
+    if device is not None and not info.enabled:
+        info = dataclasses.replace(info, device=torch.device(device))
+    return info
+
+
 def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int = 8, lr: float = 3e-4,
              lr_schedule: str = "cosine", seed: int = 0, out_dir: Path | None = None, resume: bool = False,
              checkpoint_every: int = 50, progress: bool = True, store: VolumeStore | None = None,
-             command: str = "", init_from: Path | None = None) -> PretrainResult:
+             command: str = "", init_from: Path | None = None, device: str | None = None) -> PretrainResult:
     out_dir = Path(out_dir or default_out_dir(method.name, cohort.name))
     last = out_dir / "last.pt"
-    info = ddp.setup()  # rank and world size from torchrun (bench pretrain --nproc N); 0 of 1 otherwise
+    info = _process(device)
     state = _check_out_dir(out_dir, last, resume, info)
     _check_before_work(init_from, state, steps, lr, lr_schedule)
     pool, rows = _pool_rows(method, cohort)

@@ -121,6 +121,10 @@ class Provenance(_Strict):
     started_at: str
     wall_time_s: float
     command: str
+    #: where and how the job computed (:mod:`bench.devices`): device, precision, the micro-batch of a
+    #: job that trains a network and its deterministic settings (``bit_reproducible``); None in records
+    #: written before it, which were computed on a CPU in fp32
+    compute: dict[str, Any] | None = None
 
     @field_validator("git_commit")
     @classmethod
@@ -359,7 +363,7 @@ def collect_provenance(*, wall_time_s: float = 0.0, started_at: datetime | str |
 #: these are two results, and one must not be taken for the other. (Task version, protocol and
 #: encoder name are in the record's path already.)
 IDENTITY_FIELDS: tuple[str, ...] = ("encoder", "weights", "cohort", "cohort hash", "profile", "profile settings",
-                                    "seeds", "task hash", "split hash")
+                                    "seeds", "task hash", "split hash", "precision", "batch size")
 
 
 def record_identity(record: ResultRecord) -> dict[str, Any]:
@@ -368,7 +372,9 @@ def record_identity(record: ResultRecord) -> dict[str, Any]:
     return {"encoder": record.encoder, "weights": p.weights_sha256, "cohort": p.cohort.name,
             "cohort hash": p.cohort.root_hash, "profile": p.config.get("profile"),
             "profile settings": p.config.get("profile_settings"), "seeds": list(p.seeds),
-            "task hash": p.task_spec_sha256, "split hash": p.split_sha256}
+            "task hash": p.task_spec_sha256, "split hash": p.split_sha256,
+            # written only when not the default (bench.devices), so records written before them match
+            "precision": p.config.get("precision", "fp32"), "batch size": p.config.get("batch_size")}
 
 
 def _shown(value: Any) -> str:

@@ -38,6 +38,7 @@ import numpy as np
 
 from bench.data.cohort import Cohort
 from bench.data.store import VolumeStore
+from bench.devices import CPU, Compute, deterministic, place
 from bench.embeddings import EmbeddingCache, encoder_key
 from bench.errors import MribenchError
 from bench.jobs import (Job, clear_failure, ensure_state_dir, expand_grid, remove_stale_temporaries,
@@ -91,6 +92,7 @@ class RunSettings:
     progress: bool = False
     splits_root: Path | None = None     # folder laid out like splits/; None: bench.paths.splits_root()
     command: str = ""                   # recorded in provenance (a worker's own argv means nothing)
+    compute: Compute = CPU              # device, precision, loader workers, micro-batch (bench.devices)
 
 
 @dataclass
@@ -287,7 +289,23 @@ def job_identity(job: Job, encoder, settings: RunSettings, cohort: Cohort,
             "cohort hash": cohort_sha256(scored), "profile": settings.profile.name,
             "profile settings": profile_settings(settings.profile, job.protocol),
             "seeds": list(range(settings.profile.seeds)),
-            "task hash": spec.sha256, "split hash": file_sha256(split) if split.is_file() else None}
+            "task hash": spec.sha256, "split hash": file_sha256(split) if split.is_file() else None,
+            **compute_identity(settings.compute, job.trains_network)}
+
+
+def compute_identity(compute: Compute, trains_network: bool) -> dict[str, Any]:
+    """The identity fields :mod:`bench.devices` adds: the precision, and the micro-batch override of a
+    job that trains a network (BatchNorm makes its numbers depend on it; a frozen encoder's do not).
+    The device is not one: a CUDA result is the CPU's within float error (provenance says where)."""
+    return {"precision": compute.precision, "batch size": compute.batch_size if trains_network else None}
+
+
+def compute_config(compute: Compute, trains_network: bool) -> dict[str, Any]:
+    """The record ``config`` entries the identity is read back from, written only when not the
+    default, so that a CPU fp32 record is written as before (see :func:`bench.results.record_identity`)."""
+    ident = compute_identity(compute, trains_network)
+    return ({"precision": ident["precision"]} if ident["precision"] != "fp32" else {}) | (
+        {"batch_size": ident["batch size"]} if ident["batch size"] is not None else {})
 
 
 def _adopt_equal_settings(job: Job, store, encoder, settings: RunSettings, cohort: Cohort,
@@ -342,13 +360,19 @@ def _compute(job: Job, settings: RunSettings, cohort: Cohort, ws: Workspace, rec
     reason = protocol.supports(spec, encoder)
     if reason:  # before any scan is read
         raise MribenchError(reason)
+    place(encoder, settings.compute)  # once: a no-op for the process's later jobs on the same device
     examples, split = ws.prepare(spec, cohort, settings.splits_root)
     ctx = Context(examples, split, cohort=cohort, encoder=encoder, profile=settings.profile,
                   keep_predictions=settings.keep_predictions, store=ws.store, embeddings=ws.embeddings,
                   progress=settings.progress, options=_options(job, cohort, cohorts, ws, settings),
-                  checkpoints=_seed_checkpoints(job, encoder, settings, cohort, cohorts))
+                  checkpoints=_seed_checkpoints(job, encoder, settings, cohort, cohorts), compute=settings.compute)
     _prepare_features(ctx, protocol, settings, ws)
-    scores = run_protocol(job.protocol, ctx)
+    if job.trains_network:
+        with deterministic(settings.compute) as held:
+            scores = run_protocol(job.protocol, ctx)
+        ctx.run_info.update(held)
+    else:
+        scores = run_protocol(job.protocol, ctx)
     write_record(build_record(spec, job.protocol, encoder, ctx, scores, start, settings, cohort), record)
     if ctx.checkpoints is not None:
         ctx.checkpoints.clear()
@@ -363,8 +387,11 @@ def _seed_checkpoints(job: Job, encoder, settings: RunSettings, cohort: Cohort,
         return None
     from bench.seed_checkpoints import SeedCheckpoints
 
-    identity = job_identity(job, encoder, settings, cohort, cohorts) | {
-        "options": dict(job.options), "keep predictions": settings.keep_predictions}
+    identity = job_identity(job, encoder, settings, cohort, cohorts)
+    for name, default in (("precision", "fp32"), ("batch size", None)):  # seeds kept before these existed
+        if identity[name] == default:
+            del identity[name]
+    identity |= {"options": dict(job.options), "keep predictions": settings.keep_predictions}
     store = SeedCheckpoints(job.seeds_path(settings.results_dir), identity, fresh=settings.overwrite)
     if not settings.overwrite:
         _adopt_equal_settings(job, store, encoder, settings, cohort, cohorts)
@@ -402,7 +429,8 @@ def _prepare_features(ctx: Context, protocol, settings: RunSettings, ws: Workspa
     if embeds:
         lock = settings.cache_root / "locks" / "embed" / f"{encoder_key(encoder)[:20]}-{safe_name(spec.name)}.lock"
         with try_lock(lock, wait=True):
-            emb = ws.embeddings.embed(encoder, cohort, ctx.examples.scan_rows(), ws.store, progress=settings.progress)
+            emb = ws.embeddings.embed(encoder, cohort, ctx.examples.scan_rows(), ws.store, progress=settings.progress,
+                                      compute=settings.compute)
         ctx.features = assemble_features(ctx.examples, emb)
 
 
@@ -410,11 +438,13 @@ def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: l
                  settings: RunSettings, cohort: Cohort):
     """The record of a job: scores, summary, flags, predictions and provenance of the scored side."""
     from bench.encoders.api import weights_sha256
+    from bench.fingerprint import record_fields
     from bench.paths import split_display_path
     from bench.results import ResultRecord, collect_provenance, summarise
 
     proto = get_protocol(protocol)
     main, _ = proto.headline_score(spec, scores)
+    compute = settings.compute
     card = encoder.card
     scored = scored_side(ctx)
     overlap = card.overlap(scored.evaluated, cohort=scored.cohort.name)
@@ -427,10 +457,13 @@ def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: l
         encoder_card=card.model_dump(mode="json"), checkpoint_sha256=encoder.checkpoint_hash(),
         weights_sha256=weights_sha256(encoder),
         config={"profile": settings.profile.name, "protocol": protocol, "n_boot": settings.profile.n_boot,
-                "profile_settings": profile_settings(settings.profile, protocol), **scored.config},
+                "profile_settings": profile_settings(settings.profile, protocol), **scored.config,
+                **record_fields(scored.split.path, scored.split.sha256),  # a rule-made split: rule hash, fingerprint
+                **compute_config(compute, proto.trains(spec))},
         # the seeds asked for (every protocol scores each), which is what a rerun is compared with
         seeds=list(range(settings.profile.seeds)), wall_time_s=time.perf_counter() - start,
         command=settings.command,
+        compute={"device": compute.device, "precision": compute.precision, **ctx.run_info},
     )
     return ResultRecord.model_validate({
         "encoder": card.name, "task": spec.name, "task_version": spec.version, "protocol": protocol,
@@ -458,7 +491,7 @@ class Runner:
     def __init__(self, cohort: Cohort, profile: Profile, results_dir: Path, *, progress: bool = True,
                  overwrite: bool = False, keep_predictions: bool = True, cache_root: Path | None = None,
                  executor=None, keep_going: bool = False, splits_root: Path | None = None,
-                 command: str | None = None, cohorts: list[Cohort] = ()):
+                 command: str | None = None, cohorts: list[Cohort] = (), compute: Compute = CPU):
         check_seeds(profile.seeds)
         results_dir = Path(results_dir)
         if results_dir.exists() and not results_dir.is_dir():
@@ -475,6 +508,7 @@ class Runner:
         # resolved here, so workers read the splits this process would, whatever their environment
         self.splits_root = Path(splits_root) if splits_root is not None else default_splits_root()
         self.command = command if command is not None else " ".join(shlex.quote(a) for a in sys.argv)
+        self.compute = compute
         self.workspace = Workspace.at(self.cache_root)
         self.store = self.workspace.store
         self.embeddings = self.workspace.embeddings
@@ -488,7 +522,7 @@ class Runner:
         return RunSettings(profile=self.profile, results_dir=self.results_dir, cache_root=self.cache_root,
                            overwrite=self.overwrite, keep_predictions=self.keep_predictions,
                            progress=self.progress and self.executor.in_process, splits_root=self.splits_root,
-                           command=self.command)
+                           command=self.command, compute=self.compute)
 
     def run(self, encoder_spec: str, tasks: list[str], protocols: list[str],
             encoder_kwargs: dict | None = None, options: dict | None = None) -> list[JobResult]:

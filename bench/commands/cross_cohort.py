@@ -11,6 +11,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     from bench.commands._args import FILE_ENCODER_NOTE, positive_int
+    from bench.devices import add_compute_args
     from bench.profiles import PROFILES
 
     p = sub.add_parser("cross-cohort", help="out-of-distribution probe: train on one cohort / site, test on another")
@@ -31,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--profile", default="default", choices=sorted(PROFILES))
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic cohort")
     p.add_argument("--no-progress", action="store_true")
+    add_compute_args(p, batch_size=False)
     p.set_defaults(func=cmd_cross_cohort)
 
 
@@ -42,11 +44,13 @@ def cmd_cross_cohort(args: argparse.Namespace) -> int:
     from bench.commands._args import results_folder
     from bench.protocols.cross_cohort import Side, run_cross_cohort
     from bench.data.sources import open_cohort
+    from bench.devices import compute_from_args
     from bench.profiles import get_profile
     from bench.tasks import check_task_args
 
     check_task_args([args.task] + ([args.test_task] if args.test_task else []))  # before the cohorts
     results_folder(args.results)
+    compute = compute_from_args(args)  # an absent device: one line, before the cohorts
     profile = get_profile(args.profile)
     if args.seeds is not None:
         profile = replace(profile, seeds=args.seeds)
@@ -62,7 +66,7 @@ def cmd_cross_cohort(args: argparse.Namespace) -> int:
     result = run_cross_cohort(args.encoder, train, test, profile, Path(args.results), overwrite=args.overwrite,
                               progress=not args.no_progress, keep_predictions=not args.no_predictions,
                               encoder_kwargs={"weights": args.weights} if args.weights else None,
-                              command=args.command_line)
+                              command=args.command_line, compute=compute)
     console = Console(soft_wrap=True)
     score = "-" if result.main_score is None else f"{result.main_score:.3f}"
     if result.ci[0] is not None:

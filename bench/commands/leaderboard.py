@@ -20,6 +20,7 @@ FORMAT_CHOICES = ("all", "markdown", "html", "csv", "latex")
 
 def register(sub) -> None:
     from bench.commands._args import FILE_ENCODER_NOTE, Later, add_cohort_args
+    from bench.devices import add_compute_args
 
     p = sub.add_parser("leaderboard", help="render the leaderboard from verified result records",
                        description="Verify every record under --results, rank each task (ties by a paired "
@@ -59,6 +60,7 @@ def register(sub) -> None:
     p.add_argument("--protocol", action="append", default=None,
                    help=Later(lambda: f"only these protocols (repeatable; default: {' '.join(_suite())})"))
     add_cohort_args(p)
+    add_compute_args(p)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("verify", help="re-check result records against the repository",
@@ -123,6 +125,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from bench.devices import compute_from_args
     from bench.leaderboard.submit import submit
     from bench.names import term as escape  # record text: markup escaped, control characters stripped
 
@@ -130,7 +133,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     command = " ".join(shlex.quote(a) for a in ["bench", *sys.argv[1:]])
     result = submit(args.encoder, args.out, weights=args.weights, profile=args.profile, tasks=args.task,
                     protocols=args.protocol, cohort=args.cohort, cohort_seed=args.seed,
-                    progress=not args.no_progress, command=command)
+                    progress=not args.no_progress, command=command, compute=compute_from_args(args))
     for c in result.checks:
         out.print(f"check {c.name}: ok ({escape(c.detail)})")
     for t, p, reason in result.plan.skipped:

@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--workdir", default=None, help="where the temporary caches go (default: a temporary folder in the cache "
                         "folder, on the file system bench run writes its caches to)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    from bench.devices import add_compute_args
+
+    add_compute_args(p, batch_size=False)  # (--batch-size above is the forward pass's)
     p.set_defaults(func=cmd_perf)
 
 
@@ -40,16 +43,20 @@ def cmd_perf(args: argparse.Namespace) -> int:
     from bench.data.sources import open_cohort
     from bench.perf import check_request, measure
 
+    from bench.devices import compute_from_args
+
     check_request(args.task, args.repeats, args.batch_size)
+    compute = compute_from_args(args)  # an absent device: one line, before the cohort
     console, err = Console(), Console(stderr=True)
     log = None if args.no_progress else (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False))
     cohort = open_cohort(args.cohort, profile=args.profile, seed=args.seed, progress=not args.no_progress)
     kwargs = {"weights": args.weights} if args.weights else {}
     result = measure(args.encoder, args.task, args.profile, cohort=cohort, repeats=args.repeats,
-                     batch_size=args.batch_size, workdir=args.workdir, encoder_kwargs=kwargs, log=log)
+                     batch_size=args.batch_size, workdir=args.workdir, encoder_kwargs=kwargs, log=log, compute=compute)
     fig = result.as_json()
     table = Table(title=f"bench perf: {result.encoder} on {result.task} ({cohort.name}, {result.profile} profile, "
-                        f"{result.n_scans} scans in {result.input_space}, batch {result.batch_size})")
+                        f"{result.n_scans} scans in {result.input_space}, batch {result.batch_size}, "
+                        f"{result.device} {result.precision})")
     for col, justify in (("figure", "left"), ("value", "right"), ("what", "left")):
         table.add_column(col, justify=justify)
     table.add_row("(a) encoder forward", f"{fig['forward_scans_per_s']:.1f} scans/s",
@@ -59,6 +66,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
                   f"({fig['embedding_pass_cpu_seconds']:.2f} s CPU)")
     table.add_row("(c) harness from NIfTI", f"{fig['cold_scans_per_s']:.1f} scans/s",
                   f"empty store and embedding cache; {fig['cold_seconds']:.2f} s ({fig['cold_cpu_seconds']:.2f} s CPU)")
+    if "loader_speedup" in fig:
+        table.add_row(f"(b') reader thread", f"{fig['thread_scans_per_s']:.1f} scans/s",
+                      f"(b) read by one thread instead of {result.loader_workers} DataLoader workers: "
+                      f"the loader's speed-up {fig['loader_speedup']:.2f}x")
     detail = ", ".join(f"{k} {v:.2f} s" for k, v in fig["grid_detail"].items())
     table.add_row("(d) warm probe grid", f"{fig['grid_seconds']:.2f} s",
                   f"{fig['grid_settings']} (setting, seed) fits ({fig['grid_cpu_seconds']:.2f} s CPU); {detail}")

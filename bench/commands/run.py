@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench.commands._args import (FILE_ENCODER_NOTE, Later, add_cohort_args, add_executor_args, cohort_from,
                                   executor_from, positive_int)
+from bench.devices import add_compute_args
 from bench.errors import MribenchError
 
 
@@ -28,6 +29,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo jobs whose record exists")
     p.add_argument("--no-predictions", action="store_true", help="leave per-subject predictions out")
     add_cohort_args(p)
+    add_compute_args(p)
     add_executor_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -47,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bench.commands._args import results_folder
     from bench.commands._report import print_results
+    from bench.devices import compute_from_args
     from bench.encoders.features import run_options
     from bench.locks import cache_lock
     from bench.profiles import get_profile
@@ -58,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_protocols(protocols)
     check_task_args(args.task)           # before the cohort, which can take minutes to generate
     results_folder(args.results)
+    compute = compute_from_args(args)  # an absent device: one line, before the cohort
     if args.weights and len(args.encoder) > 1:
         raise MribenchError("--weights applies to one encoder; run one --encoder at a time with it")
     kwargs = {"weights": args.weights} if args.weights else {}
@@ -71,9 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     with executor:
         runner = Runner(cohort, profile, Path(args.results), progress=not args.no_progress,
                         overwrite=args.overwrite, keep_predictions=not args.no_predictions, executor=executor,
-                        keep_going=True, command=args.command_line)
+                        keep_going=True, command=args.command_line, compute=compute)
         start = time.perf_counter()
-        where = executor.describe()
+        where = f"{executor.describe()}, {compute.device} {compute.precision}"
         results = runner.run_grid(args.encoder, args.task, protocols, encoder_kwargs=kwargs)
     failed = print_results(f"bench run: {', '.join(args.encoder)} on {cohort.name} ({profile.name} profile, {where})",
                            results, args.results, start)

@@ -19,6 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.devices import add_compute_args
 from bench.commands._args import add_cohort_args, add_executor_args, cohort_from, console, executor_from, positive_int
 
 
@@ -41,6 +42,7 @@ def register(sub) -> None:
         p.add_argument(flag, action="append", default=None, metavar=what.upper(),
                        help=f"run only this {what} of the suite (repeatable; default: all)")
     add_cohort_args(p)
+    add_compute_args(p)
     add_executor_args(p)
     p.set_defaults(func=cmd_suite_run)
     p = suite.add_parser("list", help="the suites under suites/")
@@ -89,8 +91,10 @@ def _run(args: argparse.Namespace, suite):
     from bench.profiles import get_profile
     from bench.runner import Runner
     from bench.suite import GRID, job_options, plan, suite_jobs
+    from bench.devices import compute_from_args
     from bench.timing import phase
 
+    compute = compute_from_args(args)  # an absent device: one line, before the cohort
     profile = get_profile(args.profile)
     if args.seeds is not None:
         profile = replace(profile, seeds=args.seeds)
@@ -111,7 +115,7 @@ def _run(args: argparse.Namespace, suite):
     executor = executor_from(args)
     with executor:
         runner = Runner(cohort, profile, Path(args.results), progress=not args.no_progress, overwrite=args.overwrite,
-                        executor=executor, keep_going=True, command=args.command_line)
+                        executor=executor, keep_going=True, command=args.command_line, compute=compute)
         start = time.perf_counter()
         jobs = suite_jobs(runner, planned, options)
         with phase(GRID):

@@ -119,11 +119,13 @@ class SubmitResult:
 
 def submit(encoder_spec: str, out_dir: str | Path, *, weights: str | None = None, profile: str = "default",
            tasks: list[str] | None = None, protocols: list[str] | None = None, cohort: str | None = None,
-           cohort_seed: int = 0, progress: bool = True, command: str = "bench submit") -> SubmitResult:
+           cohort_seed: int = 0, progress: bool = True, command: str = "bench submit",
+           compute=None) -> SubmitResult:
     """Check ``encoder_spec`` (``file.py:Class``), run the suite into ``out_dir``, write the bundle.
 
     Every API check runs before the cohort is opened or any record written; a failure raises
     :class:`~bench.leaderboard.api_checks.ApiCheckFailed` (one line) and leaves ``out_dir`` untouched.
+    ``compute`` (:class:`bench.devices.Compute`): where and in what precision the suite runs (CPU fp32 by default).
     """
     from bench.leaderboard.api_checks import run_api_checks
     from bench.profiles import get_profile
@@ -152,7 +154,8 @@ def submit(encoder_spec: str, out_dir: str | Path, *, weights: str | None = None
     the_cohort = open_cohort(cohort, profile=profile, seed=cohort_seed, progress=progress)
     if plan is None:
         plan = plan_suite(encoder, tasks, protocols, cohort_name=the_cohort.name)
-    runner = Runner(the_cohort, run_profile, results_dir, progress=progress)
+    runner = Runner(the_cohort, run_profile, results_dir, progress=progress,
+                    **({"compute": compute} if compute is not None else {}))
     jobs = []
     for task, task_protocols in plan.jobs.items():
         jobs += runner.run(encoder_spec, [task], task_protocols, encoder_kwargs=kwargs)

@@ -53,6 +53,8 @@ class Context:
     fitted_heads: dict = field(default_factory=dict, repr=False)  # see fit_head
     options: dict = field(default_factory=dict)   # the job's protocol options (cross_cohort: sites, target)
     checkpoints: object = None                    # SeedCheckpoints of a job that trains networks
+    compute: object = None                        # bench.devices.Compute: device, precision; None: CPU fp32
+    run_info: dict = field(default_factory=dict)  # how it computed (micro-batch...): the record's provenance
 
     @property
     def spec(self):
@@ -110,6 +112,22 @@ def scored_side(ctx: Context) -> Scored:
 
 def seeds(ctx: Context) -> range:
     return range(ctx.profile.seeds)
+
+
+def compute_of(ctx: Context):
+    """The job's :class:`~bench.devices.Compute` (CPU fp32 for a context built without one)."""
+    from bench.devices import CPU
+
+    return ctx.compute or CPU
+
+
+def micro_batch(ctx: Context, default: int) -> int:
+    """Examples per optimiser step of a network the job trains: ``--batch-size`` when given, else the
+    encoder's own (an optional ``micro_batch`` attribute), else ``default`` (the kind's / decoder's).
+    Fixed whatever the device's memory, since BatchNorm makes the numbers depend on it; recorded."""
+    size = compute_of(ctx).batch_size or getattr(ctx.encoder, "micro_batch", None) or default
+    ctx.run_info["micro_batch"] = int(size)
+    return int(size)
 
 
 # -- examples of a split ------------------------------------------------------------------------

@@ -151,10 +151,12 @@ def _label(cohort: Cohort, site: str | None) -> str:
 
 
 def _side_context(ctx: Context, examples: Examples, split, cohort: Cohort) -> Context:
-    emb = ctx.embeddings.embed(ctx.encoder, cohort, examples.scan_rows(), ctx.store, progress=ctx.progress)
+    emb = ctx.embeddings.embed(ctx.encoder, cohort, examples.scan_rows(), ctx.store, progress=ctx.progress,
+                               compute=ctx.compute)
     features = with_sequence_summaries(examples, assemble_features(examples, emb), ctx.encoder)
     return Context(examples, split, cohort, ctx.encoder, ctx.profile, features=features, store=ctx.store,
-                   keep_predictions=ctx.keep_predictions, embeddings=ctx.embeddings, progress=ctx.progress)
+                   keep_predictions=ctx.keep_predictions, embeddings=ctx.embeddings, progress=ctx.progress,
+                   compute=ctx.compute)
 
 
 def run(ctx: Context) -> list:
@@ -219,7 +221,8 @@ def supports(spec, encoder) -> str | None:
 
 def run_cross_cohort(encoder_spec: str, train: Side, test: Side, profile, results_dir: Path, *,
                      overwrite: bool = False, progress: bool = True, keep_predictions: bool = True,
-                     encoder_kwargs: dict | None = None, cache_root: Path | None = None, command: str | None = None):
+                     encoder_kwargs: dict | None = None, cache_root: Path | None = None, command: str | None = None,
+                     compute=None):
     """Fit on ``train`` (its train split, its site), score on ``test``: one job of the Runner, whose
     :class:`~bench.runner.JobResult` is returned (``status``, ``path``, ``main_score``, ``ci``...)."""
     from bench.runner import Runner
@@ -227,6 +230,7 @@ def run_cross_cohort(encoder_spec: str, train: Side, test: Side, profile, result
     check_transfer(train, test)
     runner = Runner(train.cohort, profile, results_dir, progress=progress, overwrite=overwrite,
                     keep_predictions=keep_predictions, cache_root=cache_root, command=command,
+                    **({"compute": compute} if compute is not None else {}),
                     cohorts=[test.cohort])
     (result,) = runner.run(encoder_spec, [train.task], [NAME], encoder_kwargs, options=options(train, test))
     return result

@@ -150,7 +150,8 @@ def _perturbed_features(ctx: Context, eval_idx: dict[str, np.ndarray], eval_rows
         return out
 
     emb = ctx.embeddings.embed(ctx.encoder, ctx.cohort, eval_rows, ctx.store,
-                               perturbation=cache_tag(name, severity), transform=transform, progress=False)
+                               perturbation=cache_tag(name, severity), transform=transform, progress=False,
+                               compute=ctx.compute)
     features = list(ctx.features)
     for idx in eval_idx.values():
         sub = ctx.examples.subset(np.isin(np.arange(len(ctx.examples)), idx))

@@ -5,6 +5,10 @@ own: what the probe, fractions and fine-tune protocols run for the segmentation 
 no_grad and only the decoder trains. ``frozen=False`` (fine-tune): encoder and decoder train
 together. Dice and HD95 are computed per subject in the input space and bootstrapped over
 subjects like every other metric.
+
+On a GPU (:mod:`bench.devices`) the volumes and labels stay on the CPU and each batch is moved to
+the model's device; the encoder's maps come from its forward under the run's autocast and are
+turned back to fp32, so the decoder, the loss and the metrics are fp32 whatever the precision.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import torch
 from bench.errors import MribenchError
 from bench.heads import SegmentationDecoder
 from bench.progress import progress_bar
-from bench.protocols.context import Context, Setting, eval_indices, input_spacing, setting_score, split_indices
+from bench.protocols.context import (Context, Setting, compute_of, eval_indices, input_spacing, micro_batch,
+                                     setting_score, split_indices)
 from bench.timing import phase
 
 BATCH = 4         # volumes per optimiser step
@@ -53,27 +58,45 @@ def _feature_fn(ctx: Context, frozen: bool):
     return copy.deepcopy(enc.module()).features
 
 
+def _maps(fn, volumes: torch.Tensor, compute) -> list[torch.Tensor]:
+    """The encoder's feature maps of CPU ``volumes``, computed on the run's device under its
+    autocast, in fp32 (the decoder's precision)."""
+    from bench.devices import autocast
+
+    device = compute.torch_device()
+    with autocast(compute, device.type):
+        maps = fn(volumes.to(device, non_blocking=True))
+    return [m.float() for m in maps]
+
+
+def _maps_of(ctx: Context, fn, frozen: bool, vols: torch.Tensor, labs: torch.Tensor, n_classes: int):
+    """``maps_of(batch indices) -> feature maps`` on the run's device: the oracle's label maps, the
+    frozen encoder's (computed once per scan), or a trainable copy's (computed per batch)."""
+    compute = compute_of(ctx)
+    if fn is None:
+        return lambda idx: [m.to(compute.torch_device()) for m in ctx.encoder.label_maps(labs[idx], n_classes)]
+    if not frozen:
+        return lambda idx: _maps(fn, vols[idx], compute)
+    with torch.no_grad(), phase("embeddings"):
+        cached = [_maps(fn, vols[i:i + 4], compute) for i in range(0, len(vols), 4)]
+    cached = [torch.cat([c[k] for c in cached]) for k in range(len(cached[0]))]
+    return lambda idx: [m[idx] for m in cached]
+
+
 def segmentation_probe(ctx: Context, train_subjects: set[str] | None, seed: int, setting: Setting,
                        frozen: bool = True) -> list:
     n_classes = len(ctx.spec.label.classes)
     vols, labs = _volumes_and_labels(ctx)
     train, val = split_indices(ctx, "train", train_subjects), split_indices(ctx, "val")
     fn = _feature_fn(ctx, frozen)
-    if fn is None:
-        maps_of = lambda idx: ctx.encoder.label_maps(labs[idx], n_classes)  # noqa: E731
-    elif frozen:
-        with torch.no_grad(), phase("embeddings"):
-            cached = [fn(vols[i:i + 4]) for i in range(0, len(vols), 4)]
-        cached = [torch.cat([c[k] for c in cached]) for k in range(len(cached[0]))]
-        maps_of = lambda idx: [m[idx] for m in cached]  # noqa: E731
-    else:
-        maps_of = lambda idx: fn(vols[idx])  # noqa: E731
+    maps_of = _maps_of(ctx, fn, frozen, vols, labs, n_classes)
     size = tuple(vols.shape[2:])
     extra = [fn.__self__] if fn is not None and not frozen else []
     with phase("heads" if frozen else "fine-tuning"):  # a decoder on frozen maps is a probe head
         decoder, info = fit_decoder(maps_of, labs, train, val, n_classes=n_classes, size=size,
                                     steps=ctx.profile.segmentation_steps, seed=seed,
                                     lr=1e-2 if frozen else 1e-3, also_train=extra, progress=ctx.progress,
+                                    batch=micro_batch(ctx, BATCH), compute=compute_of(ctx),
                                     description=f"{'decoder' if frozen else 'fine-tuning'} {ctx.spec.name} "
                                                 f"{setting.label} seed {seed}")
         decoder.eval()
@@ -81,7 +104,7 @@ def segmentation_probe(ctx: Context, train_subjects: set[str] | None, seed: int,
         out = []
         for split, idx in eval_indices(ctx).items():
             with torch.no_grad():
-                pred = predict_logits(decoder, maps_of, idx, size).argmax(1).numpy()
+                pred = predict_logits(decoder, maps_of, idx, size).argmax(1).cpu().numpy()
             truth = labs[idx].numpy()
             out.append(setting_score(ctx, idx, split, seed, setting, truth, pred, {
                 "n_train_examples": int(len(train)), "frozen_encoder": frozen, **info,
@@ -100,7 +123,8 @@ def missed_summary(truth: np.ndarray, pred: np.ndarray, size: tuple[int, int, in
 def fit_decoder(maps_of: Callable[[np.ndarray], list[torch.Tensor]], labels: torch.Tensor,
                 train: np.ndarray, val: np.ndarray, *, n_classes: int, size: tuple[int, int, int],
                 steps: int, seed: int, lr: float = 1e-2, also_train: list[torch.nn.Module] = (),
-                progress: bool = False, description: str = "decoder") -> tuple[SegmentationDecoder, dict]:
+                progress: bool = False, description: str = "decoder", batch: int = BATCH,
+                compute=None) -> tuple[SegmentationDecoder, dict]:
     """Train a :class:`SegmentationDecoder` on ``maps_of(batch indices)`` against ``labels``.
 
     Counted in optimiser steps, not epochs: a tumour training split of five subjects is two
@@ -109,8 +133,15 @@ def fit_decoder(maps_of: Callable[[np.ndarray], list[torch.Tensor]], labels: tor
     training stops after ``PATIENCE`` checks without improvement. ``also_train`` holds encoder
     modules that train with the decoder (fine-tune); they are restored to their best state too.
     ``progress`` shows a bar per optimiser step with the last validation loss (minutes per seed on CPU).
+    ``batch`` volumes per step; ``compute`` (:mod:`bench.devices`): the device the decoder trains on
+    (``maps_of`` gives maps there) and, for fp16, the gradient scaler.
     """
     from monai.losses import DiceCELoss
+
+    from bench.devices import CPU, grad_scaler
+    from bench.devices import step as optimiser_step
+
+    device = (compute or CPU).torch_device()
 
     # Background left out of the Dice term: tumours fill under 1 % of the volume, and with the
     # background class in it one seed of the oracle stalled at Dice 0.70 where others reach 0.92.
@@ -119,27 +150,25 @@ def fit_decoder(maps_of: Callable[[np.ndarray], list[torch.Tensor]], labels: tor
     with torch.random.fork_rng(), progress_bar(progress) as bar:
         task = bar.add_task(description, total=steps)
         torch.manual_seed(seed)
-        decoder = SegmentationDecoder(channels, n_classes)
+        decoder = SegmentationDecoder(channels, n_classes).to(device)
         trained: list[torch.nn.Module] = [decoder, *also_train]
         params = [p for m in trained for p in m.parameters()]
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+        opt, scaler = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4), grad_scaler(compute)
         rng = np.random.default_rng(seed)
         best, best_state, bad, steps_done = np.inf, _snapshot(trained), 0, 0
         for step in range(1, steps + 1):
             for m in trained:
                 m.train()
-            idx = np.sort(rng.choice(train, size=min(BATCH, len(train)), replace=False))
-            loss = loss_fn(decoder(maps_of(idx), size), labels[idx].unsqueeze(1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            idx = np.sort(rng.choice(train, size=min(batch, len(train)), replace=False))
+            optimiser_step(loss_fn(decoder(maps_of(idx), size), labels[idx].unsqueeze(1).to(device)), opt, scaler)
             steps_done = step
             bar.advance(task)
             if len(val) and step % EVAL_EVERY == 0:
                 for m in trained:
                     m.eval()
                 with torch.no_grad():
-                    v = float(loss_fn(predict_logits(decoder, maps_of, val, size), labels[val].unsqueeze(1)))
+                    v = float(loss_fn(predict_logits(decoder, maps_of, val, size),
+                                      labels[val].unsqueeze(1).to(device)))
                 bar.update(task, description=f"{description} (val loss {v:.4f})")
                 if v < best - 1e-4:
                     best, best_state, bad = v, _snapshot(trained), 0
