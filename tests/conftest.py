@@ -55,12 +55,10 @@ def _no_network(monkeypatch, tmp_path_factory, request):
 def _private_splits(tmp_path_factory, monkeypatch):
     """Each test reads its own copy of ``splits/``, where records made by hand declare their labels
     (:mod:`fabricated_labels`); the committed split files and label digests are never written."""
-    import shutil
-
     import fabricated_labels
 
     root = tmp_path_factory.mktemp("repo") / "splits"
-    shutil.copytree(fabricated_labels.REPO_SPLITS, root)
+    fabricated_labels.copy_splits(root)
     monkeypatch.setenv("MRIBENCH_SPLITS", str(root))
     fabricated_labels.apply_to(root)
 

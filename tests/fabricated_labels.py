@@ -21,6 +21,20 @@ from bench.label_digests import FIRST, digest, labels_path, load_sidecar, task_k
 #: (split file name relative to the splits root, task key, evaluation set) -> digest JSON
 DECLARED: dict[tuple[str, str, str], dict] = {}
 REPO_SPLITS = Path(__file__).resolve().parents[1] / "splits"
+#: Hand-made records are on this cohort: the committed smoke split files, copied under its name.
+HANDMADE, SOURCE = "synth-handmade", "synth-smoke"
+
+
+def copy_splits(root: Path) -> None:
+    """The committed splits/ at ``root``, plus the smoke split files (not their label digests) as the
+    hand-made cohort's."""
+    import shutil
+
+    shutil.copytree(REPO_SPLITS, root)
+    (root / HANDMADE).mkdir()
+    for f in (root / SOURCE).iterdir():
+        if f.name.endswith((".tsv", ".sha256")):
+            shutil.copy2(f, root / HANDMADE / f.name)
 
 
 def declare(spec, cohort: str, protocol, split: str, pairs: list[tuple[str, object]]) -> None:

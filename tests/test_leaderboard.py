@@ -32,16 +32,28 @@ from bench.splits import file_sha256, load_split
 from bench.tasks import get_task
 from fabricated_labels import declare
 
-COHORT = "synth-smoke"
+#: The cohort of hand-made records: the committed smoke split files under another name (a copy the
+#: tests' splits/ holds, tests/conftest.py), so the labels hand-made records declare never stand in
+#: for the smoke cohort's own, which real runs in the same session are verified against.
+COHORT = "synth-handmade"
 N_BOOT = 2000
 HEADLINE = {"linear_probe": "full", "fractions": "fraction=1", "few_shot": "k=10", "robustness": "clean",
             "cross_cohort": "full", "finetune_fractions": "fraction=1"}
 
 
+def handmade_split(spec) -> Path:
+    """The split file of ``spec`` on :data:`COHORT`: the committed smoke file it is a copy of, read from
+    the checkout (records are made at collection and in module fixtures, before a test's splits/ copy
+    exists; the copy has the same bytes, so the same hash)."""
+    from fabricated_labels import REPO_SPLITS, SOURCE
+
+    return REPO_SPLITS / SOURCE / Path(spec.split.format(cohort=COHORT)).name
+
+
 def split_test_subjects(task: str, n: int) -> list[str]:
-    """The first ``n`` test subjects of the task's committed smoke split (so verification passes)."""
+    """The first ``n`` test subjects of the task's split (the committed smoke split, under :data:`COHORT`)."""
     spec = get_task(task)
-    return load_split(spec.split_path(COHORT)).subjects("test")[:n]
+    return load_split(handmade_split(spec)).subjects("test")[:n]
 
 
 def make_record(encoder: str, task: str, preds: dict[str, dict[int, list]], y_true: list, subjects: list[str],
@@ -55,7 +67,7 @@ def make_record(encoder: str, task: str, preds: dict[str, dict[int, list]], y_tr
     from bench.protocols.context import score_predictions
 
     spec = get_task(task)
-    split_path = spec.split_path(COHORT)
+    split_path = handmade_split(spec)
     ids = example_ids or [f"{s}_ses-M00" for s in subjects]
     scores, predictions = [], []
     for setting, by_seed in preds.items():
@@ -158,7 +170,7 @@ def transfer_record(encoder: str, task: str, pred_of, train_site: str = "S1+S2+S
     from bench.splits import file_sha256
 
     spec = get_task(task)
-    path = spec.split_path(COHORT)
+    path = handmade_split(spec)
     subjects = load_split(path).subjects("external")[:n]
     classes = len(spec.label.classes or [])
     truth = [i % classes for i in range(n)] if classes else [40.0 + 3 * i for i in range(n)]
@@ -461,21 +473,21 @@ def test_cross_cohort_records_verify_and_get_a_section_of_their_own(tmp_path):
         ("P", "linear_probe"), ("C", "linear_probe")]
     assert {r.encoder for r in board.overall[0].rows} == {"P", "C"}
     rows = {(r.encoder, r.task, r.train): r for r in board.cross_cohort}
-    p = rows[("P", "brain_age", "synth-smoke@S1+S2+S3")]
+    p = rows[("P", "brain_age", "synth-handmade@S1+S2+S3")]
     # MAE lower is better: drop = cross 2.0 - in-distribution 1.0 = +1.0 (worse out of distribution)
-    assert p.test == "synth-smoke@S4" and p.split == "external" and p.entry.score == pytest.approx(2.0)
+    assert p.test == "synth-handmade@S4" and p.split == "external" and p.entry.score == pytest.approx(2.0)
     assert p.in_distribution.score == pytest.approx(1.0) and p.drop == pytest.approx(1.0)
-    assert rows[("C", "brain_age", "synth-smoke@S1+S2+S3")].drop == pytest.approx(0.5)     # 3.5 - 3.0
-    assert rows[("P", "brain_age", "synth-smoke@S1")].drop == pytest.approx(1.5)           # 2.5 - 1.0
-    assert rows[("R", "brain_age", "synth-smoke@S1+S2+S3")].in_distribution is None
+    assert rows[("C", "brain_age", "synth-handmade@S1+S2+S3")].drop == pytest.approx(0.5)     # 3.5 - 3.0
+    assert rows[("P", "brain_age", "synth-handmade@S1")].drop == pytest.approx(1.5)           # 2.5 - 1.0
+    assert rows[("R", "brain_age", "synth-handmade@S1+S2+S3")].in_distribution is None
     # AUC higher is better: drop = in-distribution 1.0 - cross 0.0 = +1.0
-    assert rows[("P", "ad_diagnosis", "synth-smoke@S1+S2+S3")].drop == pytest.approx(1.0)
+    assert rows[("P", "ad_diagnosis", "synth-handmade@S1+S2+S3")].drop == pytest.approx(1.0)
 
     render(board, tmp_path / "board", ("markdown", "csv", "html"))
     md = (tmp_path / "board" / "README.md").read_text()
     section = md[md.index("## Cross-cohort (held-out site / cohort)"):md.index("## Encoder cards")]
-    assert r"### brain_age v2: synth-smoke\@S1+S2+S3 -> synth-smoke\@S4" in section
-    assert r"### brain_age v2: synth-smoke\@S1 -> synth-smoke\@S4" in section
+    assert r"### brain_age v2: synth-handmade\@S1+S2+S3 -> synth-handmade\@S4" in section
+    assert r"### brain_age v2: synth-handmade\@S1 -> synth-handmade\@S4" in section
     # best first within a transfer; R has no in-distribution probe
     # every prediction is off by a constant, so every resample scores the same: no variation, and the
     # drop's interval has no width either (both spreads are 0)
@@ -493,11 +505,11 @@ def test_cross_cohort_records_verify_and_get_a_section_of_their_own(tmp_path):
     assert len(cross) == 5 and {r["section"] for r in csv_rows} == {"task", "cross_cohort"}
     row = next(r for r in cross if r["encoder"] == "C")
     assert (row["train_side"], row["test_side"], row["scored_split"], row["rank"]) == (
-        "synth-smoke@S1+S2+S3", "synth-smoke@S4", "external", "")
+        "synth-handmade@S1+S2+S3", "synth-handmade@S4", "external", "")
     assert float(row["main_score"]) == pytest.approx(3.5) and float(row["in_distribution_score"]) == 3.0
     assert float(row["drop"]) == pytest.approx(0.5)
     page = (tmp_path / "board" / "index.html").read_text()
-    assert '<section id="cross-cohort">' in page and "synth-smoke@S1+S2+S3 &rarr; synth-smoke@S4" in page
+    assert '<section id="cross-cohort">' in page and "synth-handmade@S1+S2+S3 &rarr; synth-handmade@S4" in page
 
 
 @pytest.mark.parametrize("edit, reason", [
@@ -519,7 +531,7 @@ def test_tampered_cross_cohort_records_are_refused(tmp_path, edit, reason):
 def test_encoder_cards_from_the_records(tmp_path):
     card = {"architecture": "ResNet-18 <b>3D</b>", "n_parameters": 11_170_000, "embed_dim": 512,
             "ssl_method": "simclr", "checkpoint_sha256": "ab12" * 16,
-            "pretraining_data": {"cohort": "synth-smoke", "subjects": ["sub-0001", "sub-0002", "sub-0003"],
+            "pretraining_data": {"cohort": COHORT, "subjects": ["sub-0001", "sub-0002", "sub-0003"],
                                  "steps": 500}}
     results = write_board(tmp_path / "r", [age_record("P", ERRORS["A"], card=card), age_record("C", ERRORS["C"]),
                                            transfer_record("R", "brain_age", age_off_by(1.0))])
@@ -530,7 +542,7 @@ def test_encoder_cards_from_the_records(tmp_path):
             cards["P"].pretraining_steps, cards["P"].checkpoint_short) == (11_170_000, 512, 3, 500, "ab12ab12ab12")
     render(board, tmp_path / "o", ("markdown", "html"))
     md = (tmp_path / "o" / "README.md").read_text()
-    assert ("| P | ResNet-18 &lt;b&gt;3D&lt;/b&gt; | 11.2 M | 512 | cpu-small | simclr | synth-smoke, 3 subjects, "
+    assert ("| P | ResNet-18 &lt;b&gt;3D&lt;/b&gt; | 11.2 M | 512 | cpu-small | simclr | synth-handmade, 3 subjects, "
             "500 steps | `ab12ab12ab12` |") in md
     assert "| C | hand-made | 0 | 1 | cpu-small | none | - | - |" in md
     page = (tmp_path / "o" / "index.html").read_text()
