@@ -14,8 +14,15 @@ of its own (sex, and the cohort effects a linear head can use); the residual met
 each structure on ICV) would fit on all subjects, which is the head's job on training subjects.
 
 The table is read through the ``features`` encoder's reader, so it gets the same checks. A real
-BIDS cohort has no such table: evaluate your own tool's output with
+cohort has no such table: there the same six quantities come from FreeSurfer / FastSurfer output
+under ``derivatives/freesurfer/`` (a SUBJECTS_DIR or an ``asegstats2table`` file; the session
+rule and the quantities are in :mod:`bench.data.freesurfer`). Any other table of your own tool:
 ``bench run --encoder features --features your_freesurfer_table.tsv``.
+
+``adnimerge_volumes``: the volumes ADNIMERGE holds per visit (FreeSurfer's, as ADNI computed them),
+which the ADNI importer copies onto each scan of the visit it matched (``adnimerge_*`` columns).
+They are other structures than the six above (whole brain, entorhinal, fusiform, middle temporal,
+no GM / WM / CSF), hence an encoder and a row of their own, normalised by ICV in the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.data.freesurfer import QUANTITIES, SessionVolumes, find_freesurfer, read_freesurfer
+from bench.data.importers.adni import ADNIMERGE_VOLUMES, volume_column
 from bench.encoders import Encoder, EncoderCard
 from bench.encoders.features import read_features
 from bench.errors import MribenchError
@@ -33,8 +42,20 @@ from bench.errors import MribenchError
 #: Where the synthetic generator writes the volumes, under the cohort's root.
 VOLUMES_FILE = Path("derivatives") / "synth" / "volumes.tsv"
 #: Structures normalised by ICV, then ICV (the table's columns, in ml).
-STRUCTURES = ("hippocampus_ml", "ventricles_ml", "gm_ml", "wm_ml", "csf_ml")
-ICV = "icv_ml"
+STRUCTURES = QUANTITIES[:-1]
+ICV = QUANTITIES[-1]
+
+
+def icv_normalised(ml: np.ndarray, where: list[str]) -> np.ndarray:
+    """Columns but the last divided by the last (ICV), then ICV: the features both encoders give.
+
+    ``where[i]`` names row i's file, subject and session for the error a non-positive ICV raises.
+    """
+    icv = ml[:, -1]
+    bad = np.flatnonzero(~(icv > 0))
+    if len(bad):
+        raise MribenchError(f"{where[bad[0]]}: ICV is {icv[bad[0]]:g}, not a positive volume")
+    return np.column_stack([ml[:, :-1] / icv[:, None], icv]).astype(np.float32)
 
 
 class Volumes(Encoder):
@@ -43,31 +64,85 @@ class Volumes(Encoder):
             name="volumes", architecture="structure volumes / ICV + ICV (segmentation tool output)",
             n_parameters=0, embed_dim=len(STRUCTURES) + 1, input_space="cpu-small", ssl_method="none",
             reference="ICV-normalised volumes, as FreeSurfer's aseg reports them (Fischl 2012, NeuroImage 62)")
+        self._sessions: dict[Path, dict[tuple[str, str], SessionVolumes]] = {}  # parsed once per source
 
     def embed(self, volumes: torch.Tensor) -> torch.Tensor:
-        raise MribenchError("the volumes baseline reads derivatives/synth/volumes.tsv, not voxels")
+        raise MribenchError("the volumes baseline reads derivatives/synth/volumes.tsv or FreeSurfer output, "
+                            "not voxels")
 
     def embed_rows(self, rows: pd.DataFrame, cohort) -> np.ndarray:
-        table = read_features(volumes_path(cohort))
-        missing = [c for c in (*STRUCTURES, ICV) if c not in table.columns]
+        root = getattr(cohort, "root", None)
+        source = find_freesurfer(Path(root)) if root is not None else None
+        if source is None or (Path(root) / VOLUMES_FILE).is_file():
+            return self._synthetic(rows, volumes_path(cohort))
+        return self._freesurfer(rows, source)
+
+    def _synthetic(self, rows: pd.DataFrame, path: Path) -> np.ndarray:
+        """The generator's table, through the features reader (so it gets the same checks)."""
+        table = read_features(path)
+        missing = [c for c in QUANTITIES if c not in table.columns]
         if missing:
             raise MribenchError(f"{table.path}: no column(s) {', '.join(missing)}; the volumes baseline needs "
-                                f"{', '.join((*STRUCTURES, ICV))}")
-        bad = np.flatnonzero(table.values[:, table.columns.index(ICV)] <= 0)
-        if len(bad):
-            raise MribenchError(f"{table.path}: {ICV} is not positive for {', '.join(table.keys[bad[0]])}")
-        ml = table.lookup(rows)
-        icv = ml[:, table.columns.index(ICV)]
-        parts = [ml[:, table.columns.index(c)] / icv for c in STRUCTURES]
-        return np.column_stack([*parts, icv]).astype(np.float32)
+                                f"{', '.join(QUANTITIES)}")
+        ml = table.lookup(rows)[:, [table.columns.index(c) for c in QUANTITIES]]
+        return icv_normalised(ml.astype(np.float64), [f"{table.path}: participant {r.participant_id}, session "
+                                                      f"{r.session_id}" for r in rows.itertuples()])
+
+    def _freesurfer(self, rows: pd.DataFrame, source: Path) -> np.ndarray:
+        """The six quantities of each row's session from FreeSurfer output (one-line errors)."""
+        if source not in self._sessions:
+            self._sessions[source] = read_freesurfer(source)
+        sessions = self._sessions[source]
+        keys = list(zip(rows["participant_id"].astype(str), rows["session_id"].astype(str)))
+        absent = [k for k in keys if k not in sessions]
+        if absent:
+            more = f" (and {len(absent) - 1} more of the {len(keys)} scans this run needs)" if len(absent) > 1 else ""
+            raise MribenchError(f"{source}: no FreeSurfer subject {absent[0][0]}_{absent[0][1]} (or "
+                                f"{absent[0][0]}_{absent[0][1]}.long.*) for participant {absent[0][0]}, session "
+                                f"{absent[0][1]}{more}")
+        ml = np.array([[sessions[k].in_ml(k)[q] for q in QUANTITIES] for k in keys], np.float64)
+        return icv_normalised(ml, [f"{sessions[k].source}: participant {k[0]}, session {k[1]}" for k in keys])
+
+
+class AdnimergeVolumes(Encoder):
+    """ADNIMERGE's per-visit volumes (see the module docstring), read from the imported cohort's rows."""
+
+    def __init__(self):
+        self.card = EncoderCard(
+            name="adnimerge_volumes", architecture="ADNIMERGE volumes / ICV + ICV (ADNI's FreeSurfer output)",
+            n_parameters=0, embed_dim=len(ADNIMERGE_VOLUMES), input_space="cpu-small", ssl_method="none",
+            reference="ADNIMERGE Hippocampus, Ventricles, WholeBrain, Entorhinal, Fusiform, MidTemp / ICV + ICV")
+
+    def embed(self, volumes: torch.Tensor) -> torch.Tensor:
+        raise MribenchError("adnimerge_volumes reads the ADNIMERGE columns of an imported ADNI cohort, not voxels")
+
+    def embed_rows(self, rows: pd.DataFrame, cohort) -> np.ndarray:
+        columns = [volume_column(v) for v in ADNIMERGE_VOLUMES]  # ICV last
+        lacking = [c for c in columns if c not in rows.columns]
+        if lacking:
+            raise MribenchError(f"cohort {cohort.name}: no column(s) {', '.join(lacking)}; import ADNI with an "
+                                f"ADNIMERGE.csv that has {', '.join(ADNIMERGE_VOLUMES)} (bench data import "
+                                "--dataset adni)")
+        ml = rows[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64) / 1000  # mm^3 -> ml
+        empty = np.argwhere(np.isnan(ml))
+        if len(empty):
+            i, j = empty[0]
+            r = rows.iloc[i]
+            raise MribenchError(f"cohort {cohort.name}: ADNIMERGE {ADNIMERGE_VOLUMES[j]} is empty for participant "
+                                f"{r['participant_id']}, session {r['session_id']} (visit "
+                                f"{r.get('visit_code', '?')}); drop that visit from the manifest or use another "
+                                "encoder")
+        return icv_normalised(ml, [f"cohort {cohort.name}: participant {r.participant_id}, session {r.session_id}"
+                                   for r in rows.itertuples()])
 
 
 def volumes_path(cohort) -> Path:
-    """The cohort's volumes table; a cohort without one (real data) is a one-line error."""
+    """The cohort's synthetic volumes table; a cohort without one nor FreeSurfer output is a one-line error."""
     root = getattr(cohort, "root", None)
     path = Path(root) / VOLUMES_FILE if root is not None else None
     if path is None or not path.is_file():
         raise MribenchError(f"cohort {cohort.name} has no {VOLUMES_FILE.as_posix()} (only the synthetic generator "
-                            "writes it); for a real cohort evaluate your segmentation tool's table: "
+                            "writes it) nor FreeSurfer output (a SUBJECTS_DIR or asegstats.tsv at "
+                            "derivatives/freesurfer/); or evaluate your segmentation tool's table: "
                             "bench run --encoder features --features your_freesurfer_table.tsv")
     return path

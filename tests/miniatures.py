@@ -101,6 +101,8 @@ def build_adni(root: Path) -> Path:
     (1 scan dropped); 9 has an Axial_T2_FLAIR at baseline (kept as FLAIR); 14 uses the old
     spellings (NL / 'MCI to Dementia'); 21 has no PTGENDER (sex left empty); 099_S_9999 has a
     scan but no ADNIMERGE row (1 scan dropped). ADNIMERGE visits without a scan: the 8 m48 visits.
+    Volumes (ADNIMERGE's FreeSurfer columns, mm^3) shrink with ``_atrophy``; 6's m06 visit has no
+    Hippocampus (1 scanned visit with an empty volume; the visit has no DX either).
     """
     rows, image = [], [10000]
     for i, role in enumerate(ADNI_ROLES):
@@ -129,7 +131,10 @@ def build_adni(root: Path) -> Path:
                    "AGE": age, "PTGENDER": "" if i == 21 else ("Male" if i % 2 else "Female"), "PTEDUCAT": 16,
                    "APOE4": i % 3 % 2, "DX": dx, "IMAGEUID": "", "EXAMDATE_bl": bl.isoformat(),
                    "Years_bl": round((exam - bl).days / 365.25, 4), "Month_bl": round((exam - bl).days / 30.44, 3),
-                   "Month": m, "M": m}
+                   "Month": m, "M": m,
+                   **adnimerge_volumes(i * 100 + m, _atrophy(role, m, ADNI_CONVERSION.get(i)))}
+            if i == 6 and m == 6:
+                row["Hippocampus"] = ""
             scanned = not (role == "sMCI" and m == 48)
             if scanned:
                 shift = 120 if (i == 2 and m == 0) else (i % 4)
@@ -151,6 +156,18 @@ def build_adni(root: Path) -> Path:
     _adni_scan(root, "099_S_9999", "MPRAGE", date(2011, 5, 5), image, seed=9999)
     pd.DataFrame(rows).to_csv(root / "ADNIMERGE.csv", index=False)
     return root
+
+
+def adnimerge_volumes(seed: int, atrophy: float) -> dict[str, float]:
+    """ADNIMERGE's volume columns (mm^3, as ADNI's FreeSurfer gives them) of one visit."""
+    rng = np.random.default_rng(seed)
+    icv = 1.5e6 * (1 + 0.08 * rng.standard_normal())
+    scale = icv / 1.5e6 * (1 + 0.02 * rng.standard_normal(6))
+    normal = np.array([7200.0, 30000.0, 1.05e6, 3800.0, 18000.0, 20000.0])   # Hippocampus ... MidTemp
+    shrink = np.array([-3.0, 4.0, -1.0, -3.0, -1.5, -1.5]) * atrophy       # ventricles grow
+    values = normal * scale * (1 + shrink)
+    names = ("Hippocampus", "Ventricles", "WholeBrain", "Entorhinal", "Fusiform", "MidTemp")
+    return {**{n: round(float(v), 1) for n, v in zip(names, values)}, "ICV": round(float(icv), 1)}
 
 
 def _atrophy(role: str, month: int, conversion: int | None) -> float:
@@ -342,3 +359,91 @@ def build_ucsf_pdgm(root: Path) -> Path:
         write_tumour_labels(d / f"UCSF-PDGM-{n:04d}_tumor_segmentation.nii.gz", 100 + n)
     pd.DataFrame(rows).to_csv(root / "UCSF-PDGM-metadata_v2.csv", index=False)
     return root
+
+
+# -- FreeSurfer / FastSurfer output ----------------------------------------------------------------
+#: aseg rows written per session: (SegId, StructName, mm^3 at no atrophy, change per unit atrophy)
+ASEG_ROWS = ((4, "Left-Lateral-Ventricle", 11000.0, 4.0), (5, "Left-Inf-Lat-Vent", 400.0, 5.0),
+             (17, "Left-Hippocampus", 3700.0, -3.0), (43, "Right-Lateral-Ventricle", 10500.0, 4.0),
+             (44, "Right-Inf-Lat-Vent", 380.0, 5.0), (53, "Right-Hippocampus", 3800.0, -3.0),
+             (14, "3rd-Ventricle", 1100.0, 3.0), (15, "4th-Ventricle", 1600.0, 1.0), (24, "CSF", 1000.0, 2.0))
+#: aseg.stats '# Measure' lines: (name, short name, description, mm^3 at no atrophy, change per unit atrophy)
+ASEG_MEASURES = (("BrainSeg", "BrainSegVol", "Brain Segmentation Volume", 1.16e6, -1.0),
+                 ("BrainSegNotVent", "BrainSegVolNotVent", "Brain Segmentation Volume Without Ventricles",
+                  1.13e6, -1.2),
+                 ("CerebralWhiteMatter", "CerebralWhiteMatterVol", "Total cerebral white matter volume", 4.6e5, -0.8),
+                 ("TotalGray", "TotalGrayVol", "Total gray matter volume", 6.3e5, -1.5),
+                 ("EstimatedTotalIntraCranialVol", "eTIV", "Estimated Total Intracranial Volume", 1.52e6, 0.0))
+
+
+def freesurfer_volumes(seed: int, atrophy: float) -> dict[str, float]:
+    """One session's aseg volumes and measures (mm^3) by name: head size times structure change."""
+    rng = np.random.default_rng(seed)
+    head = 1 + 0.08 * rng.standard_normal()
+    out = {name: round(v * head * (1 + k * atrophy + 0.02 * rng.standard_normal()), 4)
+           for _, name, v, k in ASEG_ROWS}
+    out.update({name: round(v * head * (1 + k * atrophy), 6) for name, _, _, v, k in ASEG_MEASURES})
+    return out
+
+
+def write_aseg_stats(path: Path, subject: str, volumes: dict[str, float], *, fastsurfer: bool = False) -> Path:
+    """``stats/aseg.stats`` as mri_segstats writes it (FreeSurfer 7); ``fastsurfer`` puts the table's
+    columns in another order, as a reader must find them from the ColHeaders line."""
+    head = ["# Title Segmentation Statistics ", "# ", "# generating_program mri_segstats",
+            "# cvs_version 7.4.1", "# anatomy_type volume", "# ", f"# subjectname {subject}"]
+    head += [f"# Measure {n}, {short}, {desc}, {volumes[n]:.6f}, mm^3" for n, short, desc, _, _ in ASEG_MEASURES]
+    head += ["# Measure BrainSegVol-to-eTIV, BrainSegVol-to-eTIV, Ratio of BrainSegVol to eTIV, "
+             f"{volumes['BrainSeg'] / volumes['EstimatedTotalIntraCranialVol']:.6f}, unitless",
+             "# SegVolFile mri/aseg.mgz ", f"# NRows {len(ASEG_ROWS)} ", "# NTableCols 10 "]
+    cols = ["Index", "SegId", "NVoxels", "Volume_mm3", "StructName", "normMean", "normStdDev", "normMin",
+            "normMax", "normRange"]
+    if fastsurfer:
+        cols = ["Index", "SegId", "StructName", "Volume_mm3", "NVoxels", "normMean", "normStdDev", "normMin",
+                "normMax", "normRange"]
+    head.append("# ColHeaders  " + " ".join(cols) + "  ")
+    lines = []
+    for k, (seg, name, _, _) in enumerate(ASEG_ROWS, start=1):
+        cell = {"Index": k, "SegId": seg, "NVoxels": round(volumes[name]), "Volume_mm3": f"{volumes[name]:.1f}",
+                "StructName": name, "normMean": 40.5, "normStdDev": 10.2, "normMin": 5.0, "normMax": 90.0,
+                "normRange": 85.0}
+        lines.append(" " + " ".join(f"{cell[c]:>6}" for c in cols) + " ")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(head + lines) + "\n")
+    return path
+
+
+def build_subjects_dir(subjects_dir: Path, sessions: list[tuple[str, str, float]]) -> Path:
+    """A SUBJECTS_DIR for (participant_id, session_id, atrophy) sessions, in the naming rule of
+    bench.data.freesurfer: ``<participant>_<session>``. Messy: the first subject's sessions are run
+    longitudinally too (``.long.<participant>`` folders, a base template folder ``<participant>``, both
+    kept beside the cross-sectional ones: the longitudinal values are 1 % larger and win); every
+    third session is FastSurfer's column order; ``fsaverage`` has no stats."""
+    first = sessions[0][0]
+    for n, (sub, ses, atrophy) in enumerate(sessions):
+        volumes = freesurfer_volumes(n, atrophy)
+        write_aseg_stats(subjects_dir / f"{sub}_{ses}" / "stats" / "aseg.stats", f"{sub}_{ses}", volumes,
+                         fastsurfer=n % 3 == 2)
+        if sub == first:
+            longitudinal = {k: v * 1.01 for k, v in volumes.items()}
+            name = f"{sub}_{ses}.long.{sub}"
+            write_aseg_stats(subjects_dir / name / "stats" / "aseg.stats", name, longitudinal)
+    write_aseg_stats(subjects_dir / first / "stats" / "aseg.stats", first, freesurfer_volumes(999, 0.0))
+    (subjects_dir / "fsaverage" / "surf").mkdir(parents=True, exist_ok=True)
+    return subjects_dir
+
+
+def write_asegstats_table(path: Path, sessions: list[tuple[str, str, float]]) -> Path:
+    """``asegstats2table --meas volume --delimiter tab`` output for the same sessions (first column
+    ``Measure:volume``, one column per structure, then the measures by their asegstats2table names)."""
+    names = [name for _, name, _, _ in ASEG_ROWS] + [short for _, short, _, _, _ in ASEG_MEASURES[:-1]]
+    header = ["Measure:volume", *names, "EstimatedTotalIntraCranialVol"]
+    lines = ["\t".join(header)]
+    for n, (sub, ses, atrophy) in enumerate(sessions):
+        v = freesurfer_volumes(n, atrophy)
+        long = {short: v[name] for name, short, _, _, _ in ASEG_MEASURES}
+        cells = [v[name] for _, name, _, _ in ASEG_ROWS] + [long[s] for s in names[len(ASEG_ROWS):]]
+        lines.append("\t".join([f"{sub}_{ses}", *(f"{x:.6f}" for x in cells),
+                                f"{v['EstimatedTotalIntraCranialVol']:.6f}"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -29,6 +29,10 @@ Decisions (each dropped item is counted with its reason):
 * ``age``: baseline ``AGE`` plus the time since the baseline exam (``Years_bl`` or dates);
   ``site``: the site code of ``PTID`` (``002`` of ``002_S_0295``; ``SITE`` holds the same number).
 * ``split_id`` (what the split rule ``splits/adni/ad.rule.yaml`` hashes) is the ``PTID``.
+* Volumes: where ADNIMERGE has the FreeSurfer columns ``Hippocampus, Ventricles, WholeBrain,
+  Entorhinal, Fusiform, MidTemp, ICV`` (mm^3), each scan gets those of the visit it was matched to,
+  as ``adnimerge_hippocampus`` ... ``adnimerge_icv`` (the ``adnimerge_volumes`` encoder reads them);
+  an empty value stays empty and the scanned visits lacking one are counted.
 """
 
 from __future__ import annotations
@@ -47,12 +51,33 @@ PTID = re.compile(r"(\d{3}_S_\d{4})")
 IMAGE_ID = re.compile(r"_I(\d+)(?:\D|$)")
 DATE_DIR = re.compile(r"^(\d{4}-\d{2}-\d{2})_\d{2}_\d{2}_\d{2}")
 VISCODE_MONTH = re.compile(r"^m(\d+)$", re.IGNORECASE)
+#: ADNIMERGE's per-visit FreeSurfer volumes (mm^3), ICV last (it normalises the others).
+ADNIMERGE_VOLUMES = ("Hippocampus", "Ventricles", "WholeBrain", "Entorhinal", "Fusiform", "MidTemp", "ICV")
 _DX = {"cn": "CN", "nl": "CN", "mci": "MCI", "dementia": "AD", "ad": "AD"}
 
 
 def participant_id(ptid: str) -> str:
     """``002_S_0295`` -> ``sub-ADNI002S0295`` (Clinica's ADNI-to-BIDS convention)."""
     return "sub-ADNI" + ptid.replace("_", "")
+
+
+def volume_column(name: str) -> str:
+    """The cohort column of an ADNIMERGE volume: ``ICV`` -> ``adnimerge_icv``."""
+    return "adnimerge_" + name.lower()
+
+
+def _volumes(visit: pd.Series) -> dict[str, float]:
+    """The ADNIMERGE volumes of a visit, under their cohort column names (only those ADNIMERGE has)."""
+    return {volume_column(v): to_float(visit[v]) for v in ADNIMERGE_VOLUMES if v in visit.index}
+
+
+def _note_missing_volumes(rows: list[dict], report: ImportReport) -> None:
+    """Count the scanned visits whose volumes are incomplete: adnimerge_volumes stops at them."""
+    columns = [volume_column(v) for v in ADNIMERGE_VOLUMES]
+    if rows and all(c in rows[0] for c in columns):
+        lacking = {(r["participant_id"], r["session_id"]) for r in rows if any(np.isnan(r[c]) for c in columns)}
+        report.note("scanned visit(s) with an empty ADNIMERGE volume (adnimerge_volumes cannot embed them)",
+                    len(lacking))
 
 
 def diagnosis(dx) -> str | float:
@@ -187,7 +212,7 @@ def _row(sub: str, session: str, seq: str, s, visit, info, years_col: str | None
         "sex": info["sex"], "site": info["site"], "population": "ad", "diagnosis": visit["dx"],
         "conversion_month": info["conversion_month"], "followup_months": info["followup_months"],
         "visit_code": str(visit["VISCODE"]).strip(), "image_id": s["image_id"],
-        "description": s["description"], "scanner": scanner_from_sidecar(Path(s["path"])),
+        "description": s["description"], "scanner": scanner_from_sidecar(Path(s["path"])), **_volumes(visit),
     }
 
 
@@ -230,6 +255,7 @@ def import_adni(root: Path, clinical: str | None, report: ImportReport, *, windo
                             subject=sub, session=session, file=extra["path"], detail=str(cands[0]["image_id"]))
             used_visits.add(idx)
             rows.append({**_row(sub, session, seq, cands[0], visit, info, years_col), "split_id": ptid})
+    _note_missing_volumes(rows, report)
     no_scan = visits.index.difference(sorted(used_visits))
     report.note("ADNIMERGE visit(s) without a scan (kept for diagnosis follow-up and conversion)", len(no_scan))
     scanned = set(scans["PTID"])
