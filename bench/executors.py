@@ -4,7 +4,9 @@
 a ``LocalCluster`` of worker processes on this machine, an existing scheduler (``--scheduler
 ADDR``), or a SLURM / PBS allocation through dask-jobqueue (``--cluster slurm|pbs``), which is what
 imaging labs run on. The Dask parts are an optional extra (``pip install .[cluster]``) and are
-imported only when asked for.
+imported only when asked for. On a machine with GPUs the local cluster has one single-threaded
+worker per visible GPU, each pinned to its card through ``CUDA_VISIBLE_DEVICES`` (dask-cuda's
+``LocalCUDACluster`` where installed), so a suite spreads over a node's GPUs.
 
 Jobs write their own records (atomically, under their lock) to the results folder, so that folder
 must be shared by the workers (as a cluster's home or scratch file system is). Jobs carry resource
@@ -164,6 +166,54 @@ def local_cluster(workers: int = 2, host: str = "127.0.0.1"):
                         dashboard_address=None, resources={"CPU": 1})
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (indices or UUIDs), else
+    ``0 .. n-1`` for the devices torch counts; none without torch or CUDA.
+
+    Why the names rather than a count: a worker is pinned by setting its ``CUDA_VISIBLE_DEVICES`` to
+    one of them, and on a node whose scheduler already restricted this process to some GPUs the
+    only valid names are the ones it was given."""
+    import os
+
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:  # "" or "-1": CUDA hidden on purpose
+        names = [name.strip() for name in listed.split(",") if name.strip()]
+        return [] if not names or names[0].startswith("-") else names
+    try:
+        import torch
+    except ImportError:
+        return []
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def gpu_worker_options(gpu: str, host: str = "127.0.0.1") -> dict[str, Any]:
+    """One GPU worker's options: a single thread, its GPU pinned through ``CUDA_VISIBLE_DEVICES``
+    (the worker's ``cuda:0`` is that GPU, so a job resolved to ``cuda:0`` here runs on the worker's
+    own card), and resources ``CPU=1``, ``GPU=1`` so no two jobs that train share a card."""
+    return {"nthreads": 1, "host": host, "protocol": "tcp", "env": {"CUDA_VISIBLE_DEVICES": gpu},
+            "resources": {"CPU": 1, "GPU": 1}}
+
+
+def local_gpu_cluster(gpus: list[str], host: str = "127.0.0.1"):
+    """One single-threaded worker per GPU on this machine: dask-cuda's ``LocalCUDACluster`` where it
+    is installed (it pins each worker the same way and knows the node's topology), else a Dask
+    ``SpecCluster`` of nannies built from :func:`gpu_worker_options`. Bound to ``host``, no dashboard."""
+    _require_distributed()
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        LocalCUDACluster = None
+    if LocalCUDACluster is not None:
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(gpus), n_workers=len(gpus), threads_per_worker=1,
+                                host=host, protocol="tcp", dashboard_address=None, resources={"CPU": 1, "GPU": 1})
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    workers = {f"gpu-{gpu}": {"cls": Nanny, "options": gpu_worker_options(gpu, host)} for gpu in gpus}
+    scheduler = {"cls": Scheduler, "options": {"host": host, "protocol": "tcp", "dashboard": False,
+                                               "dashboard_address": None}}
+    return SpecCluster(workers=workers, scheduler=scheduler, name="mribench-gpus")
+
+
 def jobqueue_cluster(kind: str, *, cores: int | None = None, memory: str | None = None, gpus: int = 0,
                      walltime: str | None = None, queue: str | None = None, account: str | None = None,
                      interface: str | None = None, job_extra: list[str] | None = None):
@@ -218,8 +268,11 @@ def jobqueue_cluster(kind: str, *, cores: int | None = None, memory: str | None 
 
 
 def make_executor(kind: str = "local", *, scheduler: str | None = None, cluster: str | None = None,
-                  workers: int = 2, **cluster_options) -> LocalExecutor | DaskExecutor:
-    """The executor the ``bench run`` flags describe. ``--scheduler`` or ``--cluster`` imply ``dask``."""
+                  workers: int = 2, device: str | None = None, **cluster_options) -> LocalExecutor | DaskExecutor:
+    """The executor the ``bench run`` flags describe. ``--scheduler`` or ``--cluster`` imply ``dask``.
+
+    A local Dask cluster on a machine with GPUs (and a ``device`` other than ``cpu``) has one worker
+    per visible GPU instead of ``workers`` CPU workers, so a suite spreads over the node's cards."""
     if scheduler and cluster:
         raise MribenchError("give either --scheduler (an existing Dask scheduler) or --cluster, not both")
     if kind == "local" and not (scheduler or cluster):
@@ -237,5 +290,10 @@ def make_executor(kind: str = "local", *, scheduler: str | None = None, cluster:
         jq.scale(jobs=workers)
         return DaskExecutor(Client(jq), cluster=jq, resources={"CPU", "GPU"} if gpus else {"CPU"},
                             what=f"{cluster} cluster")
+    gpus = visible_gpus() if (device or "auto").strip().lower() != "cpu" else []
+    if gpus:
+        gc = local_gpu_cluster(gpus)
+        return DaskExecutor(Client(gc), cluster=gc, resources={"CPU", "GPU"},
+                            what=f"local cluster, one worker per GPU ({', '.join(gpus)})")
     lc = local_cluster(workers)
     return DaskExecutor(Client(lc), cluster=lc, resources={"CPU"}, what="local cluster")

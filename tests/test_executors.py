@@ -3,6 +3,7 @@ dask-jobqueue job scripts carry the resources asked for; resource annotations pe
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def test_dask_local_cluster_gives_the_records_of_the_local_executor(tiny_cohort_
 def test_executor_dask_starts_a_cluster_that_listens_on_loopback_only():
     import psutil
 
-    with make_executor("dask", workers=1) as executor:
+    with make_executor("dask", workers=1, device="cpu") as executor:  # CPU workers, on a GPU machine too
         assert executor.name == "dask" and not executor.in_process
         assert "local cluster, 1 worker(s) at tcp://127.0.0.1:" in executor.describe()
         assert executor.offered_resources() == {"CPU"}
@@ -143,3 +144,69 @@ def test_grid_is_one_job_per_record_and_knows_its_files(tmp_path):
     import pickle
 
     assert pickle.loads(pickle.dumps(mine)) == mine  # shipped to Dask workers as is
+
+
+# ----------------------------------------------------------------------------- one worker per GPU
+def test_visible_gpus_are_the_names_cuda_visible_devices_gives_else_the_torch_count(monkeypatch):
+    import torch
+
+    from bench.executors import visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")
+    assert visible_gpus() == ["2", "3"]  # a node's scheduler gave this job cards 2 and 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5f1c")
+    assert visible_gpus() == ["GPU-5f1c"]
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert visible_gpus() == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert visible_gpus() == ["0", "1", "2", "3"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert visible_gpus() == []
+
+
+def test_each_gpu_worker_is_pinned_to_its_own_card():
+    from bench.executors import gpu_worker_options
+
+    options = [gpu_worker_options(gpu) for gpu in ("0", "1")]
+    assert [o["env"] for o in options] == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    assert all(o["nthreads"] == 1 and o["resources"] == {"CPU": 1, "GPU": 1} and o["host"] == "127.0.0.1"
+               for o in options)
+
+
+def test_dask_cuda_is_used_where_installed(monkeypatch):
+    pytest.importorskip("distributed")
+    import types
+
+    from bench.executors import local_gpu_cluster
+
+    made = {}
+    fake = types.ModuleType("dask_cuda")
+    fake.LocalCUDACluster = lambda **kw: made.update(kw) or "cuda cluster"
+    monkeypatch.setitem(sys.modules, "dask_cuda", fake)
+    assert local_gpu_cluster(["0", "1"]) == "cuda cluster"
+    assert made["CUDA_VISIBLE_DEVICES"] == "0,1" and made["n_workers"] == 2 and made["threads_per_worker"] == 1
+    assert made["host"] == "127.0.0.1" and made["dashboard_address"] is None
+    assert made["resources"] == {"CPU": 1, "GPU": 1}
+
+
+@pytest.mark.slow
+def test_a_local_cluster_on_a_gpu_node_has_one_pinned_worker_per_gpu(monkeypatch):
+    pytest.importorskip("distributed")
+    import os
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # the plain Dask path, even where dask-cuda is installed
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")    # two cards, as far as the executor can tell
+    with make_executor("dask") as executor:
+        assert executor.offered_resources() == {"CPU", "GPU"}
+        assert "one worker per GPU (0, 1)" in executor.describe()
+        executor.client.wait_for_workers(2)
+        pinned = executor.client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        assert sorted(pinned.values()) == ["0", "1"]
+        workers = executor.client.scheduler_info()["workers"].values()
+        assert [w["resources"] for w in workers] == [{"CPU": 1, "GPU": 1}] * 2
+        assert all(w["host"] == "127.0.0.1" for w in workers)
+    with make_executor("dask", workers=1, device="cpu") as executor:  # --device cpu: CPU workers as before
+        assert executor.offered_resources() == {"CPU"}

@@ -202,6 +202,7 @@ def executor_from(args: argparse.Namespace):
     from bench.executors import make_executor
 
     return make_executor(args.executor, scheduler=args.scheduler, cluster=args.cluster, workers=args.workers,
+                         device=getattr(args, "device", None),
                          **({"cores": args.worker_cores, "memory": args.worker_memory, "gpus": args.gpus_per_worker,
                              "walltime": args.walltime, "queue": args.queue, "account": args.account,
                              "interface": args.interface} if args.cluster else {}))
