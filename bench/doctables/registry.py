@@ -23,6 +23,7 @@ GENERATORS: dict[str, str] = {
     "suite-cost-phases": "bench.doctables.cost:phases_table",
     "records-wall-time": "bench.doctables.cost:records_wall_table",
     "pretraining-runs": "bench.doctables.pretraining:runs_table",
+    "cohort-generation": "bench.doctables.generation:generation_line",
 }
 
 
