@@ -24,9 +24,10 @@ once), the wider grid too when ``MRIBENCH_REFERENCE=full``; the fixture holds bo
 ``quick`` flag is the list as it was when the fixture was taken, and is not read).
 
 Canonicalised: provenance fields that legitimately change from run to run or commit to commit
-(mribench version, git commit and dirtiness, library versions, hardware, start time, wall time,
-command line) are dropped; temporary paths are replaced by ``<tmp>``. Everything else is kept in
-clear and compared by :func:`record_differences`: numbers within what another CPU's kernels explain
+(mribench version, git commit and dirtiness, library versions, hardware, where it computed: device
+and deterministic flags, start time, wall time, command line; a non-default precision or
+micro-batch is also in ``config``, which is kept) are dropped; temporary paths are replaced by
+``<tmp>``. Everything else is kept in clear and compared by :func:`record_differences`: numbers within what another CPU's kernels explain
 (tolerances derived under "comparing" below), ill-conditioned fits by their shape only, everything
 else exactly. The fixture holds on any x86-64 CPU: no kernel is pinned.
 """
@@ -111,7 +112,7 @@ def features_table(cohort, folder: Path) -> Path:
 
 
 DROPPED_PROVENANCE = ("mribench_version", "git_commit", "git_dirty", "libraries", "hardware", "started_at",
-                      "wall_time_s", "command")
+                      "wall_time_s", "command", "compute")
 
 
 def canonical(record: dict, tmp: str) -> dict:
