@@ -168,6 +168,7 @@ def write_cohort_sidecars(cohort, split_dir: Path) -> list[tuple[Path, int]]:
     from bench.tasks import build_examples, list_tasks, task_may_run_on
 
     per_file: dict[Path, dict[str, tuple[str, dict[str, Digest]]]] = {}
+    subjects: list[str] | None = None  # the cohort's subject list, read once for every split file
     for spec in list_tasks().values():
         if not task_may_run_on(spec, cohort.name) or spec.target.name == "segmentation":
             continue
@@ -178,7 +179,7 @@ def write_cohort_sidecars(cohort, split_dir: Path) -> list[tuple[Path, int]]:
             examples = build_examples(spec, cohort)
         except MribenchError:  # the task reads a column or population this cohort lacks
             continue
-        subjects = cohort.subjects()["participant_id"].tolist()
+        subjects = subjects if subjects is not None else cohort.subjects()["participant_id"].tolist()
         digests = task_digests(examples, path, subjects)  # a bad split file is an error, not a skip
         per_file.setdefault(path, {})[task_key(spec.name, spec.version)] = (spec.sha256, digests)
     return [(write_sidecar(path, build_sidecar(path, tasks)), len(tasks)) for path, tasks in sorted(per_file.items())]

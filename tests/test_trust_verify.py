@@ -183,3 +183,17 @@ def test_the_committed_smoke_digests_are_what_the_cohort_gives(capsys, monkeypat
     monkeypatch.setenv("MRIBENCH_SPLITS", str(Path(__file__).resolve().parents[1] / "splits"))
     assert main(["splits", "labels", "--profile", "smoke", "--check", "--no-progress"]) == 0
     assert capsys.readouterr().out.count("ok ") == 3
+
+
+def test_malformed_prediction_rows_are_one_line_not_a_crash():
+    """The label and interval checks read rows the score check found well formed: a row without its
+    prediction, or without its seed, is refused by that check alone."""
+    from bench.leaderboard.verify import verify_record
+
+    record = honest()
+    without_pred = record.model_copy(update={"predictions": [
+        {k: v for k, v in row.items() if k != "y_pred"} for row in record.predictions]})
+    assert verify_record(without_pred) == ["predictions for full / seed 0 / test are malformed"]
+    without_seed = record.model_copy(update={"predictions": [
+        {k: v for k, v in row.items() if k != "seed"} for row in record.predictions]})
+    assert verify_record(without_seed) == ["a prediction lacks setting / seed / split: the record was edited"]

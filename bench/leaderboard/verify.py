@@ -135,11 +135,17 @@ def verify_record(record: ResultRecord) -> list[str]:
         if transfer and split_subjects is not None:  # external: every target subject the head never saw
             split_subjects["external"] = split_subjects["all"]
         params = scored.target.metric_params(scored)
-        problems += _check_predictions(record, split_subjects, params)
+        blocks = prediction_blocks(record)
+        if blocks is None:
+            return problems + ["a prediction lacks setting / seed / split: the record was edited"]
+        prediction_problems = _check_predictions(record, blocks, split_subjects, params)
+        problems += prediction_problems
+        if prediction_problems:  # the checks below read well-formed rows that give the record's scores
+            return problems
         if not split_problems:
-            problems += check_examples(record, scored, scored.split_path(record.provenance.cohort.name),
+            problems += check_examples(blocks, scored, scored.split_path(record.provenance.cohort.name),
                                        get_protocol(record.protocol))
-        problems += check_intervals(record, params)
+        problems += check_intervals(record, blocks, params)
     if record.robustness is not None:
         problems += _check_perturbations(record, split_subjects)
     return problems
@@ -429,18 +435,28 @@ def _stack(values: Iterable[Any]) -> np.ndarray:
     return np.asarray(list(values), dtype=float)
 
 
-def _check_predictions(record: ResultRecord, split_subjects: dict[str, set[str]] | None,
+#: A record's predictions by the (setting, seed, split) score they belong to.
+Blocks = dict[tuple[str, int, str], list[dict]]
+
+
+def prediction_blocks(record: ResultRecord) -> Blocks | None:
+    """The record's predictions grouped by (setting, seed, split), read once for every check that
+    needs them (scores, examples and labels, intervals); None when a row lacks one of the three."""
+    groups: Blocks = defaultdict(list)
+    for p in record.predictions or []:
+        try:
+            groups[(str(p["setting"]), int(p["seed"]), str(p["split"]))].append(p)
+        except (KeyError, TypeError, ValueError):
+            return None
+    return groups
+
+
+def _check_predictions(record: ResultRecord, groups: Blocks, split_subjects: dict[str, set[str]] | None,
                        params: dict[str, dict] | None = None) -> list[str]:
     """Recompute every score that has predictions from them (with the task's metric arguments,
     e.g. Uno's tau, as the harness did); check their subjects are the split's."""
     from bench.metrics import METRICS
 
-    groups: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
-    for p in record.predictions or []:
-        try:
-            groups[(str(p["setting"]), int(p["seed"]), str(p["split"]))].append(p)
-        except (KeyError, TypeError, ValueError):
-            return ["a prediction lacks setting / seed / split: the record was edited"]
     if split_subjects is not None:
         for (_, _, split), rows in groups.items():
             outside = sorted({str(r.get("participant_id")) for r in rows} - split_subjects.get(split, set()))

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,11 +63,13 @@ def _span(a: float, b: float) -> str:
     return f"{a:.6g}" if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) else f"{a:.6g} to {b:.6g}"
 
 
-def check_intervals(record, params: dict[str, dict] | None) -> list[str]:
+def check_intervals(record, blocks: dict[tuple[str, int, str], list[dict]],
+                    params: dict[str, dict] | None) -> list[str]:
     """Problems with the record's intervals: the shape of every one, then the headline ones
-    recomputed (only when every interval has a sane shape)."""
+    recomputed from the prediction ``blocks`` (by setting, seed and split) when every interval has a
+    sane shape."""
     problems = _shape_problems(record)
-    return problems or _headline_problems(record, params or {})
+    return problems or _headline_problems(record, blocks, params or {})
 
 
 # ------------------------------------------------------------------------------------------ shape
@@ -101,16 +102,14 @@ def _shape_problems(record) -> list[str]:
 # --------------------------------------------------------------------------------------- headline
 
 
-def _headline_problems(record, params: dict[str, dict]) -> list[str]:
+def _headline_problems(record, groups: dict[tuple[str, int, str], list[dict]],
+                       params: dict[str, dict]) -> list[str]:
     from bench.protocols import get_protocol
 
     n_boot = record.provenance.config.get("n_boot")
     if not isinstance(n_boot, int) or isinstance(n_boot, bool) or not 1 < n_boot <= 100_000:
         return [f"provenance.config.n_boot is {n_boot!r}, not a replicate count: the intervals cannot be "
                 "recomputed"]
-    groups: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
-    for p in record.predictions or []:
-        groups[(str(p["setting"]), int(p["seed"]), str(p["split"]))].append(p)
     name = record.main_score_name
     for s in get_protocol(record.protocol).headline_rows(record.scores):
         ci, rows = s.ci.get(name), groups.get((s.setting, s.seed, s.split))

@@ -16,19 +16,20 @@ real labels and every example. Only a rerun shows who produced the predictions.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 
-def check_examples(record, scored_spec, split_path: Path, protocol) -> list[str]:
-    """Problems with the examples and labels of the record's prediction blocks (empty: they are the
-    task's), or the one line saying why they cannot be checked (no or stale label digests).
-    ``protocol`` says which set each split's block must be (every example, or each subject's
-    first; a transfer's external block may be its whole target cohort)."""
+def check_examples(blocks: dict[tuple[str, int, str], list[dict]], scored_spec, split_path: Path,
+                   protocol) -> list[str]:
+    """Problems with the examples and labels of a record's prediction ``blocks`` (by setting, seed and
+    split; :func:`bench.leaderboard.verify.prediction_blocks`), empty when they are the task's, or the
+    one line saying why they cannot be checked (no or stale label digests). ``protocol`` says which
+    set each split's block must be (every example, or each subject's first; a transfer's external
+    block may be its whole target cohort)."""
     from bench.label_digests import (FIRST, LabelDigestError, digest, expected, labels_path, load_sidecar,
                                      task_key)
 
-    if not record.predictions:
+    if not blocks:
         return []
     try:
         sidecar = load_sidecar(split_path)
@@ -39,9 +40,6 @@ def check_examples(record, scored_spec, split_path: Path, protocol) -> list[str]
     if key not in sidecar["tasks"]:
         return [f"{shown} holds no labels of {key}: the record's examples cannot be checked "
                 "(`bench splits labels` writes them)"]
-    blocks: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
-    for p in record.predictions:
-        blocks[(str(p["setting"]), int(p["seed"]), str(p["split"]))].append(p)
     for (setting, seed, split), rows in sorted(blocks.items()):
         sets = [split + (FIRST if protocol.one_example_per_subject else "")]
         sets += ["all"] if protocol.transfer and split == "external" else []
