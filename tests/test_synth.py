@@ -38,8 +38,10 @@ def test_tree_layout(tiny_cohort_dir):
     anat = root / tumour / "ses-M00" / "anat"
     assert {p.name.split("_")[-1] for p in anat.iterdir()} == {"T1w.nii.gz", "T2w.nii.gz", "FLAIR.nii.gz"}
     truth = pd.read_csv(root / "derivatives" / "synth" / "ground_truth.tsv", sep="\t")
-    n_files = sum(1 for _ in root.glob("sub-*/ses-*/anat/*.nii.gz"))
-    assert len(truth) == n_files
+    n_files = sum(1 for f in root.glob("sub-*/ses-*/anat/*.nii.gz") if "_run-" not in f.name)
+    assert len(truth) == n_files  # one truth row per first acquisition; rescans (run-02) are in rescans.tsv
+    rescans = pd.read_csv(root / "derivatives" / "synth" / "rescans.tsv", sep="\t")
+    assert len(rescans) == sum(1 for _ in root.glob("sub-*/ses-*/anat/*_run-02_T1w.nii.gz"))
     assert {"stage", "hippocampus_ml", "ventricles_ml", "ad_month_true"} <= set(truth.columns)
 
 

@@ -102,6 +102,22 @@ MEASUREMENT_CV = {"hippocampus_ml": 0.035, "ventricles_ml": 0.025, "gm_ml": 0.02
 #: Site-level relative bias SD of each reported structure (scanner/vendor differences).
 SITE_BIAS_CV = 0.03
 
+# -- rescans (a second T1w acquisition in the same session, BIDS run-02: ``rescans.py``) ---------
+# Recorded in dataset_description.json: changing one redoes the rescans alone (no new
+# GENERATOR_VERSION, every other file keeps its bytes).
+#: Share of the healthy population's subjects (one session each) and of the ageing / AD
+#: population's sessions that get a rescan; the tumour population gets none. Design choices: a
+#: test-retest subset of a few hundred scans in the default cohort, not published rates.
+RESCAN_HEALTHY_SUBJECTS = 0.25
+RESCAN_AD_SESSIONS = 0.13
+#: Residual head position of a rescan relative to the session's first scan, per axis (SD of a
+#: translation in mm and of a rotation in degrees about the brain's centre): the scans are written
+#: already aligned to MNI space, so what is left is the sub-voxel error of that alignment, not
+#: the raw repositioning in the scanner. A design choice: no published SD of this residual was
+#: found through the project's search tool (only sub-millimetre accuracy claims without a figure).
+RESCAN_TRANSLATION_SD_MM = 0.5
+RESCAN_ROTATION_SD_DEG = 0.5
+
 
 @dataclass(frozen=True)
 class Target:

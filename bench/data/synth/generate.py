@@ -8,9 +8,13 @@ Layout::
     DIR/sub-XXXX/ses-MNN/anat/sub-XXXX_ses-MNN_{T1w,T2w,FLAIR}.nii.gz
     DIR/derivatives/synth/sub-XXXX/ses-MNN/anat/..._desc-brain_mask.nii.gz, ..._dseg.nii.gz
     DIR/derivatives/synth/ground_truth.tsv   every latent, one row per scan
+    DIR/sub-XXXX/ses-MNN/anat/sub-XXXX_ses-MNN_run-02_T1w.nii.gz   a rescan of some sessions
+    DIR/derivatives/synth/rescans.tsv, rescan_volumes.tsv   the rescans (``rescans.py``)
 
 The tree is built in a sibling temporary folder and renamed into place only when complete,
-so an interrupted generation never leaves a cohort that looks finished.
+so an interrupted generation never leaves a cohort that looks finished. A cohort generated
+before rescans existed is upgraded in place: only the rescans are rendered (into a sibling
+folder, then moved in), and the marker is rewritten last, so an interrupted upgrade is redone.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -30,9 +35,10 @@ import torch
 from bench import __version__
 from bench.data.synth.anatomy import load_anatomy
 from bench.data.synth import effects as fx
+from bench.data.synth import rescans as rs
 from bench.data.synth.latents import (EXTERNAL_SITE, SITES, STREAM_MEASURE, Subject, stream_rng, draw_ad_subject,
                                       draw_healthy_subject, draw_tumour_subject)
-from bench.data.synth.render import Renderer, structure_state
+from bench.data.synth.render import Renderer, RenderedSession, SessionTissue, structure_state
 from bench.profiles import get_profile
 
 GENERATOR_VERSION = "2"  # 2: calibrated effects, individual anatomy, healthy lifespan population
@@ -116,11 +122,14 @@ def _subject_rows(subject: Subject) -> tuple[dict, list[dict]]:
     return participant, sessions
 
 
-def render_subject(renderer: Renderer, subject: Subject, config: SynthConfig, out: Path) -> list[dict]:
-    """Write every session of one subject; return its ground-truth rows (one per scan)."""
+def render_subject(renderer: Renderer, subject: Subject, config: SynthConfig, out: Path,
+                   rescans: Sequence[rs.RescanPlan] = ()) -> list[dict]:
+    """Write every session of one subject, and the ``rescans`` planned for it (from the session's
+    own tissue maps: a rescan costs no second warp); return its ground-truth rows (one per scan)."""
     field = renderer.subject_field(subject, config.seed)
     sequences = _sequences(subject)
     sub = subject.participant_id
+    by_visit = {p.visit_index: p for p in rescans}
     rows = []
     for vi, visit in enumerate(subject.visits):
         ses = visit.session_id
@@ -132,26 +141,56 @@ def render_subject(renderer: Renderer, subject: Subject, config: SynthConfig, ou
         _save(rendered.brain_mask, renderer.affine, deriv / f"{sub}_{ses}_desc-brain_mask.nii.gz")
         if rendered.tumour_labels is not None:
             _save(rendered.tumour_labels, renderer.affine, deriv / f"{sub}_{ses}_dseg.nii.gz")
-        stage = subject.stage(visit.month)
-        state = structure_state(subject, visit.month)
-        for seq in sequences:
-            rows.append({
-                "participant_id": sub, "session_id": ses, "sequence": seq, "population": subject.population,
-                "months_from_baseline": visit.month, "age": round(subject.age(visit.month), 3),
-                "biological_age": round(state.biological_age, 3), "brain_age_gap": subject.brain_age_gap,
-                "ageing_rate": subject.ageing_rate,
-                "stage": round(stage, 5), "diagnosis": subject.diagnosis(visit.month),
-                "baseline_dx": subject.baseline_dx, "onset_years": subject.onset_years, "rate": subject.rate,
-                "mci_month_true": subject.mci_month_true, "ad_month_true": subject.ad_month_true,
-                "conversion_month": subject.conversion_month, "followup_months": subject.last_known_month,
-                "hippocampus_log_volume": sum(state.hippocampus_log_volume) / 2,
-                "ventricle_log_volume": state.ventricle_log_volume, "gm_loss": state.gm_loss,
-                "wm_loss": state.wm_loss, "head_scale": subject.head_scale, "sex": subject.sex,
-                "site": subject.site, "marker": subject.marker,
-                "survival_true": subject.survival_true, "censor_time": subject.censor_time,
-                **{k: round(v, 4) for k, v in rendered.measures.items()},
-            })
+        if vi in by_visit:
+            _write_rescan(renderer, by_visit[vi], rendered.tissue, out)
+        rows += [_truth_row(subject, vi, seq, rendered) for seq in sequences]
     return rows
+
+
+def _truth_row(subject: Subject, visit_index: int, seq: str, rendered: RenderedSession) -> dict:
+    """The ground-truth row of one scan: every latent of its subject and visit."""
+    visit = subject.visits[visit_index]
+    stage = subject.stage(visit.month)
+    state = structure_state(subject, visit.month)
+    return {
+        "participant_id": subject.participant_id, "session_id": visit.session_id, "sequence": seq,
+        "population": subject.population,
+        "months_from_baseline": visit.month, "age": round(subject.age(visit.month), 3),
+        "biological_age": round(state.biological_age, 3), "brain_age_gap": subject.brain_age_gap,
+        "ageing_rate": subject.ageing_rate,
+        "stage": round(stage, 5), "diagnosis": subject.diagnosis(visit.month),
+        "baseline_dx": subject.baseline_dx, "onset_years": subject.onset_years, "rate": subject.rate,
+        "mci_month_true": subject.mci_month_true, "ad_month_true": subject.ad_month_true,
+        "conversion_month": subject.conversion_month, "followup_months": subject.last_known_month,
+        "hippocampus_log_volume": sum(state.hippocampus_log_volume) / 2,
+        "ventricle_log_volume": state.ventricle_log_volume, "gm_loss": state.gm_loss,
+        "wm_loss": state.wm_loss, "head_scale": subject.head_scale, "sex": subject.sex,
+        "site": subject.site, "marker": subject.marker,
+        "survival_true": subject.survival_true, "censor_time": subject.censor_time,
+        **{k: round(v, 4) for k, v in rendered.measures.items()},
+    }
+
+
+def _write_rescan(renderer: Renderer, plan: rs.RescanPlan, tissue: SessionTissue | None, out: Path) -> None:
+    """Render one rescan from its session's tissue maps and write its image and brain mask."""
+    assert tissue is not None, "render_session keeps the tissue maps a rescan needs"
+    image, mask = renderer.render_rescan(tissue, plan.site, plan.translation_mm, plan.rotation_deg,
+                                         plan.acquisition_rng())
+    _save(image, renderer.affine, out / plan.image_path)
+    _save(mask, renderer.affine, out / plan.mask_path)
+
+
+def render_rescans_only(renderer: Renderer, subject: Subject, config: SynthConfig, out: Path,
+                        rescans: Sequence[rs.RescanPlan]) -> dict[tuple[str, str], dict[str, float]]:
+    """Write the ``rescans`` of one subject whose scans exist already (the in-place upgrade):
+    warp only the rescanned sessions. Returns their true volumes, rounded as ground_truth.tsv's."""
+    field = renderer.subject_field(subject, config.seed)
+    volumes = {}
+    for plan in rescans:
+        tissue = renderer.session_tissue(subject, field, plan.visit_index)
+        _write_rescan(renderer, plan, tissue, out)
+        volumes[(plan.participant_id, plan.session_id)] = {k: round(v, 4) for k, v in tissue.measures.items()}
+    return volumes
 
 
 def _sequences(subject: Subject) -> tuple[str, ...]:
@@ -166,10 +205,7 @@ def measured_volumes(truth: pd.DataFrame, seed: int) -> pd.DataFrame:
     """What a segmentation tool (FreeSurfer-like) would report for each scan: the true volumes
     with a site bias per structure and a scan-level test-retest error (``effects.py``), no
     latents. The sequences of one session share one measurement (segmented on the T1w)."""
-    site_rng = stream_rng(seed, STREAM_MEASURE, 10 ** 7)
-    site_bias = {s.name: dict(zip(MEASURED_STRUCTURES, np.exp(site_rng.normal(0, fx.SITE_BIAS_CV,
-                                                                             len(MEASURED_STRUCTURES)))))
-                 for s in SITES}
+    site_bias = site_biases(seed)
     sessions = truth.drop_duplicates(["participant_id", "session_id"])
     noise = {}
     for r in sessions.itertuples(index=False):
@@ -181,6 +217,21 @@ def measured_volumes(truth: pd.DataFrame, seed: int) -> pd.DataFrame:
         out[k] = [round(v * site_bias[site][k] * noise[(p, ses)][k], 2) for v, site, p, ses in
                   zip(truth[k], truth["site"], truth["participant_id"], truth["session_id"])]
     return out
+
+
+def site_biases(seed: int) -> dict[str, dict[str, float]]:
+    """Each site's relative bias per reported structure (shared by volumes.tsv and the rescans')."""
+    site_rng = stream_rng(seed, STREAM_MEASURE, 10 ** 7)
+    return {s.name: dict(zip(MEASURED_STRUCTURES, np.exp(site_rng.normal(0, fx.SITE_BIAS_CV,
+                                                                         len(MEASURED_STRUCTURES)))))
+            for s in SITES}
+
+
+def _session_volumes(truth: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
+    """The true volumes of each session (its T1w row of the ground truth)."""
+    t1w = truth[truth["sequence"] == rs.RESCAN_SEQUENCE]
+    return {(p, ses): {k: float(v) for k, v in zip(MEASURED_STRUCTURES, values)}
+            for p, ses, *values in t1w[["participant_id", "session_id", *MEASURED_STRUCTURES]].itertuples(index=False)}
 
 
 def _write_tables(subjects: list[Subject], out: Path) -> None:
@@ -199,41 +250,22 @@ def _write_tables(subjects: list[Subject], out: Path) -> None:
 
 def generate(config: SynthConfig, out: Path, *, workers: int = 2, progress: bool = True,
              force: bool = False) -> Path:
-    """Generate the cohort into ``out`` (skipped when an identical one is already there)."""
+    """Generate the cohort into ``out`` (skipped when an identical one is already there; only the
+    rescans rendered when it was generated before them)."""
     out = Path(out)
     if is_complete(out, config) and not force:
         return out
     _remove_stale_partials(out)
+    if not force and lacks_only_rescans(out, config):
+        _upgrade_rescans(config, out, workers=workers, progress=progress)
+        return out
     tmp = out.with_name(out.name + f".partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # parallelism comes from one subject per worker thread
     try:
-        renderer = Renderer(load_anatomy(config.resolution), config.resolution)
-        subjects = draw_subjects(config, renderer)
-        _write_tables(subjects, tmp)
-        n_scans = sum(len(s.visits) * len(_sequences(s)) for s in subjects)
-        rows: dict[int, list[dict]] = {}
-        with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
-            task = bar.add_task("synth: rendering scans", total=n_scans)
-            futures = {pool.submit(render_subject, renderer, s, config, tmp): s for s in subjects}
-            for fut, s in futures.items():
-                rows[s.index] = fut.result()
-                bar.advance(task, len(rows[s.index]))
-        truth = pd.DataFrame([r for i in sorted(rows) for r in rows[i]])
-        truth.to_csv(tmp / "derivatives" / "synth" / "ground_truth.tsv", sep="\t", index=False,
-                     na_rep="n/a", float_format="%.6g", lineterminator="\n")
-        measured_volumes(truth, config.seed).to_csv(
-            tmp / "derivatives" / "synth" / "volumes.tsv", sep="\t", index=False, lineterminator="\n")
-        description = {
-            "Name": "mribench synthetic longitudinal cohort", "BIDSVersion": "1.9.0",
-            "DatasetType": "raw", "GeneratedBy": [{"Name": "mribench", "Version": __version__}],
-            "mribench": {**config.as_dict(), "external_site": EXTERNAL_SITE,
-                         "n_scans": n_scans},
-        }
-        # the marker is written last: its presence means the tree is complete
-        (tmp / DONE_MARKER).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+        _generate_into(config, tmp, workers=workers, progress=progress)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -243,6 +275,101 @@ def generate(config: SynthConfig, out: Path, *, workers: int = 2, progress: bool
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def _generate_into(config: SynthConfig, tmp: Path, *, workers: int, progress: bool) -> None:
+    """Render the whole cohort, rescans included, into the empty folder ``tmp``."""
+    renderer = Renderer(load_anatomy(config.resolution), config.resolution)
+    subjects = draw_subjects(config, renderer)
+    plans = rs.plan_rescans(config.seed, subjects)
+    _write_tables(subjects, tmp)
+    n_scans = sum(len(s.visits) * len(_sequences(s)) for s in subjects)
+    n_rescans = sum(len(p) for p in plans.values())
+    rows: dict[int, list[dict]] = {}
+    with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
+        task = bar.add_task("synth: rendering scans", total=n_scans + n_rescans)
+        futures = {pool.submit(render_subject, renderer, s, config, tmp, plans.get(s.index, ())): s
+                   for s in subjects}
+        for fut, s in futures.items():
+            rows[s.index] = fut.result()
+            bar.advance(task, len(rows[s.index]) + len(plans.get(s.index, ())))
+    truth = pd.DataFrame([r for i in sorted(rows) for r in rows[i]])
+    truth.to_csv(tmp / "derivatives" / "synth" / "ground_truth.tsv", sep="\t", index=False,
+                 na_rep="n/a", float_format="%.6g", lineterminator="\n")
+    measured_volumes(truth, config.seed).to_csv(
+        tmp / "derivatives" / "synth" / "volumes.tsv", sep="\t", index=False, lineterminator="\n")
+    rs.write_tables(tmp, [p for i in sorted(plans) for p in plans[i]], _session_volumes(truth),
+                    site_biases(config.seed), MEASURED_STRUCTURES)
+    description = {
+        "Name": "mribench synthetic longitudinal cohort", "BIDSVersion": "1.9.0",
+        "DatasetType": "raw", "GeneratedBy": [{"Name": "mribench", "Version": __version__}],
+        "mribench": {**config.as_dict(), "external_site": EXTERNAL_SITE,
+                     "n_scans": n_scans, "rescans": rs.description_block(n_rescans)},
+    }
+    # the marker is written last: its presence means the tree is complete
+    _write_marker(tmp / DONE_MARKER, description, scratch=tmp)
+
+
+def _write_marker(path: Path, description: dict, scratch: Path) -> None:
+    """Write dataset_description.json (the marker of a complete tree) in one rename, from a file
+    in ``scratch`` (a folder deleted afterwards: an interrupted write leaves nothing in the tree)."""
+    partial = scratch / f"{DONE_MARKER}.partial-{os.getpid()}"
+    partial.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+
+
+def _upgrade_rescans(config: SynthConfig, out: Path, *, workers: int, progress: bool) -> None:
+    """Add the rescans to a cohort generated before them, in place: render them alone into a
+    sibling folder, move them in, and rewrite the marker last (until then the tree reads as not
+    upgraded, so an interrupted upgrade is redone from the start)."""
+    tmp = out.with_name(out.name + f".partial-rescans-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-identical to the fresh generation's tissue maps
+    try:
+        renderer = Renderer(load_anatomy(config.resolution), config.resolution)
+        subjects = draw_subjects(config, renderer)
+        plans = rs.plan_rescans(config.seed, subjects)
+        volumes = _render_rescans(renderer, config, subjects, plans, tmp, workers=workers, progress=progress)
+        flat = [p for i in sorted(plans) for p in plans[i]]
+        rs.write_tables(tmp, flat, volumes, site_biases(config.seed), MEASURED_STRUCTURES)
+        _move_rescans_in(tmp, out)
+        description = json.loads((out / DONE_MARKER).read_text())
+        description["mribench"]["rescans"] = rs.description_block(len(flat))
+        _write_marker(out / DONE_MARKER, description, scratch=tmp)
+    finally:
+        torch.set_num_threads(threads)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _render_rescans(renderer: Renderer, config: SynthConfig, subjects: list[Subject],
+                    plans: dict[int, list[rs.RescanPlan]], tmp: Path, *, workers: int,
+                    progress: bool) -> dict[tuple[str, str], dict[str, float]]:
+    """Render every planned rescan into ``tmp`` (one subject per worker task); return the true
+    volumes of the rescanned sessions."""
+    by_index = {s.index: s for s in subjects}
+    volumes: dict[tuple[str, str], dict[str, float]] = {}
+    with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
+        task = bar.add_task("synth: rendering rescans", total=sum(len(p) for p in plans.values()))
+        futures = [pool.submit(render_rescans_only, renderer, by_index[i], config, tmp, plans[i])
+                   for i in sorted(plans)]
+        for fut, i in zip(futures, sorted(plans)):
+            volumes.update(fut.result())
+            bar.advance(task, len(plans[i]))
+    return volumes
+
+
+def _move_rescans_in(tmp: Path, out: Path) -> None:
+    """Replace the rescan files of ``out`` by those rendered in ``tmp`` (stale ones removed)."""
+    fresh = {p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file()}
+    for pattern in rs.RESCAN_FILE_GLOBS:
+        for old in out.glob(pattern):
+            if old.relative_to(out) not in fresh:
+                old.unlink()
+    for rel in sorted(fresh):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, out / rel)
 
 
 def _remove_stale_partials(out: Path) -> None:
@@ -256,16 +383,35 @@ def _remove_stale_partials(out: Path) -> None:
             pass  # another user's live process
 
 
-def is_complete(out: Path, config: SynthConfig) -> bool:
-    """True when ``out`` holds a finished cohort generated with exactly ``config``."""
+def _recorded_parameters(out: Path) -> dict | None:
+    """The ``mribench`` block of the marker of ``out``; None when there is no readable marker."""
     marker = Path(out) / DONE_MARKER
     if not marker.is_file():
-        return False
+        return None
     try:
         params = json.loads(marker.read_text()).get("mribench", {})
     except json.JSONDecodeError:
-        return False
+        return None
+    return params if isinstance(params, dict) else None
+
+
+def _same_parameters(params: dict, config: SynthConfig) -> bool:
     return all(params.get(k) == v for k, v in config.as_dict().items())
+
+
+def is_complete(out: Path, config: SynthConfig) -> bool:
+    """True when ``out`` holds a finished cohort generated with exactly ``config``, its rescans
+    included (with the current rescan parameters)."""
+    params = _recorded_parameters(out)
+    return params is not None and _same_parameters(params, config) and rs.block_is_current(params.get("rescans"))
+
+
+def lacks_only_rescans(out: Path, config: SynthConfig) -> bool:
+    """True when ``out`` is a finished cohort of ``config`` whose rescans are missing or were made
+    with other rescan parameters: upgrading it renders the rescans alone."""
+    params = _recorded_parameters(out)
+    return (params is not None and _same_parameters(params, config)
+            and not rs.block_is_current(params.get("rescans")))
 
 
 def _progress(enabled: bool):

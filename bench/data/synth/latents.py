@@ -16,6 +16,9 @@ from bench.data.synth import effects as fx
 
 #: Random-stream ids, so each kind of draw has its own independent generator.
 STREAM_SUBJECT, STREAM_ANATOMY, STREAM_SCAN, STREAM_INDIVIDUAL, STREAM_MEASURE = 0, 1, 2, 3, 4
+#: Rescans (a second same-session acquisition, ``rescans.py``) draw only from streams of their own,
+#: added after the others, so every scan and table generated before them keeps its bytes.
+STREAM_RESCAN, STREAM_RESCAN_MEASURE = 5, 6
 
 @dataclass(frozen=True)
 class Site:

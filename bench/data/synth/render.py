@@ -31,6 +31,7 @@ CONTRASTS: dict[str, dict[str, float]] = {
 #: IDH-like mutants show the T2-FLAIR mismatch: a core bright on T2w but suppressed on FLAIR.
 MUTANT_FLAIR_CORE = 0.36
 HIPPOCAMPUS_RADIUS_MM = 9.0
+Vector3 = tuple[float, float, float]
 
 
 def _ramp(x: float, start: float) -> float:
@@ -76,6 +77,16 @@ def white_matter_loss(bio_age: float) -> float:
     return float(np.clip(fx.WM_AGE_LINEAR * _ramp(bio_age, 55.0) - growth, -0.15, 0.4))
 
 
+def rotation_matrix(angles: np.ndarray) -> np.ndarray:
+    """R = Rx @ Ry @ Rz for angles (radians) about x, y, z (the convention of the subject's head
+    rotation in :meth:`Renderer.subject_field`)."""
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    return (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+            @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+            @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
+
+
 @dataclass(frozen=True)
 class StructureState:
     """The structure-level latents of one visit (recorded in the ground truth)."""
@@ -109,6 +120,18 @@ class SubjectField:
 
 
 @dataclass
+class SessionTissue:
+    """The tissue fractions of one visit on the output grid and their volumes (ml): the anatomy
+    every acquisition of the session images."""
+
+    gm: torch.Tensor
+    wm: torch.Tensor
+    csf: torch.Tensor
+    brain: torch.Tensor            # gm + wm + csf
+    measures: dict[str, float]     # structure volumes (ml), before any lesion
+
+
+@dataclass
 class RenderedSession:
     """All sequences of one session plus its masks and measured latents."""
 
@@ -116,6 +139,7 @@ class RenderedSession:
     brain_mask: np.ndarray          # uint8
     tumour_labels: np.ndarray | None  # uint8: 1 oedema, 2 core
     measures: dict[str, float]      # structure volumes (ml) measured on this session's anatomy
+    tissue: SessionTissue | None = None  # the tissue maps the images were made from (for a rescan)
 
 
 _HIPPOCAMPUS = CHANNELS.index("hippocampus")
@@ -342,8 +366,9 @@ class Renderer:
         return core, necrosis, oedema, rim
 
     # -- imaging -------------------------------------------------------------------------
-    def render_session(self, subject: Subject, field: SubjectField, visit_index: int,
-                       sequences: tuple[str, ...], seed: int) -> RenderedSession:
+    def session_tissue(self, subject: Subject, field: SubjectField, visit_index: int) -> SessionTissue:
+        """The tissue maps of one visit and their true volumes, before any lesion or scanner: what
+        every acquisition of the session shares (a rescan images these same maps)."""
         month = subject.visits[visit_index].month
         ch = dict(zip(CHANNELS, self.warp(subject, field, month)))
         brain = ch["gm"] + ch["wm"] + ch["csf"]
@@ -363,6 +388,13 @@ class Renderer:
             "csf_ml": float(csf.sum()) * self.voxel_ml,
             "icv_ml": float(brain.sum()) * self.voxel_ml,
         }
+        return SessionTissue(gm=gm, wm=wm, csf=csf, brain=brain, measures=measures)
+
+    def render_session(self, subject: Subject, field: SubjectField, visit_index: int,
+                       sequences: tuple[str, ...], seed: int) -> RenderedSession:
+        tissue = self.session_tissue(subject, field, visit_index)
+        gm, wm, csf, brain = tissue.gm, tissue.wm, tissue.csf, tissue.brain
+        measures = dict(tissue.measures)  # the tumour's volumes are added to this session's copy
         labels = None
         tissue_w = 1.0
         if subject.tumour:
@@ -390,7 +422,68 @@ class Renderer:
             images[seq] = self.scanner(img, brain, subject.site, rng)
         return RenderedSession(
             images=images, brain_mask=(brain > 0.5).to(torch.uint8).numpy(),
-            tumour_labels=None if labels is None else labels.numpy(), measures=measures)
+            tumour_labels=None if labels is None else labels.numpy(), measures=measures, tissue=tissue)
+
+    def _rigid_voxel_map(self, translation_mm: Vector3, rotation_deg: Vector3) -> tuple[np.ndarray, np.ndarray]:
+        """(M, v): the output voxel ijk of a head moved by a rigid transform (rotation R about the
+        template's centre c, then translation t) reads its source voxel M @ ijk + v, the voxel of
+        x = R^T (y - c - t) + c on the same grid."""
+        a, a0 = self.affine[:3, :3], self.affine[:3, 3]
+        a_inv = np.linalg.inv(a)
+        rot_t = rotation_matrix(np.radians(rotation_deg)).T
+        c, t = self.centre.double().numpy(), np.asarray(translation_mm, dtype=float)
+        return a_inv @ rot_t @ a, a_inv @ (rot_t @ (a0 - c - t) + c - a0)
+
+    def _moved_box(self, support: torch.Tensor, m: np.ndarray, v: np.ndarray) -> tuple[slice, slice, slice]:
+        """Output voxels that can read a non-zero source voxel: the box of the source's support,
+        one voxel wider (bilinear reads the neighbours), mapped forward by the inverse of (M, v)."""
+        lo, hi = [], []
+        for axis in range(3):
+            idx = support.any(dim=tuple(d for d in range(3) if d != axis)).nonzero()
+            lo.append(int(idx.min()) - 1)
+            hi.append(int(idx.max()) + 1)
+        corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
+        moved = (corners - v) @ np.linalg.inv(m).T
+        first = np.floor(moved.min(0)).astype(int) - 1
+        last = np.ceil(moved.max(0)).astype(int) + 1
+        box = tuple(slice(max(0, f), min(n, e + 1)) for f, e, n in zip(first, last, self.shape))
+        return box  # type: ignore[return-value]
+
+    def move_rigidly(self, volumes: torch.Tensor, translation_mm: Vector3, rotation_deg: Vector3) -> torch.Tensor:
+        """(C, D, H, W) volumes moved by a small rigid head motion (trilinear), zero outside.
+
+        Only the box of output voxels that can be non-zero is sampled (most of the grid, but not its
+        empty margins): each voxel is computed from its own sample point, so the rest are the zeros
+        grid_sample would have returned there."""
+        support = (volumes != 0).any(0)
+        out = torch.zeros_like(volumes)
+        if not bool(support.any()):
+            return out
+        m, v = self._rigid_voxel_map(translation_mm, rotation_deg)
+        box = self._moved_box(support, m, v)
+        # grid_sample's coordinates of the source voxel, (k, j, i) in [-1, 1]: affine in the voxel
+        # index, so a sum of one term per axis broadcast over the box (cheaper than a matrix product)
+        scale = np.diag(2 / (np.array(self.shape) - 1.0))[::-1]
+        to_grid = torch.from_numpy(scale @ m).float()
+        i, j, k = (torch.arange(s.start, s.stop, dtype=torch.float32) for s in box)
+        grid = ((i[:, None, None, None] * to_grid[:, 0] + j[None, :, None, None] * to_grid[:, 1])
+                + (k[None, None, :, None] * to_grid[:, 2] + torch.from_numpy(scale @ v - 1).float()))
+        out[(slice(None),) + box] = F.grid_sample(volumes.unsqueeze(0), grid.unsqueeze(0), mode="bilinear",
+                                                  padding_mode="zeros", align_corners=True)[0]
+        return out
+
+    def render_rescan(self, tissue: SessionTissue, site_name: str, translation_mm: Vector3,
+                      rotation_deg: Vector3, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A second T1w acquisition of a session: its tissue maps moved by a small rigid head
+        position, then the site's scanner with a fresh draw (``rng``). Returns (image, brain mask).
+
+        The T1w contrast is a linear mix of the tissue maps, so the mix and the brain map are moved
+        (two volumes) instead of the three maps: the same image up to float rounding, with a third
+        less sampling."""
+        k = CONTRASTS["T1w"]
+        mixed = torch.stack([tissue.gm * k["gm"] + tissue.wm * k["wm"] + tissue.csf * k["csf"], tissue.brain])
+        image, brain = self.move_rigidly(mixed, translation_mm, rotation_deg)
+        return self.scanner(image, brain, site_name, rng), (brain > 0.5).to(torch.uint8).numpy()
 
     def scanner(self, img: torch.Tensor, brain: torch.Tensor, site_name: str,
                 rng: np.random.Generator) -> np.ndarray:
