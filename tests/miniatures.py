@@ -97,7 +97,7 @@ def build_adni(root: Path) -> Path:
     Messy parts, by subject index: 0 has its m12 row twice in ADNIMERGE (1 visit dropped);
     6 has no DX at m06 (diagnosis left empty); 1 has an extra MPRAGE 400+ days from any visit
     (1 scan dropped); 2's baseline scan is dated 120 days after its exam but ADNIMERGE's IMAGEUID
-    names it (kept); 7 has an MPRAGE_Repeat at baseline (1 scan dropped); 8 has a localizer
+    names it (kept); 7 has an MPRAGE_Repeat at baseline (kept as run 02, a repeat); 8 has a localizer
     (1 scan dropped); 9 has an Axial_T2_FLAIR at baseline (kept as FLAIR); 14 uses the old
     spellings (NL / 'MCI to Dementia'); 21 has no PTGENDER (sex left empty); 099_S_9999 has a
     scan but no ADNIMERGE row (1 scan dropped). ADNIMERGE visits without a scan: the 8 m48 visits.
@@ -203,7 +203,7 @@ def build_oasis3(root: Path) -> Path:
     Messy: subject 1's day-365 visit is listed twice (1 clinical row dropped); subject 2 has no
     CDR at day 730 (the day-800 session's diagnosis is empty); subject 3 has an MR session at
     day 1600, 505 days from any visit (1 scan dropped); subject 4 has T1w run-01 and run-02 at
-    day 30 (1 scan dropped); subject 5 has a resting-state BOLD run (1 scan dropped); subject 6
+    day 30 (run-02 kept as a repeat); subject 5 has a resting-state BOLD run (1 scan dropped); subject 6
     has a T2w at day 30 (kept); OAS30099 has a session but no clinical row (1 scan dropped);
     subject 12 is missing from the demographics (sex empty, age from 'age at visit').
     Sessions kept: 12 x 3 = 36 T1w + 1 T2w. Subjects 1-6 have a JSON sidecar naming the scanner.

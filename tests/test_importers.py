@@ -69,9 +69,9 @@ def test_adni_maps_visits_and_counts_every_drop(adni):
     assert _dropped(r) == {
         ("visit", "duplicate (PTID, VISCODE) row in ADNIMERGE; kept the first"): 1,
         ("scan", "no ADNIMERGE visit within 90 days of the scan date"): 1,
-        ("scan", "repeat T1w at the same visit; kept the lowest image id"): 1,
         ("scan", "series is not a T1w / T2w / FLAIR / PD image"): 1,
         ("scan", "subject not in ADNIMERGE"): 1}
+    assert r.repeats == {"repeat T1w at the same visit (the lowest image id is the table's scan)": 1}
     assert r.notes["ADNIMERGE visit(s) without a scan (kept for diagnosis follow-up and conversion)"] == 8
     assert r.missing == {"sex": 4, "diagnosis": 1}
     # subject 0: CN, female, site 002; age = AGE + Years_bl; its m12 exam was 365 - 2 days after bl
@@ -90,8 +90,8 @@ def test_adni_maps_visits_and_counts_every_drop(adni):
     s8 = c.table[c.table.participant_id == "sub-ADNI023S4008"]
     assert s8.months_from_baseline.max() == 36 and (s8.followup_months == 48).all()  # m48: clinic only
     saved = json.loads(adni.report_json.read_text())
-    assert sum(d["count"] for d in saved["dropped"]) == 5 and saved["kept"]["scans"] == 111
-    assert len(pd.read_csv(adni.dropped_tsv, sep="\t")) == 5
+    assert sum(d["count"] for d in saved["dropped"]) == 4 and saved["kept"]["scans"] == 111
+    assert len(pd.read_csv(adni.dropped_tsv, sep="\t")) == 4
     assert open_cohort(adni.manifest).name == "adni"
 
 
@@ -112,10 +112,10 @@ def test_oasis3_matches_sessions_to_clinical_visits(oasis3):
     assert r.kept == {"subjects": 12, "sessions": 36, "scans": 37}
     assert _dropped(r) == {
         ("clinical row", "duplicate (subject, day) clinical visit; kept the first"): 1,
-        ("scan", "extra run of T1w in the session; kept the first run"): 1,
         ("scan", "no clinical visit within 180 days of the MR session"): 1,
         ("scan", "not a T1w / T2w / FLAIR image"): 1,
         ("scan", "subject not in the clinical table"): 1}
+    assert r.repeats == {"extra run of T1w in the session (the first run is the table's scan)": 1}
     assert r.notes["clinical visit(s) with a non-Alzheimer's dx1 (diagnosis left empty)"] == 4
     assert r.missing == {"sex": 3, "diagnosis": 4}
     s1 = _row(c, "sub-OAS30001", "ses-d0030")

@@ -5,6 +5,11 @@ documented order (months: sessions.tsv ``months_from_baseline``, else ``acq_time
 ``M<n>`` session label; age: sessions.tsv, else baseline age + months). Files that are not an
 anatomical contrast we know are listed in ``Cohort.metadata['skipped_files']``, not hidden.
 Anything inconsistent raises :class:`CohortError` naming the subject and the file to fix.
+
+Several runs of one sequence in one session (``..._T1w`` and ``..._run-02_T1w``, or ``run-01`` and
+``run-02``): the first (no run entity, else the lowest run number) is the table's row, as it would
+be without the others; the later runs go to ``Cohort.repeats``, each with the brain mask of its own
+run (``..._run-02_desc-brain_mask.nii.gz``), else the session's.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.data.cohort import Cohort, checked_numeric
+from bench.data.bids_cache import ScanTables
+from bench.data.cohort import Cohort, checked_numeric, repeat_mask
 from bench.errors import CohortError
 
 ANAT_SUFFIXES = ("T1w", "T2w", "FLAIR", "PDw", "T2starw")
@@ -115,9 +121,10 @@ def _months(sub: str, sessions: pd.DataFrame | None, labels: list[str], path: Pa
                       f"or acq_time to {path}")
 
 
-def _derivative(root: Path, sub: str, ses: str | None, pattern: str) -> str | float:
+def _derivative(root: Path, sub: str, ses: str | None, pattern: str, stem: str | None = None) -> str | float:
+    """The first ``derivatives/*/<sub>/[<ses>/]anat/<stem><pattern>`` (stem: ``sub[_ses]``), or NaN."""
     sesdir = f"{ses}/" if ses else ""
-    stem = f"{sub}_{ses}" if ses else sub
+    stem = stem or (f"{sub}_{ses}" if ses else sub)
     hits = sorted((root / "derivatives").glob(f"*/{sub}/{sesdir}anat/{stem}{pattern}"))
     return str(hits[0]) if hits else np.nan
 
@@ -160,29 +167,74 @@ def _scan_row(root: Path, sub: str, p: pd.Series, sessions: pd.DataFrame | None,
     return row
 
 
-def read_bids(root: str | Path, name: str | None = None, cache: bool = True) -> Cohort:
-    """Build a :class:`Cohort` from a BIDS tree (one row per anatomical scan).
+def _repeat_row(root: Path, row: dict) -> dict:
+    """A repeat's row: its own run's brain mask and label map where the tree has them (the
+    session's are aligned with the session's first scan, not with a rescan), else the session's."""
+    sub, ses = row["participant_id"], row["session_id"]
+    ses = None if ses == "ses-none" else ses
+    stem = Path(row["path"]).name.rsplit("_", 1)[0]  # the scan's name without its suffix
+    out = dict(row)
+    for col, pattern in (("mask_path", "_desc-brain_mask.nii*"), ("seg_path", "_dseg.nii*")):
+        own = _derivative(root, sub, ses, pattern, stem=stem)
+        if isinstance(own, str):
+            out[col] = own
+    return out
 
-    The table is kept between runs (:mod:`bench.data.bids_cache`) and read afresh whenever a file
+
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    """Integer label columns as nullable integers (the reader's dtypes, which the cache keeps)."""
+    for col in ("risk_factor", "marker", "event"):
+        if col in table.columns:
+            table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
+    return table
+
+
+def _split_rows(root: Path, rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(table of the first acquisitions, repeats or None). The table is built from its own rows
+    alone, so it is the very table the tree would give without its repeats; the repeats have the
+    table's columns (plus ``run`` and any column only they fill)."""
+    keys = pd.DataFrame([{k: r[k] for k in ("participant_id", "session_id", "sequence", "acq", "run")}
+                         for r in rows])
+    mask = repeat_mask(keys)
+    table = _typed(pd.DataFrame([r for r, m in zip(rows, mask) if not m]).dropna(axis=1, how="all"))
+    if not mask.any():
+        return table, None
+    repeats = _typed(pd.DataFrame([_repeat_row(root, r) for r, m in zip(rows, mask) if m]))
+    extra = [c for c in repeats.columns if c not in table.columns and repeats[c].notna().any()]
+    return table, repeats.reindex(columns=list(table.columns) + extra)
+
+
+def read_bids(root: str | Path, name: str | None = None, cache: bool = True) -> Cohort:
+    """Build a :class:`Cohort` from a BIDS tree (one row per anatomical scan; later runs of a
+    scan in ``Cohort.repeats``).
+
+    The tables are kept between runs (:mod:`bench.data.bids_cache`) and read afresh whenever a file
     of the tree changes; ``cache=False`` always reads the tree."""
-    from bench.data.bids_cache import cached_read
+    from bench.data.bids_cache import cached_scans
 
     root = Path(root).resolve()
     if cache:
-        table, skipped = cached_read(root, lambda: read_bids_table(root), code=_READER_CODE)
+        scans = cached_scans(root, lambda: read_bids_scans(root), code=_READER_CODE)
     else:
-        table, skipped = read_bids_table(root)
+        scans = read_bids_scans(root)
     truth = None
     truth_path = root / "derivatives" / "synth" / "ground_truth.tsv"
     if truth_path.is_file():
         truth = _read_tsv(truth_path)
-    return Cohort(table, name=name or root.name, root=root, ground_truth=truth,
-                  metadata={"source": "bids", "skipped_files": skipped})
+    return Cohort(scans.table, name=name or root.name, root=root, ground_truth=truth,
+                  metadata={"source": "bids", "skipped_files": scans.skipped}, repeats=scans.repeats)
 
 
 def read_bids_table(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The tree's scan table as the reader builds it (before the Cohort's checks), and the files
-    that are not an anatomical scan we know."""
+    """The tree's scan table as the reader builds it (before the Cohort's checks; first
+    acquisitions only), and the files that are not an anatomical scan we know."""
+    scans = read_bids_scans(root)
+    return scans.table, scans.skipped
+
+
+def read_bids_scans(root: Path) -> ScanTables:
+    """The tree's scan table, its repeat scans (None without any) and the files that are not an
+    anatomical scan we know, as the reader builds them (before the Cohort's checks)."""
     participants = _participants(root)
     subject_dirs = sorted(p for p in root.glob("sub-*") if p.is_dir())
     unknown = [p.name for p in subject_dirs if p.name not in participants.index]
@@ -207,14 +259,10 @@ def read_bids_table(root: Path) -> tuple[pd.DataFrame, list[str]]:
         rows += [_scan_row(root, sub, participants.loc[sub], sessions, months, *scan) for scan in scans]
     if not rows:
         raise CohortError(f"{root}: no anatomical scans found under sub-*/[ses-*/]anat/")
-    table = pd.DataFrame(rows)
-    table = table.dropna(axis=1, how="all")  # drop entity columns no file uses
-    for col in ("risk_factor", "marker", "event"):
-        if col in table.columns:
-            table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
-    return table, skipped
+    table, repeats = _split_rows(root, rows)  # entity columns no file of the table uses are dropped
+    return ScanTables(table, repeats, skipped)
 
 
 #: The source that turns a tree into a table: part of the cached table's fingerprint, so a change
-#: to the reader reads every tree again.
-_READER_CODE = (Path(__file__), Path(__file__).with_name("bids_cache.py"))
+#: to the reader reads every tree again (cohort.py: which scans are repeats, :func:`repeat_mask`).
+_READER_CODE = (Path(__file__), Path(__file__).with_name("bids_cache.py"), Path(__file__).with_name("cohort.py"))

@@ -11,6 +11,9 @@ The cohort table is hashed into every record's identity (``cohort_sha256``), so 
 must be the very table the reader builds: same columns in the same order, same dtypes, same
 values. It is stored as JSON (no pickle: the cache folder is not trusted with code), column by
 column with its dtype, and a file whose dtypes do not come back as stored counts as a miss.
+The repeat scans (``Cohort.repeats``: run-02... of a session's scan) are stored beside the table,
+the same way; a stored file without them (written by :func:`cached_read`) is a miss for
+:func:`cached_scans`, so a tree's repeats are never lost to an older entry.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,8 +31,17 @@ import pandas as pd
 from bench.atomic import atomic_write_bytes
 from bench.paths import cache_home
 
-#: Bumped when the stored layout changes; part of every fingerprint.
-FORMAT = 1
+#: Bumped when the stored layout changes; part of every fingerprint (2: repeats stored too).
+FORMAT = 2
+
+
+class ScanTables(NamedTuple):
+    """What reading a tree gives: the table (first acquisitions), the repeat scans (or None) and
+    the files that are not an anatomical scan the reader knows."""
+
+    table: pd.DataFrame
+    repeats: pd.DataFrame | None
+    skipped: list[str]
 
 
 def cache_file(root: Path) -> Path:
@@ -98,25 +110,57 @@ def decode_table(data: dict) -> pd.DataFrame | None:
     return table
 
 
-def cached_read(root: Path, read: Callable[[], tuple[pd.DataFrame, list[str]]],
-                code: tuple[Path, ...] = ()) -> tuple[pd.DataFrame, list[str]]:
-    """``read()``'s (table, skipped files) of the tree at ``root``: from the cache when the tree's
-    fingerprint is the stored one, else read and stored (atomically: two runs at once both read,
-    and the last rename wins with the same content)."""
-    path = cache_file(root)
-    fingerprint = tree_fingerprint(root, code)
+def _load(path: Path, fingerprint: str, with_repeats: bool) -> ScanTables | None:
+    """The stored tables when the stored fingerprint is ``fingerprint`` and every table comes back
+    with its dtypes (and the repeats were stored, where ``with_repeats``); else None (a miss)."""
     try:
         stored = json.loads(path.read_text())
-        if stored.get("fingerprint") == fingerprint:
-            table = decode_table(stored["table"])
-            if table is not None:
-                return table, list(stored["skipped"])
+        if stored.get("fingerprint") != fingerprint or (with_repeats and "repeats" not in stored):
+            return None
+        table = decode_table(stored["table"])
+        repeats = stored.get("repeats")
+        decoded = decode_table(repeats) if repeats is not None else None
+        if table is None or (repeats is not None and decoded is None):
+            return None
+        return ScanTables(table, decoded, list(stored["skipped"]))
     except (OSError, ValueError, KeyError, TypeError):
-        pass  # missing, unreadable or of another layout: read the tree
-    table, skipped = read()
-    payload = {"root": str(root), "fingerprint": fingerprint, "table": encode_table(table), "skipped": skipped}
+        return None  # missing, unreadable or of another layout: read the tree
+
+
+def _store(path: Path, root: Path, fingerprint: str, scans: ScanTables, with_repeats: bool) -> None:
+    """Keep the tables (atomically: two runs at once both read, and the last rename wins with the
+    same content); a read-only cache folder costs the next run the read, nothing else."""
+    payload = {"root": str(root), "fingerprint": fingerprint, "table": encode_table(scans.table),
+               "skipped": scans.skipped}
+    if with_repeats:
+        payload["repeats"] = None if scans.repeats is None else encode_table(scans.repeats)
     try:
         atomic_write_bytes(path, json.dumps(payload).encode())
     except OSError:
-        pass  # a read-only cache folder costs the next run the read, nothing else
+        pass
+
+
+def cached_scans(root: Path, read: Callable[[], ScanTables], code: tuple[Path, ...] = ()) -> ScanTables:
+    """``read()``'s tables of the tree at ``root``: from the cache when the tree's fingerprint is the
+    stored one, else read and stored."""
+    path, fingerprint = cache_file(root), tree_fingerprint(root, code)
+    hit = _load(path, fingerprint, with_repeats=True)
+    if hit is not None:
+        return hit
+    scans = read()
+    _store(path, root, fingerprint, scans, with_repeats=True)
+    return scans
+
+
+def cached_read(root: Path, read: Callable[[], tuple[pd.DataFrame, list[str]]],
+                code: tuple[Path, ...] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """``read()``'s (table, skipped files) of the tree at ``root``, for a caller that wants the table
+    alone: from the cache when the fingerprint matches (whoever stored it), else read and stored
+    without repeats (so :func:`cached_scans` reads the tree again rather than lose them)."""
+    path, fingerprint = cache_file(root), tree_fingerprint(root, code)
+    hit = _load(path, fingerprint, with_repeats=False)
+    if hit is not None:
+        return hit.table, hit.skipped
+    table, skipped = read()
+    _store(path, root, fingerprint, ScanTables(table, None, skipped), with_repeats=False)
     return table, skipped

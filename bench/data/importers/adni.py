@@ -25,7 +25,10 @@ Decisions (each dropped item is counted with its reason):
 * ``conversion_month``: first visit diagnosed AD after a visit diagnosed CN or MCI, from all
   visits (with or without a scan); ``followup_months``: last visit with a diagnosis.
 * Duplicate (PTID, VISCODE) rows: the first is kept. Repeat scans of one sequence at one visit
-  (e.g. ``MPRAGE`` and ``MPRAGE_Repeat``): the lowest image id is kept.
+  (e.g. ``MPRAGE`` and ``MPRAGE_Repeat``): the lowest image id is the table's scan, written as it
+  always was; the others are kept as runs of the same session (``run`` 02, 03... by image id:
+  ``Cohort.repeats``, for test-retest), with the visit's clinical values and their own image id,
+  description and scanner. The report says "kept N repeat scan(s) as runs".
 * ``age``: baseline ``AGE`` plus the time since the baseline exam (``Years_bl`` or dates);
   ``site``: the site code of ``PTID`` (``002`` of ``002_S_0295``; ``SITE`` holds the same number).
 * ``split_id`` (what the split rule ``splits/adni/ad.rule.yaml`` hashes) is the ``PTID``.
@@ -44,8 +47,8 @@ import numpy as np
 import pandas as pd
 
 from bench.data.importers.common import (DAYS_PER_YEAR, ImportReport, find_table, release_niftis,
-                                         need_columns, norm_sex, pick_column, read_table, scanner_from_sidecar,
-                                         sequence_of, to_float)
+                                         need_columns, norm_sex, pick_column, read_table, run_label,
+                                         scanner_from_sidecar, sequence_of, to_float)
 
 PTID = re.compile(r"(\d{3}_S_\d{4})")
 IMAGE_ID = re.compile(r"_I(\d+)(?:\D|$)")
@@ -216,6 +219,21 @@ def _row(sub: str, session: str, seq: str, s, visit, info, years_col: str | None
     }
 
 
+def _visit_rows(ptid: str, seq: str, cands: list, visit: pd.Series, info: pd.Series, years_col: str | None,
+                report: ImportReport) -> list[dict]:
+    """The rows of a visit's scans of one sequence: the lowest image id as the table's scan, any
+    other as a run of the same session (a same-visit rescan, kept for test-retest)."""
+    cands = sorted(cands, key=lambda s: (int(s["image_id"][1:]) if isinstance(s["image_id"], str)
+                                         else 10 ** 12, str(s["path"])))
+    sub, session = participant_id(ptid), f"ses-M{int(visit['month']):03d}"
+    rows = [{**_row(sub, session, seq, cands[0], visit, info, years_col), "split_id": ptid}]
+    for order, extra in enumerate(cands[1:], start=1):
+        report.keep_repeat(f"repeat {seq} at the same visit (the lowest image id is the table's scan)")
+        rows.append({**_row(sub, session, seq, extra, visit, info, years_col), "split_id": ptid,
+                     "run": run_label(order)})
+    return rows
+
+
 def import_adni(root: Path, clinical: str | None, report: ImportReport, *, window_days: float = 90,
                 **_: object) -> list[dict]:
     """Cohort rows for an ADNI download (see the module docstring for every decision)."""
@@ -246,15 +264,8 @@ def import_adni(root: Path, clinical: str | None, report: ImportReport, *, windo
             matched.setdefault((idx, s["sequence"]), []).append(s)
         info = subjects.loc[ptid]
         for (idx, seq), cands in sorted(matched.items(), key=lambda kv: (visits.at[kv[0][0], "month"], kv[0][1])):
-            cands = sorted(cands, key=lambda s: (int(s["image_id"][1:]) if isinstance(s["image_id"], str)
-                                                 else 10 ** 12, str(s["path"])))
-            visit = visits.loc[idx]
-            session = f"ses-M{int(visit['month']):03d}"
-            for extra in cands[1:]:
-                report.drop("scan", f"repeat {seq} at the same visit; kept the lowest image id",
-                            subject=sub, session=session, file=extra["path"], detail=str(cands[0]["image_id"]))
             used_visits.add(idx)
-            rows.append({**_row(sub, session, seq, cands[0], visit, info, years_col), "split_id": ptid})
+            rows += _visit_rows(ptid, seq, cands, visits.loc[idx], info, years_col, report)
     _note_missing_volumes(rows, report)
     no_scan = visits.index.difference(sorted(used_visits))
     report.note("ADNIMERGE visit(s) without a scan (kept for diagnosis follow-up and conversion)", len(no_scan))

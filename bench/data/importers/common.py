@@ -5,6 +5,12 @@ An import never fixes data by guessing. A value the release does not give stays 
 counted; a row that cannot enter the cohort table (a scan no clinical visit explains, a
 duplicate visit, an unknown sequence...) is dropped, counted under a reason, and listed one per
 line in ``<name>_dropped.tsv`` beside the manifest, so a researcher can check every decision.
+
+A repeat scan (a second acquisition of one sequence at one visit) is not dropped: it is written to
+the manifest as a ``run`` of its session (``run`` 02, 03...; the first acquisition, the one an
+import has always kept, has an empty ``run`` and is written exactly as before), which the manifest
+reader keeps out of the cohort table, in ``Cohort.repeats``. So the table, its hash and the splits
+are what they were, and a test-retest protocol has its rescans.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import pandas as pd
 
 from bench.atomic import atomic_write_bytes
 from bench.splits import file_sha256
-from bench.data.cohort import REQUIRED_COLUMNS, Cohort
+from bench.data.cohort import REQUIRED_COLUMNS, Cohort, repeat_mask
 from bench.errors import CohortError, MribenchError
 
 #: Columns whose empty values the report counts (the cohort schema's, where an importer fills them).
@@ -46,11 +52,13 @@ class ImportReport:
 
     ``dropped`` counts items left out by (kind, reason); ``notes`` counts kept items worth
     knowing about (e.g. clinical visits without a scan, kept for follow-up); ``items`` lists each
-    dropped item, so the counts can be audited line by line.
+    dropped item, so the counts can be audited line by line; ``repeats`` counts repeat scans kept
+    as runs (``Cohort.repeats``) by reason, each one a row of the manifest with its ``run``.
     """
 
     dataset: str
     dropped: Counter = field(default_factory=Counter)
+    repeats: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
     items: list[dict] = field(default_factory=list)
     missing: dict[str, int] = field(default_factory=dict)
@@ -66,6 +74,10 @@ class ImportReport:
         self.dropped[(kind, reason)] += 1
         self.items.append({"kind": kind, "reason": reason, "subject": subject, "session": session,
                            "file": str(file), "detail": detail})
+
+    def keep_repeat(self, reason: str) -> None:
+        """Count one repeat scan kept as a run of its session (not a table row, not dropped)."""
+        self.repeats[reason] += 1
 
     def note(self, what: str, n: int = 1) -> None:
         """Count something kept but noteworthy (it is not an error and loses no data)."""
@@ -93,6 +105,8 @@ class ImportReport:
         k = self.kept
         out = [f"{self.dataset}: kept {k.get('subjects', 0)} subjects, {k.get('sessions', 0)} sessions, "
                f"{k.get('scans', 0)} scans"]
+        for reason, n in sorted(self.repeats.items(), key=lambda kv: (-kv[1], kv[0])):
+            out.append(f"  kept {n} repeat scan(s) as runs: {reason}")
         for (kind, reason), n in sorted(self.dropped.items(), key=lambda kv: (-kv[1], kv[0])):
             out.append(f"  dropped {n} {kind}(s): {reason}")
         for what, n in sorted(self.notes.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -108,6 +122,8 @@ class ImportReport:
                 "column_sources": dict(sorted(self.columns.items())),
                 "dropped": [{"kind": kind, "reason": reason, "count": n}
                             for (kind, reason), n in sorted(self.dropped.items())],
+                "repeats_kept_as_runs": [{"reason": reason, "count": n}
+                                         for reason, n in sorted(self.repeats.items())],
                 "notes": dict(sorted(self.notes.items())), "missing_values": self.missing}
 
 
@@ -130,6 +146,12 @@ def to_float(value) -> float:
     except (TypeError, ValueError):
         return float("nan")
     return out if np.isfinite(out) else float("nan")
+
+
+def run_label(order: int) -> str:
+    """The ``run`` of a visit's ``order``-th acquisition of a sequence (0 is the first, which has
+    none): '02', '03'..., numbered in the order the importer ranks them (image id, run, file name)."""
+    return f"{order + 1:02d}"
 
 
 def is_nifti(path: Path) -> bool:
@@ -320,7 +342,7 @@ def write_import(rows: list[dict], report: ImportReport, out: Path, name: str) -
     first = list(REQUIRED_COLUMNS)
     table = table[first + [c for c in table.columns if c not in first]]
     table = table.sort_values(["participant_id", "months_from_baseline", "sequence"], kind="stable")
-    report.finish(table)
+    report.finish(table[~repeat_mask(table)])  # the kept counts are the table's: repeats are runs
     manifest = out / f"{name}.tsv"
     text = table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n", float_format="%.10g")
     atomic_write_bytes(manifest, text.encode(), mode=0o644)

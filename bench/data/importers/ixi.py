@@ -18,6 +18,10 @@ Decisions (each dropped item is counted with its reason):
   IXI computes it), else stays empty. Scans of subjects missing from the sheet are dropped.
 * No diagnosis column: IXI recruited healthy volunteers and states no per-subject diagnosis.
   ``population`` is ``ad``, the schema's ageing / Alzheimer's sub-cohort (here: ageing only).
+* A second file of the same contrast for a subject (IXI scanned each subject once): the first in
+  file order is the table's scan, written as before; one of another name is kept as a run of the
+  session (``run`` 02, 03...: ``Cohort.repeats``; the report says "kept N repeat scan(s) as
+  runs"), one of the same name in another folder is a copy, not a rescan, and is dropped.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data.importers.common import (DAYS_PER_YEAR, ImportReport, find_table, need_columns, release_niftis,
-                                         pick_column, read_table, to_float)
+                                         pick_column, read_table, run_label, to_float)
 
 FILE = re.compile(r"^IXI(\d{3})-([A-Za-z]+)-(\d+)-([A-Za-z0-9]+)(?:-\d+)?\.nii(\.gz)?$")
 SEQUENCES = {"T1": "T1w", "T2": "T2w", "PD": "PDw"}
@@ -74,20 +78,15 @@ def _demographics(path: Path, report: ImportReport) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def import_ixi(root: Path, clinical: str | None, report: ImportReport, **_: object) -> list[dict]:
-    """Cohort rows for IXI (see the module docstring for every decision)."""
-    path = find_table(root, clinical, ("IXI.xls", "IXI.csv", "IXI*.xls", "IXI*.csv", "IXI*.xlsx"),
-                      "IXI demographics sheet (IXI.xls)")
-    report.source("demographics", path)
-    demo = _demographics(path, report)
-    rows: list[dict] = []
-    seen: set[tuple[int, str]] = set()
+def _ixi_files(root: Path, demo: pd.DataFrame, report: ImportReport) -> dict[tuple[int, str], list[Path]]:
+    """The release's usable files by (IXI id, contrast), in file order; the others are dropped."""
+    files: dict[tuple[int, str], list[Path]] = {}
     for f in release_niftis(root):
         m = FILE.match(f.name)
         if m is None:
             report.drop("scan", "name is not IXI<id>-<hospital>-<n>-<contrast>.nii.gz", file=f)
             continue
-        ixi, hospital, contrast = int(m.group(1)), m.group(2), m.group(4)
+        ixi, contrast = int(m.group(1)), m.group(4)
         sub = participant_id(ixi)
         if contrast not in SEQUENCES:
             report.drop("scan", "contrast not used (MRA, DTI)", subject=sub, file=f, detail=contrast)
@@ -95,15 +94,36 @@ def import_ixi(root: Path, clinical: str | None, report: ImportReport, **_: obje
         if ixi not in demo.index:
             report.drop("scan", "subject not in the demographics sheet", subject=sub, file=f)
             continue
-        if (ixi, contrast) in seen:
-            report.drop("scan", "second file of the same contrast", subject=sub, file=f)
+        same = files.setdefault((ixi, contrast), [])
+        if any(g.name == f.name for g in same):
+            report.drop("scan", "same file name as another file of the contrast: a copy, not a rescan",
+                        subject=sub, file=f)
             continue
-        seen.add((ixi, contrast))
-        d = demo.loc[ixi]
-        rows.append({"participant_id": sub, "session_id": "ses-01", "sequence": SEQUENCES[contrast],
-                     "path": str(f), "months_from_baseline": 0.0, "age": d["age"], "sex": d["sex"],
-                     "site": hospital, "scanner": SCANNERS.get(hospital, np.nan), "population": "ad",
-                     "split_id": f"IXI{ixi:03d}"})
-    scanned = {ixi for ixi, _ in seen}
+        same.append(f)
+    return files
+
+
+def _ixi_row(f: Path, ixi: int, contrast: str, d: pd.Series) -> dict:
+    hospital = FILE.match(f.name).group(2)
+    return {"participant_id": participant_id(ixi), "session_id": "ses-01", "sequence": SEQUENCES[contrast],
+            "path": str(f), "months_from_baseline": 0.0, "age": d["age"], "sex": d["sex"],
+            "site": hospital, "scanner": SCANNERS.get(hospital, np.nan), "population": "ad",
+            "split_id": f"IXI{ixi:03d}"}
+
+
+def import_ixi(root: Path, clinical: str | None, report: ImportReport, **_: object) -> list[dict]:
+    """Cohort rows for IXI (see the module docstring for every decision)."""
+    path = find_table(root, clinical, ("IXI.xls", "IXI.csv", "IXI*.xls", "IXI*.csv", "IXI*.xlsx"),
+                      "IXI demographics sheet (IXI.xls)")
+    report.source("demographics", path)
+    demo = _demographics(path, report)
+    rows: list[dict] = []
+    files = _ixi_files(root, demo, report)
+    for (ixi, contrast), found in sorted(files.items(), key=lambda kv: str(kv[1][0])):
+        rows.append(_ixi_row(found[0], ixi, contrast, demo.loc[ixi]))
+        for order, f in enumerate(found[1:], start=1):
+            report.keep_repeat("second file of the same contrast (the first file is the table's scan)")
+            rows.append({**_ixi_row(f, ixi, contrast, demo.loc[ixi]), "run": run_label(order)})
+    scanned = {ixi for ixi, _ in files}
     report.note("sheet subject(s) without any scan", int((~demo.index.isin(scanned)).sum()))
     return rows

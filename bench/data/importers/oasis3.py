@@ -22,7 +22,12 @@ Decisions (each dropped item is counted with its reason):
   ``conversion_month`` / ``followup_months`` from all clinical visits, as for ADNI.
 * ``age`` = ``AgeatEntry`` + days / 365.25 (else the nearest visit's ``age at visit`` moved by
   the day difference); ``site`` = the scanner in the JSON sidecar (OASIS-3 is one centre
-  with several scanners), ``unknown`` without one. Extra runs of a sequence: run-01 is kept.
+  with several scanners), ``unknown`` without one.
+* Extra runs of a sequence in a session: the first (lowest run, as the table always had) is the
+  table's scan, written as before; the others are kept as runs of the same session (``run`` 02,
+  03... in run order: ``Cohort.repeats``, for test-retest) with the session's values, and the
+  scanner of their own sidecar where they have one. The report says "kept N repeat scan(s) as
+  runs". A session no clinical visit explains is dropped with all its runs.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import pandas as pd
 
 from bench.data.importers.common import (DAYS_PER_MONTH, DAYS_PER_YEAR, ImportReport, bids_participants,
                                          find_table, release_niftis, need_columns, nifti_stem, norm_sex, pick_column, read_table,
-                                         scanner_from_sidecar, to_float)
+                                         run_label, scanner_from_sidecar, to_float)
 from bench.data.bids import parse_bids_name
 
 SUBJECT = re.compile(r"(OAS3\d{4})")
@@ -163,6 +168,60 @@ def _sessions(root: Path, report: ImportReport) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["subject", "day", "sequence", "run", "path"])
 
 
+def _nearest_visit(v: pd.DataFrame, day: float, window_days: float) -> tuple[int | None, str, str]:
+    """(index of the subject's clinical visit nearest the MR day, "", "") or (None, why, detail)."""
+    if v.empty:
+        return None, "subject not in the clinical table", ""
+    gap = (v["day"] - day).abs()
+    best = gap.idxmin()
+    if gap[best] > window_days:
+        return (None, f"no clinical visit within {window_days:g} days of the MR session",
+                f"nearest {int(gap[best])} days")
+    return int(best), "", ""
+
+
+def _session_row(subject: str, day: float, seq: str, f: Path, v: pd.DataFrame, best: int,
+                 demo: pd.DataFrame) -> dict:
+    """The cohort row of the session's first scan ``f`` of ``seq``, matched to clinical visit ``best``."""
+    known = v[v["dx"].notna()]
+    conv, seen_non_ad = np.nan, False
+    for r in known.itertuples():
+        if r.dx == "AD" and seen_non_ad:
+            conv = r.day / DAYS_PER_MONTH
+            break
+        seen_non_ad |= r.dx in ("CN", "MCI")
+    d = demo.loc[subject] if subject in demo.index else None
+    if d is not None and not np.isnan(to_float(d["age_entry"])):
+        age = to_float(d["age_entry"]) + day / DAYS_PER_YEAR
+    elif not np.isnan(v.at[best, "age"]):
+        age = v.at[best, "age"] + (day - v.at[best, "day"]) / DAYS_PER_YEAR
+    else:
+        age = np.nan
+    scanner = scanner_from_sidecar(f)
+    return {
+        "participant_id": participant_id(subject), "split_id": subject, "session_id": f"ses-d{int(day):04d}",
+        "sequence": seq, "path": str(f), "months_from_baseline": round(day / DAYS_PER_MONTH, 3), "age": age,
+        "sex": d["sex"] if d is not None else np.nan,
+        "site": scanner if isinstance(scanner, str) else "unknown", "scanner": scanner,
+        "population": "ad", "diagnosis": v.at[best, "dx"], "cdr": v.at[best, "cdr"],
+        "clinical_day_gap": int(abs(v.at[best, "day"] - day)), "conversion_month": conv,
+        "followup_months": known["day"].max() / DAYS_PER_MONTH if len(known) else np.nan,
+    }
+
+
+def _repeat_rows(first: dict, extras: list[Path], report: ImportReport) -> list[dict]:
+    """The session's later runs of the first scan's sequence, kept as runs 02, 03...: the session's
+    row with the file's path, and its scanner where its own sidecar names one (same session, same
+    scanner otherwise)."""
+    rows = []
+    for order, f in enumerate(extras, start=1):
+        report.keep_repeat(f"extra run of {first['sequence']} in the session (the first run is the table's scan)")
+        scanner = scanner_from_sidecar(f)
+        own = {"site": scanner, "scanner": scanner} if isinstance(scanner, str) else {}
+        rows.append({**first, "path": str(f), **own, "run": run_label(order)})
+    return rows
+
+
 def import_oasis3(root: Path, clinical: str | None, report: ImportReport, *, window_days: float = 180,
                   **_: object) -> list[dict]:
     """Cohort rows for an OASIS-3 download (see the module docstring for every decision)."""
@@ -175,47 +234,17 @@ def import_oasis3(root: Path, clinical: str | None, report: ImportReport, *, win
     rows: list[dict] = []
     used: set[int] = set()
     for (subject, day, seq), cands in scans.groupby(["subject", "day", "sequence"], sort=True):
-        sub, session = participant_id(subject), f"ses-d{int(day):04d}"
-        cands = cands.sort_values(["run", "path"])
-        for extra in cands.iloc[1:].itertuples():
-            report.drop("scan", f"extra run of {seq} in the session; kept the first run", subject=sub,
-                        session=session, file=extra.path)
-        f = Path(cands.iloc[0]["path"])
+        files = [Path(p) for p in cands.sort_values(["run", "path"])["path"]]
         v = visits[visits["subject"] == subject]
-        if v.empty:
-            report.drop("scan", "subject not in the clinical table", subject=sub, session=session, file=f)
-            continue
-        gap = (v["day"] - day).abs()
-        best = gap.idxmin()
-        if gap[best] > window_days:
-            report.drop("scan", f"no clinical visit within {window_days:g} days of the MR session",
-                        subject=sub, session=session, file=f, detail=f"nearest {int(gap[best])} days")
+        best, why, detail = _nearest_visit(v, day, window_days)
+        if best is None:
+            for f in files:  # the session's every run goes with its first
+                report.drop("scan", why, subject=participant_id(subject), session=f"ses-d{int(day):04d}",
+                            file=f, detail=detail)
             continue
         used.add(best)
-        known = v[v["dx"].notna()]
-        conv, seen_non_ad = np.nan, False
-        for r in known.itertuples():
-            if r.dx == "AD" and seen_non_ad:
-                conv = r.day / DAYS_PER_MONTH
-                break
-            seen_non_ad |= r.dx in ("CN", "MCI")
-        d = demo.loc[subject] if subject in demo.index else None
-        if d is not None and not np.isnan(to_float(d["age_entry"])):
-            age = to_float(d["age_entry"]) + day / DAYS_PER_YEAR
-        elif not np.isnan(v.at[best, "age"]):
-            age = v.at[best, "age"] + (day - v.at[best, "day"]) / DAYS_PER_YEAR
-        else:
-            age = np.nan
-        scanner = scanner_from_sidecar(f)
-        rows.append({
-            "participant_id": sub, "split_id": subject, "session_id": session, "sequence": seq, "path": str(f),
-            "months_from_baseline": round(day / DAYS_PER_MONTH, 3), "age": age,
-            "sex": d["sex"] if d is not None else np.nan,
-            "site": scanner if isinstance(scanner, str) else "unknown", "scanner": scanner,
-            "population": "ad", "diagnosis": v.at[best, "dx"], "cdr": v.at[best, "cdr"],
-            "clinical_day_gap": int(gap[best]), "conversion_month": conv,
-            "followup_months": known["day"].max() / DAYS_PER_MONTH if len(known) else np.nan,
-        })
+        first = _session_row(subject, day, seq, files[0], v, best, demo)
+        rows += [first] + _repeat_rows(first, files[1:], report)
     report.note("clinical visit(s) without an MR session (kept for follow-up and conversion)",
                 len(visits.index.difference(sorted(used))))
     return rows
