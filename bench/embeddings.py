@@ -13,7 +13,8 @@ both), so the pass
 * reads each preprocessed volume once, straight from its store entry, into a reused batch
   buffer (pinned when the encoder is on a GPU), on a background thread that fills the next
   batch, and writes the previous batch's embeddings, while the encoder runs on the current one
-  (perturbations are applied on that thread too);
+  (perturbations are applied on that thread too, or, given as a batch transform, to the whole
+  batch on the encoder's device between its transfer and the forward);
 * runs the encoder under ``torch.inference_mode`` in the memory layout that is fastest for it
   on a CPU (:func:`harness_forward`), under autocast when the run asks for bf16 / fp16;
 * with ``--loader-workers N`` (:class:`bench.devices.Compute`), reads through a torch DataLoader
@@ -31,6 +32,7 @@ import io
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,8 +48,15 @@ from bench.errors import ScanError
 from bench.progress import progress_bar
 from bench.timing import phase
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 #: Volumes per forward pass; ``bench perf`` measures the encoder's raw speed at the same size.
 DEFAULT_BATCH_SIZE = 8
+
+#: ``batch_transform(batch, rows) -> batch``: a (B, 1, D, H, W) batch on the encoder's device and its
+#: cohort-table rows, in order (see :meth:`EmbeddingCache.embed`).
+BatchTransform = Callable[[torch.Tensor, "pd.DataFrame"], torch.Tensor]
 
 
 def prefers_channels_last(module: nn.Module) -> bool:
@@ -72,14 +81,16 @@ def encoder_device(encoder) -> torch.device:
 
 
 @contextlib.contextmanager
-def harness_forward(encoder, compute: Compute | None = None) -> Iterator[Callable[[torch.Tensor], np.ndarray]]:
-    """Yield ``run(batch) -> (B, E) float32 array``: the forward pass the harness uses.
+def harness_forward(encoder, compute: Compute | None = None) -> Iterator[Callable[..., np.ndarray]]:
+    """Yield ``run(batch, prepare=None) -> (B, E) float32 array``: the forward pass the harness uses.
 
     Inside the block the encoder's module (if it exposes one and :func:`prefers_channels_last`)
     holds its 5D weights in channels-last layout and batches are converted to match; on exit the
     weights go back to the layout they had, so fine-tuning or saving sees the encoder unchanged.
     ``bench perf`` times this same function on random tensors as the encoder's raw speed.
     ``compute``'s precision sets the autocast of the forward; the embeddings come back in fp32.
+    ``prepare(batch) -> batch`` runs once the batch is on the encoder's device, before the forward
+    and outside its autocast (a perturbation computed there in fp32 never goes back to the host).
     """
     module = encoder.module() if isinstance(encoder, Trainable) else None
     device = encoder_device(encoder)
@@ -90,10 +101,12 @@ def harness_forward(encoder, compute: Compute | None = None) -> Iterator[Callabl
     if channels_last:
         module.to(memory_format=layout)
 
-    def run(batch: torch.Tensor) -> np.ndarray:
+    def run(batch: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
         with torch.inference_mode():
             if device.type != "cpu":  # from the pinned batch buffer, without blocking
                 batch = batch.to(device, non_blocking=True)
+            if prepare is not None:
+                batch = prepare(batch)
             if channels_last:
                 batch = batch.contiguous(memory_format=layout)
             with autocast(compute, device.type):
@@ -158,11 +171,15 @@ class EmbeddingCache:
     @phase("embeddings")
     def embed(self, encoder, cohort: Cohort, rows: np.ndarray, store: VolumeStore, *,
               perturbation: str = "clean", transform=None, batch_size: int = DEFAULT_BATCH_SIZE,
-              progress: bool = True, compute: Compute | None = None) -> dict[int, np.ndarray]:
+              progress: bool = True, compute: Compute | None = None,
+              batch_transform: BatchTransform | None = None) -> dict[int, np.ndarray]:
         """Embeddings of cohort rows ``rows`` (cached ones are read, the rest computed in batches).
 
-        ``transform(volume, row) -> volume`` applies a perturbation before the encoder; its name
-        must be in ``perturbation`` so perturbed and clean embeddings never share a key.
+        ``transform(volume, row) -> volume`` applies a perturbation before the encoder, on the host,
+        in the reader; ``batch_transform(batch, rows) -> batch`` applies one to a whole (B, 1, D, H, W)
+        batch once it is on the encoder's device (``rows``: the batch's cohort-table rows, in order),
+        so a perturbed batch never goes back to the host. Either's name (and path) must be in
+        ``perturbation`` so perturbed and clean embeddings, or those of two paths, never share a key.
         ``compute``: the run's device and precision (keyed when not CPU fp32) and loader workers.
         """
         enc_hash = encoder_key(encoder, compute)
@@ -186,17 +203,18 @@ class EmbeddingCache:
                 bar.advance(task, len(todo))
                 return out
             self._embed_volumes(encoder, cohort, todo, store, transform, batch_size, out,
-                                lambda n: bar.advance(task, n), compute)
+                                lambda n: bar.advance(task, n), compute, batch_transform)
         return out
 
     def _embed_volumes(self, encoder, cohort: Cohort, todo: list[tuple[int, Path]], store: VolumeStore,
                        transform, batch_size: int, out: dict[int, np.ndarray], advance,
-                       compute: Compute | None = None) -> None:
+                       compute: Compute | None = None, batch_transform: BatchTransform | None = None) -> None:
         """The pass itself: the scans are read (and perturbed) ahead of the encoder, by a background
         thread (:func:`threaded_batches`) or a DataLoader's worker processes (:func:`loader_batches`),
         while a background thread writes the previous batch's embeddings, so the encoder never waits
         for the disk. Store entries are preprocessed up front (in parallel) only when missing; a
-        damaged entry met while reading is rebuilt by the store."""
+        damaged entry met while reading is rebuilt by the store. ``batch_transform`` runs on the
+        encoder's device, between the batch's transfer and the forward (:func:`device_step`)."""
         space = get_space(encoder.card.input_space)
         paths = [cohort.table.at[r, "path"] for r, _ in todo]
         entries = [store.path_for(p, space) for p in paths]
@@ -215,7 +233,7 @@ class EmbeddingCache:
             for chunk in chunks:
                 with phase(waiting):
                     batch = next(batches)
-                emb = forward(batch)
+                emb = forward(batch, device_step(batch_transform, cohort.table, [todo[i][0] for i in chunk]))
                 if emb.shape[0] != len(chunk) or not np.isfinite(emb).all():
                     raise RuntimeError(f"encoder {encoder.card.name} returned shape {emb.shape} or non-finite "
                                        f"values for scans {[paths[i] for i in chunk]}")
@@ -227,6 +245,21 @@ class EmbeddingCache:
                 advance(len(done))
             for w in writes:
                 w.result()  # a failed write is an error, not a silently missing cache entry
+
+
+def device_step(batch_transform: BatchTransform | None, table: "pd.DataFrame",
+                rows: list[int]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The forward's ``prepare`` for one batch: ``batch_transform`` bound to the batch's cohort-table
+    ``rows`` and charged to the ``perturbations`` phase (on a GPU only its launch: the kernels run
+    asynchronously and their time shows in the forward's); None without a batch transform."""
+    if batch_transform is None:
+        return None
+
+    def prepare(batch: torch.Tensor) -> torch.Tensor:
+        with phase("perturbations"):
+            return batch_transform(batch, table.loc[rows])
+
+    return prepare
 
 
 class ScanReader(torch.utils.data.Dataset):

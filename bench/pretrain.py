@@ -35,6 +35,7 @@ from bench import distributed as ddp
 from bench.atomic import atomic_write, atomic_write_bytes
 from bench.data.cohort import Cohort
 from bench.data.store import VolumeStore
+from bench.devices import DEFAULT_PRECISION, PRECISIONS, Compute, autocast, grad_scaler
 from bench.errors import MribenchError
 from bench.paths import cache_home, splits_root
 from bench.progress import progress_bar
@@ -211,10 +212,12 @@ def _process(device: str | None) -> ddp.DistInfo:
 def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int = 8, lr: float = 3e-4,
              lr_schedule: str = "cosine", seed: int = 0, out_dir: Path | None = None, resume: bool = False,
              checkpoint_every: int = 50, progress: bool = True, store: VolumeStore | None = None,
-             command: str = "", init_from: Path | None = None, device: str | None = None) -> PretrainResult:
+             command: str = "", init_from: Path | None = None, device: str | None = None,
+             precision: str = "fp32") -> PretrainResult:
     out_dir = Path(out_dir or default_out_dir(method.name, cohort.name))
     last = out_dir / "last.pt"
     info = _process(device)
+    compute = _compute(info, precision)
     state = _check_out_dir(out_dir, last, resume, info)
     _check_before_work(init_from, state, steps, lr, lr_schedule)
     pool, rows = _pool_rows(method, cohort)
@@ -235,34 +238,31 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
 
     log = _start_log(out_dir / "loss.tsv", start_step, info)
     begin = time.perf_counter()
-    batch = min(batch_size, len(paths))
-    if info.enabled and (batch % info.world_size or batch // info.world_size < 2):
-        raise MribenchError(f"a batch of {batch} scans cannot be shared by {info.world_size} processes: use a "
-                            f"--batch-size that is a multiple of --nproc, with at least 2 scans per process")
+    batch = _shared_batch(min(batch_size, len(paths)), info)
     forward = _data_parallel(method, net, info)
+    scaler = grad_scaler(compute)
     with progress_bar(progress and info.is_main) as bar:
         task = bar.add_task(f"pretraining {method.name} on {len(pool)} subjects", total=steps,
                             completed=start_step)
         for step in range(start_step + 1, steps + 1):
             net.train()
             x = _draw(method, rows, paths, store, rng, own_rng, batch, info)
-            loss = forward(_to_device(x, info.device), own_rng)
+            with autocast(compute, info.device.type):
+                loss = forward(_to_device(x, info.device), own_rng)
             mean_loss = ddp.mean_over_ranks(info, loss.detach())  # what every rank logs and checks
             if not torch.isfinite(mean_loss):
                 raise MribenchError(f"pretraining {method.name}: loss became {mean_loss.item()} at step {step}; "
                                     f"lower --lr or resume from {last}")
-            _optimiser_step(optimiser, loss, learning_rate(step, steps, lr, lr_schedule))
+            _optimiser_step(optimiser, loss, learning_rate(step, steps, lr, lr_schedule), scaler)
             if hasattr(method, "after_step"):  # optional hook: e.g. DINO's teacher EMA and schedules
                 method.after_step(step, steps)
             losses.append(float(mean_loss))
-            if info.is_main:
-                with open(log, "a") as f:
-                    f.write(f"{step}\t{losses[-1]:.6f}\n")
+            _log_step(log, step, losses[-1], info)
             if step % checkpoint_every == 0 or step == steps:
                 _checkpoint(last, step, net, optimiser, rng, own_rng, losses, info)
             bar.update(task, advance=1, description=f"pretraining {method.name} (loss {losses[-1]:.3f})")
     trained = time.perf_counter() - begin
-    cost = run_cost(batch, lr, lr_schedule, trained, steps - start_step)
+    cost = run_cost(batch, lr, lr_schedule, trained, steps - start_step, precision)
     encoder_path, card_path = _write_encoder(method, out_dir, pool, cohort.name, steps, cost, command, info,
                                              warm_start)
     ddp.barrier(info)  # the weights exist for every rank that returns
@@ -270,20 +270,56 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     return PretrainResult(out_dir, steps, losses, encoder_path, card_path, time.perf_counter() - begin)
 
 
-def run_cost(batch: int, lr: float, lr_schedule: str, seconds: float, steps_run: int) -> dict:
-    """What a run took, for its card: batch, learning rate and schedule, wall time, throughput."""
-    return {"batch_size": batch, "lr": lr, "lr_schedule": lr_schedule, "wall_time_s": round(seconds, 1),
+def _shared_batch(batch: int, info) -> int:
+    """The batch, when the processes of a distributed run can share it (at least 2 scans each)."""
+    if info.enabled and (batch % info.world_size or batch // info.world_size < 2):
+        raise MribenchError(f"a batch of {batch} scans cannot be shared by {info.world_size} processes: use a "
+                            f"--batch-size that is a multiple of --nproc, with at least 2 scans per process")
+    return batch
+
+
+def _log_step(log: Path, step: int, loss: float, info) -> None:
+    """Append one step's loss to loss.tsv (the main process writes it)."""
+    if info.is_main:
+        with open(log, "a") as f:
+            f.write(f"{step}\t{loss:.6f}\n")
+
+
+def run_cost(batch: int, lr: float, lr_schedule: str, seconds: float, steps_run: int,
+             precision: str = DEFAULT_PRECISION) -> dict:
+    """What a run took, for its card: batch, learning rate and schedule, wall time, throughput, and
+    the autocast precision when it is not fp32 (so an fp32 run's card is what it was before)."""
+    cost = {"batch_size": batch, "lr": lr, "lr_schedule": lr_schedule, "wall_time_s": round(seconds, 1),
             "steps_this_run": steps_run,
             "volumes_per_s": round(steps_run * batch / seconds, 2) if seconds > 0 else None}
+    return cost if precision == DEFAULT_PRECISION else {**cost, "precision": precision}
 
 
-def _optimiser_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, rate: float) -> None:
-    """Back-propagate ``loss`` and step every parameter group at the scheduled learning ``rate``."""
+def _compute(info: ddp.DistInfo, precision: str) -> Compute:
+    """The process's device and ``--precision``, checked as ``bench run`` checks them: autocast of the
+    loss's forward in bf16 / fp16 (fp16 with a gradient scaler, on a GPU only), fp32 untouched."""
+    if precision not in PRECISIONS:
+        raise MribenchError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and info.device.type != "cuda":
+        raise MribenchError("--precision fp16 needs a CUDA device (fp16 autocast on a CPU is not supported); "
+                            "use bf16 there")
+    return Compute(device=str(info.device), precision=precision)
+
+
+def _optimiser_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, rate: float, scaler=None) -> None:
+    """Back-propagate ``loss`` and step every parameter group at the scheduled learning ``rate``;
+    through ``scaler`` when it is enabled (fp16), the plain backward and step otherwise (fp32's
+    steps stay the very ones of before)."""
     optimiser.zero_grad()
-    loss.backward()
+    scaled = scaler is not None and scaler.is_enabled()
+    (scaler.scale(loss) if scaled else loss).backward()
     for group in optimiser.param_groups:
         group["lr"] = rate
-    optimiser.step()
+    if scaled:
+        scaler.step(optimiser)
+        scaler.update()
+    else:
+        optimiser.step()
 
 
 def _restore(state: dict | None, net, optimiser, rng: np.random.Generator, own_rng: np.random.Generator, info,

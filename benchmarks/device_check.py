@@ -1,4 +1,4 @@
-"""The device check (issue 33, item 6): does the harness give the CPU's numbers on a GPU, and how fast?
+"""The device check (issue 33, items 6 and 4): does the harness give the CPU's numbers on a GPU, and how fast?
 
 Why a script: the GPU machines this project is lent have no network, a torch of their own and a
 few minutes each, so the whole check must be one prepared command that cannot stall on one slow
@@ -12,15 +12,26 @@ stage and leaves everything it measured in one file. Stages, each with its own t
 4. ``compare``: each device record against the CPU record of the same job, setting by setting and
    seed by seed: probe scores within ``--probe-tol`` (1e-3) in fp32, the fine-tuned score within the
    spread of the CPU seeds; bf16 differences are reported (bf16 is another result by design);
-5. ``pretrain``: ``bench pretrain --encoder simclr3d --config paper`` for as many steps as fit in
+5. ``perturbations``: the robustness perturbations computed on the device
+   (:mod:`bench.perturbations_torch`) against the same torch code on the CPU and, where its libraries
+   import, the CPU path itself (TorchIO / MONAI), with the same drawn parameters, on a phantom:
+   the largest difference per perturbation (the deterministic ones within ``--perturb-tol``), the
+   noise's strength, and the time per batch on the device against the CPU path's per scan;
+6. ``robustness``: ``bench run --protocol robustness`` (``random`` on ``ad_diagnosis``) on the CPU
+   path and on the device path, the two records compared setting by setting (deterministic
+   perturbations within ``--probe-tol``; the noise ones are another draw: reported). Needs TorchIO,
+   which imports SimpleITK (the CPU path, and downsample on the device path): skipped without it,
+   and at dry-run size;
+7. ``pretrain``: ``bench pretrain --encoder simclr3d --config paper`` for as many steps as fit in
    ``--pretrain-seconds`` (counted from its first logged step), then stopped; steps and volumes/s;
-6. ``perf``: ``bench perf`` volumes/s (encoder forward and the harness's pass) per encoder with a
+8. ``perf``: ``bench perf`` volumes/s (encoder forward and the harness's pass) per encoder with a
    forward pass (``random``, ``simclr3d``) and precision, the CPU's figures beside them, while the
    check has time left (the pretraining window leaves it ``perf_reserve`` seconds).
 
 ``--dry-run`` runs every stage at the smallest size (8 subjects, one encoder, pretraining
 with ``--config small`` for a few seconds: the paper network does not take a step in that time on
-a CPU); tests/test_device_check.py runs it with ``--device cpu`` so the script cannot rot.
+a CPU, a phantom of 24 x 28 x 20 voxels for the perturbations) but the robustness records;
+tests/test_device_check.py runs it with ``--device cpu`` so the script cannot rot.
 
 Usage (see device_check.sh, which installs carried wheels first)::
 
@@ -35,6 +46,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -53,10 +65,17 @@ NEEDED = ("numpy", "pandas", "scipy", "sklearn", "torch", "monai", "nibabel", "n
 #: Subjects of the dry run's cohort (4 ageing/AD, 2 healthy, 2 tumour: enough for every job to run).
 DRY_SUBJECTS = 8
 
-#: Seconds per stage on one H100 (the whole check: under 6 minutes with the install).
-BUDGETS = {"environment": 60, "cohort": 75, "suite": 60, "finetune": 90, "perf": 40, "pretrain_start": 60, "perf_reserve": 50}
-#: The same at --dry-run size on a 2-core CPU (the whole check: about 75 s).
-DRY_BUDGETS = {"environment": 60, "cohort": 30, "suite": 30, "finetune": 40, "perf": 30, "pretrain_start": 30, "perf_reserve": 15}
+#: Seconds per stage on one H100 (the whole check: under 8 minutes with the install).
+BUDGETS = {"environment": 60, "cohort": 75, "suite": 60, "finetune": 90, "perf": 40, "pretrain_start": 60,
+           "perf_reserve": 50, "perturbations": 60, "robustness": 90}
+#: The same at --dry-run size on a 2-core CPU (the whole check: about 85 s; no robustness records).
+DRY_BUDGETS = {"environment": 60, "cohort": 30, "suite": 30, "finetune": 40, "perf": 30, "pretrain_start": 30,
+               "perf_reserve": 15, "perturbations": 30, "robustness": 60}
+
+#: The robustness job run on the CPU path and on the device path: (encoder, task).
+ROBUSTNESS_JOB = ("random", "ad_diagnosis")
+#: Phantom (shape, spacing in mm) of the perturbations stage: the smoke space; smaller at dry-run size.
+PHANTOM, DRY_PHANTOM = ((64, 64, 64), 3.0), ((24, 28, 20), 3.0)
 
 
 @dataclass
@@ -78,7 +97,9 @@ class Plan:
     pretrain_config: str = "paper"
     pretrain_batch: int = 8                 # bench pretrain's default, named so volumes/s follow
     probe_tol: float = 1e-3
-    total_seconds: float = 330.0
+    perturb_tol: float = 1e-4               # device vs CPU, deterministic perturbations, z-scored voxels
+    phantom: tuple = PHANTOM
+    total_seconds: float = 450.0
     budgets: dict = field(default_factory=lambda: dict(BUDGETS))
     started: float = field(default_factory=time.monotonic)
 
@@ -95,11 +116,11 @@ def plan_from(args: argparse.Namespace) -> Plan:
     out = Path(args.out or os.environ.get("OUT") or "device-check").resolve()
     work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="mribench-device-check-"))
     plan = Plan(out=out, work=work, device=args.device, dry_run=args.dry_run, probe_tol=args.probe_tol,
-                pretrain_seconds=args.pretrain_seconds, total_seconds=args.total_seconds)
+                perturb_tol=args.perturb_tol, pretrain_seconds=args.pretrain_seconds, total_seconds=args.total_seconds)
     if args.dry_run:
         plan.encoders = plan.perf_encoders = ("random",)
         plan.pretrain_seconds, plan.pretrain_config, plan.pretrain_batch = min(args.pretrain_seconds, 5.0), "small", 2
-        plan.budgets = dict(DRY_BUDGETS)
+        plan.budgets, plan.phantom = dict(DRY_BUDGETS), DRY_PHANTOM
         plan.total_seconds = min(args.total_seconds, 150.0)
     return plan
 
@@ -151,9 +172,14 @@ def command_env(plan: Plan) -> dict:
 def environment(plan: Plan) -> dict:
     """:func:`probe_environment` in a process of its own: asking for a device's name opens a CUDA
     context, which this process would otherwise hold (and count in the GPU's memory) to the end."""
-    argv = [sys.executable, "-c", "import json, benchmarks.device_check as d; print(json.dumps(d.probe_environment()))"]
+    return run_probe("d.probe_environment()", plan.budget("environment"))
+
+
+def run_probe(call: str, budget: float) -> dict:
+    """``benchmarks.device_check.<call>`` in a process of its own, its JSON answer (or what failed)."""
+    argv = [sys.executable, "-c", f"import json, benchmarks.device_check as d; print(json.dumps({call}))"]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=plan.budget("environment"),
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=budget,
                               cwd=Path(__file__).resolve().parent.parent)
     except subprocess.TimeoutExpired:
         return {"timed_out": True}
@@ -337,6 +363,173 @@ def compare_all(plan: Plan, suites: dict) -> dict:
     return found
 
 
+# ------------------------------------------------------------------------------------ perturbations
+def perturbations(plan: Plan) -> dict:
+    """:func:`probe_perturbations` in a process of its own (it opens the device's context)."""
+    shape, spacing = plan.phantom
+    return run_probe(f"d.probe_perturbations({plan.device!r}, {tuple(shape)!r}, {spacing!r}, {plan.perturb_tol!r})",
+                     plan.budget("perturbations"))
+
+
+def phantom(shape: tuple[int, int, int], seed: int):
+    """A brain-like volume as the store holds one: a textured ellipsoid with a brighter core,
+    z-scored inside, background exactly 0 (no cohort needed)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    g = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    r = np.sqrt(((g / np.array([0.8, 0.7, 0.75])[:, None, None, None]) ** 2).sum(0))
+    brain = r < 1
+    v = 1 + 0.5 * np.cos(6 * g[0]) * np.sin(5 * g[1]) + 0.2 * rng.normal(size=shape) + (r < 0.4)
+    return np.where(brain, (v - v[brain].mean()) / v[brain].std(), 0).astype(np.float32)
+
+
+def probe_perturbations(device: str, shape=PHANTOM[0], spacing: float = PHANTOM[1], tol: float = 1e-4) -> dict:
+    """Every perturbation at every severity on a batch of two phantoms: on ``device``, in torch on the
+    CPU, and on the CPU path where its library imports; per perturbation the largest differences,
+    the noise's strength (SD of the change from clean, device / reference) and the seconds."""
+    import numpy as np
+    import torch
+
+    from bench import perturbations as P
+    from bench import perturbations_torch as T
+
+    clean = np.stack([phantom(tuple(shape), s) for s in (0, 1)])[:, None]
+    out: dict = {}
+    for name in P.PERTURBATIONS:
+        path = T.DEVICE_PATHS[name]
+        if path.apply is None:
+            out[name] = {"path": "cpu", "why": path.why}
+            continue
+        rows = [compare_severity(name, s, clean, device, spacing) for s in P.SEVERITIES]
+        out[name] = summarise_perturbation(rows, path.exact, tol, clean.size)
+    checked = [v["ok"] for v in out.values() if "ok" in v]
+    return {"device": device, "shape": list(shape), "spacing_mm": spacing, "tolerance": tol,
+            "torch": torch.__version__, "perturbations": out, "ok": bool(checked) and all(checked)}
+
+
+def compare_severity(name: str, severity: int, clean, device: str, spacing: float) -> dict:
+    """One perturbation x severity: device vs torch on the CPU vs the CPU path (None where its
+    library does not import), with the seconds of each."""
+    import numpy as np
+    import torch
+
+    from bench import perturbations as P
+    from bench.perturbations_torch import perturb_batch
+
+    params = [P.draw_parameters(name, severity, seed=0, subject=f"sub-{i:03d}", session="ses-M00", sequence="T1w")
+              for i in range(len(clean))]
+    batch = torch.from_numpy(clean).to(device)
+    perturb_batch(batch, name, params, spacing)  # warm-up: kernels, plans
+    dev, dev_s = timed(lambda: perturb_batch(batch, name, params, spacing).cpu().numpy(), device)
+    cpu_torch, torch_s = timed(lambda: perturb_batch(torch.from_numpy(clean), name, params, spacing).numpy(), "cpu")
+    try:
+        lib, lib_s = timed(lambda: np.stack([P.apply_perturbation(v[0], name, p, spacing)
+                                             for v, p in zip(clean, params)])[:, None], "cpu")
+    except ImportError as e:  # TorchIO without SimpleITK, say: the torch CPU code is the reference
+        lib, lib_s, missing = None, None, f"{type(e).__name__}: {e}"
+    else:
+        missing = None
+    reference = lib if lib is not None else cpu_torch
+    row = {"severity": severity, "device_s_per_batch": dev_s, "torch_cpu_s_per_batch": torch_s,
+           "cpu_path_s_per_scan": round(lib_s / len(clean), 5) if lib_s is not None else None,
+           "max_abs_vs_torch_cpu": float(np.abs(dev - cpu_torch).max()),
+           "max_abs_vs_cpu_path": float(np.abs(dev - lib).max()) if lib is not None else None,
+           "noise_sd_ratio": float((dev - clean).std() / max(float((reference - clean).std()), 1e-12))}
+    return {**row, **({"cpu_path_unavailable": missing} if missing else {})}
+
+
+def timed(work, device: str):
+    """(result, seconds), the device synchronised before the clock stops."""
+    import torch
+
+    start = time.perf_counter()
+    result = work()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return result, round(time.perf_counter() - start, 5)
+
+
+def summarise_perturbation(rows: list[dict], exact: bool, tol: float, voxels: int) -> dict:
+    """A perturbation's verdict: deterministic ones within ``tol`` of both references; noise of the
+    reference's strength: the SD of the change from clean within 2 %, or five standard errors of
+    the ratio of two sample SDs (1 / sqrt(voxels)) where the phantom is too small for 2 %."""
+    worst = lambda key: max((r[key] for r in rows if r.get(key) is not None), default=None)  # noqa: E731
+    ratios = [r["noise_sd_ratio"] for r in rows]
+    if exact:
+        diffs = [d for d in (worst("max_abs_vs_torch_cpu"), worst("max_abs_vs_cpu_path")) if d is not None]
+        ok, rule = max(diffs) <= tol, f"|device - cpu| <= {tol:g} at every severity"
+    else:
+        allowed = max(0.02, 5 / math.sqrt(voxels))
+        ok, rule = all(abs(q - 1) <= allowed for q in ratios), f"SD of the noise within {allowed:.1%} of the CPU's"
+    return {"path": "device", "exact": exact, "rule": rule, "ok": bool(ok),
+            "max_abs_vs_torch_cpu": worst("max_abs_vs_torch_cpu"), "max_abs_vs_cpu_path": worst("max_abs_vs_cpu_path"),
+            "noise_sd_ratio": [round(q, 4) for q in ratios], "severities": rows}
+
+
+# --------------------------------------------------------------------------------------- robustness
+def robustness(plan: Plan, env_report: dict) -> dict:
+    """The robustness job on the CPU path (reference) and on the device path, and their comparison.
+    Skipped where TorchIO does not import (it needs SimpleITK): the CPU path is TorchIO's; and at
+    dry-run size, whose 150 s have no room for two robustness jobs (tests/test_perturbations_device.py
+    runs the protocol on both paths, and :func:`compare_robustness` on records made by hand)."""
+    missing = [m for m in env_report.get("missing_imports", []) if m.split(":")[0] == "torchio"]
+    if missing:
+        return {"skipped": f"the CPU path cannot run here ({missing[0]}); carry SimpleITK to compare records"}
+    if plan.dry_run:
+        return {"skipped": "dry run: no time for two robustness jobs"}
+    encoder, task = ROBUSTNESS_JOB
+    workers = str(max(1, min(8, (os.cpu_count() or 2) - 2)))  # the CPU path perturbs in the loader's workers
+    runs: dict = {}
+    for label, device, mode in robustness_runs(plan):
+        results = plan.out / "robustness" / label
+        env = dict(command_env(plan), MRIBENCH_DEVICE_PERTURBATIONS=mode)
+        runs[label] = run_command(plan, f"robustness-{label}", bench(
+            "run", "--encoder", encoder, "--task", task, "--protocol", "robustness", *cohort_args(plan),
+            "--device", device, "--precision", "fp32", "--loader-workers", workers, "--no-progress",
+            "--results", str(results)), plan.budget("robustness"), env)
+    labels = [label for label, _, _ in robustness_runs(plan)]
+    found = [next(iter(sorted((plan.out / "robustness" / label).rglob("robustness.json"))), None) for label in labels]
+    runs["compare"] = (compare_robustness(found[0], found[1], plan.probe_tol) if all(found)
+                       else {"ok": False, "missing_record": [str(f) for f in found]})
+    return runs
+
+
+def robustness_runs(plan: Plan) -> list[tuple[str, str, str]]:
+    """(label, device, MRIBENCH_DEVICE_PERTURBATIONS) of the two robustness runs: the CPU path, then
+    the device path (forced where the device is the CPU, so that a dry run exercises it)."""
+    return [(REFERENCE, "cpu", "never"),
+            (f"{plan.device.replace(':', '')}-fp32", plan.device, "always" if plan.device == "cpu" else "auto")]
+
+
+def compare_robustness(cpu: Path, dev: Path, tol: float) -> dict:
+    """The device path's record against the CPU path's, setting by setting, seed by seed and metric by
+    metric (a small split leaves the main one undefined): clean and the deterministic perturbations
+    within ``tol``; the noise ones (another draw) reported."""
+    from bench.perturbations_torch import DEVICE_PATHS
+
+    a, b = record_metrics(cpu), record_metrics(dev)
+    noise = {n for n, p in DEVICE_PATHS.items() if p.apply is not None and not p.exact}
+    gaps: dict = {}
+    for key in a.keys() & b.keys():
+        if a[key] is not None and b[key] is not None:
+            name = str(key[0]).rpartition("@")[0] or str(key[0])
+            gaps.setdefault(name, []).append(abs(float(a[key]) - float(b[key])))
+    worst = {name: round(max(g), 6) for name, g in sorted(gaps.items())}
+    exact = [g for name, g in worst.items() if name not in noise]
+    paths = json.loads(dev.read_text()).get("robustness", {}).get("perturbation_paths")
+    return {"rule": f"clean and deterministic perturbations within {tol:g}; noise reported",
+            "max_abs_diff_by_perturbation": worst, "missing": len(set(a) ^ set(b)), "perturbation_paths": paths,
+            "ok": bool(exact) and max(exact) <= tol and not set(a) ^ set(b)}
+
+
+def record_metrics(path: Path) -> dict:
+    """Every metric of a record's scores by (setting, split, seed, metric)."""
+    rec = json.loads(path.read_text())
+    return {(s.get("setting"), s.get("split"), s.get("seed"), m): v
+            for s in rec.get("scores") or [] for m, v in (s.get("metrics") or {}).items()}
+
+
 # ----------------------------------------------------------------------------------------- pretrain
 def pretrain(plan: Plan) -> dict:
     """``bench pretrain`` stopped ``pretrain_seconds`` after its first logged step: the steps it took
@@ -423,10 +616,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="cohort, caches and checkpoints (default: a temporary folder, "
                                                 "removed at the end)")
     p.add_argument("--device", default="cuda", help="the device checked against the CPU (default cuda)")
-    p.add_argument("--dry-run", action="store_true", help="every stage at the smallest size (about 75 s on two CPU cores)")
+    p.add_argument("--dry-run", action="store_true", help="every stage at the smallest size (about 85 s on two CPU cores)")
     p.add_argument("--probe-tol", type=float, default=1e-3, help="fp32 probe scores: largest difference allowed")
+    p.add_argument("--perturb-tol", type=float, default=1e-4, help="deterministic perturbations on the device: "
+                                                                   "largest voxel difference from the CPU allowed")
     p.add_argument("--pretrain-seconds", type=float, default=120.0, help="pretraining time after its first step")
-    p.add_argument("--total-seconds", type=float, default=330.0, help="budget of the whole check (stages shrink "
+    p.add_argument("--total-seconds", type=float, default=450.0, help="budget of the whole check (stages shrink "
                                                                       "to what is left)")
     return p.parse_args(argv)
 
@@ -447,13 +642,18 @@ def summary(report: dict) -> dict:
     failed = [name for name, value in report.items() if isinstance(value, dict) and "error" in value]
     suites = {} if "suites" in failed else report.get("suites", {})
     cohort = report.get("cohort") if isinstance(report.get("cohort"), list) else []
+    robust = {} if "robustness" in failed else report.get("robustness", {})
     commands = [c for run in suites.values() for k, c in run.items() if k in ("suite", "finetune")] + cohort
+    commands += [c for k, c in robust.items() if k != "compare" and isinstance(c, dict) and "rc" in c]
     verdicts: dict = {"stages_failed": failed,
                       "commands_ok": not failed and all(c["rc"] == 0 and not c["timed_out"] for c in commands)}
     compare = {} if "compare" in failed else report.get("compare", {})
     for label, by in compare.items():  # fp32: the CPU's numbers; bf16: within the CPU seeds' range
         verdict = "matches_cpu" if label.endswith("fp32") else "within_cpu_seed_spread"
         verdicts[f"{label}_{verdict}"] = bool(by) and all(c.get("ok") for c in by.values())
+    perturbed = {} if "perturbations" in failed else report.get("perturbations", {})
+    verdicts["perturbations_fp32_matches_cpu"] = bool(perturbed.get("ok")) if perturbed else None  # None: not run
+    verdicts["robustness_fp32_matches_cpu"] = robust.get("compare", {}).get("ok")  # None: skipped
     pretrained = report.get("pretrain", {})
     verdicts.update(pretrain_steps=pretrained.get("steps", 0), pretrain_volumes_per_s=pretrained.get("volumes_per_s"))
     return verdicts
@@ -467,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
         for stage, work in (("environment", lambda: environment(plan)), ("cohort", lambda: make_cohort(plan)),
                             ("suites", lambda: run_suites(plan)),
                             ("compare", lambda: compare_all(plan, report.get("suites", {}))),
+                            ("perturbations", lambda: perturbations(plan)),
+                            ("robustness", lambda: robustness(plan, report.get("environment", {}))),
                             ("pretrain", lambda: pretrain(plan)), ("perf", lambda: perf_runs(plan))):
             print(f"[device check] {stage} ({plan.left():.0f} s left)", flush=True)
             try:
@@ -481,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         if plan.work.name.startswith("mribench-device-check-"):
             shutil.rmtree(plan.work, ignore_errors=True)
     verdicts = report["summary"]
-    fp32 = [v for k, v in verdicts.items() if k.endswith("fp32_matches_cpu")]
+    fp32 = [v for k, v in verdicts.items() if k.endswith("fp32_matches_cpu") and v is not None]
     return 0 if verdicts["commands_ok"] and fp32 and all(fp32) else 1
 
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The device check (issue 33, item 6; docs/gpu.md, "The device check"): on a machine with a GPU,
 # install the harness into the Python that has torch, then run benchmarks/device_check.py, which
-# compares the smoke suite's records on the GPU (fp32, bf16) with the CPU's, measures volumes/s and
-# pretrains simclr3d at paper scale for two minutes. Everything it measured: $OUT/device_check.json
-# (or --out DIR). Meant to finish within 6 minutes on one H100; every stage has its own budget.
+# compares the smoke suite's records on the GPU (fp32, bf16) with the CPU's, the robustness
+# perturbations computed on the GPU with the CPU's (and, where TorchIO imports, a robustness record of
+# each path), measures volumes/s and pretrains simclr3d at paper scale for two minutes. Everything it
+# measured: $OUT/device_check.json (or --out DIR). Meant to finish within 8 minutes on one H100; every
+# stage has its own budget.
 #
 # The GPU machine has no network and its own torch, and lacks some of the project's dependencies,
 # so they travel as wheels for its Python (cp312 at last look), downloaded beforehand on a machine
@@ -23,13 +25,17 @@
 # too big to carry; the small pure-Python ones at the end may be there already, and installing them
 # again changes nothing that matters; add any the report names under environment.missing_imports.
 # SimpleITK, which torchio imports, is a 50 MB wheel: it is left behind, so torchio shows under
-# missing_imports; only the robustness protocol needs it, and the smoke suite has none.)
+# missing_imports; only the robustness protocol needs it, and the smoke suite has none. Without it
+# the perturbations stage compares the GPU with the same torch code on the CPU (and with MONAI's
+# CPU path for gibbs and rician_noise) and the robustness stage is skipped; add
+#   simpleitk
+# to the pip download above where the carry has room, to compare with the CPU path itself.)
 # Then, on the GPU machine:
 #
 #   bash benchmarks/device_check.sh --wheels .venv/device-wheels [--out DIR] [other options of
 #       device_check.py, e.g. --pretrain-seconds 60]
 #
-# and here, to see that it still runs (about 75 s on two CPU cores):
+# and here, to see that it still runs (about 85 s on two idle CPU cores; no robustness records):
 #
 #   bash benchmarks/device_check.sh --device cpu --dry-run --out "$(mktemp -d)"
 set -euo pipefail

@@ -127,3 +127,35 @@ def test_networks_run_with_the_device_and_precision_threaded_through(tiny_cohort
     done = pretrain(method, cohort, steps=2, batch_size=4, out_dir=tmp_path / "pre", progress=False,
                     checkpoint_every=2, device="cpu")
     assert done.steps == 2 and np.isfinite(done.losses).all()
+
+
+def test_pretrain_takes_precision_like_run(tiny_cohort_dir, tiny_splits_root, tmp_path, capsys, monkeypatch):
+    """``bench pretrain --precision``: fp16 on a CPU is one line before any work; bf16 autocasts the
+    loss's forward (other losses than fp32's, still finite) and says so in the card; fp32 writes
+    the card it always wrote (no precision key)."""
+    import json
+
+    from bench.cli import main
+    from bench.data.sources import open_cohort
+    from bench.pretrain import pretrain, ssl_recipes
+
+    monkeypatch.setenv("MRIBENCH_SPLITS", str(tiny_splits_root))
+    code = main(["pretrain", "--encoder", "simclr3d", "--precision", "fp16", "--device", "cpu",
+                 "--out", str(tmp_path / "fp16"), "--cohort", str(tiny_cohort_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--precision fp16" in err, err
+    assert not (tmp_path / "fp16").exists()
+    cohort = open_cohort(tiny_cohort_dir, progress=False)
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        method = ssl_recipes()["simclr3d"](config="small", seed=0)
+        runs[precision] = pretrain(method, cohort, steps=2, batch_size=4, out_dir=tmp_path / precision,
+                                   progress=False, checkpoint_every=2, device="cpu", precision=precision)
+    assert all(np.isfinite(r.losses).all() for r in runs.values())
+    assert runs["bf16"].losses != runs["fp32"].losses  # autocast really ran
+    cards = {p: json.loads(r.card_path.read_text())["pretraining_data"] for p, r in runs.items()}
+    assert cards["bf16"]["precision"] == "bf16" and "precision" not in cards["fp32"]
+    with pytest.raises(MribenchError, match="--precision fp8"):
+        pretrain(ssl_recipes()["simclr3d"](config="small"), cohort, steps=1, out_dir=tmp_path / "x",
+                 progress=False, precision="fp8")
+    assert not (tmp_path / "x").exists()  # refused before anything is written

@@ -33,6 +33,11 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                    help="where one process trains (auto: the first CUDA device if present, else the CPU); "
                         "under --nproc each process takes its own GPU when there are GPUs")
+    from bench.devices import DEFAULT_PRECISION, PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="autocast precision of the loss's forward pass (fp16 with a gradient scaler, on a GPU "
+                        "only); the optimiser and its weights stay fp32; written in the card when not fp32")
     add_cohort_args(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -53,9 +58,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     if args.nproc < 1:
         raise MribenchError(f"--nproc must be at least 1 (got {args.nproc})")
-    from bench.devices import resolve_device
+    from bench.devices import compute_from
 
-    device = resolve_device(args.device)  # an absent device: one line, before the cohort is opened
+    # an absent device or fp16 on a CPU: one line, before the cohort is opened
+    device = compute_from(args.device, args.precision).device
     with cache_lock(f"cohort-{args.profile}-seed{args.seed}"):  # generated once, before any rank reads it
         cohort = cohort_from(args)
     steps = args.steps or get_profile(args.profile).pretrain_steps
@@ -70,7 +76,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                       out_dir=Path(args.out) if args.out else None, resume=args.resume,
                       checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
                       command=args.command_line, init_from=Path(args.init_from) if args.init_from else None,
-                      device=device)
+                      device=device, precision=args.precision)
     if env_rank() != 0:  # under torchrun, rank 0 reports for all
         return 0
     import numpy as np
@@ -97,7 +103,7 @@ def _launch_pretrain(args: argparse.Namespace, steps: int, cohort_name: str) -> 
              "--batch-size", str(args.batch_size), "--lr", repr(args.lr), "--lr-schedule", args.lr_schedule,
              "--seed-train", str(args.seed_train),
              "--checkpoint-every", str(args.checkpoint_every), "--out", str(out), "--profile", args.profile,
-             "--seed", str(args.seed), "--device", args.device]
+             "--seed", str(args.seed), "--device", args.device, "--precision", args.precision]
     child += (["--cohort", args.cohort] if args.cohort else []) + (["--resume"] if args.resume else []) \
         + (["--init-from", args.init_from] if args.init_from else []) \
         + (["--no-progress"] if args.no_progress else [])

@@ -25,6 +25,15 @@ what recomputes and pins them: ``perturbation_seed``, ``levels`` (the perturbati
 ``parameters`` block instead, which those functions read as well (``bench results compact`` slims
 such a block once its parameters are checked against the recomputation).
 
+Where the perturbations run: on the CPU, in the reader, scan by scan (the path every committed
+record was computed with). When the job's device is not the CPU, the perturbations that have a torch
+implementation (:data:`bench.perturbations_torch.DEVICE_PATHS`) run instead on the whole batch on the
+encoder's device, after its transfer and before the forward, with the same drawn parameters; their
+embeddings are cached under another key (:func:`device_cache_tag`) and the block says which ran where
+(``perturbation_paths``, only when one ran on the device). ``MRIBENCH_DEVICE_PERTURBATIONS`` overrides
+the choice: ``never`` keeps every perturbation on the CPU path (the CPU records' noise), ``always``
+takes the device path on a CPU as well (checks of its arithmetic).
+
 Applies to encoders that read voxels (not the :class:`~bench.encoders.api.Latent` ones: perturbing a
 scan cannot change latents read from a table) on tasks scored by probe heads.
 """
@@ -32,15 +41,16 @@ scan cannot change latents read from a table) on tasks scored by probe heads.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
 from bench.errors import MribenchError
-from bench.perturbations import PERTURBATIONS, SEVERITIES, draw_all, parameters_digest, perturb_scan
+from bench.perturbations import PERTURBATIONS, SEVERITIES, draw_all, draw_parameters, parameters_digest, perturb_scan
 from bench.progress import progress_bar
 from bench.protocols import Protocol
-from bench.protocols.context import (EVAL_SPLITS, Context, Setting, assemble_features, eval_indices, fit_head,
-                                     head_data, input_spacing, probe_heads_only, record_predictions, seeds,
+from bench.protocols.context import (EVAL_SPLITS, Context, Setting, assemble_features, compute_of, eval_indices,
+                                     fit_head, head_data, input_spacing, probe_heads_only, record_predictions, seeds,
                                      setting_score, split_indices, with_sequence_summaries)
 from bench.timing import phase
 
@@ -49,9 +59,34 @@ from bench.timing import phase
 PERTURBATION_SEED = 0
 
 
+#: Environment variable choosing where perturbations run: ``auto`` (default), ``always``, ``never``.
+DEVICE_PERTURBATIONS_ENV = "MRIBENCH_DEVICE_PERTURBATIONS"
+DEVICE_MODES = ("auto", "always", "never")
+
+
 def cache_tag(name: str, severity: int, seed: int = PERTURBATION_SEED) -> str:
     """Embedding-cache key component of a perturbed scan (never equal to 'clean')."""
     return f"{name}-s{severity}-seed{seed}"
+
+
+def device_cache_tag(name: str, severity: int, seed: int = PERTURBATION_SEED) -> str:
+    """The same for a scan perturbed on the device: another key, since its noise (and float error)
+    is not the CPU path's, while the CPU path's keys stay those of every entry written before."""
+    return f"{cache_tag(name, severity, seed)}-device"
+
+
+def perturbation_path(ctx: Context, name: str) -> str:
+    """``device`` or ``cpu``: where perturbation ``name`` runs in this job. The device path needs a
+    torch implementation and a job device other than the CPU, unless
+    ``MRIBENCH_DEVICE_PERTURBATIONS`` says ``always`` (also on a CPU) or ``never``."""
+    from bench.perturbations_torch import on_device
+
+    mode = os.environ.get(DEVICE_PERTURBATIONS_ENV, "auto").strip().lower() or "auto"
+    if mode not in DEVICE_MODES:
+        raise MribenchError(f"{DEVICE_PERTURBATIONS_ENV}={mode}: use one of {', '.join(DEVICE_MODES)}")
+    if mode == "never" or not on_device(name):
+        return "cpu"
+    return "device" if mode == "always" or compute_of(ctx).device != "cpu" else "cpu"
 
 
 CLEAN = Setting("clean")
@@ -94,10 +129,11 @@ def run(ctx: Context) -> list:
     scores = _score_all(ctx, heads, eval_idx, CLEAN, keep=True)
     eval_rows = np.unique(np.concatenate([ctx.examples.rows[i].ravel() for idx in eval_idx.values() for i in idx]))
     grid = [(p, s) for p in PERTURBATIONS for s in severities]
+    paths = {name: perturbation_path(ctx, name) for name in PERTURBATIONS}
     with progress_bar(ctx.progress) as bar:
         task = bar.add_task(f"robustness: {len(eval_rows)} scans x {len(grid)} perturbations", total=len(grid))
         for name, severity in grid:
-            features = _perturbed_features(ctx, eval_idx, eval_rows, name, severity)
+            features = _perturbed_features(ctx, eval_idx, eval_rows, name, severity, paths[name])
             scores += _score_all(dataclasses.replace(ctx, features=features), heads, eval_idx,
                                  perturbed(name, severity), keep=False)
             bar.advance(task)
@@ -105,6 +141,8 @@ def run(ctx: Context) -> list:
     scans = [[str(table.at[r, c]) for c in ("participant_id", "session_id", "sequence")] for r in eval_rows]
     ctx.extra["robustness"] = summarise_robustness(scores, spec.main_score, spec.higher_is_better, scans,
                                                    severities)
+    if "device" in paths.values():  # a CPU-path block stays exactly what it was
+        ctx.extra["robustness"]["perturbation_paths"] = paths
     return scores
 
 
@@ -140,24 +178,46 @@ def recorded_severities(profile_settings: dict | None) -> list[int]:
 
 
 def _perturbed_features(ctx: Context, eval_idx: dict[str, np.ndarray], eval_rows: np.ndarray, name: str,
-                        severity: int) -> list[np.ndarray]:
-    """The context's features with the evaluated examples' replaced by their perturbed scans'."""
+                        severity: int, path: str = "cpu") -> list[np.ndarray]:
+    """The context's features with the evaluated examples' replaced by their perturbed scans',
+    perturbed on the CPU in the reader (``path="cpu"``) or on the encoder's device (``"device"``)."""
     spacing = input_spacing(ctx)
-
-    def transform(volume, row):
-        out, _ = perturb_scan(volume, name, severity, seed=PERTURBATION_SEED, subject=row["participant_id"],
-                              session=row["session_id"], sequence=row["sequence"], spacing_mm=spacing)
-        return out
-
-    emb = ctx.embeddings.embed(ctx.encoder, ctx.cohort, eval_rows, ctx.store,
-                               perturbation=cache_tag(name, severity), transform=transform, progress=False,
-                               compute=ctx.compute)
+    if path == "device":
+        how = {"perturbation": device_cache_tag(name, severity),
+               "batch_transform": device_transform(name, severity, spacing)}
+    else:
+        how = {"perturbation": cache_tag(name, severity), "transform": scan_transform(name, severity, spacing)}
+    emb = ctx.embeddings.embed(ctx.encoder, ctx.cohort, eval_rows, ctx.store, progress=False, compute=ctx.compute,
+                               **how)
     features = list(ctx.features)
     for idx in eval_idx.values():
         sub = ctx.examples.subset(np.isin(np.arange(len(ctx.examples)), idx))
         for i, f in zip(idx, with_sequence_summaries(sub, assemble_features(sub, emb), ctx.encoder)):
             features[i] = f
     return features
+
+
+def scan_transform(name: str, severity: int, spacing: float):
+    """The CPU path: ``transform(volume, row)``, one scan at a time in the reader."""
+    def transform(volume, row):
+        out, _ = perturb_scan(volume, name, severity, seed=PERTURBATION_SEED, subject=row["participant_id"],
+                              session=row["session_id"], sequence=row["sequence"], spacing_mm=spacing)
+        return out
+
+    return transform
+
+
+def device_transform(name: str, severity: int, spacing: float):
+    """The device path: ``transform(batch, rows)`` on the batch where it is, each scan with the
+    parameters :func:`~bench.perturbations.draw_parameters` gives the CPU path."""
+    from bench.perturbations_torch import perturb_batch
+
+    def transform(batch, rows):
+        params = [draw_parameters(name, severity, seed=PERTURBATION_SEED, subject=row["participant_id"],
+                                  session=row["session_id"], sequence=row["sequence"]) for _, row in rows.iterrows()]
+        return perturb_batch(batch, name, params, spacing)
+
+    return transform
 
 
 def one_per_subject(ctx: Context, idx: np.ndarray) -> np.ndarray:
