@@ -7,6 +7,10 @@ A fingerprint cannot say how many subjects differ, so ``bench splits make`` also
 of (hashed id, split) pairs beside the split file, ``<population>.fingerprint.json``, which
 ``bench splits compare`` counts differences from.
 
+The sidecar also keeps the rule's (public) salt and ``rows``: the hashed id of each row of the
+split file, in file order (sorted by participant id), which few-shot draws rank by
+(:func:`draw_ids`); no participant id is written, so the file says no more than its pairs do.
+
 That list is data under the release's use agreement: ADNI ids (``002_S_0295``) are few enough to
 hash them all through the public salt, so a hashed id identifies a subject as well as the id. It
 stays local like the split file itself, and is exchanged, if at all, as the release's terms allow.
@@ -43,11 +47,17 @@ def sidecar_of(split_path: str | os.PathLike) -> Path:
     return path.with_name(path.name.removesuffix(".tsv") + SUFFIX)
 
 
-def write_sidecar(split_path: str | os.PathLike, rule, hashed: Mapping[str, str], split_sha256: str) -> str:
-    """Write the fingerprint sidecar of a rule-made split file; return the fingerprint."""
+def write_sidecar(split_path: str | os.PathLike, rule, hashed: Mapping[str, str], split_sha256: str,
+                  participants: Mapping[str, str] | None = None) -> str:
+    """Write the fingerprint sidecar of a rule-made split file; return the fingerprint.
+
+    ``participants`` (participant id -> hashed id) is stored as ``rows``, the hashed ids in the split
+    file's row order, so that few-shot draws can rank by hashed id without the sidecar naming anyone."""
     fp = fingerprint(hashed)
     body = {"notice": NOTICE, "rule": rule.name, "rule_sha256": rule.sha256, "split_sha256": split_sha256,
             "fingerprint": fp, "n_subjects": len(hashed), "subjects": dict(sorted(hashed.items()))}
+    if participants is not None:
+        body |= {"salt": rule.salt, "rows": [h for _, h in sorted(participants.items())]}
     atomic_write_bytes(sidecar_of(split_path), (json.dumps(body, indent=1) + "\n").encode("utf-8"), mode=0o600)
     return fp
 
@@ -83,6 +93,29 @@ def record_fields(split_path: str | os.PathLike, split_sha256: str) -> dict[str,
                          "run `bench splits make --force` again")
     return {"split_rule": body["rule"], "split_rule_sha256": body["rule_sha256"],
             "split_fingerprint": body["fingerprint"]}
+
+
+def draw_ids(split_path: str | os.PathLike, split_sha256: str, table) -> tuple[str, dict[str, str]]:
+    """(rule salt, participant id -> hashed id) of a rule-made split, for its few-shot draws.
+
+    ``table`` is the loaded split (sorted by participant id, as the file is). The sidecar must be
+    this file's and name each row's hashed id in the split the file gives it; anything else is one
+    line asking for ``bench splits make --force`` (which rewrites the same split, same hash)."""
+    path = sidecar_of(split_path)
+    body = read_sidecar(path)
+    redo = "run `bench splits make --force` again"
+    if body.get("split_sha256") != split_sha256:
+        raise SplitError(f"{path} was written for another {Path(split_path).name}; {redo}")
+    rows, salt = body.get("rows"), body.get("salt")
+    rows = rows if isinstance(rows, list) and all(isinstance(h, str) for h in rows) else []
+    if not isinstance(salt, str) or len(set(rows)) != len(table):
+        raise SplitError(f"{path} lists no hashed id per row (written before few-shot draws read them); {redo}")
+    subjects = body["subjects"]
+    pids, splits = table["participant_id"].astype(str).tolist(), table["split"].astype(str).tolist()
+    wrong = next((p for p, h, s in zip(pids, rows, splits) if subjects.get(h) != s), None)
+    if wrong is not None:
+        raise SplitError(f"{path}: the hashed id of row {wrong} is not in its split there (edited?); {redo}")
+    return salt, dict(zip(pids, rows))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,30 @@ From the digest ``d = SHA-256(salt + "\\x1f" + split_id)``:
 The hex digest is the subject's *hashed id* (:mod:`bench.fingerprint`). The glioma releases share
 a salt and fractions: UCSF-PDGM lists BraTS 2021 ids, and one patient must not be train in one
 release and test in the other.
+
+Few-shot draws (:meth:`bench.splits.Split.k_shot` on a split with a fingerprint sidecar) rank the
+train subjects of each class by ``SHA-256(salt + "\\x1f" + repeat + "\\x1f" + hashed id)``
+(:func:`shot_key`) and take the k smallest; task, k and seed do not enter, so the k = 1 draw of a
+repeat is inside its k = 5 draw, and every task with the same classes draws alike.
+
+What is invariant across two downloads A and B of one release under one rule (same ``split_id``
+values, whatever their file order or extra scans and files):
+
+* every shared subject's split (``external`` by its site) and inner fold;
+* the relative ``order`` of two shared train subjects, neither a class lead in A or in B;
+* data fractions, as far as one ranking allows: leaving out the class leads of both, the shared
+  train subjects in B's p-fraction are the first ones of A's ranking of the shared subjects, so A's
+  and B's p-fractions cut down to their shared subjects are nested (one contains the other);
+* a class's k-shot draw of a repeat when both have the same candidates of that class (its train
+  subjects with that label), whatever subjects of *other* classes either has; and when B has all of
+  A's candidates and more, every shared subject B draws is one A draws too.
+
+What is not: the ``order`` numbers and the fraction size ``ceil(p * n_train)``, hence which shared
+subjects near a fraction's boundary are in it; the class leads (each class's lowest key among the
+subjects present), which open every fraction; a class's k-shot draw when its candidates differ (an
+extra, better-ranked subject displaces one) or its labels do (another label file, an unlabelled
+subject); a class with fewer than k candidates (all are used, with a warning); and the split file's
+hash and the fingerprint, which read every subject.
 """
 
 from __future__ import annotations
@@ -64,6 +88,17 @@ class SplitRule:
     def digest(self, split_id: str) -> bytes:
         """SHA-256 of the salt and the subject's dataset id: everything its assignment reads."""
         return hashlib.sha256(f"{self.salt}\x1f{split_id}".encode("utf-8")).digest()
+
+
+def shot_key(salt: str, repeat: int, hashed_id: str) -> bytes:
+    """The few-shot rank of a subject in draw ``repeat``: read from its hashed id alone, so whether it
+    is drawn depends on the other candidates of its class only through this ranking."""
+    return hashlib.sha256(f"{salt}\x1f{int(repeat)}\x1f{hashed_id}".encode("utf-8")).digest()
+
+
+def hashed_ids(rule: SplitRule, ids: pd.Series) -> dict[str, str]:
+    """participant_id -> hashed id (hex digest) of each subject of ``ids`` (:func:`subject_ids`)."""
+    return {str(pid): rule.digest(str(sid)).hex() for pid, sid in ids.items()}
 
 
 def rules_root() -> Path:

@@ -16,6 +16,12 @@ Columns of a split file:
 * ``order``: rank of a train subject in a seeded, label-stratified interleaved permutation,
   -1 otherwise; the first ``ceil(p * n_train)`` subjects by ``order`` are the p-fraction
   subset, so the 10 % subset is inside the 20 % subset and every subset keeps class shares.
+
+A split made by a real release's rule (:mod:`bench.split_rules`) has a fingerprint sidecar beside it
+(:mod:`bench.fingerprint`); :func:`load_split` notes that in :attr:`Split.rule_made`, and
+:meth:`Split.k_shot` then draws by hashed id instead of from a generator over the subjects present.
+What that makes invariant across two groups' downloads, and what it cannot, is listed in
+:mod:`bench.split_rules`.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import hashlib
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +40,7 @@ import pandas as pd
 
 from bench.atomic import atomic_write_bytes
 from bench.errors import SplitError
+from bench.fingerprint import draw_ids, sidecar_of
 
 #: The split names a file may use, in reporting order.
 SPLITS: tuple[str, ...] = ("train", "val", "test", "external")
@@ -325,11 +333,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 @dataclass
 class Split:
-    """A verified split file: its table, where it came from and its SHA-256."""
+    """A verified split file: its table, where it came from and its SHA-256.
+
+    ``rule_made``: a fingerprint sidecar lies beside the file (a real release's rule made it), so
+    few-shot draws rank by hashed id (:meth:`k_shot`)."""
 
     table: pd.DataFrame
     path: Path
     sha256: str
+    rule_made: bool = False
 
     def subjects(self, name: str) -> list[str]:
         """Sorted participant ids of one split (``train``, ``val``, ``test``, ``external``)."""
@@ -342,6 +354,8 @@ class Split:
 
         Sorted by participant id. Because subsets are prefixes of one ranking, a smaller
         fraction is always inside a larger one, and label-efficiency curves are comparable.
+        On a rule-made split the ranking is by hashed id, so two downloads' fractions agree on
+        their shared subjects up to the boundary and the class leads (:mod:`bench.split_rules`).
         """
         if not 0 < p <= 1:
             raise ValueError(f"fraction p={p} must be in (0, 1]")
@@ -360,17 +374,17 @@ class Split:
         A class with fewer than k train subjects contributes all of them, with a warning,
         so a few-shot result never silently uses a different k. The generator is seeded
         from SHA-256 of the tuple, not ``hash()``, which changes between interpreter runs.
+        On a rule-made split there is no generator: each class's k subjects with the smallest
+        :func:`bench.split_rules.shot_key` of (salt, repeat, hashed id) are drawn, so a draw does
+        not depend on which other classes' subjects, files or row order a download has.
         """
         if k < 1:
             raise ValueError(f"k={k}: k-shot needs at least one subject per class")
-        labels = labels.dropna()
-        if labels.index.duplicated().any():
-            dup = labels.index[labels.index.duplicated()][0]
-            raise ValueError(f"labels has several entries for {dup}; pass one label per "
-                             "participant (index participant_id)")
+        labels = _one_label_each(labels)
         train = set(self.subjects("train"))
         pool = labels[labels.index.astype(str).isin(train)]
-        rng = np.random.default_rng(stable_seed(task, k, repeat, seed))
+        pick = self._hash_pick(repeat) if self.rule_made else \
+            _rng_pick(np.random.default_rng(stable_seed(task, k, repeat, seed)))
         chosen: list[str] = []
         for cls in sorted(labels.unique(), key=str):
             members = sorted(map(str, pool.index[pool == cls]))
@@ -380,13 +394,44 @@ class Split:
                               UserWarning, stacklevel=2)
                 chosen.extend(members)
             else:
-                chosen.extend(rng.choice(members, size=k, replace=False).tolist())
+                chosen.extend(pick(members, k))
         return sorted(chosen)
+
+    @cached_property
+    def _draw_ids(self) -> tuple[str, dict[str, str]]:
+        """(salt, participant id -> hashed id) from the sidecar, read once per loaded split."""
+        return draw_ids(self.path, self.sha256, self.table)
+
+    def _hash_pick(self, repeat: int) -> Callable[[list[str], int], list[str]]:
+        """The k members with the smallest shot key of ``repeat``: nothing seeded by who is present."""
+        from bench.split_rules import shot_key
+
+        salt, hashed = self._draw_ids
+
+        def pick(members: list[str], k: int) -> list[str]:  # members: train rows, each has a hashed id
+            return sorted(members, key=lambda m: (shot_key(salt, repeat, hashed[m]), m))[:k]
+        return pick
 
     def summary(self) -> dict[str, int]:
         """Number of subjects in each split (all four names, zero where empty)."""
         counts = self.table["split"].value_counts()
         return {name: int(counts.get(name, 0)) for name in SPLITS}
+
+
+def _one_label_each(labels: pd.Series) -> pd.Series:
+    """The labels without missing values; several labels for one participant are refused."""
+    labels = labels.dropna()
+    if labels.index.duplicated().any():
+        dup = labels.index[labels.index.duplicated()][0]
+        raise ValueError(f"labels has several entries for {dup}; pass one label per "
+                         "participant (index participant_id)")
+    return labels
+
+
+def _rng_pick(rng: np.random.Generator) -> Callable[[list[str], int], list[str]]:
+    """The synthetic splits' draw: k members by ``rng``, one class after the other (the committed
+    few-shot records were drawn so, and must reproduce)."""
+    return lambda members, k: rng.choice(members, size=k, replace=False).tolist()
 
 
 def stable_seed(*parts: object) -> int:
@@ -407,7 +452,7 @@ def load_split(path: str | os.PathLike,
     if problems:
         raise SplitError(problems[0])
     assert table is not None
-    return Split(table=table, path=Path(path), sha256=sha)
+    return Split(table=table, path=Path(path), sha256=sha, rule_made=sidecar_of(path).is_file())
 
 
 def check_split(path: str | os.PathLike,

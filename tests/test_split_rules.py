@@ -21,6 +21,7 @@ from bench.data.importers.tumour import glioma_split_id
 from bench.errors import SplitError
 from bench.fingerprint import fingerprint, read_sidecar, record_fields, sidecar_of
 from bench.split_rules import apply_rule, find_rule, load_rule, subject_ids
+from bench.splits import load_split
 
 #: dataset -> (miniature builder, population, subjects left out of miniature A, of miniature B)
 CASES = {
@@ -144,6 +145,10 @@ def test_records_carry_the_fingerprint_of_their_split(tmp_path, capsys):
     split = tmp_path / "splits" / "adni" / "ad.tsv"
     side = json.loads(sidecar_of(split).read_text())
     assert side["rule_sha256"] == find_rule("adni", "ad").sha256 and "use agreement" in side["notice"]
+    made = load_split(split)      # few-shot draws rank by the hashed id of each row, which the sidecar keeps
+    assert made.rule_made and side["salt"] == find_rule("adni", "ad").salt and len(side["rows"]) == len(made.table)
+    one_class = pd.Series("x", index=made.table["participant_id"])
+    assert len(made.k_shot(one_class, 2, 0, "adni/ad_diagnosis")) == 2
     results = tmp_path / "results"
     assert main(["run", "--encoder", "random", "--task", "adni/ad_diagnosis", "--cohort", str(res.manifest),
                  "--profile", "smoke", "--seeds", "1", "--results", str(results), "--no-progress"]) == 0

@@ -22,11 +22,12 @@ _SITES_SHOWN = 4
 
 def make_by_rule(args: argparse.Namespace, cohort, rule, subjects: pd.DataFrame, label: str | None,
                  path: Path) -> None:
-    """Apply ``rule`` to the subjects present, write the split, its hash and its fingerprint sidecar,
-    and print the balance per split with a warning where the test split is below the power target."""
+    """Apply ``rule`` to the subjects present, write the split, its hash and its fingerprint sidecar
+    (with each row's hashed id, which few-shot draws rank by), and print the balance per split with a
+    warning where the test split is below the power target."""
     from bench.fingerprint import NOTICE, sidecar_of, write_sidecar
     from bench.paths import display_path
-    from bench.split_rules import apply_rule, subject_ids
+    from bench.split_rules import apply_rule, hashed_ids, subject_ids
     from bench.splits import write_split
 
     if args.external_site is not None:
@@ -35,7 +36,8 @@ def make_by_rule(args: argparse.Namespace, cohort, rule, subjects: pd.DataFrame,
     ids = subject_ids(cohort.table, f"cohort {cohort.name}")
     table, hashed = apply_rule(rule, subjects, ids, label)
     digest = write_split(table, path)
-    fp = write_sidecar(path, rule, hashed, digest)
+    rows = hashed_ids(rule, ids.loc[table["participant_id"]])
+    fp = write_sidecar(path, rule, hashed, digest, participants=rows)
     console.print(f"wrote {path} by rule {rule.name} (rule sha256 {rule.sha256[:12]}, split sha256 "
                   f"{digest[:12]})\nsplit fingerprint {fp}", highlight=False)
     console.print(f"wrote {sidecar_of(path)}: {NOTICE}", highlight=False)
