@@ -41,6 +41,8 @@ from bench.errors import MribenchError
 
 #: Where the synthetic generator writes the volumes, under the cohort's root.
 VOLUMES_FILE = Path("derivatives") / "synth" / "volumes.tsv"
+#: The same measurements of the rescans (``run-02``), each with its own measurement error.
+RESCAN_VOLUMES_FILE = Path("derivatives") / "synth" / "rescan_volumes.tsv"
 #: Structures normalised by ICV, then ICV (the table's columns, in ml).
 STRUCTURES = QUANTITIES[:-1]
 ICV = QUANTITIES[-1]
@@ -73,8 +75,15 @@ class Volumes(Encoder):
     def embed_rows(self, rows: pd.DataFrame, cohort) -> np.ndarray:
         root = getattr(cohort, "root", None)
         source = find_freesurfer(Path(root)) if root is not None else None
+        rescans = "run" in rows.columns and rows["run"].notna().any()
         if source is None or (Path(root) / VOLUMES_FILE).is_file():
-            return self._synthetic(rows, volumes_path(cohort))
+            # a synthetic cohort's first acquisitions carry no run; its rescans (run-02) have a table of their own
+            return self._synthetic(rows, Path(root) / RESCAN_VOLUMES_FILE if rescans else volumes_path(cohort))
+        if rescans:
+            raise MribenchError(f"{source}: FreeSurfer output is read per session, so a same-session repeat scan "
+                                f"(participant {rows['participant_id'].iloc[0]}, session {rows['session_id'].iloc[0]}, "
+                                f"run {rows['run'].iloc[0]}) would get its first scan's volumes; segment each run "
+                                "and give them with --encoder features instead")
         return self._freesurfer(rows, source)
 
     def _synthetic(self, rows: pd.DataFrame, path: Path) -> np.ndarray:

@@ -198,6 +198,9 @@ class ResultRecord(_Strict):
     #: robustness protocol only: score per perturbation x severity, relative drops, and what pins the
     #: perturbations (seed, severities, scans, parameters_sha256; per-scan ``parameters`` in older records)
     robustness: dict[str, Any] | None = None
+    #: reliability protocol only: what its numbers are (value, ICC form, identification, tracking), the
+    #: number of rescan pairs per split and the SHA-256 of the rescans it read
+    reliability: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -224,6 +227,11 @@ class ResultRecord(_Strict):
         if v not in PROTOCOLS:
             raise ValueError(f"unknown protocol {v!r}; registered: {', '.join(PROTOCOLS)}")
         return v
+
+
+#: Protocol blocks added to the record after its schema was first written (``reliability``): left out
+#: of a record's JSON when empty, so other protocols' records are byte for byte what they were.
+OPTIONAL_BLOCKS = ("reliability",)
 
 
 #: Top-level record fields that are names: validated as they are (:func:`bench.names.check_name`),
@@ -569,6 +577,9 @@ def write_record(record: ResultRecord, path: str | Path, *, inline_predictions: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = _clean(record.model_dump(mode="python"))
+    for block in OPTIONAL_BLOCKS:  # absent rather than null: records written before the block existed stay alike
+        if payload.get(block) is None:
+            payload.pop(block, None)
     packed = None if inline_predictions else _pack_predictions(payload, path)
     sidecar = path.parent / sidecar_name(path.name)
     if packed is not None:

@@ -467,8 +467,8 @@ def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: l
     )
     return ResultRecord.model_validate({
         "encoder": card.name, "task": spec.name, "task_version": spec.version, "protocol": protocol,
-        "main_score_name": spec.main_score, "main_score": main,
-        "higher_is_better": spec.higher_is_better, "headline_setting": proto.headline,
+        "main_score_name": proto.main_metric(spec)[0], "main_score": main,
+        "higher_is_better": proto.main_metric(spec)[1], "headline_setting": proto.headline,
         "scores": scores, "summary": summarise(scores), "flags": flags, "predictions": scored.predictions,
         "provenance": provenance, **{k: ctx.extra[k] for k in proto.extra_blocks if k in ctx.extra},
     })

@@ -163,7 +163,12 @@ def test_protocols_say_where_they_apply_in_one_place():
                                                                  "robustness", "finetune_fractions"]
     assert {p: get_protocol(p).headline for p in PROTOCOLS} == {
         "linear_probe": "full", "fractions": "fraction=1", "few_shot": "k=10", "finetune": "full",
-        "robustness": "clean", "cross_cohort": "full", "finetune_fractions": "fraction=1"}
+        "robustness": "clean", "cross_cohort": "full", "finetune_fractions": "fraction=1", "reliability": "retest",
+        "site": "site"}
+    assert "compares two acquisitions of one scan" in get_protocol("reliability").supports(get_task("conversion"),
+                                                                                          random)
+    assert get_protocol("reliability").supports(get_task("brain_age"), oracle) is None
+    assert get_protocol("reliability").main_metric(get_task("brain_age")) == ("icc", True)
     assert "embedding tasks only" in get_protocol("finetune_fractions").supports(get_task("tumour_segmentation"),
                                                                                  random)
 

@@ -75,11 +75,13 @@ def floor_lines(results: list, folder) -> list[str]:
     a record (what to run to add them)."""
     from bench.encoders import list_encoders
 
+    from bench.protocols import get_protocol
+
     registered = set(list_encoders())
     lines = []
     for r in results:
-        if r.failed or r.main_score is None:
-            continue
+        if r.failed or r.main_score is None or not get_protocol(r.protocol).ranked:
+            continue  # an unranked protocol's numbers (reliability's ICC) have no paired test
         floors = floor_names(r.encoder, registered)
         entry, problem = _entry(Path(r.path)) if floors else (None, None)
         if entry is None:

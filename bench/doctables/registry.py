@@ -24,6 +24,7 @@ GENERATORS: dict[str, str] = {
     "records-wall-time": "bench.doctables.cost:records_wall_table",
     "pretraining-runs": "bench.doctables.pretraining:runs_table",
     "cohort-generation": "bench.doctables.generation:generation_line",
+    "reliability-reference": "bench.doctables.reliability:reliability_table",
 }
 
 

@@ -15,7 +15,9 @@ from bench.leaderboard.aggregate import CriticalDifference, OverallRow, critical
 from bench.leaderboard.entries import Entry, Refused, load_entries, registered_names
 from bench.leaderboard.label_efficiency import FractionRow, fraction_rows
 from bench.leaderboard.ranking import ALPHA, Ranked, Replicates, rank_entries
+from bench.leaderboard.reliability_rows import ReliabilityRow, reliability_rows
 from bench.leaderboard.robustness_rows import RobustnessRow, robustness_rows
+from bench.leaderboard.site_rows import SiteRow, site_rows
 from bench.leaderboard.sections import (POWER_SIMS, CardRow, CrossCohortRow, SplitPower, card_rows, cross_cohort_rows,
                                         metric_name, split_power)
 
@@ -45,10 +47,12 @@ class TaskTable:
     metric_label: str = ""              # the main score named exactly ("3-class macro AUC ...")
     label_efficiency: list[FractionRow] = field(default_factory=list)  # ``fractions`` below 100 %
     unranked: dict[str, list[Entry]] = field(default_factory=dict)     # UNRANKED_PROTOCOLS' entries
+    reliability: list[ReliabilityRow] = field(default_factory=list)   # ``reliability``: shown, not ranked
+    site: list[SiteRow] = field(default_factory=list)                 # ``site``: a column, not a rank
 
     @property
     def anchor(self) -> str:
-        return f"task-{self.task}-v{self.version}-{self.cohort}".replace("/", "-")
+        return f"task-{self.task}-v{self.version}-{self.cohort}".replace("/", "-").replace(", split ", "-split-")
 
     @property
     def rows(self) -> list[Ranked]:
@@ -57,7 +61,8 @@ class TaskTable:
     @property
     def entries(self) -> list[Entry]:
         """Every entry of the table: the ranked rows' and the unranked protocols'."""
-        return [r.entry for r in self.rows] + [e for p in protocol_order() for e in self.unranked.get(p, [])]
+        return ([r.entry for r in self.rows] + [e for p in protocol_order() for e in self.unranked.get(p, [])]
+                + [r.entry for r in self.reliability] + [r.entry for r in self.site])
 
 
 @dataclass
@@ -121,6 +126,8 @@ class Board:
 #: Protocols the board shows without ranking them: ``fractions`` at 100 % is the linear probe again
 #: (:mod:`.label_efficiency`), so it is a label-efficiency table instead.
 UNRANKED_PROTOCOLS = ("fractions",)
+#: Protocols whose records are shown in a table of their own under the task, never ranked.
+SECTION_PROTOCOLS = ("reliability", "site")
 
 
 def _power(spec, by_protocol: dict[str, list[Ranked]], entries: list[Entry], n_sim: int, alpha: float):
@@ -140,17 +147,22 @@ def _task_table(key: tuple[str, int, str], members: list[Entry], reps: Replicate
     by_protocol: dict[str, list[Ranked]] = {}
     for protocol in protocol_order():
         chosen = [e for e in members if e.protocol == protocol]
-        if chosen and protocol not in UNRANKED_PROTOCOLS:
+        if chosen and protocol not in UNRANKED_PROTOCOLS and protocol not in SECTION_PROTOCOLS:
             by_protocol[protocol] = rank_entries(chosen, n_boot=n_boot, seed=seed, alpha=alpha, reps=reps)
-    first = members[0].record
+    # the task's metric, from a record scored by it (a section protocol's headline is its own: ICC, site)
+    first = next((e.record for e in members if e.protocol not in SECTION_PROTOCOLS), None)
+    metric, higher = (first.main_score_name, first.higher_is_better) if first else (spec.main_score,
+                                                                                   spec.higher_is_better)
     ranked_entries = [r.entry for p in protocol_order() for r in by_protocol.get(p, [])]
-    return TaskTable(task, version, cohort, first.main_score_name, first.higher_is_better, spec.headline,
+    return TaskTable(task, version, cohort, metric, higher, spec.headline,
                      " ".join(spec.description.split()), by_protocol,
                      robustness_rows([e for e in members if e.protocol == "robustness"]),
                      _power(spec, by_protocol, ranked_entries, power_sims, alpha), spec.ranking, metric_name(spec),
                      fraction_rows([e for e in members if e.protocol == "fractions"]),
                      {p: [e for e in members if e.protocol == p] for p in UNRANKED_PROTOCOLS
-                      if any(e.protocol == p for e in members)})
+                      if any(e.protocol == p for e in members)},
+                     reliability_rows([e for e in members if e.protocol == "reliability"]),
+                     site_rows([e for e in members if e.protocol == "site"], spec.main_score))
 
 
 def _overall(cohort: str, tables: list[TaskTable], alpha: float) -> Overall:
@@ -166,6 +178,13 @@ def _overall(cohort: str, tables: list[TaskTable], alpha: float) -> Overall:
                    [t.task for t in tables if not t.ranking])
 
 
+def _table_key(e: Entry) -> tuple[str, int, str]:
+    """(task, version, cohort), the cohort shown with its split fingerprint's short form when the record
+    has one (a rule-made split): two groups' different downloads of one release never share a table."""
+    fp = e.record.provenance.config.get("split_fingerprint")
+    return e.table_key if not fp else (e.task, e.record.task_version, f"{e.cohort}, split {str(fp)[:12]}")
+
+
 def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n_boot: int = 1000,
                 seed: int = 0, alpha: float = ALPHA, results_label: str = "results",
                 power_sims: int = POWER_SIMS) -> Board:
@@ -179,7 +198,7 @@ def build_board(entries: list[Entry], refused: list[Refused] | None = None, *, n
         (transfers if e.protocol in PROTOCOLS and PROTOCOLS[e.protocol].transfer else ranked).append(e)
     groups: dict[tuple[str, int, str], list[Entry]] = {}
     for e in ranked:
-        groups.setdefault(e.table_key, []).append(e)
+        groups.setdefault(_table_key(e), []).append(e)
     reps = Replicates(n_boot, seed)
     tables = [_task_table(key, members, reps, n_boot=n_boot, seed=seed, alpha=alpha, power_sims=power_sims)
               for key, members in sorted(groups.items())]

@@ -2,7 +2,9 @@
 
 ``p_vs_best`` is Holm-adjusted within the table (``p_vs_best_unadjusted`` beside it); ``ci_low`` /
 ``ci_high`` are the displayed interval (seed noise included where the seeds differ, ``seed_sd``).
-``section`` tells the ranked tables' rows (``task``) from the unranked ``fractions`` rows and the cross-cohort transfers
+``section`` tells the ranked tables' rows (``task``) from the unranked ``fractions`` and ``reliability`` rows (whose
+``main_score`` is the test-retest ICC), the ``site`` rows (whose ``main_score`` is the site balanced accuracy;
+their ``n_test_subjects`` counts the training subjects its site decoder read) and the cross-cohort transfers
 (``cross_cohort``: unranked, with ``train_side`` / ``test_side``, the split the score is read on,
 the in-distribution linear-probe score and the drop; empty in ``task`` rows).
 
@@ -50,6 +52,9 @@ def csv_rows(board: Board) -> list[dict[str, object]]:
         for protocol, entries in table.unranked.items():   # fractions: shown as label efficiency, not ranked
             rows += [_entry_cells(e) | {"status": "not ranked (label efficiency)", "section": protocol}
                      for e in entries]
+        rows += [_entry_cells(r.entry) | {"status": "not ranked (reliability)", "section": "reliability"}
+                 for r in table.reliability]
+        rows += [_entry_cells(r.entry) | {"status": "not ranked (site leakage)", "section": "site"} for r in table.site]
     for t in board.cross_cohort:
         rows.append(_entry_cells(t.entry) | {
             "section": "cross_cohort", "train_side": t.train, "test_side": t.test, "scored_split": t.split,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from bench.leaderboard import fmt
 from bench.leaderboard.board import Board, Overall, TaskTable
+from bench.leaderboard.reliability_rows import INTRO as RELIABILITY_INTRO, cells as reliability_cells
+from bench.leaderboard.site_rows import INTRO as SITE_INTRO, cells as site_cells
 from bench.leaderboard.plots import Plot
 from bench.leaderboard.render_markdown import (CARD_HEADER, CROSS_COHORT_TITLE, LABEL_EFFICIENCY_INTRO, ROBUSTNESS_INTRO,
                                                card_cells, cd_text, fraction_cells, method_notes, overall_intro,
@@ -257,6 +259,14 @@ def _task(table: TaskTable, board: Board, out_dir: Path) -> str:
                      + _plain_table("fractions", header, rows, "fractions", entries=True) + "</div>")
     if table.robustness:
         parts.append(_robustness(table))
+    if table.reliability:
+        header, rows = reliability_cells(table.reliability)
+        parts.append(f'<div class="protocol-block"><h3 class="note">{_e(RELIABILITY_INTRO)}</h3>'
+                     + _plain_table("reliability", header, rows, "reliability", entries=True) + "</div>")
+    if table.site:
+        header, rows = site_cells(table.site)
+        parts.append(f'<div class="protocol-block"><h3 class="note">{_e(SITE_INTRO)}</h3>'
+                     + _plain_table("site", header, rows, "site", entries=True) + "</div>")
     figs = [_figure(p, out_dir) for p in board.plots if p.task == table.task and p.cohort == table.cohort]
     if figs:
         parts.append(f'<div class="plots">{"".join(figs)}</div>')

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from bench.leaderboard import fmt
 from bench.leaderboard.board import Board, Overall, TaskTable
+from bench.leaderboard.reliability_rows import INTRO as RELIABILITY_INTRO, cells as reliability_cells
+from bench.leaderboard.site_rows import INTRO as SITE_INTRO, cells as site_cells
 from bench.leaderboard.plots import Plot
 from bench.leaderboard.sections import CardRow, CrossCohortRow, power_text
 
@@ -192,6 +194,14 @@ def _task(table: TaskTable, board: Board, plots: list[Plot]) -> list[str]:
                         "-" if r.worst is None else f"{fmt.md(r.worst)} ({100 * r.worst_drop:.1f} %)"]
                        for r in table.robustness], "lrrl")
         out += ["", fmt.chance_note(table.robustness)]
+    if table.reliability:
+        head, cells = reliability_cells(table.reliability)
+        out += ["", RELIABILITY_INTRO, ""]
+        out += _table(head, [[fmt.md(c) for c in row] for row in cells], "llr" + "r" * (len(head) - 3))
+    if table.site:
+        head, cells = site_cells(table.site)
+        out += ["", SITE_INTRO, ""]
+        out += _table(head, [[fmt.md(c) for c in row] for row in cells], "l" + "r" * (len(head) - 1))
     mine = [p for p in plots if p.task == table.task and p.cohort == table.cohort]
     if mine:
         out += [""] + [f"![{fmt.md(p.alt)}]({p.png})" for p in mine]

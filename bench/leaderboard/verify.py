@@ -67,6 +67,7 @@ from bench.errors import MribenchError
 from bench.leaderboard.rounding import TOLERANCE, metric_range, metric_value
 from bench.leaderboard.verify_ci import check_intervals
 from bench.leaderboard.verify_examples import check_examples
+from bench.leaderboard.verify_fingerprint import fingerprint_problem
 from bench.results import ResultRecord, load_record, summarise
 
 #: Tolerance for numbers derived from other numbers of the record (headline, summary, robustness
@@ -131,6 +132,9 @@ def verify_record(record: ResultRecord) -> list[str]:
     problems += split_problems
     problems += _check_consistency(record)
     problems += _kept_predictions(record, scored)
+    own_check = get_protocol(record.protocol).check
+    if own_check is not None:  # scores that are not the task's metrics of per-example predictions
+        return problems + (own_check(record, split_subjects) if record.predictions else [])
     if record.predictions:
         if transfer and split_subjects is not None:  # external: every target subject the head never saw
             split_subjects["external"] = split_subjects["all"]
@@ -169,11 +173,11 @@ def recomputable(spec) -> bool:
 
 
 def checked_protocols() -> list[str]:
-    """The protocols whose records are verified: those the board ranks and the transfer ones (shown
-    in a section of their own), in leaderboard order."""
+    """The protocols whose records are verified: those the board ranks, the transfer ones (shown
+    in a section of their own) and those with a check of their own (reliability), in leaderboard order."""
     from bench.protocols import by_order
 
-    return [p.name for p in by_order() if p.ranked or p.transfer]
+    return [p.name for p in by_order() if p.ranked or p.transfer or p.check is not None]
 
 
 # ------------------------------------------------------------------------------------------- task
@@ -195,10 +199,13 @@ def _check_task(record: ResultRecord):
         problems.append(f"task spec hash {record.provenance.task_spec_sha256[:12]} does not match "
                         f"tasks/{record.task}.yaml ({spec.sha256[:12]}): the spec changed without a "
                         "version bump, or the record was edited")
-    if record.main_score_name != spec.main_score or record.higher_is_better != spec.higher_is_better:
+    from bench.protocols import get_protocol
+
+    metric, higher = get_protocol(record.protocol).main_metric(spec)
+    if record.main_score_name != metric or record.higher_is_better != higher:
         problems.append(f"main score '{record.main_score_name}' (higher_is_better="
-                        f"{record.higher_is_better}) is not the task's '{spec.main_score}' "
-                        f"({spec.higher_is_better})")
+                        f"{record.higher_is_better}) is not the {record.protocol} protocol's '{metric}' "
+                        f"({higher}) on this task")
     return spec, problems
 
 
@@ -295,6 +302,9 @@ def _check_split(record: ResultRecord, spec) -> tuple[list[str], dict[str, set[s
     if not path.is_file():
         return [f"split file {shown} for cohort {prov.cohort.name} is not in the repository; "
                 "the record cannot be checked"], None
+    mismatch = fingerprint_problem(record, path)  # a rule-made split: why, before the hash says that
+    if mismatch:
+        return [mismatch], None
     actual = file_sha256(path)
     if actual != prov.split_sha256:
         return [f"split hash {prov.split_sha256[:12]} does not match {shown} ({actual[:12]}): the "

@@ -10,7 +10,7 @@ protocol (``cross_cohort``) trains on one cohort or site and scores another: its
 verified and shown on the board in a section of their own, never ranked.
 
 Each protocol lives in its own module beside this one (``probe``, ``fractions``, ``few_shot``,
-``finetune``, ``robustness``, ``cross_cohort``, ``finetune_fractions``; ``segmentation`` holds the decoder the probe and
+``finetune``, ``robustness``, ``cross_cohort``, ``finetune_fractions``, ``reliability``; ``segmentation`` holds the decoder the probe and
 fine-tune protocols use for segmentation tasks) and is registered below by one line naming its
 ``PROTOCOL`` object, imported on first use. Adding a protocol is one new module plus one
 :meth:`~bench.registry.Registry.register` line (see ``tests/test_extensibility.py``).
@@ -72,6 +72,12 @@ class Protocol:
     #: scores only the first example (earliest session) of each subject of an evaluation split,
     #: not every example; ``bench verify`` holds its predictions to that set's label digest
     one_example_per_subject: bool = False
+    #: ``(metric, higher_is_better)`` of its headline when it is not the task's main score (the
+    #: reliability protocol's ICC); the record's ``main_score_name`` and direction follow it
+    metric: tuple[str, bool] | None = None
+    #: ``bench verify``'s check of its records, ``(record, split subjects) -> problems``, for a protocol
+    #: whose scores are not the task's metrics of per-example predictions (reliability)
+    check: Callable[[Any, Any], list[str]] | None = None
 
     def embeds(self, spec) -> bool:
         """Whether a job of this protocol on ``spec`` needs the frozen embeddings of its scans."""
@@ -87,10 +93,14 @@ class Protocol:
         params = self.setting_params(score.setting)
         return {k: score.params.get(k, v) for k, v in params.items()}
 
+    def main_metric(self, spec) -> tuple[str, bool]:
+        """``(metric, higher_is_better)`` of the headline: the protocol's own, else the task's."""
+        return self.metric or (spec.main_score, spec.higher_is_better)
+
     def headline_score(self, spec, scores: list) -> tuple[float | None, tuple]:
         """Mean over seeds of the main metric on the headline split (the test split unless the
         protocol says otherwise) at the headline setting, with the mean CI bounds."""
-        return mean_headline(spec, self.headline, scores, self.headline_split(scores))
+        return mean_headline(spec, self.headline, scores, self.headline_split(scores), self.main_metric(spec)[0])
 
     def headline_rows(self, scores: list) -> list:
         """The per-seed scores the headline is the mean of (headline setting, headline split)."""
@@ -98,10 +108,12 @@ class Protocol:
         return [s for s in scores if s.setting == self.headline and s.split == split]
 
 
-def mean_headline(spec, setting: str, scores: list, split: str = "test") -> tuple[float | None, tuple]:
-    """Mean over seeds of ``spec.main_score`` on ``split`` at ``setting`` (and its CI bounds)."""
+def mean_headline(spec, setting: str, scores: list, split: str = "test",
+                  metric: str | None = None) -> tuple[float | None, tuple]:
+    """Mean over seeds of ``metric`` (default ``spec.main_score``) on ``split`` at ``setting`` (and
+    its CI bounds)."""
     rows = [s for s in scores if s.setting == setting and s.split == split]
-    name = spec.main_score
+    name = metric or spec.main_score
     vals = [s.metrics[name] for s in rows if s.metrics.get(name) is not None]
     if not vals:
         return None, (None, None)
@@ -125,6 +137,8 @@ PROTOCOLS.register("finetune", "bench.protocols.finetune:PROTOCOL")
 PROTOCOLS.register("robustness", "bench.protocols.robustness:PROTOCOL")
 PROTOCOLS.register("cross_cohort", "bench.protocols.cross_cohort:PROTOCOL")
 PROTOCOLS.register("finetune_fractions", "bench.protocols.finetune_fractions:PROTOCOL")
+PROTOCOLS.register("reliability", "bench.protocols.reliability:PROTOCOL")
+PROTOCOLS.register("site", "bench.protocols.site:PROTOCOL")
 
 
 def get_protocol(name: str) -> Protocol:
