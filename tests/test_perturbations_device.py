@@ -11,6 +11,7 @@ path forced on the CPU and must score what the CPU path scores.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -20,10 +21,14 @@ import torch
 from bench import perturbations as P
 from bench import perturbations_torch as T
 from bench.errors import MribenchError
+from bench.paths import repo_root
 
 #: Largest |device - CPU| allowed per deterministic perturbation on CPU tensors (z-scored volumes);
 #: 0 means bit-identical. Motion resamples with another interpolation code than SimpleITK's.
 TOLERANCE = {"motion": 1e-5}
+sys.path.insert(0, str(repo_root()))
+from benchmarks import device_check  # noqa: E402  (its phantom: one shape of test volume for both)
+
 SHAPE, SPACING = (40, 44, 36), 3.0   # not a cube: an axis mixed up shows
 DEVICE = [n for n in P.PERTURBATIONS if T.on_device(n)]
 DETERMINISTIC = [n for n in DEVICE if T.DEVICE_PATHS[n].exact]
@@ -31,14 +36,8 @@ NOISE = [n for n in DEVICE if not T.DEVICE_PATHS[n].exact]
 
 
 def phantom(shape=SHAPE, seed: int = 0) -> np.ndarray:
-    """A brain-like volume as the store holds one: an ellipsoid of texture and a brighter core,
-    z-scored inside, background exactly 0."""
-    rng = np.random.default_rng(seed)
-    g = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
-    r = np.sqrt(((g / np.array([0.8, 0.7, 0.75])[:, None, None, None]) ** 2).sum(0))
-    brain = r < 1
-    v = 1 + 0.5 * np.cos(6 * g[0]) * np.sin(5 * g[1]) + 0.2 * rng.normal(size=shape) + (r < 0.4)
-    return np.where(brain, (v - v[brain].mean()) / v[brain].std(), 0).astype(np.float32)
+    """The device check's phantom (a textured, z-scored ellipsoid) at this file's default shape."""
+    return device_check.phantom(shape, seed)
 
 
 def params(name: str, severity: int, subject: str = "sub-001") -> dict:

@@ -29,7 +29,7 @@ task's evaluation splits:
 Every number has a subject-bootstrap 95 % CI (:func:`bench.reliability_stats.subject_bootstrap`)
 with the record's bootstrap seed and replicates. The record keeps the paired predictions, the
 identification hits and the tracking predictions, from which ``bench verify`` recomputes every
-number (:func:`check_record`); the hits themselves need the embeddings, which records do not keep.
+number (:func:`~bench.protocols.reliability_check.check_scores`); the hits themselves need the embeddings, which records do not keep.
 
 Not ranked with the other protocols: a reliable encoder is not thereby a useful one (a constant
 prediction has no within-subject SD), so the board shows reliability beside robustness, ordered
@@ -297,13 +297,8 @@ def _block(ctx: Context, pairs: dict) -> dict:
             "not_recomputable": "the identification hits (they need the embeddings; their mean and CI are)"}
 
 
-def check_record(record, split_subjects: dict[str, set[str]] | None) -> list[str]:
-    """``bench verify``'s check of a reliability record: every score recomputed from its kept rows."""
-    return check_scores(record, split_subjects)
-
-
 PROTOCOL = Protocol(
     name="reliability", run=run, label="reliability (ICC)", headline=RETEST, order=5, ranked=False,
     description="test-retest ICC of the probe's predictions on same-session rescans, fingerprinting "
                 "of rescans by their embeddings, and within-subject tracking of change",
-    supports=supports, extra_blocks=("reliability",), metric=HEADLINE_METRIC, check=check_record)
+    supports=supports, extra_blocks=("reliability",), metric=HEADLINE_METRIC, check=check_scores)

@@ -171,13 +171,8 @@ def run(ctx: Context) -> list:
         return scores + [s for seed in seeds(ctx) for s in _task_scores(ctx, seed)]
 
 
-def check_record(record, split_subjects: dict[str, set[str]] | None) -> list[str]:
-    """``bench verify``'s check of a site record: every score recomputed exactly from its kept rows."""
-    return check_scores(record, split_subjects)
-
-
 PROTOCOL = Protocol(
     name="site", run=run, label="site decodability", headline=SITE, order=7, ranked=False,
     description="balanced accuracy of decoding the acquisition site from the embeddings (5-fold on training "
                 "subjects) beside the task probe's internal and external score (OpenBHB)",
-    supports=supports, metric=HEADLINE_METRIC, check=check_record)
+    supports=supports, metric=HEADLINE_METRIC, check=check_scores)
