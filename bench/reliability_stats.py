@@ -101,12 +101,14 @@ def subject_bootstrap(statistic: Callable[[np.ndarray], float], groups: np.ndarr
                       seed: int, alpha: float = 0.05) -> dict:
     """``statistic(rows)`` (rows: indices into the data) with a percentile CI over subject resamples.
 
-    Returns ``{"point", "low", "high", "se", "n"}`` like :func:`bench.metrics.bootstrap_ci`; replicates
-    whose statistic is undefined are left out (``n_dropped``)."""
+    Returns ``{"point", "low", "high", "se", "n"}`` like :func:`bench.metrics.bootstrap_ci`, each None
+    where undefined (as a record writes it); replicates whose statistic is undefined are left out
+    (``n_dropped``)."""
     groups = np.asarray(groups)
     _, inverse = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)] if len(groups) else []
     point = float(statistic(np.arange(len(groups))))
+    point = point if np.isfinite(point) else None  # undefined (no variance...): None, as a record writes it
     if len(members) < 2:
         return {"point": point, "low": None, "high": None, "se": None, "n": len(members), "n_dropped": 0}
     draws = np.random.default_rng(seed).integers(0, len(members), size=(n_boot, len(members)))

@@ -12,22 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from bench.leaderboard.entries import Entry
+from bench.leaderboard.seed_means import Number, seed_mean
+from bench.reliability_stats import IDENTIFICATION, RETEST, TRACKING
 
-Interval = tuple[float | None, float | None]
 #: (metric, setting) of each column, in table order.
-COLUMNS = (("icc", "retest"), ("icc_gap", "retest"), ("within_sd", "retest"), ("identification", "identification"),
-           ("slope", "tracking"), ("tracking_r", "tracking"))
-
-
-@dataclass(frozen=True)
-class Number:
-    """A mean over seeds with its mean CI bounds."""
-
-    value: float | None
-    ci: Interval = (None, None)
+COLUMNS = (("icc", RETEST), ("icc_gap", RETEST), ("within_sd", RETEST), ("identification", IDENTIFICATION),
+           ("slope", TRACKING), ("tracking_r", TRACKING))
 
 
 @dataclass(frozen=True)
@@ -45,22 +36,8 @@ class ReliabilityRow:
         return self.numbers.get("icc", Number(None)).value
 
 
-def _mean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
-def _number(entry: Entry, metric: str, setting: str) -> Number | None:
-    scores = [s for s in entry.record.scores if s.setting == setting and s.split == "test" and metric in s.metrics]
-    if not scores:
-        return None
-    cis = [s.ci.get(metric) for s in scores]
-    return Number(_mean([s.metrics[metric] for s in scores]),
-                  (_mean([c.low for c in cis if c is not None]), _mean([c.high for c in cis if c is not None])))
-
-
 def reliability_row(entry: Entry) -> ReliabilityRow:
-    numbers = {m: n for m, setting in COLUMNS if (n := _number(entry, m, setting)) is not None}
+    numbers = {m: n for m, setting in COLUMNS if (n := seed_mean(entry, m, setting)) is not None}
     block = entry.record.reliability or {}
     return ReliabilityRow(entry.encoder, numbers, (block.get("pairs") or {}).get("test"), str(block.get("value", "")),
                           entry)

@@ -13,13 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from bench.leaderboard.entries import Entry
-from bench.leaderboard.reliability_rows import Number
-
-#: The site protocol's settings and headline metric (as :mod:`bench.protocols.site_check` names them).
-SITE, FULL, METRIC = "site", "full", "site_balanced_accuracy"
+from bench.leaderboard.seed_means import Number, seed_mean
+from bench.protocols.site_check import FULL, METRIC, SITE
 
 
 @dataclass(frozen=True)
@@ -40,27 +36,13 @@ class SiteRow:
         return self.site.value
 
 
-def _mean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
-def _number(entry: Entry, metric: str, setting: str, split: str) -> Number | None:
-    scores = [s for s in entry.record.scores if s.setting == setting and s.split == split and metric in s.metrics]
-    if not scores:
-        return None
-    cis = [c for s in scores if (c := s.ci.get(metric)) is not None]
-    bounds = (_mean([c.low for c in cis]), _mean([c.high for c in cis]))
-    return Number(_mean([s.metrics[metric] for s in scores]), bounds)
-
-
 def site_row(entry: Entry, task_metric: str) -> SiteRow:
     site = next((s for s in entry.record.scores if s.setting == SITE), None)
     params = site.params if site is not None else {}
     sites = params.get("sites")
-    return SiteRow(entry.encoder, _number(entry, METRIC, SITE, "test") or Number(None), params.get("chance"),
-                   len(sites) if isinstance(sites, list) else None, _number(entry, task_metric, FULL, "test"),
-                   _number(entry, task_metric, FULL, "external"), task_metric, entry)
+    return SiteRow(entry.encoder, seed_mean(entry, METRIC, SITE, "test") or Number(None), params.get("chance"),
+                   len(sites) if isinstance(sites, list) else None, seed_mean(entry, task_metric, FULL, "test"),
+                   seed_mean(entry, task_metric, FULL, "external"), task_metric, entry)
 
 
 def site_rows(entries: list[Entry], task_metric: str) -> list[SiteRow]:

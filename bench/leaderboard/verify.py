@@ -322,7 +322,9 @@ def _check_split(record: ResultRecord, spec) -> tuple[list[str], dict[str, set[s
 # ---------------------------------------------------------------------------------- consistency
 
 
-def _close(a: float | None, b: float | None, tol: float = EXACT) -> bool:
+def close(a: float | None, b: float | None, tol: float = EXACT) -> bool:
+    """Whether a recorded number is the recomputed one (both undefined counts as equal); the reliability
+    and site checks use it too."""
     if a is None or b is None:
         return a is None and b is None
     return math.isclose(float(a), float(b), rel_tol=tol, abs_tol=tol)
@@ -343,7 +345,7 @@ def _check_consistency(record: ResultRecord) -> list[str]:
     values = [s.metrics.get(record.main_score_name) for s in rows]
     values = [v for v in values if v is not None]
     expected = float(np.mean(values)) if values else None
-    if not _close(record.main_score, expected):
+    if not close(record.main_score, expected):
         problems.append(f"main_score {record.main_score} is not the mean over seeds of its "
                         f"{protocol.headline_split(record.scores)} scores ({expected}): the record was edited")
     problems += _check_summary(record)
@@ -359,7 +361,7 @@ def _check_summary(record: ResultRecord) -> list[str]:
     for key, metrics in expected.items():
         for name, stats in metrics.items():
             have = record.summary[key].get(name, {})
-            if not (_close(have.get("mean"), stats["mean"]) and _close(have.get("std"), stats["std"])):
+            if not (close(have.get("mean"), stats["mean"]) and close(have.get("std"), stats["std"])):
                 return [f"summary {key} {name} ({have.get('mean')}) is not the mean of its scores "
                         f"({stats['mean']}): the record was edited"]
     return []
@@ -383,10 +385,10 @@ def _check_robustness(record: ResultRecord) -> list[str]:
         pairs += [(f"{p}@{sev}", v, have.get("score", {}).get(p, {}).get(sev))
                   for p, by_sev in block["score"].items() for sev, v in by_sev.items()]
         for what, want, got in pairs:
-            if not _close(got, want):
+            if not close(got, want):
                 return [f"robustness {split} {what} ({got}) is not what its scores give ({want}): "
                         "the record was edited"]
-    if not _close(rob.get("robustness_score"), expected["robustness_score"]):
+    if not close(rob.get("robustness_score"), expected["robustness_score"]):
         return ["robustness_score is not what its scores give: the record was edited"]
     return []
 
@@ -494,13 +496,13 @@ def _check_predictions(record: ResultRecord, groups: Blocks, split_subjects: dic
             if name not in METRICS or name in ("dice", "hd95"):
                 continue  # segmentation predictions are summaries, not the voxels the metric needs
             kwargs = (params or {}).get(name)
-            if _close(value, metric_value(name, y_true, y_pred, kwargs), TOLERANCE):
+            if close(value, metric_value(name, y_true, y_pred, kwargs), TOLERANCE):
                 continue
             low, high = metric_range(name, y_true, y_pred, kwargs)
             if value is None and low is None:
                 continue
             if value is None or low is None or not (low - TOLERANCE <= value <= high + TOLERANCE):
-                got = "undefined" if low is None else (f"{low:.6g}" if _close(low, high) else
+                got = "undefined" if low is None else (f"{low:.6g}" if close(low, high) else
                                                        f"{low:.6g} to {high:.6g}")
                 return [f"{name} {value} at {key[0]} / seed {key[1]} / {key[2]} is not what its "
                         f"predictions give ({got}): the record was edited"]

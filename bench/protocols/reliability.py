@@ -45,8 +45,8 @@ import pandas as pd
 
 from bench.errors import MribenchError
 from bench.protocols import Protocol
-from bench.protocols.context import (EVAL_SPLITS, Context, fit_head, head_data, probe_heads_only, seeds,
-                                     split_indices)
+from bench.protocols.context import (EVAL_SPLITS, Context, fit_head, head_data, probe_heads_only, record_predictions,
+                                     seeds, split_indices)
 from bench.protocols.reliability_check import check_scores
 from bench.reliability_stats import (IDENTIFICATION, RETEST, TRACKING, identification_hits, retest_metrics,
                                      stage_tracking_r, subject_bootstrap, within_subject_slope)
@@ -75,25 +75,24 @@ def predicted_value(pred: np.ndarray) -> np.ndarray:
 
 # -- pairing the evaluated examples with their rescans ---------------------------------------------
 def retest_pairs(ctx: Context) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per evaluation split: (example indices, repeats-table rows) of the examples with a rescan."""
+    """Per evaluation split: (example indices, repeats-table rows) of the examples with a rescan: the
+    first repeat of the example's acquisition slot (:func:`~bench.data.cohort.acquisition_keys`; the
+    cohort keeps each slot's repeats in run order)."""
+    from bench.data.cohort import acquisition_keys
+
     repeats = ctx.cohort.repeats
     if repeats is None or repeats.empty:
         return {}
-    keys = ["participant_id", "session_id", "sequence"]
-    ordered = repeats.assign(_run=pd.to_numeric(repeats["run"], errors="coerce")).sort_values("_run")
-    first = ordered.reset_index().drop_duplicates(keys).set_index(keys)["index"]
-    table = ctx.cohort.table
+    slots = acquisition_keys(repeats)
+    first = pd.Series(repeats.index, index=slots.to_numpy())[~slots.duplicated().to_numpy()]
+    table_slots = acquisition_keys(ctx.cohort.table)
     out = {}
     for split in EVAL_SPLITS:
-        idx, rows = [], []
-        for i in split_indices(ctx, split):
-            r = int(ctx.examples.rows[i].ravel()[0])
-            key = tuple(str(table.at[r, k]) for k in keys)
-            if key in first.index:
-                idx.append(i)
-                rows.append(int(first[key]))
-        if idx:
-            out[split] = (np.array(idx), np.array(rows))
+        idx = split_indices(ctx, split)
+        keys = table_slots.loc[[int(ctx.examples.rows[i].ravel()[0]) for i in idx]].to_numpy()
+        has = np.isin(keys, first.index)
+        if has.any():
+            out[split] = (idx[has], first.loc[keys[has]].to_numpy().astype(int))
     return out
 
 
@@ -109,13 +108,8 @@ def _score(setting: str, seed: int, split: str, groups: np.ndarray, n_examples: 
            params: dict) -> SettingScore:
     return SettingScore(setting=setting, seed=seed, split=split, n_subjects=int(len(set(groups))),
                         n_examples=int(n_examples), params=params,
-                        metrics={k: _finite(v["point"]) for k, v in metrics.items()},
-                        ci={k: {"point": _finite(v["point"]), "low": v["low"], "high": v["high"],
-                                "se": v["se"], "n": v["n"]} for k, v in metrics.items()})
-
-
-def _finite(v) -> float | None:
-    return float(v) if v is not None and np.isfinite(v) else None
+                        metrics={k: v["point"] for k, v in metrics.items()},
+                        ci={k: {key: v[key] for key in ("point", "low", "high", "se", "n")} for k, v in metrics.items()})
 
 
 def _retest(ctx: Context, heads: dict, pairs: dict, emb: dict[int, np.ndarray]) -> list[SettingScore]:
@@ -133,7 +127,7 @@ def _retest(ctx: Context, heads: dict, pairs: dict, emb: dict[int, np.ndarray]) 
             groups = first.groups
             metrics = retest_metrics(values, first.y if regression else None, groups, ctx.profile.n_boot, seed)
             scores.append(_score(RETEST, seed, split, groups, len(idx), metrics, {"value": _value_name(ctx)}))
-            _keep(ctx, idx, split, seed, RETEST, [_plain(v) for v in first.y], [[float(a), float(b)] for a, b in values])
+            record_predictions(ctx, idx, split, seed, RETEST, first.y, values)
     return scores
 
 
@@ -143,20 +137,14 @@ def _value_name(ctx: Context) -> str:
     return f"probability of {ctx.spec.label.classes[-1] if ctx.spec.label.classes else 'the positive class'}"
 
 
-def _plain(v):
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def _keep(ctx: Context, idx, split: str, seed: int, setting: str, y_true: list, y_pred: list,
-          ids: list[str] | None = None, subjects: list[str] | None = None) -> None:
+def _keep(ctx: Context, seed: int, ids: list[str], subjects: list[str], y_true: list, y_pred: list) -> None:
+    """Tracking rows, which are not the task's examples (other subjects' visits, or a subject's first and
+    last session), in the record's prediction shape under ids of their own."""
     if not ctx.keep_predictions:
         return
-    t = ctx.examples.table.iloc[idx] if idx is not None else None
-    ids = ids if ids is not None else list(t["example_id"])
-    subjects = subjects if subjects is not None else list(t["participant_id"])
     for eid, pid, yt, yp in zip(ids, subjects, y_true, y_pred):
-        ctx.predictions.append({"example_id": str(eid), "participant_id": str(pid), "split": split, "seed": seed,
-                                "setting": setting, "y_true": yt, "y_pred": yp})
+        ctx.predictions.append({"example_id": str(eid), "participant_id": str(pid), "split": "test", "seed": seed,
+                                "setting": TRACKING, "y_true": yt, "y_pred": yp})
 
 
 def standardised(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -181,7 +169,7 @@ def _identification(ctx: Context, pairs: dict, emb: dict[int, np.ndarray]) -> li
                                                           n_boot=ctx.profile.n_boot, seed=seed)}
             scores.append(_score(IDENTIFICATION, seed, split, groups, len(idx), metric,
                                  {"gallery_scans": int(len(everyone))}))
-            _keep(ctx, idx, split, seed, IDENTIFICATION, [1] * len(idx), [float(h) for h in hits])
+            record_predictions(ctx, idx, split, seed, IDENTIFICATION, [1] * len(idx), hits)
     return scores
 
 
@@ -218,7 +206,7 @@ def _age_tracking(ctx: Context, heads: dict) -> list[SettingScore]:
                                              n_boot=ctx.profile.n_boot, seed=seed)}
         scores.append(_score(TRACKING, seed, "test", groups, len(rows), metric,
                              {"tracking_set": "cognitively normal subjects with 2+ sessions, not in train / val"}))
-        _keep(ctx, None, "test", seed, TRACKING, [float(a) for a in age], [float(p) for p in pred], ids, list(groups))
+        _keep(ctx, seed, ids, list(groups), [float(a) for a in age], [float(p) for p in pred])
     return scores
 
 
@@ -248,8 +236,7 @@ def _stage_tracking(ctx: Context, heads: dict) -> list[SettingScore]:
                                                   n_boot=ctx.profile.n_boot, seed=seed)}
         scores.append(_score(TRACKING, seed, "test", subjects, len(subjects), metric,
                              {"tracking_set": "test subjects with 2+ sessions: first to last session"}))
-        _keep(ctx, None, "test", seed, TRACKING, true.tolist(), p.tolist(), [f"{s}_first-last" for s in subjects],
-              list(subjects))
+        _keep(ctx, seed, [f"{s}_first-last" for s in subjects], list(subjects), true.tolist(), p.tolist())
     return scores
 
 

@@ -14,10 +14,6 @@ import numpy as np
 from bench.reliability_stats import (IDENTIFICATION, RETEST, TRACKING, retest_metrics, stage_tracking_r,
                                      subject_bootstrap, within_subject_slope)
 
-#: Relative and absolute tolerance of a recomputed number (float formatting of the JSON only).
-TOLERANCE = 1e-9
-
-
 def recompute(setting: str, rows: list[dict], metrics: set[str], n_boot: int, seed: int) -> dict[str, dict]:
     """The metrics of one (setting, seed, split) block from its kept rows, as the protocol computed them."""
     groups = np.array([str(r["participant_id"]) for r in rows])
@@ -35,13 +31,9 @@ def recompute(setting: str, rows: list[dict], metrics: set[str], n_boot: int, se
                                             n_boot=n_boot, seed=seed)}
 
 
-def _same(a, b) -> bool:
-    if a is None or b is None or (isinstance(b, float) and not math.isfinite(b)):
-        return a is None and (b is None or not math.isfinite(b))
-    return math.isclose(float(a), float(b), rel_tol=TOLERANCE, abs_tol=TOLERANCE)
-
-
 def _block_problem(score, rows: list[dict], n_boot: int, split_subjects: dict[str, set[str]] | None) -> str | None:
+    from bench.leaderboard.verify import close
+
     where = f"{score.setting} / seed {score.seed} / {score.split}"
     if score.setting in (RETEST, IDENTIFICATION) and split_subjects is not None:
         outside = sorted({str(r["participant_id"]) for r in rows} - split_subjects.get(score.split, set()))
@@ -54,9 +46,9 @@ def _block_problem(score, rows: list[dict], n_boot: int, split_subjects: dict[st
     for name, value in score.metrics.items():
         ci = score.ci.get(name)
         got = fresh.get(name)
-        if got is None or not _same(value, got["point"]):
+        if got is None or not close(value, got["point"]):
             return f"{name} {value} at {where} is not what its predictions give ({got and got['point']}): the record was edited"
-        if ci is None or not (_same(ci.low, got["low"]) and _same(ci.high, got["high"])):
+        if ci is None or not (close(ci.low, got["low"]) and close(ci.high, got["high"])):
             return f"{name} interval at {where} is not its subject bootstrap (seed {score.seed}, {n_boot} replicates)"
     return None
 

@@ -129,18 +129,8 @@ def _site_scores(ctx: Context) -> list[SettingScore]:
         scores.append(SettingScore(setting=SITE, seed=seed, split="test", metrics={METRIC: ci["point"]},
                                    ci={METRIC: ci}, n_subjects=int(len(set(groups))), n_examples=int(len(idx)),
                                    params=params))
-        _keep(ctx, idx, seed, codes, proba)
+        record_predictions(ctx, idx, "test", seed, SITE, codes, proba)
     return scores
-
-
-def _keep(ctx: Context, idx: np.ndarray, seed: int, codes: np.ndarray, proba: np.ndarray) -> None:
-    """The site rows in the record's 7-key shape: the site's code as y_true, its probabilities as y_pred."""
-    if not ctx.keep_predictions:
-        return
-    t = ctx.examples.table.iloc[idx]
-    for eid, pid, code, p in zip(t["example_id"], t["participant_id"], codes, proba):
-        ctx.predictions.append({"example_id": str(eid), "participant_id": str(pid), "split": "test", "seed": seed,
-                                "setting": SITE, "y_true": int(code), "y_pred": [float(v) for v in p]})
 
 
 # -- the task's own probe: internal (test) and external (held-out site) ---------------------------------

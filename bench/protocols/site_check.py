@@ -13,8 +13,6 @@ committed label digest like any other record's (:func:`bench.leaderboard.verify_
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from bench import metrics as M
@@ -23,34 +21,23 @@ from bench import metrics as M
 SITE, FULL = "site", "full"
 #: The headline metric, and whether higher is better (it is not: less site in the embedding).
 METRIC = "site_balanced_accuracy"
-#: Relative and absolute tolerance of a recomputed number (float formatting of the JSON only).
-TOLERANCE = 1e-9
-
-
-def finite(v) -> float | None:
-    """A float, or None for NaN / Inf / None (how a record writes an undefined number)."""
-    return float(v) if v is not None and math.isfinite(float(v)) else None
 
 
 def site_decodability(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_boot: int,
                       seed: int) -> dict:
     """Balanced accuracy of out-of-fold site predictions (class probabilities; the argmax is the
     predicted site) with its subject-bootstrap 95 % interval, as a record's CI entry."""
+    from bench.protocols.context import finite_or_none
+
     ci = M.bootstrap_ci("balanced_accuracy", np.asarray(y_true).astype(int), np.asarray(y_pred, dtype=float),
                         n_boot=n_boot, seed=seed, groups=groups)
-    return {"point": finite(ci["point"]), "low": finite(ci["low"]), "high": finite(ci["high"]),
-            "se": finite(ci["se"]), "n": int(ci["n"])}
+    return {"point": finite_or_none(ci["point"]), "low": finite_or_none(ci["low"]),
+            "high": finite_or_none(ci["high"]), "se": finite_or_none(ci["se"]), "n": int(ci["n"])}
 
 
 def chance(n_sites: int) -> float:
     """Balanced accuracy of a decoder that knows nothing: one over the number of sites."""
     return 1.0 / n_sites
-
-
-def _same(a, b) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return math.isclose(float(a), float(b), rel_tol=TOLERANCE, abs_tol=TOLERANCE)
 
 
 def recompute(score, rows: list[dict], spec, n_boot: int) -> dict[str, dict]:
@@ -84,16 +71,20 @@ def _subject_problem(score, rows: list[dict], split_subjects: dict[str, set[str]
 
 def _chance_problem(score, rows: list[dict]) -> str | None:
     """The recorded chance level and site list are those of the rows' sites."""
+    from bench.leaderboard.verify import close
+
     sites = score.params.get("sites")
     n_classes = len({int(r["y_true"]) for r in rows})
     width = {len(r["y_pred"]) for r in rows}
-    if not isinstance(sites, list) or width != {len(sites)} or not _same(score.params.get("chance"), chance(n_classes)):
+    if not isinstance(sites, list) or width != {len(sites)} or not close(score.params.get("chance"), chance(n_classes)):
         return (f"site / seed {score.seed}: chance {score.params.get('chance')} is not one over the "
                 f"{n_classes} sites its rows hold: the record was edited")
     return None
 
 
 def _block_problem(score, rows: list[dict], spec, n_boot: int, split_subjects) -> str | None:
+    from bench.leaderboard.verify import close
+
     where = f"{score.setting} / seed {score.seed} / {score.split}"
     try:
         problem = _subject_problem(score, rows, split_subjects) or (
@@ -105,10 +96,10 @@ def _block_problem(score, rows: list[dict], spec, n_boot: int, split_subjects) -
         return problem
     for name, value in score.metrics.items():
         got, ci = fresh.get(name), score.ci.get(name)
-        if got is None or not _same(value, finite(got["point"])):
+        if got is None or not close(value, got["point"]):
             return (f"{name} {value} at {where} is not what its predictions give ({got and got['point']}): "
                     "the record was edited")
-        if ci is None or not (_same(ci.low, finite(got["low"])) and _same(ci.high, finite(got["high"]))):
+        if ci is None or not (close(ci.low, got["low"]) and close(ci.high, got["high"])):
             return f"{name} interval at {where} is not its subject bootstrap (seed {score.seed}, {n_boot} replicates)"
     return None
 
