@@ -126,8 +126,12 @@ class Board:
 #: Protocols the board shows without ranking them: ``fractions`` at 100 % is the linear probe again
 #: (:mod:`.label_efficiency`), so it is a label-efficiency table instead.
 UNRANKED_PROTOCOLS = ("fractions",)
-#: Protocols whose records are shown in a table of their own under the task, never ranked.
-SECTION_PROTOCOLS = ("reliability", "site")
+def section_protocols() -> tuple[str, ...]:
+    """Protocols whose records are shown in a table of their own under the task, never ranked: the
+    registry's unranked, non-transfer protocols with a check of their own (reliability, site)."""
+    from bench.protocols import by_order
+
+    return tuple(p.name for p in by_order() if not p.ranked and not p.transfer and p.check is not None)
 
 
 def _power(spec, by_protocol: dict[str, list[Ranked]], entries: list[Entry], n_sim: int, alpha: float):
@@ -145,12 +149,13 @@ def _task_table(key: tuple[str, int, str], members: list[Entry], reps: Replicate
     task, version, cohort = key
     spec = get_task(task)
     by_protocol: dict[str, list[Ranked]] = {}
+    sections = section_protocols()
     for protocol in protocol_order():
         chosen = [e for e in members if e.protocol == protocol]
-        if chosen and protocol not in UNRANKED_PROTOCOLS and protocol not in SECTION_PROTOCOLS:
+        if chosen and protocol not in UNRANKED_PROTOCOLS and protocol not in sections:
             by_protocol[protocol] = rank_entries(chosen, n_boot=n_boot, seed=seed, alpha=alpha, reps=reps)
     # the task's metric, from a record scored by it (a section protocol's headline is its own: ICC, site)
-    first = next((e.record for e in members if e.protocol not in SECTION_PROTOCOLS), None)
+    first = next((e.record for e in members if e.protocol not in sections), None)
     metric, higher = (first.main_score_name, first.higher_is_better) if first else (spec.main_score,
                                                                                    spec.higher_is_better)
     ranked_entries = [r.entry for p in protocol_order() for r in by_protocol.get(p, [])]
