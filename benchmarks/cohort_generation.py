@@ -13,7 +13,7 @@ every file): the generator's output must not depend on the worker count or on ho
 It also reports what the rescans (``bench/data/synth/rescans.py``) cost, measured inside the same
 run so that the machine's load falls on both sides alike: the command runs in a child of this
 script that times each subject's rendering and, within it, each rescan's (CPU seconds of the
-worker thread, and wall seconds, summed over the workers), and writes them to a file this script
+worker's thread, and wall seconds, summed over the workers), and writes them to a file this script
 reads. ``render`` reports the seconds of the main scans (the subject's rendering less its
 rescans'), of the rescans, and their ratio.
 
@@ -56,33 +56,47 @@ def child_cpu_seconds() -> float:
 
 class RenderTimer:
     """Seconds spent in the generator's per-subject rendering and, within it, in its rescans: CPU
-    seconds of the calling (worker) thread and wall seconds, summed over the calls of all threads."""
+    seconds of the calling thread and wall seconds, summed over the calls of every worker.
 
-    def __init__(self) -> None:
-        self.seconds = {"subject_cpu": 0.0, "subject_wall": 0.0, "rescan_cpu": 0.0, "rescan_wall": 0.0}
-        self.calls = {"subject": 0, "rescan": 0}
-        self._lock = threading.Lock()
+    The workers are forked processes (``bench/data/synth/workers.py``), so a call's timing cannot be
+    added to a counter of this process: each call appends one line to ``log`` (an append of one short
+    line is atomic), and :meth:`summary` adds the lines up once the command has finished."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        log.write_text("")
 
     def wrap(self, kind: str, fn):
+        log = self.log
+
         def timed(*args, **kwargs):
             cpu, wall = time.thread_time(), time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                with self._lock:
-                    self.seconds[f"{kind}_cpu"] += time.thread_time() - cpu
-                    self.seconds[f"{kind}_wall"] += time.perf_counter() - wall
-                    self.calls[kind] += 1
+                line = json.dumps({"kind": kind, "cpu": time.thread_time() - cpu, "wall": time.perf_counter() - wall})
+                with open(log, "a") as f:
+                    f.write(line + "\n")
         return timed
 
+    def totals(self) -> tuple[dict[str, float], dict[str, int]]:
+        seconds = {"subject_cpu": 0.0, "subject_wall": 0.0, "rescan_cpu": 0.0, "rescan_wall": 0.0}
+        calls = {"subject": 0, "rescan": 0}
+        for line in self.log.read_text().splitlines():
+            call = json.loads(line)
+            seconds[f"{call['kind']}_cpu"] += call["cpu"]
+            seconds[f"{call['kind']}_wall"] += call["wall"]
+            calls[call["kind"]] += 1
+        return seconds, calls
+
     def summary(self) -> dict:
-        s = self.seconds
+        s, calls = self.totals()
         main_cpu, main_wall = s["subject_cpu"] - s["rescan_cpu"], s["subject_wall"] - s["rescan_wall"]
         return {"main_scans_cpu_s": round(main_cpu, 1), "rescans_cpu_s": round(s["rescan_cpu"], 1),
                 "rescan_to_main_cpu": round(s["rescan_cpu"] / main_cpu, 4) if main_cpu else None,
                 "main_scans_wall_s": round(main_wall, 1), "rescans_wall_s": round(s["rescan_wall"], 1),
                 "rescan_to_main_wall": round(s["rescan_wall"] / main_wall, 4) if main_wall else None,
-                "subjects_rendered": self.calls["subject"], "rescans_rendered": self.calls["rescan"]}
+                "subjects_rendered": calls["subject"], "rescans_rendered": calls["rescan"]}
 
 
 def timed_child(timings: Path, argv: list[str]) -> int:
@@ -91,11 +105,12 @@ def timed_child(timings: Path, argv: list[str]) -> int:
     from bench.cli import main as bench_main
     from bench.data.synth import generate as gen
 
-    timer = RenderTimer()
+    timer = RenderTimer(timings.with_name(timings.name + ".calls"))
     gen.render_subject = timer.wrap("subject", gen.render_subject)
     gen._write_rescan = timer.wrap("rescan", gen._write_rescan)
     rc = bench_main(argv)
     timings.write_text(json.dumps(timer.summary(), indent=2) + "\n")
+    timer.log.unlink()
     return rc
 
 

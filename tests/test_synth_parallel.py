@@ -1,4 +1,5 @@
-"""The cohort's bytes do not depend on how it is computed: workers, or sampling only where needed.
+"""The cohort's bytes do not depend on how it is computed: workers (forked processes or threads), or
+sampling only where needed.
 
 Issue 31 (item 4) made generation cheaper without changing what it writes: the committed board is
 tied to the cohort's hashes, so every file must stay byte-for-byte what the earlier generator wrote.
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from bench.data.synth.anatomy import CHANNELS, load_anatomy
 from bench.data.synth.generate import SynthConfig, draw_subjects, generate
 from bench.data.synth.render import Renderer
+from bench.data.synth.workers import forks, run_each
 from tests.conftest import TINY, tree_digest
 
 
@@ -57,3 +60,28 @@ def test_piped_generation_prints_progress_lines(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "[progress] synth: rendering scans" in err
     assert "\x1b[" not in err  # plain lines, no terminal control codes
+
+
+def _square_plus(offset: int, item: int) -> int:
+    if item == 3:
+        raise ValueError("item 3 fails")
+    return item * item + offset
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_worker_tasks_return_in_order_and_share_the_parent_objects(workers):
+    done = run_each(_square_plus, (10,), [2, 0, 5, 1], workers)
+    assert list(done) == [(2, 14), (0, 10), (5, 35), (1, 11)]
+
+
+def test_a_failing_worker_task_raises_its_own_error_and_the_rest_are_cancelled():
+    done = run_each(_square_plus, (0,), [1, 3] + list(range(100, 400)), 2)
+    assert next(done) == (1, 1)
+    with pytest.raises(ValueError, match="item 3 fails"):
+        list(done)
+
+
+def test_two_workers_are_forked_processes_on_linux():
+    import sys
+
+    assert forks() == sys.platform.startswith("linux")

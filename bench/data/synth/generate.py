@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -36,6 +35,7 @@ from bench import __version__
 from bench.data.synth.anatomy import load_anatomy
 from bench.data.synth import effects as fx
 from bench.data.synth import rescans as rs
+from bench.data.synth.workers import run_each
 from bench.data.synth.latents import (EXTERNAL_SITE, SITES, STREAM_MEASURE, Subject, stream_rng, draw_ad_subject,
                                       draw_healthy_subject, draw_tumour_subject)
 from bench.data.synth.render import Renderer, RenderedSession, SessionTissue, structure_state
@@ -263,7 +263,7 @@ def generate(config: SynthConfig, out: Path, *, workers: int = 2, progress: bool
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # parallelism comes from one subject per worker thread
+    torch.set_num_threads(1)  # parallelism comes from one subject per worker (workers.py)
     try:
         _generate_into(config, tmp, workers=workers, progress=progress)
     except BaseException:
@@ -286,13 +286,13 @@ def _generate_into(config: SynthConfig, tmp: Path, *, workers: int, progress: bo
     n_scans = sum(len(s.visits) * len(_sequences(s)) for s in subjects)
     n_rescans = sum(len(p) for p in plans.values())
     rows: dict[int, list[dict]] = {}
-    with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
+    shared = (renderer, {s.index: s for s in subjects}, config, tmp, plans)
+    done = run_each(_render_subject_at, shared, [s.index for s in subjects], workers)
+    with _progress(progress) as bar:
         task = bar.add_task("synth: rendering scans", total=n_scans + n_rescans)
-        futures = {pool.submit(render_subject, renderer, s, config, tmp, plans.get(s.index, ())): s
-                   for s in subjects}
-        for fut, s in futures.items():
-            rows[s.index] = fut.result()
-            bar.advance(task, len(rows[s.index]) + len(plans.get(s.index, ())))
+        for index, subject_rows in done:
+            rows[index] = subject_rows
+            bar.advance(task, len(subject_rows) + len(plans.get(index, ())))
     truth = pd.DataFrame([r for i in sorted(rows) for r in rows[i]])
     truth.to_csv(tmp / "derivatives" / "synth" / "ground_truth.tsv", sep="\t", index=False,
                  na_rep="n/a", float_format="%.6g", lineterminator="\n")
@@ -348,16 +348,27 @@ def _render_rescans(renderer: Renderer, config: SynthConfig, subjects: list[Subj
                     progress: bool) -> dict[tuple[str, str], dict[str, float]]:
     """Render every planned rescan into ``tmp`` (one subject per worker task); return the true
     volumes of the rescanned sessions."""
-    by_index = {s.index: s for s in subjects}
     volumes: dict[tuple[str, str], dict[str, float]] = {}
-    with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
+    shared = (renderer, {s.index: s for s in subjects}, config, tmp, plans)
+    done = run_each(_render_rescans_at, shared, sorted(plans), workers)
+    with _progress(progress) as bar:
         task = bar.add_task("synth: rendering rescans", total=sum(len(p) for p in plans.values()))
-        futures = [pool.submit(render_rescans_only, renderer, by_index[i], config, tmp, plans[i])
-                   for i in sorted(plans)]
-        for fut, i in zip(futures, sorted(plans)):
-            volumes.update(fut.result())
-            bar.advance(task, len(plans[i]))
+        for index, subject_volumes in done:
+            volumes.update(subject_volumes)
+            bar.advance(task, len(plans[index]))
     return volumes
+
+
+def _render_subject_at(renderer: Renderer, subjects: dict[int, Subject], config: SynthConfig, out: Path,
+                       plans: dict[int, list[rs.RescanPlan]], index: int) -> list[dict]:
+    """:func:`render_subject` of the subject drawn at ``index`` (a worker task: see ``workers.py``)."""
+    return render_subject(renderer, subjects[index], config, out, plans.get(index, ()))
+
+
+def _render_rescans_at(renderer: Renderer, subjects: dict[int, Subject], config: SynthConfig, out: Path,
+                       plans: dict[int, list[rs.RescanPlan]], index: int) -> dict[tuple[str, str], dict[str, float]]:
+    """:func:`render_rescans_only` of the subject drawn at ``index`` (a worker task)."""
+    return render_rescans_only(renderer, subjects[index], config, out, plans[index])
 
 
 def _move_rescans_in(tmp: Path, out: Path) -> None:
