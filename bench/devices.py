@@ -29,8 +29,9 @@ DEFAULT_PRECISION = "fp32"
 
 @dataclass(frozen=True)
 class Compute:
-    """A resolved device (``cpu``, ``cuda:0``...) and precision, the DataLoader's worker processes
-    and the micro-batch override; picklable (it travels to Dask workers in the run settings)."""
+    """A device (``cpu``, ``cuda:0``...; on its way to Dask workers, the ``--device`` text as asked, which
+    each worker resolves) and precision, the DataLoader's worker processes and the micro-batch override;
+    picklable (it travels to Dask workers in the run settings)."""
 
     device: str = DEFAULT_DEVICE
     precision: str = DEFAULT_PRECISION
@@ -56,24 +57,37 @@ class Compute:
 CPU = Compute()
 
 
+def device_request(text: str) -> str:
+    """The ``--device`` text normalised (``auto``, ``cpu``, ``cuda``, ``cuda:N``), its spelling checked
+    and nothing resolved: what a job sent to other machines carries, since only the machine that runs
+    it knows which devices are there."""
+    text = (text or "auto").strip().lower()
+    if text not in ("auto", "cpu") and re.fullmatch(r"cuda(?::\d+)?", text) is None:
+        raise MribenchError(f"--device {text}: not a device; use auto, cpu, cuda or cuda:N")
+    return text
+
+
 def resolve_device(text: str) -> str:
     """``auto`` -> ``cuda:0`` when CUDA is present, else ``cpu``; ``cuda`` -> ``cuda:0``; ``cuda:N`` checked.
     A device that is absent is a one-line error naming it and what is present."""
-    import torch
-
-    text = (text or "auto").strip().lower()
-    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    text = device_request(text)
+    n_cuda = cuda_count()
     if text == "auto":
         return "cuda:0" if n_cuda else "cpu"
     if text == "cpu":
         return "cpu"
-    match = re.fullmatch(r"cuda(?::(\d+))?", text)
-    if match is None:
-        raise MribenchError(f"--device {text}: not a device; use auto, cpu, cuda or cuda:N")
-    index = int(match.group(1) or 0)
+    index = int(text.partition(":")[2] or 0)
     if index >= n_cuda:
         raise MribenchError(f"--device {text}: no such CUDA device here; present: {present_devices()}")
     return f"cuda:{index}"
+
+
+def cuda_count() -> int:
+    """How many CUDA devices this process sees (0 without CUDA): what ``--device`` is resolved against,
+    in the process that runs the job."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def present_devices() -> str:
@@ -87,19 +101,30 @@ def present_devices() -> str:
 
 
 def compute_from(device: str = "auto", precision: str = DEFAULT_PRECISION, loader_workers: int = 0,
-                 batch_size: int | None = None) -> Compute:
-    """A checked :class:`Compute` (one-line errors for an absent device or an unknown precision)."""
+                 batch_size: int | None = None, *, resolve: bool = True) -> Compute:
+    """A checked :class:`Compute` (one-line errors for an absent device or an unknown precision).
+
+    ``resolve=False`` keeps the device as asked (:func:`device_request`) for jobs that run on other
+    machines (Dask workers), each of which resolves it with :func:`resolve_here`: ``auto`` on a
+    launcher without a GPU must still mean the GPU of a worker that has one, and the other way round."""
     if precision not in PRECISIONS:
         raise MribenchError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     if loader_workers < 0:
         raise MribenchError(f"--loader-workers must be 0 or more (got {loader_workers})")
     if batch_size is not None and batch_size < 1:
         raise MribenchError(f"--batch-size must be at least 1 (got {batch_size})")
-    resolved = resolve_device(device)
-    if precision == "fp16" and resolved == "cpu":
+    device = resolve_device(device) if resolve else device_request(device)
+    if precision == "fp16" and device == "cpu":
         raise MribenchError("--precision fp16 needs a CUDA device (fp16 autocast on a CPU is not supported); "
                             "use bf16 there")
-    return Compute(resolved, precision, loader_workers, batch_size)
+    return Compute(device, precision, loader_workers, batch_size)
+
+
+def resolve_here(compute: Compute) -> Compute:
+    """``compute`` with its device resolved on this machine, where a job runs (see :func:`compute_from`);
+    a device resolved already (``cpu``, ``cuda:N``) is only checked, so an in-process job computes
+    with exactly what the command resolved. An absent device is the same one-line error as up front."""
+    return compute_from(compute.device, compute.precision, compute.loader_workers, compute.batch_size)
 
 
 def add_compute_args(p, *, batch_size: bool = True) -> None:
@@ -118,8 +143,10 @@ def add_compute_args(p, *, batch_size: bool = True) -> None:
                             "the identity of the records of jobs that train a network")
 
 
-def compute_from_args(args) -> Compute:
-    return compute_from(args.device, args.precision, args.loader_workers, getattr(args, "micro_batch", None))
+def compute_from_args(args, *, resolve: bool = True) -> Compute:
+    """The hardware options of a command as a :class:`Compute` (``resolve``: see :func:`compute_from`)."""
+    return compute_from(args.device, args.precision, args.loader_workers, getattr(args, "micro_batch", None),
+                        resolve=resolve)
 
 
 # ------------------------------------------------------------------------------------- the work itself

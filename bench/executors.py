@@ -267,6 +267,12 @@ def jobqueue_cluster(kind: str, *, cores: int | None = None, memory: str | None 
                          worker_extra_args=["--resources", resources], **kwargs)
 
 
+def runs_elsewhere(kind: str = "local", scheduler: str | None = None, cluster: str | None = None) -> bool:
+    """Whether the ``bench run`` flags send jobs to Dask workers (``--scheduler`` or ``--cluster``
+    imply ``dask``): their ``--device`` is then resolved by each worker, not by this process."""
+    return not (kind == "local" and not (scheduler or cluster))
+
+
 def make_executor(kind: str = "local", *, scheduler: str | None = None, cluster: str | None = None,
                   workers: int = 2, device: str | None = None, **cluster_options) -> LocalExecutor | DaskExecutor:
     """The executor the ``bench run`` flags describe. ``--scheduler`` or ``--cluster`` imply ``dask``.
@@ -275,7 +281,7 @@ def make_executor(kind: str = "local", *, scheduler: str | None = None, cluster:
     per visible GPU instead of ``workers`` CPU workers, so a suite spreads over the node's cards."""
     if scheduler and cluster:
         raise MribenchError("give either --scheduler (an existing Dask scheduler) or --cluster, not both")
-    if kind == "local" and not (scheduler or cluster):
+    if not runs_elsewhere(kind, scheduler, cluster):
         return LocalExecutor()
     if kind not in ("local", "dask"):
         raise MribenchError(f"--executor {kind}: choose local or dask")

@@ -9,7 +9,8 @@ The loop is method-agnostic: an :class:`SSLMethod` (in ``baselines/``) owns the 
 views and the loss. Training is seeded (torch and numpy generators saved in every checkpoint),
 checkpoints are written atomically every ``checkpoint_every`` steps, the loss of every step is
 appended to ``loss.tsv``, and ``--resume`` continues from the last checkpoint with the same
-random streams, so an interrupted run ends where an uninterrupted one would.
+random streams (and an fp16 run's gradient-scaler state), in the precision the checkpoint records,
+so an interrupted run ends where an uninterrupted one would.
 
 Under torchrun (``bench pretrain --nproc N``, see :mod:`bench.distributed`) the same loop is
 data-parallel: every rank draws the same global batch from the shared stream and trains on its
@@ -135,14 +136,17 @@ def _rng_from_json(state: dict) -> dict:
 
 
 def write_pretrain_state(path: Path, *, step: int, network: dict, optimiser: dict, numpy_rng: dict,
-                         torch_rng: torch.Tensor, losses: list[float], ranks: list[dict] | None = None) -> None:
+                         torch_rng: torch.Tensor, losses: list[float], ranks: list[dict] | None = None,
+                         precision: str = DEFAULT_PRECISION, grad_scaler: dict | None = None) -> None:
     """Write ``last.pt`` atomically: tensors (weights, optimiser moments, torch RNG states as uint8
     tensors) and plain containers only, with everything else (step, losses, numpy generator states,
-    process count) as one JSON string inside, so :func:`read_pretrain_state` loads it with
+    process count, ``--precision``, and an fp16 run's gradient-scaler state: its scale and growth
+    tracker, plain numbers) as one JSON string inside, so :func:`read_pretrain_state` loads it with
     ``weights_only=True`` and a checkpoint can never carry code."""
     meta = {"format": STATE_FORMAT, "step": int(step), "losses": [float(x) for x in losses],
             "numpy_rng": _rng_json(numpy_rng), "world_size": len(ranks) if ranks else 1,
-            "ranks_numpy_rng": [_rng_json(r["numpy_rng"]) for r in ranks or []]}
+            "ranks_numpy_rng": [_rng_json(r["numpy_rng"]) for r in ranks or []], "precision": precision,
+            **({"grad_scaler": dict(grad_scaler)} if grad_scaler else {})}
     tensors = {"network": network, "optimiser": optimiser, "torch_rng": torch_rng,
                "ranks_torch_rng": [r["torch_rng"] for r in ranks or []],
                "ranks_cuda_rng": [r.get("cuda_rng") for r in ranks or []]}
@@ -151,7 +155,8 @@ def write_pretrain_state(path: Path, *, step: int, network: dict, optimiser: dic
 
 def read_pretrain_state(path: Path) -> dict:
     """``last.pt`` as the training loop uses it (step, network, optimiser, numpy_rng, torch_rng,
-    losses, world_size and, under DDP, each rank's streams in ``ranks``), loaded with
+    losses, world_size, precision (fp32 when the checkpoint predates it), an fp16 run's
+    ``grad_scaler`` state and, under DDP, each rank's streams in ``ranks``), loaded with
     ``weights_only=True``; anything else in the file is a one-line error."""
     from bench.encoders.api import load_torch_file
 
@@ -164,7 +169,8 @@ def read_pretrain_state(path: Path) -> dict:
             raise ValueError(f"format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
         state = {"step": int(meta["step"]), "losses": list(meta["losses"]), "network": raw["network"],
                  "optimiser": raw["optimiser"], "numpy_rng": _rng_from_json(meta["numpy_rng"]),
-                 "torch_rng": raw["torch_rng"], "world_size": int(meta["world_size"])}
+                 "torch_rng": raw["torch_rng"], "world_size": int(meta["world_size"]),
+                 "precision": str(meta.get("precision", DEFAULT_PRECISION)), **_scaler_json(meta)}
         ranks = [{"numpy_rng": _rng_from_json(n), "torch_rng": t} for n, t in
                  zip(meta["ranks_numpy_rng"], raw["ranks_torch_rng"], strict=True)]
         for r, cuda in zip(ranks, raw["ranks_cuda_rng"]):
@@ -174,6 +180,17 @@ def read_pretrain_state(path: Path) -> dict:
         raise MribenchError(f"{path}: not a pretraining checkpoint of this mribench ({type(e).__name__}: {e}); "
                             "start a new run with --out") from None
     return {**state, **({"ranks": ranks} if ranks else {})}
+
+
+def _scaler_json(meta: dict) -> dict:
+    """The ``grad_scaler`` entry of a checkpoint's JSON part, checked to be what GradScaler's
+    ``state_dict`` gives (names to numbers); nothing when the run had no scaler (fp32, bf16)."""
+    scaler = meta.get("grad_scaler")
+    if scaler is None:
+        return {}
+    if not isinstance(scaler, dict) or not all(isinstance(v, (int, float)) for v in scaler.values()):
+        raise ValueError(f"grad_scaler is {type(scaler).__name__}, not a dict of numbers")
+    return {"grad_scaler": scaler}
 
 
 #: learning-rate schedules of ``bench pretrain --lr-schedule``
@@ -218,7 +235,7 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     last = out_dir / "last.pt"
     info = _process(device)
     compute = _compute(info, precision)
-    state = _check_out_dir(out_dir, last, resume, info)
+    state = _check_out_dir(out_dir, last, resume, info, precision)
     _check_before_work(init_from, state, steps, lr, lr_schedule)
     pool, rows = _pool_rows(method, cohort)
     store = store or VolumeStore(cache_home() / "store")
@@ -240,7 +257,7 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
     begin = time.perf_counter()
     batch = _shared_batch(min(batch_size, len(paths)), info)
     forward = _data_parallel(method, net, info)
-    scaler = grad_scaler(compute)
+    scaler = resumed_scaler(compute, state)
     with progress_bar(progress and info.is_main) as bar:
         task = bar.add_task(f"pretraining {method.name} on {len(pool)} subjects", total=steps,
                             completed=start_step)
@@ -259,7 +276,8 @@ def pretrain(method: SSLMethod, cohort: Cohort, *, steps: int, batch_size: int =
             losses.append(float(mean_loss))
             _log_step(log, step, losses[-1], info)
             if step % checkpoint_every == 0 or step == steps:
-                _checkpoint(last, step, net, optimiser, rng, own_rng, losses, info)
+                _checkpoint(last, step, net, optimiser, rng, own_rng, losses, info, scaler=scaler,
+                            precision=precision)
             bar.update(task, advance=1, description=f"pretraining {method.name} (loss {losses[-1]:.3f})")
     trained = time.perf_counter() - begin
     cost = run_cost(batch, lr, lr_schedule, trained, steps - start_step, precision)
@@ -322,6 +340,17 @@ def _optimiser_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, rate: 
         optimiser.step()
 
 
+def resumed_scaler(compute: Compute, state: dict | None):
+    """The run's gradient scaler (enabled for fp16 only), with the scale and growth tracker the
+    checkpoint it resumes from kept: a fresh scaler would start again at 2**16 and skip steps
+    backing off to where the interrupted run already was."""
+    scaler = grad_scaler(compute)
+    saved = (state or {}).get("grad_scaler")
+    if saved and scaler.is_enabled():
+        scaler.load_state_dict(saved)
+    return scaler
+
+
 def _restore(state: dict | None, net, optimiser, rng: np.random.Generator, own_rng: np.random.Generator, info,
              last: Path) -> tuple[int, list[float]]:
     """Resume from ``state`` (weights, optimiser, every random stream): the step it ends at and the
@@ -337,18 +366,22 @@ def _restore(state: dict | None, net, optimiser, rng: np.random.Generator, own_r
 
 
 def _checkpoint(last: Path, step: int, net, optimiser, rng: np.random.Generator, own_rng: np.random.Generator,
-                losses: list[float], info) -> None:
-    """``last.pt``: one writer (rank 0); every rank's random streams go into it."""
+                losses: list[float], info, *, scaler=None, precision: str = DEFAULT_PRECISION) -> None:
+    """``last.pt``: one writer (rank 0); every rank's random streams go into it, and the precision with
+    the gradient scaler's state when it is enabled (fp16; the same on every rank, whose gradients DDP
+    has averaged)."""
     ranks = ddp.all_gather_objects(info, _rank_state(own_rng)) if info.enabled else None
+    scaled = scaler is not None and scaler.is_enabled()
     if info.is_main:
         write_pretrain_state(last, step=step, network=net.state_dict(), optimiser=optimiser.state_dict(),
                              numpy_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state(), losses=losses,
-                             ranks=ranks)
+                             ranks=ranks, precision=precision, grad_scaler=scaler.state_dict() if scaled else None)
 
 
-def _check_out_dir(out_dir: Path, last: Path, resume: bool, info) -> dict | None:
-    """Refuse to overwrite a run or resume none; the checkpoint to resume from (read and vetted
-    before any preprocessing, so a bad checkpoint costs nothing), else None."""
+def _check_out_dir(out_dir: Path, last: Path, resume: bool, info,
+                   precision: str = DEFAULT_PRECISION) -> dict | None:
+    """Refuse to overwrite a run or resume none; the checkpoint to resume from (read and vetted, its
+    precision included, before any preprocessing, so a bad checkpoint costs nothing), else None."""
     occupied = out_dir.exists() and any(out_dir.iterdir())
     ddp.barrier(info)  # every rank has looked before rank 0 writes anything
     if occupied and not resume:
@@ -357,8 +390,21 @@ def _check_out_dir(out_dir: Path, last: Path, resume: bool, info) -> dict | None
     if resume and not last.is_file():
         raise MribenchError(f"--resume: no checkpoint at {last}")
     state = read_pretrain_state(last) if resume else None
+    check_resume_precision(state, precision, last)
     out_dir.mkdir(parents=True, exist_ok=True)
     return state
+
+
+def check_resume_precision(state: dict | None, precision: str, last: Path) -> None:
+    """Refuse to resume in another ``--precision`` than the checkpoint's (fp32 when it records none):
+    the rest of the run would train another way than its first steps, and neither run's card would
+    say what it was."""
+    if state is None:
+        return
+    saved = state.get("precision", DEFAULT_PRECISION)
+    if saved != precision:
+        raise MribenchError(f"--resume --precision {precision}: {last} was written with --precision {saved}; "
+                            f"resume with --precision {saved}, or start a new run with --out")
 
 
 WARM_START = "init_from.json"

@@ -38,7 +38,7 @@ import numpy as np
 
 from bench.data.cohort import Cohort
 from bench.data.store import VolumeStore
-from bench.devices import CPU, Compute, deterministic, place
+from bench.devices import CPU, Compute, deterministic, place, resolve_here
 from bench.embeddings import EmbeddingCache, encoder_key
 from bench.errors import MribenchError
 from bench.jobs import (Job, clear_failure, ensure_state_dir, expand_grid, remove_stale_temporaries,
@@ -92,7 +92,8 @@ class RunSettings:
     progress: bool = False
     splits_root: Path | None = None     # folder laid out like splits/; None: bench.paths.splits_root()
     command: str = ""                   # recorded in provenance (a worker's own argv means nothing)
-    compute: Compute = CPU              # device, precision, loader workers, micro-batch (bench.devices)
+    compute: Compute = CPU              # device, precision, loader workers, micro-batch (bench.devices); a
+    #                                     device sent to Dask workers as asked, resolved by each (on_this_machine)
 
 
 @dataclass
@@ -208,7 +209,7 @@ def _run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool, wor
                 clear_failure(results_dir, job)
                 return reused_result(job, record, done)
             remove_stale_temporaries(record)
-            main, ci = _compute(job, settings, cohort, ws, record, start, cohorts)
+            main, ci = _compute(job, on_this_machine(settings), cohort, ws, record, start, cohorts)
         except Exception as e:
             write_failure(results_dir, job, e)
             if reraise:
@@ -217,6 +218,14 @@ def _run_job(job: Job, settings: RunSettings, cohort: Cohort, *, wait: bool, wor
                              error=" ".join(f"{type(e).__name__}: {e}".split()))
         clear_failure(results_dir, job)
         return JobResult(**base, status="done", main_score=main, ci=ci, seconds=time.perf_counter() - start)
+
+
+def on_this_machine(settings: RunSettings) -> RunSettings:
+    """``settings`` with the device resolved by the process that runs the job (a Dask worker, or this
+    one): a run sent to workers carries ``--device`` as asked, since ``auto`` on a launcher without a
+    GPU would send ``cpu`` to GPU workers. A device absent here fails the job with the one-line error
+    the local executor gives before the cohort; the record's provenance says the device resolved."""
+    return replace(settings, compute=resolve_here(settings.compute))
 
 
 def cohort_sha256(cohort: Cohort) -> str:

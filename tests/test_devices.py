@@ -159,3 +159,170 @@ def test_pretrain_takes_precision_like_run(tiny_cohort_dir, tiny_splits_root, tm
         pretrain(ssl_recipes()["simclr3d"](config="small"), cohort, steps=1, out_dir=tmp_path / "x",
                  progress=False, precision="fp8")
     assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+# -- --device auto is resolved where the job runs (issue 33) --------------------------------------------
+def _cuda_seen(monkeypatch, n: int) -> None:
+    """Make ``--device`` resolve against ``n`` CUDA devices, as on a launcher or a worker that has them
+    (torch itself is left alone: the random encoder's fork_rng would touch the devices)."""
+    import bench.devices
+
+    monkeypatch.setattr(bench.devices, "cuda_count", lambda: n)
+
+
+class _WorkerWithoutCuda:
+    """An executor that runs each job as a Dask worker does (not in the launcher's process state:
+    no workspace, no reraise), on a machine whose torch sees no CUDA device."""
+
+    name, in_process = "dask", False
+
+    def __init__(self):
+        self.asked: list[str] = []
+        self.outcomes: list = []
+
+    def map(self, fn, jobs, kwargs, *, shared, local):
+        for job in jobs:
+            self.asked.append(shared["settings"].compute.device)
+            with pytest.MonkeyPatch.context() as worker:
+                _cuda_seen(worker, 0)
+                self.outcomes.append(fn(job, **kwargs, **shared))
+            yield job, self.outcomes[-1]
+
+    def cancel(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "dask (a worker without CUDA)"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def test_a_dask_job_resolves_device_on_its_worker_not_on_the_launcher(tiny_cohort_dir, tiny_splits_root, tmp_path,
+                                                                      monkeypatch):
+    """A launcher that sees two GPUs sends ``auto`` as asked; the worker, which has none, resolves it
+    to the CPU (the record says so). ``cuda:1``, there on the launcher, fails the job on the worker
+    with the one-line error the local executor gives up front."""
+    import bench.commands.run as run_command
+    from bench.cli import main
+    from bench.results import load_record
+
+    monkeypatch.setenv("MRIBENCH_SPLITS", str(tiny_splits_root))
+    _cuda_seen(monkeypatch, 2)  # the launcher
+    base = ["run", "--encoder", "random", "--task", "brain_age", "--cohort", str(tiny_cohort_dir), "--profile",
+            "smoke", "--seeds", "1", "--no-progress", "--executor", "dask"]
+    for device, code in (("auto", 0), ("cuda:1", 1)):
+        worker = _WorkerWithoutCuda()
+        monkeypatch.setattr(run_command, "executor_from", lambda args, w=worker: w)
+        assert main([*base, "--device", device, "--results", str(tmp_path / device.replace(":", ""))]) == code
+        assert worker.asked == [device]  # the job carried the text, unresolved
+        (result,) = worker.outcomes
+        if code == 0:
+            assert result.status == "done" and load_record(result.path).provenance.compute["device"] == "cpu"
+        else:
+            assert result.error.startswith("MribenchError: --device cuda:1: no such CUDA device here; present: cpu")
+
+
+def test_the_local_executor_resolves_device_where_the_command_starts(monkeypatch):
+    """Local runs resolve as before, up front (an absent device refused before the cohort); runs sent
+    to Dask keep the text, checked for spelling and fp16-on-cpu only; a resolved device stays itself
+    when the job resolves it again in the same process."""
+    from argparse import Namespace
+
+    from bench.commands._args import compute_for_executor
+    from bench.runner import RunSettings, on_this_machine
+
+    def args(device: str, executor: str = "local", precision: str = "fp32", scheduler: str | None = None):
+        return Namespace(device=device, precision=precision, loader_workers=0, micro_batch=None,
+                         executor=executor, scheduler=scheduler, cluster=None)
+
+    _cuda_seen(monkeypatch, 1)
+    assert compute_for_executor(args("auto")) == Compute(device="cuda:0")
+    assert compute_for_executor(args("auto", "dask")).device == "auto"
+    assert compute_for_executor(args(" CUDA:1", scheduler="tcp://127.0.0.1:1")).device == "cuda:1"  # implies dask
+    settings = RunSettings(profile=None, results_dir=Path("r"), cache_root=Path("c"), compute=Compute("cuda:0", "bf16"))
+    assert on_this_machine(settings) == settings
+    _cuda_seen(monkeypatch, 0)
+    assert compute_for_executor(args("auto")) == CPU
+    with pytest.raises(MribenchError, match=r"^--device cuda: no such CUDA device here; present: cpu"):
+        compute_for_executor(args("cuda"))
+    assert compute_for_executor(args("cuda", "dask")) == Compute(device="cuda")
+    with pytest.raises(MribenchError, match="not a device"):
+        compute_for_executor(args("gpu0", "dask"))
+    with pytest.raises(MribenchError, match="--precision fp16 needs a CUDA device"):
+        compute_for_executor(args("cpu", "dask", "fp16"))
+    assert compute_for_executor(args("auto", "dask", "fp16")).device == "auto"  # a GPU worker may resolve it
+
+
+# -- bench pretrain --precision and --resume -------------------------------------------------------------
+def _used_scaler() -> torch.amp.GradScaler:
+    """An fp16 scaler (on the CPU, as torch 2 allows) that has backed off once and then grown for
+    two steps: a state a fresh scaler does not have."""
+    net = torch.nn.Linear(3, 1)
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0, growth_interval=7)
+    for factor in (float("inf"), 1.0, 1.0):
+        optimiser.zero_grad()
+        scaler.scale(net(torch.ones(1, 3)).sum() * factor).backward()
+        scaler.step(optimiser)
+        scaler.update()
+    return scaler
+
+
+def test_an_fp16_checkpoint_keeps_its_gradient_scaler_and_others_only_their_precision(tmp_path):
+    """``last.pt`` of an fp16 run holds the scaler's state (loadable with weights_only=True) and a
+    resume starts from it, not from a fresh 2**16; fp32 / bf16 checkpoints hold no scaler."""
+    import json
+
+    from bench.distributed import DistInfo
+    from bench.pretrain import _checkpoint, read_pretrain_state, resumed_scaler
+
+    net = torch.nn.Linear(3, 1)
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.1)
+    rng = np.random.default_rng(0)
+    scaler = _used_scaler()
+    assert scaler.state_dict()["scale"] == 512.0 and scaler.state_dict()["_growth_tracker"] == 2
+    for precision, used in (("fp16", scaler), ("bf16", torch.amp.GradScaler("cpu", enabled=False))):
+        last = tmp_path / precision / "last.pt"
+        last.parent.mkdir()
+        _checkpoint(last, 3, net, optimiser, rng, rng, [1.0, 2.0, 3.0], DistInfo(), scaler=used, precision=precision)
+        meta = json.loads(torch.load(last, map_location="cpu", weights_only=True)["meta"])
+        state = read_pretrain_state(last)
+        assert meta["precision"] == state["precision"] == precision
+        resumed = resumed_scaler(Compute(device="cpu", precision=precision), state)
+        if precision == "fp16":
+            assert meta["grad_scaler"] == state["grad_scaler"] == scaler.state_dict()
+            assert resumed.state_dict() == scaler.state_dict() and resumed.get_scale() == 512.0
+        else:
+            assert "grad_scaler" not in meta and "grad_scaler" not in state and not resumed.is_enabled()
+
+
+def test_a_resume_in_another_precision_is_refused_before_any_work(tiny_cohort_dir, tiny_splits_root, tmp_path,
+                                                                  capsys, monkeypatch):
+    """A bf16 run resumed with --precision fp32 is one line naming both precisions and the checkpoint,
+    which is left as it was; the same precision resumes. A checkpoint without a precision is fp32's."""
+    from bench.cli import main
+    from bench.data.sources import open_cohort
+    from bench.pretrain import check_resume_precision, pretrain, read_pretrain_state, ssl_recipes
+
+    monkeypatch.setenv("MRIBENCH_SPLITS", str(tiny_splits_root))
+    out, cohort = tmp_path / "bf16", open_cohort(tiny_cohort_dir, progress=False)
+    pretrain(ssl_recipes()["simclr3d"](config="small", seed=0), cohort, steps=2, batch_size=4, out_dir=out,
+             progress=False, checkpoint_every=2, device="cpu", precision="bf16")
+    before = (out / "last.pt").read_bytes()
+    resume = ["pretrain", "--encoder", "simclr3d", "--steps", "3", "--batch-size", "4", "--device", "cpu", "--resume",
+              "--out", str(out), "--cohort", str(tiny_cohort_dir), "--no-progress", "--precision"]
+    assert main([*resume, "fp32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--precision fp32" in err and "--precision bf16" in err, err
+    assert str(out / "last.pt") in " ".join(err.split()) and (out / "last.pt").read_bytes() == before
+    assert main([*resume, "bf16"]) == 0 and read_pretrain_state(out / "last.pt")["step"] == 3
+    with pytest.raises(MribenchError, match=r"written with --precision fp32"):
+        check_resume_precision({"step": 1}, "bf16", out / "old.pt")
+    check_resume_precision({"step": 1}, "fp32", out / "old.pt")

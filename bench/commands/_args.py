@@ -197,6 +197,17 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
                    help="--cluster: network interface compute nodes reach this machine by (e.g. ib0)")
 
 
+def compute_for_executor(args: argparse.Namespace):
+    """The run's :class:`~bench.devices.Compute`: resolved here for the local executor (an absent device
+    is one line before the cohort is opened); for Dask, the ``--device`` text as asked, which each
+    worker resolves for the jobs it runs (:func:`bench.runner.run_job`), since this machine's devices
+    say nothing of theirs."""
+    from bench.devices import compute_from_args
+    from bench.executors import runs_elsewhere
+
+    return compute_from_args(args, resolve=not runs_elsewhere(args.executor, args.scheduler, args.cluster))
+
+
 def executor_from(args: argparse.Namespace):
     """The executor the scale-out options name (local by default)."""
     from bench.executors import make_executor

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from bench.commands._args import (FILE_ENCODER_NOTE, Later, add_cohort_args, add_executor_args, cohort_from,
-                                  executor_from, positive_int)
+                                  compute_for_executor, executor_from, positive_int)
 from bench.devices import add_compute_args
 from bench.errors import MribenchError
 
@@ -49,7 +49,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bench.commands._args import results_folder
     from bench.commands._report import print_results
-    from bench.devices import compute_from_args
     from bench.encoders.features import run_options
     from bench.locks import cache_lock
     from bench.profiles import get_profile
@@ -61,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_protocols(protocols)
     check_task_args(args.task)           # before the cohort, which can take minutes to generate
     results_folder(args.results)
-    compute = compute_from_args(args)  # an absent device: one line, before the cohort
+    compute = compute_for_executor(args)  # an absent device: one line, before the cohort (locally)
     if args.weights and len(args.encoder) > 1:
         raise MribenchError("--weights applies to one encoder; run one --encoder at a time with it")
     kwargs = {"weights": args.weights} if args.weights else {}

@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.devices import add_compute_args
-from bench.commands._args import add_cohort_args, add_executor_args, cohort_from, console, executor_from, positive_int
+from bench.commands._args import (add_cohort_args, add_executor_args, cohort_from, compute_for_executor, console,
+                                  executor_from, positive_int)
 
 
 def register(sub) -> None:
@@ -91,10 +92,9 @@ def _run(args: argparse.Namespace, suite):
     from bench.profiles import get_profile
     from bench.runner import Runner
     from bench.suite import GRID, job_options, plan, suite_jobs
-    from bench.devices import compute_from_args
     from bench.timing import phase
 
-    compute = compute_from_args(args)  # an absent device: one line, before the cohort
+    compute = compute_for_executor(args)  # an absent device: one line, before the cohort (locally)
     profile = get_profile(args.profile)
     if args.seeds is not None:
         profile = replace(profile, seeds=args.seeds)
