@@ -17,7 +17,13 @@
 #       einops jaxtyping wadler-lindig typer click shellingham tqdm \
 #       rich markdown-it-py mdurl pygments pyyaml filelock threadpoolctl joblib
 #   pip wheel --no-deps -w .venv/device-wheels autograd-gamma   # pure Python, published as source only
-#   du -sh .venv/device-wheels      # with the repository, under the 64 MiB a device run carries
+#
+# A device call sends the working tree and its carried paths, 64 MiB in all; the tracked tree alone
+# is over that (the reference weights), so set aside what the check does not read first, and put it
+# back after the call (benchmarks/device_travel.py; it says whether the call fits):
+#
+#   python benchmarks/device_travel.py aside --carry .venv/device-wheels
+#   python benchmarks/device_travel.py back
 #
 # (.venv/ is ignored by git: a device run must be told to carry .venv/device-wheels.)
 #
@@ -27,9 +33,8 @@
 # SimpleITK, which torchio imports, is a 50 MB wheel: it is left behind, so torchio shows under
 # missing_imports; only the robustness protocol needs it, and the smoke suite has none. Without it
 # the perturbations stage compares the GPU with the same torch code on the CPU (and with MONAI's
-# CPU path for gibbs and rician_noise) and the robustness stage is skipped; add
-#   simpleitk
-# to the pip download above where the carry has room, to compare with the CPU path itself.)
+# CPU path for gibbs and rician_noise) and the robustness stage is skipped. It cannot come along:
+# the trimmed tree and the other wheels are 48 MiB of the 64 a call may send.)
 # Then, on the GPU machine:
 #
 #   bash benchmarks/device_check.sh --wheels .venv/device-wheels [--out DIR] [other options of
