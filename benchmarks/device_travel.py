@@ -26,14 +26,16 @@ import json
 import os
 import subprocess
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 #: What a device call may send, working tree and carried paths together.
 LIMIT_BYTES = 64 * 1024 * 1024
-#: Tracked folders and files the device check does not read (the board's pages and figures, weights).
-ASIDE = ("baselines/weights", "leaderboard/plots", "leaderboard/index.html", "leaderboard/screenshot.png",
-         "docs/figures")
-#: Files under :data:`ASIDE` the device check reads: bench perf's committed SSL encoder.
+#: Tracked files the device check does not read, as ``fnmatch`` patterns: the checkpoints (their
+#: cards and loss logs stay: they are small, and the registry reads them), the board's page and figures.
+ASIDE = ("baselines/weights/*.pt", "leaderboard/plots/*", "leaderboard/index.html", "leaderboard/screenshot.png",
+         "docs/figures/*")
+#: Files matching :data:`ASIDE` the device check reads: bench perf's committed SSL encoder.
 KEEP = ("baselines/weights/simclr3d-small.pt",)
 #: Where set-aside files wait (ignored by git: .venv/), and the list of what is there.
 PARKING = Path(".venv/device-aside")
@@ -60,7 +62,7 @@ def travelling_bytes(root: Path, carry: list[str]) -> int:
 
 def to_set_aside(root: Path) -> list[str]:
     """Tracked files under :data:`ASIDE`, less :data:`KEEP`."""
-    return [p for p in tree_files(root) if p not in KEEP and any(p == a or p.startswith(a + "/") for a in ASIDE)]
+    return [p for p in tree_files(root) if p not in KEEP and any(fnmatch(p, pattern) for pattern in ASIDE)]
 
 
 def set_aside(root: Path) -> list[str]:

@@ -26,6 +26,7 @@ def _travel():
 
 def _repo(tmp_path: Path) -> Path:
     files = {"bench/x.py": 1_000, "baselines/weights/simclr3d-small.pt": 3_000, "baselines/weights/mae3d-small.pt": 5_000,
+             "baselines/weights/mae3d-small.json": 30,
              "leaderboard/index.html": 2_000, "leaderboard/results/r.json": 700, "docs/figures/f.png": 400}
     for rel, size in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,7 @@ def _digests(root: Path) -> dict[str, str]:
 
 def test_travelling_bytes_count_the_tree_and_the_carried_paths_only(tmp_path):
     travel, repo = _travel(), _repo(tmp_path)
-    tree = 1_000 + 3_000 + 5_000 + 2_000 + 700 + 400 + len(".venv/\n") + 50
+    tree = 1_000 + 3_000 + 5_000 + 30 + 2_000 + 700 + 400 + len(".venv/\n") + 50
     assert travel.travelling_bytes(repo, []) == tree  # the ignored wheels stay behind
     assert travel.travelling_bytes(repo, [".venv/wheels"]) == tree + 900
 
@@ -56,8 +57,9 @@ def test_aside_keeps_simclr3d_and_the_records_and_back_restores_every_byte(tmp_p
     before = _digests(repo)
     assert sorted(travel.set_aside(repo)) == ["baselines/weights/mae3d-small.pt", "docs/figures/f.png",
                                               "leaderboard/index.html"]
-    assert (repo / "baselines/weights/simclr3d-small.pt").exists() and (repo / "leaderboard/results/r.json").exists()
-    assert travel.travelling_bytes(repo, []) == 1_000 + 3_000 + 700 + len(".venv/\n") + 50
+    assert all((repo / p).exists() for p in ("baselines/weights/simclr3d-small.pt", "baselines/weights/mae3d-small.json",
+                                             "leaderboard/results/r.json"))
+    assert travel.travelling_bytes(repo, []) == 1_000 + 3_000 + 30 + 700 + len(".venv/\n") + 50
     travel.LIMIT_BYTES = 5_000
     assert travel.main(["size", "--root", str(repo)]) == 0
     assert travel.main(["size", "--root", str(repo), "--carry", ".venv/wheels"]) == 1
