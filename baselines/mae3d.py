@@ -25,6 +25,7 @@ AUC 0.522 vs 0.529 and 0.508 (docs/pretraining-v2). ``paper`` keeps the MAE pape
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,12 +68,21 @@ CONFIGS = {
 }
 
 
+#: The warning torch gives for MONAI's ``torch.meshgrid`` call without ``indexing`` (its sin-cos
+#: position embedding, MONAI 1.3-1.6): the default it warns about, "ij", is the one MONAI means, so the
+#: user would read a line about a library's internals that changes nothing (issue 31: no library
+#: warning in a run's output).
+_MONAI_MESHGRID_WARNING = r"torch\.meshgrid: in an upcoming release, it will be required to pass the indexing"
+
+
 def build(config: MAEConfig) -> MaskedAutoEncoderViT:
-    return MaskedAutoEncoderViT(
-        in_channels=1, img_size=config.img_size, patch_size=config.patch, hidden_size=config.hidden,
-        mlp_dim=config.mlp, num_layers=config.layers, num_heads=config.heads, masking_ratio=config.masking_ratio,
-        decoder_hidden_size=config.decoder_hidden, decoder_mlp_dim=4 * config.decoder_hidden,
-        decoder_num_layers=config.decoder_layers, decoder_num_heads=config.heads, spatial_dims=3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_MONAI_MESHGRID_WARNING, category=UserWarning)
+        return MaskedAutoEncoderViT(
+            in_channels=1, img_size=config.img_size, patch_size=config.patch, hidden_size=config.hidden,
+            mlp_dim=config.mlp, num_layers=config.layers, num_heads=config.heads, masking_ratio=config.masking_ratio,
+            decoder_hidden_size=config.decoder_hidden, decoder_mlp_dim=4 * config.decoder_hidden,
+            decoder_num_layers=config.decoder_layers, decoder_num_heads=config.heads, spatial_dims=3)
 
 
 def patchify(volumes: torch.Tensor, patch: int) -> torch.Tensor:

@@ -371,7 +371,7 @@ def collect_provenance(*, wall_time_s: float = 0.0, started_at: datetime | str |
 #: these are two results, and one must not be taken for the other. (Task version, protocol and
 #: encoder name are in the record's path already.)
 IDENTITY_FIELDS: tuple[str, ...] = ("encoder", "weights", "cohort", "cohort hash", "profile", "profile settings",
-                                    "seeds", "task hash", "split hash", "precision", "batch size")
+                                    "seeds", "task hash", "split hash", "precision", "batch size", "cohort extras")
 
 
 def record_identity(record: ResultRecord) -> dict[str, Any]:
@@ -382,7 +382,9 @@ def record_identity(record: ResultRecord) -> dict[str, Any]:
             "profile settings": p.config.get("profile_settings"), "seeds": list(p.seeds),
             "task hash": p.task_spec_sha256, "split hash": p.split_sha256,
             # written only when not the default (bench.devices), so records written before them match
-            "precision": p.config.get("precision", "fp32"), "batch size": p.config.get("batch_size")}
+            "precision": p.config.get("precision", "fp32"), "batch size": p.config.get("batch_size"),
+            # what the protocol reads of the cohort beyond its table (bench.runner.cohort_extras)
+            "cohort extras": p.config.get("cohort_extras")}
 
 
 def _shown(value: Any) -> str:

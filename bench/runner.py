@@ -299,7 +299,18 @@ def job_identity(job: Job, encoder, settings: RunSettings, cohort: Cohort,
             "profile settings": profile_settings(settings.profile, job.protocol),
             "seeds": list(range(settings.profile.seeds)),
             "task hash": spec.sha256, "split hash": file_sha256(split) if split.is_file() else None,
-            **compute_identity(settings.compute, job.trains_network)}
+            **compute_identity(settings.compute, job.trains_network), "cohort extras": cohort_extras(job.protocol, scored)}
+
+
+def cohort_extras(protocol: str, cohort: Cohort) -> dict[str, Any] | None:
+    """What a record of ``protocol`` reads of the scored cohort beyond the table :func:`cohort_sha256`
+    hashes: the hash of its same-session repeats for a protocol that reads them (a rescan added,
+    dropped or re-imported then makes a new record instead of reusing one computed without it); None
+    for every other protocol, so their records keep the identity they had."""
+    if not get_protocol(protocol).reads_repeats:
+        return None
+    repeats = cohort.repeats_cohort()
+    return {"repeats_sha256": cohort_sha256(repeats) if repeats is not None else None}
 
 
 def compute_identity(compute: Compute, trains_network: bool) -> dict[str, Any]:
@@ -468,7 +479,8 @@ def build_record(spec: TaskSpec, protocol: str, encoder, ctx: Context, scores: l
         config={"profile": settings.profile.name, "protocol": protocol, "n_boot": settings.profile.n_boot,
                 "profile_settings": profile_settings(settings.profile, protocol), **scored.config,
                 **record_fields(scored.split.path, scored.split.sha256),  # a rule-made split: rule hash, fingerprint
-                **compute_config(compute, proto.trains(spec))},
+                **compute_config(compute, proto.trains(spec)),
+                **({"cohort_extras": extras} if (extras := cohort_extras(protocol, scored.cohort)) else {})},
         # the seeds asked for (every protocol scores each), which is what a rerun is compared with
         seeds=list(range(settings.profile.seeds)), wall_time_s=time.perf_counter() - start,
         command=settings.command,

@@ -145,3 +145,34 @@ def test_verify_refuses_an_edited_icc(tmp_path):
     write_record(record, path)
     verdict = verify_path(path)
     assert not verdict.ok and "icc 0.99 at retest / seed 0 / test is not what its predictions give" in verdict.reason
+
+
+def test_a_reliability_record_is_tied_to_the_repeats_it_read(tmp_path):
+    """The cohort's hash leaves the repeats out (rescans added to a cohort change no other record), so
+    a reliability record carries the repeats' hash itself: the same rescans reuse it, other rescans
+    are another run; a linear-probe record has no such entry."""
+    from bench.data.sources import open_cohort
+    from bench.errors import MribenchError
+    from bench.paths import cache_home
+    from bench.profiles import get_profile
+    from bench.results import load_record
+    from bench.runner import SKIPPED, Runner, cohort_extras
+
+    profile = replace(get_profile("smoke"), seeds=1, n_boot=50)
+    base = open_cohort(None, profile="smoke", progress=False)
+    copies, others = _with_rescans(base, shuffle=False), _with_rescans(base, shuffle=True)
+    extras = cohort_extras("reliability", copies)
+    assert extras["repeats_sha256"] != cohort_extras("reliability", others)["repeats_sha256"]
+    assert cohort_extras("linear_probe", copies) is None
+    assert cohort_extras("reliability", replace(copies, repeats=None)) == {"repeats_sha256": None}
+
+    def run(cohort):
+        runner = Runner(cohort, profile, tmp_path / "results", progress=False, cache_root=cache_home(), command="t")
+        return runner.run("random", ["brain_age"], ["reliability"])[0]
+
+    first = run(copies)
+    assert first.status == "done", first.error
+    assert load_record(first.path).provenance.config["cohort_extras"] == extras
+    assert run(copies).status == SKIPPED
+    with pytest.raises(MribenchError, match=r"holds the result of another run \(cohort extras \(repeats_sha256"):
+        run(others)

@@ -78,6 +78,9 @@ class Protocol:
     #: ``bench verify``'s check of its records, ``(record, split subjects) -> problems``, for a protocol
     #: whose scores are not the task's metrics of per-example predictions (reliability)
     check: Callable[[Any, Any], list[str]] | None = None
+    #: reads the cohort's same-session repeats (``Cohort.repeats``), which the cohort's hash leaves
+    #: out (so that adding rescans changes no other record): the repeats' hash joins its identity
+    reads_repeats: bool = False
 
     def embeds(self, spec) -> bool:
         """Whether a job of this protocol on ``spec`` needs the frozen embeddings of its scans."""

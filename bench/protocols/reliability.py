@@ -288,4 +288,5 @@ PROTOCOL = Protocol(
     name="reliability", run=run, label="reliability (ICC)", headline=RETEST, order=5, ranked=False,
     description="test-retest ICC of the probe's predictions on same-session rescans, fingerprinting "
                 "of rescans by their embeddings, and within-subject tracking of change",
-    supports=supports, extra_blocks=("reliability",), metric=HEADLINE_METRIC, check=check_scores)
+    supports=supports, extra_blocks=("reliability",), metric=HEADLINE_METRIC, check=check_scores,
+    reads_repeats=True)
