@@ -70,15 +70,15 @@ def _square_plus(offset: int, item: int) -> int:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_worker_tasks_return_in_order_and_share_the_parent_objects(workers):
-    done = run_each(_square_plus, (10,), [2, 0, 5, 1], workers)
-    assert list(done) == [(2, 14), (0, 10), (5, 35), (1, 11)]
+    with run_each(_square_plus, (10,), [2, 0, 5, 1], workers) as done:
+        assert list(done) == [(2, 14), (0, 10), (5, 35), (1, 11)]
 
 
 def test_a_failing_worker_task_raises_its_own_error_and_the_rest_are_cancelled():
-    done = run_each(_square_plus, (0,), [1, 3] + list(range(100, 400)), 2)
-    assert next(done) == (1, 1)
     with pytest.raises(ValueError, match="item 3 fails"):
-        list(done)
+        with run_each(_square_plus, (0,), [1, 3] + list(range(100, 400)), 2) as done:
+            assert next(done) == (1, 1)
+            list(done)
 
 
 def test_two_workers_are_forked_processes_on_linux():

@@ -287,8 +287,8 @@ def _generate_into(config: SynthConfig, tmp: Path, *, workers: int, progress: bo
     n_rescans = sum(len(p) for p in plans.values())
     rows: dict[int, list[dict]] = {}
     shared = (renderer, {s.index: s for s in subjects}, config, tmp, plans)
-    done = run_each(_render_subject_at, shared, [s.index for s in subjects], workers)
-    with _progress(progress) as bar:
+    with run_each(_render_subject_at, shared, [s.index for s in subjects], workers) as done, \
+            _progress(progress) as bar:
         task = bar.add_task("synth: rendering scans", total=n_scans + n_rescans)
         for index, subject_rows in done:
             rows[index] = subject_rows
@@ -350,8 +350,7 @@ def _render_rescans(renderer: Renderer, config: SynthConfig, subjects: list[Subj
     volumes of the rescanned sessions."""
     volumes: dict[tuple[str, str], dict[str, float]] = {}
     shared = (renderer, {s.index: s for s in subjects}, config, tmp, plans)
-    done = run_each(_render_rescans_at, shared, sorted(plans), workers)
-    with _progress(progress) as bar:
+    with run_each(_render_rescans_at, shared, sorted(plans), workers) as done, _progress(progress) as bar:
         task = bar.add_task("synth: rendering rescans", total=sum(len(p) for p in plans.values()))
         for index, subject_volumes in done:
             volumes.update(subject_volumes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+from contextlib import contextmanager
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Sequence
 
@@ -49,37 +50,24 @@ def _executor(workers: int) -> Executor:
     return ThreadPoolExecutor(max_workers=max(workers, 1))
 
 
+@contextmanager
 def run_each(fn: Callable[..., Any], shared: tuple[Any, ...], items: Sequence[Any],
-             workers: int) -> Iterator[tuple[Any, Any]]:
-    """Start ``fn(*shared, item)`` for every item now; return an iterator of ``(item, result)`` in the
-    order of ``items``.
+             workers: int) -> Iterator[Iterator[tuple[Any, Any]]]:
+    """Start ``fn(*shared, item)`` for every item on entering; give an iterator of ``(item, result)`` in
+    the order of ``items``; on leaving, wait for the workers (cancelling the tasks not yet started
+    when leaving on an error or an interrupt, instead of running them to the end).
 
     ``fn`` must be a module-level function (a process worker finds it by name). Every task is
-    submitted here, before the caller iterates, so the workers are forked before the caller starts a
-    progress bar's thread. On an error, an interrupt or an iterator closed early, the tasks not yet
-    started are cancelled instead of run to the end."""
+    submitted on entering, so entered before a progress bar, the workers are forked before the bar's
+    thread starts."""
     global _INHERITED
     _INHERITED = shared
     pool = _executor(workers)
-    try:
-        futures: list[Future] = [pool.submit(_call, fn, item) for item in items]
-    except BaseException:
-        _close(pool, cancel=True)
-        raise
-    return _results(pool, items, futures)
-
-
-def _results(pool: Executor, items: Sequence[Any], futures: list[Future]) -> Iterator[tuple[Any, Any]]:
     cancel = True
     try:
-        for item, future in zip(items, futures):
-            yield item, future.result()
+        futures: list[Future] = [pool.submit(_call, fn, item) for item in items]
+        yield ((item, future.result()) for item, future in zip(items, futures))
         cancel = False
     finally:
-        _close(pool, cancel)
-
-
-def _close(pool: Executor, cancel: bool) -> None:
-    global _INHERITED
-    pool.shutdown(wait=True, cancel_futures=cancel)
-    _INHERITED = ()
+        pool.shutdown(wait=True, cancel_futures=cancel)
+        _INHERITED = ()
