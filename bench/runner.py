@@ -299,7 +299,8 @@ def job_identity(job: Job, encoder, settings: RunSettings, cohort: Cohort,
             "profile settings": profile_settings(settings.profile, job.protocol),
             "seeds": list(range(settings.profile.seeds)),
             "task hash": spec.sha256, "split hash": file_sha256(split) if split.is_file() else None,
-            **compute_identity(settings.compute, job.trains_network), "cohort extras": cohort_extras(job.protocol, scored)}
+            **compute_identity(settings.compute, job.trains_network),
+            "cohort extras": cohort_extras(job.protocol, scored)}
 
 
 def cohort_extras(protocol: str, cohort: Cohort) -> dict[str, Any] | None:

@@ -25,8 +25,8 @@ def _travel():
 
 
 def _repo(tmp_path: Path) -> Path:
-    files = {"bench/x.py": 1_000, "baselines/weights/simclr3d-small.pt": 3_000, "baselines/weights/mae3d-small.pt": 5_000,
-             "baselines/weights/mae3d-small.json": 30,
+    files = {"bench/x.py": 1_000, "baselines/weights/simclr3d-small.pt": 3_000,
+             "baselines/weights/mae3d-small.pt": 5_000, "baselines/weights/mae3d-small.json": 30,
              "leaderboard/index.html": 2_000, "leaderboard/results/r.json": 700, "docs/figures/f.png": 400}
     for rel, size in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -57,8 +57,8 @@ def test_aside_keeps_simclr3d_and_the_records_and_back_restores_every_byte(tmp_p
     before = _digests(repo)
     assert sorted(travel.set_aside(repo)) == ["baselines/weights/mae3d-small.pt", "docs/figures/f.png",
                                               "leaderboard/index.html"]
-    assert all((repo / p).exists() for p in ("baselines/weights/simclr3d-small.pt", "baselines/weights/mae3d-small.json",
-                                             "leaderboard/results/r.json"))
+    kept = ("baselines/weights/simclr3d-small.pt", "baselines/weights/mae3d-small.json", "leaderboard/results/r.json")
+    assert all((repo / p).exists() for p in kept)
     assert travel.travelling_bytes(repo, []) == 1_000 + 3_000 + 30 + 700 + len(".venv/\n") + 50
     travel.LIMIT_BYTES = 5_000
     assert travel.main(["size", "--root", str(repo)]) == 0

@@ -10,6 +10,7 @@ one worker; the cohort fixture is the current code on its default two workers.
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -81,7 +82,10 @@ def test_a_failing_worker_task_raises_its_own_error_and_the_rest_are_cancelled()
             list(done)
 
 
-def test_two_workers_are_forked_processes_on_linux():
+def test_two_workers_are_forked_processes_on_linux_except_in_a_daemonic_process(monkeypatch):
+    import multiprocessing
     import sys
 
     assert forks() == sys.platform.startswith("linux")
+    monkeypatch.setattr(multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
+    assert not forks()  # a Dask worker's process may not have children: threads there

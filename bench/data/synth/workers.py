@@ -9,8 +9,9 @@ measures the whole cohort).
 Why fork: a worker needs the renderer (the anatomy, its samplers and tables: tens of MB of tensors)
 and the drawn subjects. Forked, it inherits them as they are in the parent, so nothing is pickled
 per task but a subject index and the rows it returns, and no worker rebuilds the anatomy. Fork is
-used on Linux only (macOS's system libraries are not fork-safe); elsewhere, and for one worker, the
-work runs on threads as before. The bytes written do not depend on which (``tests/test_synth_parallel.py``).
+used on Linux only (macOS's system libraries are not fork-safe) and not from a daemonic process;
+elsewhere, and for one worker, the work runs on threads as before. The bytes written do not depend
+on which (``tests/test_synth_parallel.py``).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ def _one_thread() -> None:
 
 
 def forks() -> bool:
-    """Whether the workers are forked processes on this platform (else threads)."""
-    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+    """Whether the workers are forked processes here (else threads): on Linux, and not from a daemonic
+    process (a Dask worker's, by default), which may not have children."""
+    return (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon)
 
 
 def _executor(workers: int) -> Executor:
