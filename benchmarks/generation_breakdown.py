@@ -74,13 +74,13 @@ def timed_renderer(timer: PartTimer) -> Iterator[None]:
     from scipy import ndimage
 
     from bench.data.synth import generate as gen
-    from bench.data.synth import render, rescans
+    from bench.data.synth import latents, render, rescans
 
     patches = [(F, "grid_sample", timer.wrap("grid_sample", F.grid_sample)),
                (F, "interpolate", timer.wrap("interpolate", F.interpolate)),
                (ndimage, "gaussian_filter", timer.wrap("blur", ndimage.gaussian_filter)),
                (gen, "_save", timer.wrap("write", gen._save)),
-               (render, "stream_rng", lambda *a: TimedDraws(rescans.stream_rng(*a), timer)),
+               (render, "stream_rng", lambda *a: TimedDraws(latents.stream_rng(*a), timer)),
                (rescans.RescanPlan, "acquisition_rng",
                 (lambda original: lambda plan: TimedDraws(original(plan), timer))(rescans.RescanPlan.acquisition_rng))]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]

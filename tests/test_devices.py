@@ -18,6 +18,7 @@ import torch
 
 from bench.devices import CPU, Compute, compute_from
 from bench.errors import MribenchError
+from bench.executors import LocalExecutor
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of an absent GPU")
 
@@ -170,9 +171,10 @@ def _cuda_seen(monkeypatch, n: int) -> None:
     monkeypatch.setattr(bench.devices, "cuda_count", lambda: n)
 
 
-class _WorkerWithoutCuda:
+class _WorkerWithoutCuda(LocalExecutor):
     """An executor that runs each job as a Dask worker does (not in the launcher's process state:
-    no workspace, no reraise), on a machine whose torch sees no CUDA device."""
+    no workspace, no reraise), on a machine whose torch sees no CUDA device; the rest of its
+    lifecycle (cancel, close, context) is the local executor's."""
 
     name, in_process = "dask", False
 
@@ -188,20 +190,8 @@ class _WorkerWithoutCuda:
                 self.outcomes.append(fn(job, **kwargs, **shared))
             yield job, self.outcomes[-1]
 
-    def cancel(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
     def describe(self) -> str:
         return "dask (a worker without CUDA)"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
 
 
 def test_a_dask_job_resolves_device_on_its_worker_not_on_the_launcher(tiny_cohort_dir, tiny_splits_root, tmp_path,

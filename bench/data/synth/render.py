@@ -79,8 +79,8 @@ def white_matter_loss(bio_age: float) -> float:
 
 
 def rotation_matrix(angles: np.ndarray) -> np.ndarray:
-    """R = Rx @ Ry @ Rz for angles (radians) about x, y, z (the convention of the subject's head
-    rotation in :meth:`Renderer.subject_field`)."""
+    """R = Rx @ Ry @ Rz for angles (radians) about x, y, z: a subject's head rotation
+    (:meth:`Renderer.subject_field`) and a rescan's head position (:meth:`Renderer.render_rescan`)."""
     cx, cy, cz = np.cos(angles)
     sx, sy, sz = np.sin(angles)
     return (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -328,12 +328,7 @@ class Renderer:
         a smooth displacement, folded into the sampling grid of grid_sample once per subject."""
         rng = stream_rng(seed, STREAM_ANATOMY, subject.index)
         angles = rng.normal(0, math.radians(2.0), size=3)
-        cx, cy, cz = np.cos(angles)
-        sx, sy, sz = np.sin(angles)
-        rot = (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-               @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-               @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
-        linear = rot * subject.head_scale * (1 + rng.normal(0, 0.015, size=3))  # slight anisotropy
+        linear = rotation_matrix(angles) * subject.head_scale * (1 + rng.normal(0, 0.015, size=3))  # slight anisotropy
         linear_inv = torch.from_numpy(np.linalg.inv(linear)).float()
         scales = [self._smooth_noise(rng, coarse, 3).mul_(amplitude_mm) for coarse, amplitude_mm in fx.WARP_SCALES]
         disp = scales[0]
