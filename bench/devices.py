@@ -14,6 +14,7 @@ reads this module's option definitions without loading it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -170,6 +171,55 @@ def autocast(compute: Compute | None, device_type: str | None = None):
 
     dtype = torch.bfloat16 if compute.precision == "bf16" else torch.float16
     return torch.autocast(device_type=device_type or compute.torch_device().type, dtype=dtype)
+
+
+def check_can_train(compute: Compute | None) -> None:
+    """Refuse to train a network in bf16 on a CPU whose torch gets bf16 conv3d weight gradients wrong.
+
+    Why: on AVX-512 CPUs, torch 2.13's oneDNN kernels return garbage (relative error about 1, sometimes
+    inf or NaN) for the weight gradient of a bf16 3x3x3 convolution over a feature map 2 voxels across,
+    which a ResNet's last stage reaches on small volumes; the forward and the input's gradient stay
+    right, and AVX2 kernels are right. A run would train on it silently, or stop at a NaN loss.
+    Inference (embeddings) in bf16 is unaffected. The check computes one such gradient on this machine
+    (:func:`cpu_bf16_conv3d_grads_hold`), so a CPU or a torch with right kernels trains in bf16.
+    """
+    if compute is None or compute.precision != "bf16" or compute.torch_device().type != "cpu":
+        return
+    if not cpu_bf16_conv3d_grads_hold():
+        import torch
+
+        raise MribenchError(f"--precision bf16 cannot train a network on a CPU with torch {torch.__version__}: "
+                            "its bf16 conv3d weight gradients are wrong on 2-voxel feature maps (checked against "
+                            "fp32 just now); train in fp32 on a CPU, or in bf16 on a CUDA device")
+
+
+def cpu_bf16_conv3d_grads_hold() -> bool:
+    """Whether this process's torch computes a bf16 conv3d weight gradient on the CPU right, with its
+    kernels as now chosen: oneDNN's (on AVX-512 CPUs, wrong with torch 2.13) unless it is switched off."""
+    import torch
+
+    return _bf16_weight_grad_holds(bool(torch.backends.mkldnn.enabled))
+
+
+@functools.cache
+def _bf16_weight_grad_holds(onednn: bool, tolerance: float = 0.05) -> bool:
+    """One bf16 conv3d weight gradient against fp32's, within ``tolerance`` of the largest fp32 value:
+    16 channels, a 2x2x2 map, a 3x3x3 kernel, the smallest case measured wrong with torch 2.13 (bf16
+    rounding alone stays under 0.01). ``onednn`` only keys the cache: it is the state computed in."""
+    import torch
+
+    draw = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 2, 2, 2, generator=draw)
+    weight = torch.randn(16, 16, 3, 3, 3, generator=draw)
+    upstream = torch.randn(2, 16, 2, 2, 2, generator=draw)
+    grads = []
+    for dtype in (torch.float32, torch.bfloat16):
+        w = weight.to(dtype).requires_grad_()
+        out = torch.nn.functional.conv3d(x.to(dtype), w, padding=1)
+        (grad,) = torch.autograd.grad(out, w, upstream.to(dtype))
+        grads.append(grad.float())
+    error = float((grads[1] - grads[0]).abs().max() / grads[0].abs().max())
+    return error < tolerance
 
 
 def grad_scaler(compute: Compute | None):

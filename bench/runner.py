@@ -38,7 +38,7 @@ import numpy as np
 
 from bench.data.cohort import Cohort
 from bench.data.store import VolumeStore
-from bench.devices import CPU, Compute, deterministic, place, resolve_here
+from bench.devices import CPU, Compute, check_can_train, deterministic, place, resolve_here
 from bench.embeddings import EmbeddingCache, encoder_key
 from bench.errors import MribenchError
 from bench.jobs import (Job, clear_failure, ensure_state_dir, expand_grid, remove_stale_temporaries,
@@ -381,6 +381,8 @@ def _compute(job: Job, settings: RunSettings, cohort: Cohort, ws: Workspace, rec
     reason = protocol.supports(spec, encoder)
     if reason:  # before any scan is read
         raise MribenchError(reason)
+    if job.trains_network:
+        check_can_train(settings.compute)
     place(encoder, settings.compute)  # once: a no-op for the process's later jobs on the same device
     examples, split = ws.prepare(spec, cohort, settings.splits_root)
     ctx = Context(examples, split, cohort=cohort, encoder=encoder, profile=settings.profile,

@@ -4,11 +4,15 @@ On a CPU-only machine: an absent device is one line; CPU fp32 writes nothing new
 config and identity as before, so the committed records stay reused); precision is in a record's
 identity and the device in its provenance; fine-tuning, robustness, the segmentation decoder and
 pretraining run with the device and precision threaded through (bf16 autocast works on a CPU).
+Training in bf16 on a CPU runs with oneDNN off (:func:`right_bf16_kernels`): this torch's oneDNN
+gets bf16 conv3d weight gradients wrong on AVX-512 CPUs, and bench refuses to train on them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +25,16 @@ from bench.errors import MribenchError
 from bench.executors import LocalExecutor
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of an absent GPU")
+
+
+@contextlib.contextmanager
+def right_bf16_kernels():
+    """torch's own CPU kernels instead of oneDNN's for the block: bf16 conv3d weight gradients right
+    on every CPU (slower), so bench's check lets a bf16 network train (:func:`check_can_train`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")  # said on each switch
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 @needs_no_cuda
@@ -93,9 +107,11 @@ def test_embedding_key_and_loader_workers(tiny_cohort_dir, tmp_path):
 
 def test_networks_run_with_the_device_and_precision_threaded_through(tiny_cohort_dir, tiny_splits_root,
                                                                      tmp_path, monkeypatch):
-    """Fine-tuning, robustness and the segmentation decoder through the Runner in bf16 with a fixed
-    micro-batch, then pretraining with ``device``: the records say where and how they computed, and a
-    bf16 record is refused (not reused) by an fp32 run."""
+    """Fine-tuning and the segmentation decoder through the Runner with a fixed micro-batch, robustness
+    in bf16, then pretraining with ``device``: the records say where and how they computed, and a bf16
+    record is refused (not reused) by an fp32 run. (Training in bf16 is refused on a CPU whose oneDNN
+    gets its gradients wrong, and torch's own bf16 kernels take minutes here: the GPU's device check
+    fine-tunes in bf16.)"""
     from bench.data.sources import open_cohort
     from bench.profiles import get_profile
     from bench.results import load_record
@@ -104,15 +120,21 @@ def test_networks_run_with_the_device_and_precision_threaded_through(tiny_cohort
     monkeypatch.setenv("MRIBENCH_SPLITS", str(tiny_splits_root))
     cohort = open_cohort(tiny_cohort_dir, progress=False)
     profile = replace(get_profile("smoke"), seeds=1, n_boot=20, finetune_epochs=1, segmentation_steps=4)
-    bf16 = Compute(device="cpu", precision="bf16", loader_workers=1, batch_size=2)
-    runner = Runner(cohort, profile, tmp_path / "results", progress=False, cache_root=tmp_path / "cache",
-                    compute=bf16, splits_root=tiny_splits_root)
-    results = runner.run("random", ["brain_age"], ["finetune", "robustness"])
-    results += runner.run("random", ["tumour_segmentation"], ["linear_probe"])
+    micro = Compute(device="cpu", loader_workers=1, batch_size=2)
+    bf16 = replace(micro, precision="bf16")
+
+    def runner(compute: Compute) -> Runner:
+        return Runner(cohort, profile, tmp_path / "results", progress=False, cache_root=tmp_path / "cache",
+                      compute=compute, splits_root=tiny_splits_root)
+
+    results = runner(micro).run("random", ["brain_age"], ["finetune"])
+    results += runner(bf16).run("random", ["brain_age"], ["robustness"])
+    results += runner(micro).run("random", ["tumour_segmentation"], ["linear_probe"])
     assert [r.status for r in results] == ["done"] * 3, [r.error for r in results]
-    for r in results:
+    for r, precision in zip(results, ("fp32", "bf16", "fp32")):
         record = load_record(r.path)
-        assert record.provenance.compute["device"] == "cpu" and record.provenance.config["precision"] == "bf16"
+        assert record.provenance.compute["device"] == "cpu"
+        assert record.provenance.config.get("precision", "fp32") == precision
     tuned = load_record(results[0].path).provenance
     assert tuned.config["batch_size"] == 2 and tuned.compute["micro_batch"] == 2
     assert tuned.compute["bit_reproducible"] is True and "cudnn_deterministic" in tuned.compute
@@ -136,6 +158,7 @@ def test_pretrain_takes_precision_like_run(tiny_cohort_dir, tiny_splits_root, tm
     the card it always wrote (no precision key)."""
     import json
 
+    import bench.devices
     from bench.cli import main
     from bench.data.sources import open_cohort
     from bench.pretrain import pretrain, ssl_recipes
@@ -148,10 +171,11 @@ def test_pretrain_takes_precision_like_run(tiny_cohort_dir, tiny_splits_root, tm
     assert not (tmp_path / "fp16").exists()
     cohort = open_cohort(tiny_cohort_dir, progress=False)
     runs = {}
-    for precision in ("fp32", "bf16"):
+    monkeypatch.setattr(bench.devices, "cpu_bf16_conv3d_grads_hold", lambda: True)  # a CPU with right kernels
+    for precision in ("fp32", "bf16"):  # one step: its loss comes before any update, right on every CPU
         method = ssl_recipes()["simclr3d"](config="small", seed=0)
-        runs[precision] = pretrain(method, cohort, steps=2, batch_size=4, out_dir=tmp_path / precision,
-                                   progress=False, checkpoint_every=2, device="cpu", precision=precision)
+        runs[precision] = pretrain(method, cohort, steps=1, batch_size=4, out_dir=tmp_path / precision,
+                                   progress=False, checkpoint_every=1, device="cpu", precision=precision)
     assert all(np.isfinite(r.losses).all() for r in runs.values())
     assert runs["bf16"].losses != runs["fp32"].losses  # autocast really ran
     cards = {p: json.loads(r.card_path.read_text())["pretraining_data"] for p, r in runs.items()}
@@ -303,16 +327,60 @@ def test_a_resume_in_another_precision_is_refused_before_any_work(tiny_cohort_di
 
     monkeypatch.setenv("MRIBENCH_SPLITS", str(tiny_splits_root))
     out, cohort = tmp_path / "bf16", open_cohort(tiny_cohort_dir, progress=False)
-    pretrain(ssl_recipes()["simclr3d"](config="small", seed=0), cohort, steps=2, batch_size=4, out_dir=out,
-             progress=False, checkpoint_every=2, device="cpu", precision="bf16")
+    with right_bf16_kernels():  # slow in bf16 (11 s a step of 8 volumes here): 2 volumes a step
+        pretrain(ssl_recipes()["simclr3d"](config="small", seed=0), cohort, steps=1, batch_size=2, out_dir=out,
+                 progress=False, checkpoint_every=1, device="cpu", precision="bf16")
     before = (out / "last.pt").read_bytes()
-    resume = ["pretrain", "--encoder", "simclr3d", "--steps", "3", "--batch-size", "4", "--device", "cpu", "--resume",
+    resume = ["pretrain", "--encoder", "simclr3d", "--steps", "2", "--batch-size", "2", "--device", "cpu", "--resume",
               "--out", str(out), "--cohort", str(tiny_cohort_dir), "--no-progress", "--precision"]
     assert main([*resume, "fp32"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--precision fp32" in err and "--precision bf16" in err, err
     assert str(out / "last.pt") in " ".join(err.split()) and (out / "last.pt").read_bytes() == before
-    assert main([*resume, "bf16"]) == 0 and read_pretrain_state(out / "last.pt")["step"] == 3
+    with right_bf16_kernels():
+        assert main([*resume, "bf16"]) == 0 and read_pretrain_state(out / "last.pt")["step"] == 2
     with pytest.raises(MribenchError, match=r"written with --precision fp32"):
         check_resume_precision({"step": 1}, "bf16", out / "old.pt")
     check_resume_precision({"step": 1}, "fp32", out / "old.pt")
+
+
+# -- bf16 training on a CPU only where its conv3d weight gradients hold ---------------------------------
+def test_the_bf16_gradient_check_holds_with_torchs_own_kernels():
+    """The check computes a real gradient: torch's own CPU kernels pass it on any CPU (oneDNN's
+    verdict depends on the CPU: wrong on AVX-512 with torch 2.13, right on AVX2)."""
+    from bench.devices import cpu_bf16_conv3d_grads_hold
+
+    with right_bf16_kernels():
+        assert cpu_bf16_conv3d_grads_hold() is True
+
+
+def test_bf16_training_is_refused_where_the_gradients_are_wrong(tiny_cohort_dir, tiny_splits_root, tmp_path,
+                                                               capsys, monkeypatch):
+    """Where the check fails, ``bench pretrain --precision bf16`` on the CPU is one line naming the
+    reason before anything is written, a fine-tuning job fails with it before reading a scan, a job
+    that trains nothing (robustness) still runs in bf16, and fp32 or a CUDA device is never checked."""
+    import bench.devices
+    from bench.cli import main
+    from bench.data.sources import open_cohort
+    from bench.devices import check_can_train
+    from bench.profiles import get_profile
+    from bench.runner import Runner
+
+    monkeypatch.setattr(bench.devices, "cpu_bf16_conv3d_grads_hold", lambda: False)
+    monkeypatch.setenv("MRIBENCH_SPLITS", str(tiny_splits_root))
+    code = main(["pretrain", "--encoder", "simclr3d", "--precision", "bf16", "--device", "cpu", "--no-progress",
+                 "--out", str(tmp_path / "pre"), "--cohort", str(tiny_cohort_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--precision bf16 cannot train a network on a CPU" in err and "fp32" in err, err
+    assert not (tmp_path / "pre").exists()
+
+    profile = replace(get_profile("smoke"), seeds=1, n_boot=20, finetune_epochs=1)
+    runner = Runner(open_cohort(tiny_cohort_dir, progress=False), profile, tmp_path / "results", progress=False,
+                    cache_root=tmp_path / "cache", compute=Compute(device="cpu", precision="bf16"),
+                    splits_root=tiny_splits_root, keep_going=True)
+    tuned, robust = runner.run("random", ["brain_age"], ["finetune", "robustness"])
+    assert tuned.status == "failed: MribenchError" and "weight gradients are wrong" in tuned.error, tuned.error
+    assert robust.status == "done", robust.error
+    for fine in (CPU, Compute(device="cpu", precision="fp32"), Compute(device="cuda:0", precision="bf16")):
+        check_can_train(fine)
