@@ -354,6 +354,24 @@ def test_the_bf16_gradient_check_holds_with_torchs_own_kernels():
         assert cpu_bf16_conv3d_grads_hold() is True
 
 
+def test_the_bf16_gradient_benchmark_covers_its_grid_and_says_where_it_ran(tmp_path):
+    """benchmarks/bf16_conv3d_gradients.py: every map and channel count with both kernels, strict
+    JSON, the CPU named; torch's own kernels are right everywhere (oneDNN's depend on the CPU)."""
+    import json
+
+    from benchmarks import bf16_conv3d_gradients as bench_bf16
+
+    out = tmp_path / "b.json"
+    assert bench_bf16.main(["--json", str(out)]) == 0
+    report = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in strict JSON"))
+    grid = len(bench_bf16.MAP_SHAPES) * len(bench_bf16.CHANNELS)
+    assert [r["kernels"] for r in report["rows"]] == ["oneDNN"] * grid + ["torch"] * grid
+    own = [r for r in report["rows"] if r["kernels"] == "torch"]
+    assert not any(r["weight_gradient_wrong"] for r in own)
+    assert all(r[k] < bench_bf16.WRONG_ABOVE for r in own for k in ("output", "input_gradient", "weight_gradient"))
+    assert report["torch"] == torch.__version__ and "model" in report["cpu"]
+
+
 def test_bf16_training_is_refused_where_the_gradients_are_wrong(tiny_cohort_dir, tiny_splits_root, tmp_path,
                                                                capsys, monkeypatch):
     """Where the check fails, ``bench pretrain --precision bf16`` on the CPU is one line naming the
