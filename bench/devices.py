@@ -176,10 +176,10 @@ def autocast(compute: Compute | None, device_type: str | None = None):
 def check_can_train(compute: Compute | None) -> None:
     """Refuse to train a network in bf16 on a CPU whose torch gets bf16 conv3d weight gradients wrong.
 
-    Why: on AVX-512 CPUs, torch 2.13's oneDNN kernels return garbage (relative error about 1, sometimes
-    inf or NaN) for the weight gradient of a bf16 3x3x3 convolution over a feature map 2 voxels across,
-    which a ResNet's last stage reaches on small volumes; the forward and the input's gradient stay
-    right, and AVX2 kernels are right. A run would train on it silently, or stop at a NaN loss.
+    Why: on AVX-512 CPUs, torch 2.13's oneDNN kernels return garbage (relative errors from about 1 to
+    1e36, at times NaN) for the weight gradient of a bf16 3x3x3 convolution over a feature map 2
+    voxels across, which a ResNet's last stage reaches on small volumes; the forward and the input's
+    gradient stay right, and AVX2 kernels are right. A run would train on it silently, or stop at a NaN loss.
     Inference (embeddings) in bf16 is unaffected. The check computes one such gradient on this machine
     (:func:`cpu_bf16_conv3d_grads_hold`), so a CPU or a torch with right kernels trains in bf16.
     """

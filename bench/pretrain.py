@@ -36,7 +36,7 @@ from bench import distributed as ddp
 from bench.atomic import atomic_write, atomic_write_bytes
 from bench.data.cohort import Cohort
 from bench.data.store import VolumeStore
-from bench.devices import DEFAULT_PRECISION, PRECISIONS, Compute, autocast, check_can_train, grad_scaler
+from bench.devices import DEFAULT_PRECISION, Compute, autocast, check_can_train, compute_from, grad_scaler
 from bench.errors import MribenchError
 from bench.paths import cache_home, splits_root
 from bench.progress import progress_bar
@@ -314,15 +314,10 @@ def run_cost(batch: int, lr: float, lr_schedule: str, seconds: float, steps_run:
 
 
 def _compute(info: ddp.DistInfo, precision: str) -> Compute:
-    """The process's device and ``--precision``, checked as ``bench run`` checks them: autocast of the
-    loss's forward in bf16 / fp16 (fp16 with a gradient scaler, on a GPU only), fp32 untouched; bf16
-    on a CPU only where its conv3d gradients hold (:func:`bench.devices.check_can_train`)."""
-    if precision not in PRECISIONS:
-        raise MribenchError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
-    if precision == "fp16" and info.device.type != "cuda":
-        raise MribenchError("--precision fp16 needs a CUDA device (fp16 autocast on a CPU is not supported); "
-                            "use bf16 there")
-    compute = Compute(device=str(info.device), precision=precision)
+    """The process's device and ``--precision``, checked by the function ``bench run`` checks them with
+    (:func:`bench.devices.compute_from`: fp16 on a GPU only, with a gradient scaler), and bf16 on a CPU
+    only where its conv3d gradients hold (:func:`bench.devices.check_can_train`)."""
+    compute = compute_from(str(info.device), precision)
     check_can_train(compute)
     return compute
 
